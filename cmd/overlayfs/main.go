@@ -1,0 +1,88 @@
+// Command overlayfs serves a writable overlay of a host directory over FUSE.
+//
+// The lower directory is read through a LISAFS gofer process (gVisor's
+// protocol); changes land in an upper layer whose metadata lives in memory and
+// whose file data lives in a memfd or in a filestore file on disk. See
+// README.md for the subcommands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// command is one subcommand of overlayfs.
+type command struct {
+	summary string
+	run     func(args []string) error
+}
+
+// commands lists the subcommands by name. It is built by main so that no
+// package-level mutable state exists.
+func commands() map[string]command {
+	return map[string]command{
+		"mount":  {"mount a writable overlay of LOWERDIR on MOUNTPOINT", runMount},
+		"umount": {"unmount an overlay and stop its daemon and gofer", runUmount},
+		"gofer":  {"serve a directory over LISAFS (started by mount)", runGofer},
+	}
+}
+
+func usage(cmds map[string]command) string {
+	var b strings.Builder
+	b.WriteString("overlayfs: a writable FUSE overlay of a host directory, with the upper layer in memory or in a filestore and the lower read through a LISAFS gofer.\n\nUsage: overlayfs COMMAND [flags] [args]\n\nCommands:\n")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-8s %s\n", n, cmds[n].summary)
+	}
+	b.WriteString("\nRun 'overlayfs COMMAND --help' for the flags of a command.\n")
+	return b.String()
+}
+
+func main() {
+	cmds := commands()
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage(cmds))
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	if name == "-h" || name == "--help" || name == "help" {
+		fmt.Print(usage(cmds))
+		return
+	}
+	cmd, ok := cmds[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "overlayfs: unknown command %q\n\n%s", name, usage(cmds))
+		os.Exit(2)
+	}
+	if err := cmd.run(os.Args[2:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			if ee.msg != "" {
+				fmt.Fprintf(os.Stderr, "overlayfs %s: %s\n", name, ee.msg)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintf(os.Stderr, "overlayfs %s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// exitError asks main to exit with a given status, printing msg if not empty.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d: %s", e.code, e.msg) }

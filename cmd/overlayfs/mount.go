@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"overlayfs/filestore"
+	"overlayfs/lisafs"
+	"overlayfs/lower"
+	"overlayfs/memfile"
+	"overlayfs/overlay"
+	"overlayfs/upper"
+)
+
+// mountFlags are the flags shared by mount and run.
+type mountFlags struct {
+	overlay2    filestore.Spec
+	fileAccess  string
+	goferSocket string
+	debug       bool
+}
+
+func (m *mountFlags) register(fl *pflag.FlagSet) {
+	m.overlay2 = filestore.DefaultSpec()
+	fl.Var(&m.overlay2, "overlay2", "where upper-layer file data lives: none | {root|all}:{memory|self|dir=/abs/dir}[,size=N]\n"+
+		"  memory: a memfd (data counts as this daemon's memory)\n"+
+		"  dir=/abs/dir: an unlinked filestore file in that directory (data on disk)\n"+
+		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR, removed at unmount\n"+
+		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
+		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC")
+	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "exclusive: nobody else changes LOWERDIR, cache it forever | shared: notice changes made to LOWERDIR from outside")
+	fl.StringVar(&m.goferSocket, "gofer-socket", "", "use the running `overlayfs gofer` listening on this unix socket instead of starting one")
+	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
+}
+
+func (m *mountFlags) validate() error {
+	switch m.fileAccess {
+	case "exclusive":
+	case "shared":
+		return fmt.Errorf("--file-access=shared is not implemented yet; use exclusive")
+	default:
+		return fmt.Errorf("--file-access must be exclusive or shared, got %q", m.fileAccess)
+	}
+	if !m.overlay2.Enabled() {
+		return fmt.Errorf("--overlay2=none (writing through to LOWERDIR) is not implemented yet")
+	}
+	if _, err := m.overlay2.SizeBytes(); err != nil {
+		return fmt.Errorf("--overlay2: %w", err)
+	}
+	return nil
+}
+
+func runMount(args []string) error {
+	fl := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	var mf mountFlags
+	mf.register(fl)
+	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted (default: return once the mount is ready and run on in the background)")
+	logPath := fl.String("log", "", "where the background daemon writes its log (default $TMPDIR/overlayfs-<mountpoint>.log)")
+	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
+	_ = fl.MarkHidden("ready-fd")
+	fl.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: overlayfs mount [flags] LOWERDIR MOUNTPOINT\n\n"+
+			"Mounts a writable overlay of LOWERDIR on MOUNTPOINT. Every change lands in the upper layer\n"+
+			"(metadata in memory, file data in a memfd or filestore); LOWERDIR is never modified.\n"+
+			"LOWERDIR is read through a separate `overlayfs gofer` process confined to it.\n"+
+			"Unmount with `overlayfs umount MOUNTPOINT`.\n\nFlags:\n%s", fl.FlagUsages())
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() != 2 {
+		fl.Usage()
+		return exitError{code: 2, msg: "need LOWERDIR and MOUNTPOINT"}
+	}
+	if err := mf.validate(); err != nil {
+		return err
+	}
+	lowerDir, mnt, err := checkMountArgs(fl.Arg(0), fl.Arg(1))
+	if err != nil {
+		return err
+	}
+	if *foreground || *readyFD >= 0 {
+		return serveMount(mf, lowerDir, mnt, *readyFD)
+	}
+	if *logPath == "" {
+		*logPath = filepath.Join(os.TempDir(), "overlayfs-"+strings.ReplaceAll(strings.Trim(mnt, "/"), "/", "_")+".log")
+	}
+	return daemonize(args, *logPath)
+}
+
+// checkMountArgs resolves LOWERDIR and MOUNTPOINT and refuses bad ones with
+// an error that names the path.
+func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
+	lowerDir, err := existingDir(lowerArg, "LOWERDIR")
+	if err != nil {
+		return "", "", err
+	}
+	mnt, err := existingDir(mntArg, "MOUNTPOINT")
+	if err != nil {
+		return "", "", err
+	}
+	if mounted, _ := isOverlayMount(mnt); mounted {
+		return "", "", fmt.Errorf("MOUNTPOINT %s is already an overlayfs mount", mnt)
+	}
+	if mnt == lowerDir || strings.HasPrefix(mnt, lowerDir+"/") && lowerDir != "/" {
+		// Allowed, but the daemon must never look at its own mount through
+		// the lower; the gofer serves the lower tree beneath the mount.
+		_ = mnt
+	}
+	return lowerDir, mnt, nil
+}
+
+func existingDir(p, what string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", what, p, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("%s %s does not exist", what, p)
+		}
+		return "", fmt.Errorf("%s %s: %w", what, p, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%s %s is not a directory", what, p)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	return abs, nil
+}
+
+// daemonize starts this command again in the background with a readiness
+// pipe and returns once it reports the mount ready, or its error.
+func daemonize(args []string, logPath string) error {
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", logPath, err)
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, append([]string{"mount", "--ready-fd", "3"}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		_ = cmd.Process.Release()
+		return nil
+	}
+	_ = cmd.Wait()
+	if line == "" {
+		return fmt.Errorf("the daemon exited before the mount was ready; see %s", logPath)
+	}
+	return errors.New(line)
+}
+
+// serveMount runs the overlay until it is unmounted or signalled.
+func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error) {
+	var ready *os.File
+	if readyFD >= 0 {
+		ready = os.NewFile(uintptr(readyFD), "ready")
+		defer func() {
+			if retErr != nil {
+				fmt.Fprintf(ready, "%v\n", retErr)
+			}
+			ready.Close()
+		}()
+	}
+	d, err := startDaemon(mf, lowerDir, mnt)
+	if err != nil {
+		return err
+	}
+	if err := writePidFile(mnt); err != nil {
+		fmt.Fprintf(os.Stderr, "overlayfs: %v (umount will not wait for this daemon)\n", err)
+	}
+	defer removePidFile(mnt)
+	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s)\n", lowerDir, mnt, mf.overlay2.String())
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+		ready = nil
+		// Detached: stdin is not ours to read.
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() { d.srv.Wait(); close(done) }()
+	select {
+	case <-done:
+	case s := <-sigs:
+		fmt.Fprintf(os.Stderr, "overlayfs: %v: unmounting %s\n", s, mnt)
+		if err := d.srv.Unmount(); err != nil {
+			fmt.Fprintf(os.Stderr, "overlayfs: unmount %s: %v; detaching it lazily\n", mnt, err)
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+		<-done
+	}
+	d.close()
+	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
+	return nil
+}
+
+// daemon is everything one mount owns.
+type daemon struct {
+	srv    fuseServer
+	gofer  *exec.Cmd
+	layer  *lower.Layer
+	store  *filestore.Store
+	mf     *memfile.File
+	closed bool
+}
+
+type fuseServer interface {
+	Wait()
+	Unmount() error
+}
+
+func (d *daemon) close() {
+	if d.closed {
+		return
+	}
+	d.closed = true
+	if d.mf != nil {
+		_ = d.mf.Close()
+	}
+	if d.store != nil {
+		if err := d.store.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "overlayfs: %v\n", err)
+		}
+	}
+	if d.layer != nil {
+		_ = d.layer.Close()
+	}
+	if d.gofer != nil {
+		waitOrKill(d.gofer, 5*time.Second)
+	}
+}
+
+func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func startDaemon(mf mountFlags, lowerDir, mnt string) (d *daemon, err error) {
+	d = &daemon{}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	readOnly := mf.overlay2.Enabled()
+	var fd int
+	if mf.goferSocket != "" {
+		fd, err = dialGofer(mf.goferSocket)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		fd, d.gofer, err = spawnGofer(lowerDir, readOnly)
+		if err != nil {
+			return nil, err
+		}
+	}
+	client, root, rootFD, err := lisafs.NewClient(fd)
+	if err != nil {
+		return nil, fmt.Errorf("connect to gofer: %w", err)
+	}
+	d.layer = lower.New(client, root, rootFD)
+
+	if mf.overlay2.Medium == filestore.MediumSelf {
+		if removed, err := filestore.RemoveStale(lowerDir); err != nil {
+			return nil, fmt.Errorf("remove stale filestores in %s: %w", lowerDir, err)
+		} else {
+			for _, p := range removed {
+				fmt.Fprintf(os.Stderr, "overlayfs: removed stale filestore %s\n", p)
+			}
+		}
+	}
+	id := randomID()
+	d.store, err = filestore.Open(mf.overlay2, filestore.OpenOptions{LowerRoot: lowerDir, ID: id})
+	if err != nil {
+		return nil, err
+	}
+	limit, _ := mf.overlay2.SizeBytes()
+	d.mf, err = memfile.New(d.store.File, memfile.Options{Limit: limit})
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	var hidden []string
+	if d.store.Path != "" {
+		hidden = append(hidden, filepath.Base(d.store.Path))
+	}
+	ofs, err := overlay.New(overlay.Config{
+		Lower:           d.layer,
+		Store:           upper.NewStore(d.mf),
+		Timeout:         time.Hour,
+		HiddenRootNames: hidden,
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug})
+	if err != nil {
+		return nil, err
+	}
+	d.srv = srv
+	return d, nil
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = io.ReadFull(rand.Reader, b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// spawnGofer starts `overlayfs gofer` on one end of a socketpair and returns
+// the other end. The gofer dies with this process.
+func spawnGofer(root string, readOnly bool) (int, *exec.Cmd, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return -1, nil, err
+	}
+	args := []string{"gofer", "--root", root, "--fd", "3"}
+	if readOnly {
+		args = append(args, "--read-only")
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "gofer-socket")
+	cmd := exec.Command(self, args...)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		theirs.Close()
+		unix.Close(fds[0])
+		return -1, nil, fmt.Errorf("start gofer: %w", err)
+	}
+	theirs.Close()
+	return fds[0], cmd, nil
+}
+
+func dialGofer(path string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect to gofer socket %s: %w", path, err)
+	}
+	return fd, nil
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+)
+
+func runUmount(args []string) error {
+	fl := pflag.NewFlagSet("umount", pflag.ContinueOnError)
+	lazy := fl.BoolP("lazy", "l", false, "detach the mount even if it is busy (open files keep working until closed)")
+	fl.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: overlayfs umount [flags] MOUNTPOINT\n\n"+
+			"Unmounts an overlay; its daemon then stops its gofer and removes its filestore.\n"+
+			"A mount whose daemon died (\"Transport endpoint is not connected\") is cleaned up too.\n\nFlags:\n%s", fl.FlagUsages())
+	}
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() != 1 {
+		fl.Usage()
+		return exitError{code: 2, msg: "need MOUNTPOINT"}
+	}
+	mnt, err := filepath.Abs(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	mounted, err := isOverlayMount(mnt)
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		return fmt.Errorf("%s is not an overlayfs mount", mnt)
+	}
+	pid := readPidFile(mnt)
+	alive := pid > 0 && unix.Kill(pid, 0) == nil
+	if err := unmount(mnt, *lazy); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%s is busy (a process uses it); close it or use --lazy", mnt)
+		}
+		return fmt.Errorf("unmount %s: %w", mnt, err)
+	}
+	if !alive {
+		removePidFile(mnt)
+		fmt.Fprintf(os.Stderr, "overlayfs: the daemon of %s was not running; removed the dead mount\n", mnt)
+		return nil
+	}
+	// The daemon tears down (gofer, filestore) once the kernel lets go.
+	deadline := time.Now().Add(10 * time.Second)
+	for unix.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("unmounted %s, but its daemon (pid %d) has not exited after 10s", mnt, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+func unmount(mnt string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = unix.MNT_DETACH
+		}
+		return unix.Unmount(mnt, flags)
+	}
+	bin, err := exec.LookPath("fusermount3")
+	if err != nil {
+		return fmt.Errorf("as a non-root user unmounting needs fusermount3 (install the fuse3 package)")
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	out, err := exec.Command(bin, append(args, mnt)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), err)
+	}
+	return nil
+}
+
+// isOverlayMount reports whether mnt is the mountpoint of an overlayfs FUSE
+// mount, from /proc/self/mountinfo.
+func isOverlayMount(mnt string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		if len(fields) < 7 {
+			continue
+		}
+		if unescapeMount(fields[4]) != mnt {
+			continue
+		}
+		for i := 5; i < len(fields)-1; i++ {
+			if fields[i] == "-" {
+				if fields[i+1] == "fuse.overlayfs" {
+					return true, nil
+				}
+				break
+			}
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// runtimeDir holds one pid file per mount so that umount can wait for the
+// daemon's teardown.
+func runtimeDir() string {
+	if os.Geteuid() == 0 {
+		return "/run/overlayfs"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "overlayfs")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("overlayfs-%d", os.Geteuid()))
+}
+
+func pidFile(mnt string) string {
+	sum := sha256.Sum256([]byte(mnt))
+	return filepath.Join(runtimeDir(), hex.EncodeToString(sum[:8])+".pid")
+}
+
+func writePidFile(mnt string) error {
+	if err := os.MkdirAll(runtimeDir(), 0o700); err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	return os.WriteFile(pidFile(mnt), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+}
+
+func readPidFile(mnt string) int {
+	b, err := os.ReadFile(pidFile(mnt))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func removePidFile(mnt string) {
+	if readPidFile(mnt) == os.Getpid() || unix.Kill(readPidFile(mnt), 0) != nil {
+		_ = os.Remove(pidFile(mnt))
+	}
+}

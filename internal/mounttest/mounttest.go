@@ -1,0 +1,213 @@
+// Package mounttest mounts real overlays in tests and always unmounts them.
+//
+// Mounts are made by the real overlayfs binary (built once per test process
+// with `go build`), so a test exercises exactly what a user runs: the
+// daemon, its gofer process and its filestore. Cleanup unmounts with
+// `overlayfs umount`, falls back to a lazy unmount, and fails the test if a
+// mount had to be forced off.
+package mounttest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+// Main runs the tests and removes the binary built for them. Call it from
+// TestMain: os.Exit(mounttest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	return code
+}
+
+// Binary returns the path of an overlayfs binary built from this module.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "overlayfs-test-bin-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "overlayfs")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/overlayfs")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+// Mount mounts an overlay of lower on a new temporary mountpoint with the
+// given extra `overlayfs mount` flags, and registers its unmount. It returns
+// the mountpoint.
+func Mount(t testing.TB, lower string, flags ...string) string {
+	t.Helper()
+	mnt := t.TempDir()
+	MountAt(t, lower, mnt, flags...)
+	return mnt
+}
+
+// MountAt is Mount on a given mountpoint.
+func MountAt(t testing.TB, lower, mnt string, flags ...string) {
+	t.Helper()
+	bin := Binary(t)
+	logPath := filepath.Join(t.TempDir(), "daemon.log")
+	args := append([]string{"mount", "--log", logPath}, flags...)
+	args = append(args, lower, mnt)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("overlayfs %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, log)
+	}
+	t.Cleanup(func() { Unmount(t, mnt, logPath) })
+}
+
+// Unmount unmounts mnt with `overlayfs umount`; if that fails it detaches the
+// mount lazily and fails the test.
+func Unmount(t testing.TB, mnt, logPath string) {
+	t.Helper()
+	out, err := exec.Command(Binary(t), "umount", mnt).CombinedOutput()
+	if err == nil {
+		return
+	}
+	log, _ := os.ReadFile(logPath)
+	t.Errorf("overlayfs umount %s: %v\n%s\ndaemon log:\n%s", mnt, err, out, log)
+	// Last resort: a leaked mount hangs later tests.
+	for i := 0; i < 50; i++ {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err == nil || err == unix.EINVAL {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Snapshot is a digest of a directory tree: names, types, modes, owners,
+// sizes, mtimes, contents, xattrs and symlink targets (not atimes).
+type Snapshot map[string]string
+
+// Hash walks root and records everything a change could touch.
+func Hash(t testing.TB, root string) Snapshot {
+	t.Helper()
+	snap := Snapshot{}
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "mode=%o uid=%d gid=%d size=%d mtime=%d.%d rdev=%d nlink=%d",
+			st.Mode, st.Uid, st.Gid, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Rdev, st.Nlink)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, " sha=%s", hex.EncodeToString(h.Sum(nil)))
+		case unix.S_IFLNK:
+			tgt, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, " target=%q", tgt)
+		}
+		fmt.Fprintf(&b, " xattrs=%s", xattrs(p))
+		snap[rel] = b.String()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("hash %s: %v", root, err)
+	}
+	return snap
+}
+
+func xattrs(p string) string {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil || n == 0 {
+		return "{}"
+	}
+	names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
+	sort.Strings(names)
+	var b bytes.Buffer
+	for _, name := range names {
+		v := make([]byte, 64<<10)
+		m, err := unix.Lgetxattr(p, name, v)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%x;", name, v[:m])
+	}
+	return b.String()
+}
+
+// Diff lists the paths whose digest differs between two snapshots.
+func (s Snapshot) Diff(other Snapshot) []string {
+	var out []string
+	for k, v := range s {
+		if w, ok := other[k]; !ok {
+			out = append(out, "removed "+k)
+		} else if v != w {
+			out = append(out, fmt.Sprintf("changed %s: %s -> %s", k, v, w))
+		}
+	}
+	for k := range other {
+		if _, ok := s[k]; !ok {
+			out = append(out, "added "+k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// GuardLower hashes lower now and, when the test ends, fails it if anything
+// in lower changed. Register it before the mount so that it runs after the
+// unmount.
+func GuardLower(t testing.TB, lower string) {
+	t.Helper()
+	before := Hash(t, lower)
+	t.Cleanup(func() {
+		if d := before.Diff(Hash(t, lower)); len(d) > 0 {
+			t.Errorf("the lower directory changed:\n  %s", strings.Join(d, "\n  "))
+		}
+	})
+}

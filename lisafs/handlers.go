@@ -1,0 +1,452 @@
+package lisafs
+
+import (
+	"golang.org/x/sys/unix"
+)
+
+// handlerFunc serves one decoded request. It returns the response payload
+// (usually built in cc.buf()), the host fds to donate (ownership passes to
+// the caller) and an error whose errno goes on the wire.
+type handlerFunc func(cc *connection, payload []byte) (resp []byte, donate []int, err error)
+
+// handler is one row of the dispatch table.
+type handler struct {
+	fn      handlerFunc
+	mutates bool // refused with EROFS on a read-only server before decoding
+}
+
+// handlerFor returns the handler for mid; fn is nil for MIDs the server
+// does not advertise (Error, Channel, Flush, unknown).
+func handlerFor(mid MID) handler {
+	switch mid {
+	case MIDMount:
+		return handler{fn: handleMount}
+	case MIDFStat:
+		return handler{fn: handleFStat}
+	case MIDSetStat:
+		return handler{fn: handleSetStat, mutates: true}
+	case MIDWalk:
+		return handler{fn: handleWalk}
+	case MIDWalkStat:
+		return handler{fn: handleWalkStat}
+	case MIDOpenAt:
+		return handler{fn: handleOpenAt} // EROFS decided on the flags
+	case MIDOpenCreateAt:
+		return handler{fn: handleOpenCreateAt, mutates: true}
+	case MIDClose:
+		return handler{fn: handleClose}
+	case MIDFSync:
+		return handler{fn: handleFSync}
+	case MIDPWrite:
+		return handler{fn: handlePWrite, mutates: true}
+	case MIDPRead:
+		return handler{fn: handlePRead}
+	case MIDMkdirAt:
+		return handler{fn: handleMkdirAt, mutates: true}
+	case MIDMknodAt:
+		return handler{fn: handleMknodAt, mutates: true}
+	case MIDSymlinkAt:
+		return handler{fn: handleSymlinkAt, mutates: true}
+	case MIDLinkAt:
+		return handler{fn: handleLinkAt, mutates: true}
+	case MIDFStatFS:
+		return handler{fn: handleFStatFS}
+	case MIDFAllocate:
+		return handler{fn: handleFAllocate, mutates: true}
+	case MIDReadLinkAt:
+		return handler{fn: handleReadLinkAt}
+	case MIDConnect:
+		return handler{fn: handleConnect}
+	case MIDUnlinkAt:
+		return handler{fn: handleUnlinkAt, mutates: true}
+	case MIDRenameAt:
+		return handler{fn: handleRenameAt, mutates: true}
+	case MIDGetdents64:
+		return handler{fn: handleGetdents64}
+	case MIDFGetXattr:
+		return handler{fn: handleFGetXattr}
+	case MIDFSetXattr:
+		return handler{fn: handleFSetXattr, mutates: true}
+	case MIDFListXattr:
+		return handler{fn: handleFListXattr}
+	case MIDFRemoveXattr:
+		return handler{fn: handleFRemoveXattr, mutates: true}
+	case MIDBindAt:
+		return handler{fn: handleBindAt, mutates: true}
+	case MIDListen:
+		return handler{fn: handleListen}
+	case MIDAccept:
+		return handler{fn: handleAccept}
+	case MIDConnectWithCreds:
+		return handler{fn: handleConnectWithCreds}
+	case MIDRenameAt2:
+		return handler{fn: handleRenameAt2, mutates: true}
+	}
+	return handler{}
+}
+
+// SupportedMIDs returns the MIDs this package's server advertises in
+// MountResp: 1, 3..19 and 21..33 (every standard MID except Channel and
+// Flush). The slice is freshly allocated.
+func SupportedMIDs() []MID {
+	var ms []MID
+	for m := MIDMount; m <= MIDMax; m++ {
+		if handlerFor(m).fn != nil {
+			ms = append(ms, m)
+		}
+	}
+	return ms
+}
+
+// IsMutating reports whether a read-only server refuses mid with EROFS
+// regardless of its payload (OpenAt is refused only for write modes).
+func IsMutating(mid MID) bool {
+	return handlerFor(mid).mutates
+}
+
+// handleMount creates a control FDID on the root and donates a read-only
+// directory fd on it (O_NONBLOCK, as gVisor's gofer does in directfs mode).
+func handleMount(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req EmptyMessage
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	fd, err := openRoot(cc.srv.root)
+	if err != nil {
+		return nil, nil, unix.EIO
+	}
+	st, err := hostStat(fd)
+	if err != nil {
+		closeFD(fd)
+		return nil, nil, err
+	}
+	var donate []int
+	if dfd, err := reopen(fd, unix.O_RDONLY|unix.O_DIRECTORY); err == nil {
+		_ = unix.SetNonblock(dfd, true)
+		donate = []int{dfd}
+	}
+	id := cc.add(kindControl, fd, fileType(st.Mode), 0)
+	resp := MountResp{
+		Root:           Inode{ControlFD: id, Stat: st},
+		MaxMessageSize: MaxMessageSize,
+		SupportedMs:    SupportedMIDs(),
+	}
+	return cc.keep(resp.Append(cc.buf())), donate, nil
+}
+
+// handleFStat stats a control or open FDID.
+func handleFStat(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req StatReq
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	e, err := cc.lookupAny(req.FD)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := hostStat(e.host)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cc.keep(st.Append(cc.buf())), nil, nil
+}
+
+// setStatMask is every attribute SetStat may change.
+const setStatMask = unix.STATX_MODE | unix.STATX_UID | unix.STATX_GID |
+	unix.STATX_ATIME | unix.STATX_MTIME | unix.STATX_SIZE
+
+// handleSetStat applies each requested attribute independently and reports
+// the ones that failed (owner, then mode, then size, then times: chown may
+// clear set-id bits and truncate touches mtime).
+func handleSetStat(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req SetStatReq
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	e, err := cc.lookup(req.FD, kindControl)
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.Mask&^setStatMask != 0 {
+		return nil, nil, unix.EPERM
+	}
+	var resp SetStatResp
+	fail := func(bit uint32, err error) {
+		resp.FailureMask |= bit
+		if resp.FailureErrNo == 0 {
+			resp.FailureErrNo = uint32(ErrnoOf(err))
+		}
+	}
+	if req.Mask&(unix.STATX_UID|unix.STATX_GID) != 0 {
+		uid, gid := NoUID, NoGID
+		if req.Mask&unix.STATX_UID != 0 {
+			uid = req.UID
+		}
+		if req.Mask&unix.STATX_GID != 0 {
+			gid = req.GID
+		}
+		if err := chownFD(e.host, uid, gid); err != nil {
+			fail(req.Mask&(unix.STATX_UID|unix.STATX_GID), err)
+		}
+	}
+	if req.Mask&unix.STATX_MODE != 0 {
+		var err error
+		if e.ftype == unix.S_IFLNK {
+			err = unix.EOPNOTSUPP
+		} else {
+			err = unix.Fchmodat(unix.AT_FDCWD, procPath(e.host), req.Mode&0o7777, 0)
+		}
+		if err != nil {
+			fail(unix.STATX_MODE, err)
+		}
+	}
+	if req.Mask&unix.STATX_SIZE != 0 {
+		var err error
+		switch e.ftype {
+		case unix.S_IFDIR:
+			err = unix.EISDIR
+		case unix.S_IFREG:
+			if req.Size > 1<<63-1 {
+				err = unix.EINVAL
+			} else {
+				err = unix.Truncate(procPath(e.host), int64(req.Size))
+			}
+		default:
+			err = unix.EINVAL
+		}
+		if err != nil {
+			fail(unix.STATX_SIZE, err)
+		}
+	}
+	if req.Mask&(unix.STATX_ATIME|unix.STATX_MTIME) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if req.Mask&unix.STATX_ATIME != 0 {
+			ts[0] = unix.Timespec{Sec: req.Atime.Sec, Nsec: req.Atime.Nsec}
+		}
+		if req.Mask&unix.STATX_MTIME != 0 {
+			ts[1] = unix.Timespec{Sec: req.Mtime.Sec, Nsec: req.Mtime.Nsec}
+		}
+		if err := unix.UtimesNanoAt(e.host, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			fail(req.Mask&(unix.STATX_ATIME|unix.STATX_MTIME), err)
+		}
+	}
+	return cc.keep(resp.Append(cc.buf())), nil, nil
+}
+
+// handleWalk walks names from a directory control FDID, creating one
+// control FDID per component walked (spec §9.3).
+func handleWalk(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req WalkReq
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	if WalkRespHeaderSize+InodeSize*len(req.Path) > MaxMessageSize {
+		return nil, nil, unix.EIO
+	}
+	dir, err := cc.lookupDir(req.DirFD)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range req.Path {
+		if err := checkName(name); err != nil {
+			return nil, nil, err
+		}
+	}
+	resp := WalkResp{Status: WalkSuccess}
+	var created []FDID
+	fail := func(err error) ([]byte, []int, error) {
+		for _, id := range created {
+			cc.remove(id)
+		}
+		return nil, nil, err
+	}
+	cur := dir.host
+	for i, name := range req.Path {
+		fd, err := openChild(cur, string(name))
+		if err == unix.ENOENT {
+			resp.Status = WalkComponentDoesNotExist
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+		st, err := hostStat(fd)
+		if err != nil {
+			closeFD(fd)
+			return fail(err)
+		}
+		ft := fileType(st.Mode)
+		if ft == unix.S_IFBLK {
+			closeFD(fd)
+			return fail(unix.EPERM)
+		}
+		id := cc.add(kindControl, fd, ft, 0)
+		created = append(created, id)
+		resp.Inodes = append(resp.Inodes, Inode{ControlFD: id, Stat: st})
+		last := i == len(req.Path)-1
+		if ft == unix.S_IFLNK && !last {
+			resp.Status = WalkComponentSymlink
+			break
+		}
+		if ft != unix.S_IFDIR && !last {
+			return fail(unix.ENOTDIR)
+		}
+		cur = fd
+	}
+	return cc.keep(resp.Append(cc.buf())), nil, nil
+}
+
+// handleWalkStat is Walk without FDIDs and without a status (spec §9.4).
+func handleWalkStat(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req WalkReq
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	if WalkStatRespHeaderSize+StatxSize*len(req.Path) > MaxMessageSize {
+		return nil, nil, unix.EIO
+	}
+	dir, err := cc.lookup(req.DirFD, kindControl)
+	if err != nil {
+		return nil, nil, err
+	}
+	names := req.Path
+	var resp WalkStatResp
+	if len(names) > 0 && len(names[0]) == 0 {
+		st, err := hostStat(dir.host)
+		if err != nil {
+			return nil, nil, err
+		}
+		resp.Stats = append(resp.Stats, st)
+		names = names[1:]
+	}
+	if len(names) > 0 && dir.ftype != unix.S_IFDIR {
+		if dir.ftype == unix.S_IFLNK {
+			return cc.keep(resp.Append(cc.buf())), nil, nil
+		}
+		return nil, nil, unix.ENOTDIR
+	}
+	for _, name := range names {
+		if err := checkName(name); err != nil {
+			return nil, nil, err
+		}
+	}
+	cur, owned := dir.host, false
+	defer func() {
+		if owned {
+			closeFD(cur)
+		}
+	}()
+	for i, name := range names {
+		fd, err := openChild(cur, string(name))
+		if err == unix.ENOENT {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := hostStat(fd)
+		if err != nil {
+			closeFD(fd)
+			return nil, nil, err
+		}
+		if owned {
+			closeFD(cur)
+		}
+		cur, owned = fd, true
+		resp.Stats = append(resp.Stats, st)
+		ft := fileType(st.Mode)
+		if ft == unix.S_IFLNK {
+			break
+		}
+		if ft != unix.S_IFDIR && i != len(names)-1 {
+			return nil, nil, unix.ENOTDIR
+		}
+	}
+	return cc.keep(resp.Append(cc.buf())), nil, nil
+}
+
+// handleClose drops FDIDs of any kind; unknown ones are ignored.
+func handleClose(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req FdArray
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	for _, id := range req.FDs {
+		cc.remove(id)
+	}
+	return cc.buf(), nil, nil
+}
+
+// handleFSync fsyncs open FDIDs and returns the first error.
+func handleFSync(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req FdArray
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	var first error
+	for _, id := range req.FDs {
+		e, err := cc.lookup(id, kindOpen)
+		if err == nil {
+			err = unix.Fsync(e.host)
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, nil, first
+	}
+	return cc.buf(), nil, nil
+}
+
+// handleFStatFS reports the host statfs of the file system holding a
+// control FDID.
+func handleFStatFS(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req FStatFSReq
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	e, err := cc.lookup(req.FD, kindControl)
+	if err != nil {
+		return nil, nil, err
+	}
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(e.host, &s); err != nil {
+		return nil, nil, err
+	}
+	resp := StatFS{
+		Type:            uint64(s.Type),
+		BlockSize:       s.Bsize,
+		Blocks:          s.Blocks,
+		BlocksFree:      s.Bfree,
+		BlocksAvailable: s.Bavail,
+		Files:           s.Files,
+		FilesFree:       s.Ffree,
+		NameLength:      uint64(s.Namelen),
+	}
+	return cc.keep(resp.Append(cc.buf())), nil, nil
+}
+
+// handleReadLinkAt returns the target of a symlink control FDID.
+func handleReadLinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
+	var req ReadLinkAtReq
+	if err := req.Decode(payload); err != nil {
+		return nil, nil, err
+	}
+	e, err := cc.lookup(req.FD, kindControl)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e.ftype != unix.S_IFLNK {
+		return nil, nil, unix.EINVAL
+	}
+	var buf [unix.PathMax + 1]byte
+	n, err := unix.Readlinkat(e.host, "", buf[:])
+	if err != nil {
+		return nil, nil, err
+	}
+	if n > MaxStringLen {
+		return nil, nil, unix.ENAMETOOLONG
+	}
+	return cc.keep(appendSized(cc.buf(), buf[:n])), nil, nil
+}

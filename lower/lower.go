@@ -1,0 +1,253 @@
+// Package lower is the read-only layer of an overlay: a tree of lower files
+// reached through a LISAFS client.
+//
+// A Layer never changes the lower tree. It walks one name at a time (Lookup),
+// lists directories (ReadDir), reads symlinks and xattrs, and opens file data
+// through host fds donated by the gofer. In exclusive mode the lower is
+// assumed immutable, so what it learns is cached for the life of the Layer.
+//
+// Lock order: Node.mu is a leaf lock; no Layer method holds it while making
+// an RPC.
+package lower
+
+import (
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
+)
+
+// Layer is the lower layer of one mount. Safe for concurrent use.
+type Layer struct {
+	c    *lisafs.Client
+	root *Node
+}
+
+// Node is one lower file, held by a LISAFS control FD. Its Stat is the
+// gofer's answer at the time the node was walked.
+type Node struct {
+	fd   lisafs.FDID
+	Stat lisafs.Statx
+
+	mu      sync.Mutex
+	hostFD  int // donated read-only fd, -1 until opened
+	opens   int
+	listing []lisafs.Dirent64 // cached directory listing, nil until read
+	listed  bool
+	target  string // cached symlink target
+	hasTgt  bool
+}
+
+// New mounts the client's root and returns the layer. The client is owned by
+// the Layer from then on.
+func New(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *Layer {
+	if rootHostFD >= 0 {
+		unix.Close(rootHostFD)
+	}
+	return &Layer{c: c, root: &Node{fd: root.ControlFD, Stat: root.Stat, hostFD: -1}}
+}
+
+// Root is the lower root directory.
+func (l *Layer) Root() *Node { return l.root }
+
+// Client is the LISAFS client the layer talks through.
+func (l *Layer) Client() *lisafs.Client { return l.c }
+
+// Close closes the client connection; every later call fails with EIO.
+func (l *Layer) Close() error { return l.c.Close() }
+
+// IsDir reports whether n is a directory.
+func (n *Node) IsDir() bool { return n.Stat.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// IsWhiteout reports whether n is a character device 0/0, which an overlay
+// treats as a whiteout wherever it appears.
+func (n *Node) IsWhiteout() bool {
+	return n.Stat.Mode&unix.S_IFMT == unix.S_IFCHR && n.Stat.RdevMajor == 0 && n.Stat.RdevMinor == 0
+}
+
+// Lookup walks one name below dir. A missing name is unix.ENOENT.
+func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
+	status, inodes, err := l.c.Walk(dir.fd, []string{name})
+	if err != nil {
+		return nil, err
+	}
+	if len(inodes) == 0 || status == lisafs.WalkComponentDoesNotExist {
+		l.closeInodes(inodes)
+		return nil, unix.ENOENT
+	}
+	if len(inodes) > 1 {
+		l.closeInodes(inodes[1:])
+	}
+	return &Node{fd: inodes[0].ControlFD, Stat: inodes[0].Stat, hostFD: -1}, nil
+}
+
+func (l *Layer) closeInodes(inodes []lisafs.Inode) {
+	if len(inodes) == 0 {
+		return
+	}
+	fds := make([]lisafs.FDID, len(inodes))
+	for i := range inodes {
+		fds[i] = inodes[i].ControlFD
+	}
+	_ = l.c.CloseFDs(fds...)
+}
+
+// ReadDir returns dir's entries, without "." and "..", in the gofer's order.
+// The listing is cached: the lower is immutable in exclusive mode.
+func (l *Layer) ReadDir(dir *Node) ([]lisafs.Dirent64, error) {
+	dir.mu.Lock()
+	if dir.listed {
+		ents := dir.listing
+		dir.mu.Unlock()
+		return ents, nil
+	}
+	dir.mu.Unlock()
+	ofd, hostFD, err := l.c.OpenAt(dir.fd, unix.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("open lower directory: %w", err)
+	}
+	if hostFD >= 0 {
+		unix.Close(hostFD)
+	}
+	defer l.c.CloseFDs(ofd)
+	var all []lisafs.Dirent64
+	count := int32(-65536)
+	for {
+		ents, err := l.c.Getdents64(ofd, count)
+		if err != nil {
+			return nil, err
+		}
+		if len(ents) == 0 {
+			break
+		}
+		for _, e := range ents {
+			if e.Name == "." || e.Name == ".." {
+				continue
+			}
+			all = append(all, e)
+		}
+		count = 65536
+	}
+	dir.mu.Lock()
+	if !dir.listed {
+		dir.listing, dir.listed = all, true
+	}
+	ents := dir.listing
+	dir.mu.Unlock()
+	return ents, nil
+}
+
+// Readlink returns a symlink's target.
+func (l *Layer) Readlink(n *Node) (string, error) {
+	n.mu.Lock()
+	if n.hasTgt {
+		t := n.target
+		n.mu.Unlock()
+		return t, nil
+	}
+	n.mu.Unlock()
+	t, err := l.c.ReadLinkAt(n.fd)
+	if err != nil {
+		return "", err
+	}
+	n.mu.Lock()
+	n.target, n.hasTgt = t, true
+	n.mu.Unlock()
+	return t, nil
+}
+
+// Xattrs returns every extended attribute of n. A lower file system without
+// xattr support yields an empty map.
+func (l *Layer) Xattrs(n *Node) (map[string][]byte, error) {
+	names, err := l.c.FListXattr(n.fd, 0)
+	if err != nil {
+		if err == unix.EOPNOTSUPP || err == unix.ENOTSUP || err == unix.ENODATA {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][]byte, len(names))
+	for _, name := range names {
+		v, err := l.c.FGetXattr(n.fd, name, 0)
+		if err != nil {
+			if err == unix.ENODATA {
+				continue
+			}
+			return nil, fmt.Errorf("get lower xattr %q: %w", name, err)
+		}
+		out[name] = append([]byte(nil), v...)
+	}
+	return out, nil
+}
+
+// GetXattr reads one extended attribute of n.
+func (l *Layer) GetXattr(n *Node, name string) ([]byte, error) {
+	return l.c.FGetXattr(n.fd, name, 0)
+}
+
+// ListXattr lists n's extended attribute names.
+func (l *Layer) ListXattr(n *Node) ([]string, error) {
+	names, err := l.c.FListXattr(n.fd, 0)
+	if err == unix.EOPNOTSUPP || err == unix.ENOTSUP {
+		return nil, nil
+	}
+	return names, err
+}
+
+// OpenData returns a read-only host fd for n's data, opening it through the
+// gofer on first use. Each OpenData must be paired with ReleaseData.
+func (l *Layer) OpenData(n *Node) (int, error) {
+	n.mu.Lock()
+	if n.hostFD >= 0 {
+		n.opens++
+		fd := n.hostFD
+		n.mu.Unlock()
+		return fd, nil
+	}
+	n.mu.Unlock()
+	ofd, hostFD, err := l.c.OpenAt(n.fd, unix.O_RDONLY)
+	if err != nil {
+		return -1, err
+	}
+	_ = l.c.CloseFDs(ofd)
+	if hostFD < 0 {
+		return -1, fmt.Errorf("gofer donated no fd for a lower file: %w", unix.EIO)
+	}
+	// Donated fds are non-blocking; regular files do not care.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.hostFD >= 0 {
+		unix.Close(hostFD)
+	} else {
+		n.hostFD = hostFD
+	}
+	n.opens++
+	return n.hostFD, nil
+}
+
+// ReleaseData drops one OpenData reference; the host fd closes with the last.
+func (l *Layer) ReleaseData(n *Node) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.opens > 0 {
+		n.opens--
+	}
+	if n.opens == 0 && n.hostFD >= 0 {
+		unix.Close(n.hostFD)
+		n.hostFD = -1
+	}
+}
+
+// StatFS reports the lower file system's statfs.
+func (l *Layer) StatFS() (lisafs.StatFS, error) { return l.c.FStatFS(l.root.fd) }
+
+// FD is n's LISAFS control FD, for callers that need a raw RPC.
+func (n *Node) FD() lisafs.FDID { return n.fd }
+
+// Forget closes a node's control FD; the node must not be used afterwards.
+func (l *Layer) Forget(n *Node) { _ = l.c.CloseFDs(n.fd) }

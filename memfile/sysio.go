@@ -1,0 +1,82 @@
+package memfile
+
+import (
+	"io"
+	"math"
+
+	"golang.org/x/sys/unix"
+)
+
+// pageUp rounds n up to a whole number of pages; it returns 0 on overflow.
+func pageUp(n uint64) uint64 {
+	if n > math.MaxUint64-(PageSize-1) {
+		return 0
+	}
+	return (n + PageSize - 1) &^ (PageSize - 1)
+}
+
+// pageDown rounds n down to a page boundary.
+func pageDown(n int64) int64 { return n &^ (PageSize - 1) }
+
+// punch deallocates [off, off+n) of fd, keeping the file size.
+func punch(fd int, off, n uint64) error {
+	for {
+		err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(n))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// zeroFill overwrites [off, off+n) of fd with zeros.
+func zeroFill(fd int, off, n uint64) error {
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, uint64(len(buf)))
+		if _, err := pwriteFull(fd, buf[:k], int64(off)); err != nil {
+			return err
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// preadFull reads len(p) bytes at off, retrying short reads; it returns
+// io.EOF if the file ends first.
+func preadFull(fd int, p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Pread(fd, p[done:], off+int64(done))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		if n == 0 {
+			return done, io.EOF
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// pwriteFull writes all of p at off, retrying short writes.
+func pwriteFull(fd int, p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.Pwrite(fd, p[done:], off+int64(done))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		if n == 0 {
+			return done, io.ErrShortWrite
+		}
+		done += n
+	}
+	return done, nil
+}

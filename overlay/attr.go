@@ -1,0 +1,102 @@
+package overlay
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"overlayfs/upper"
+)
+
+// GetAttr reports a file's attributes.
+func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	n := fs.node(in.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	n.mu.Lock()
+	n.fillAttr(&out.Attr)
+	n.mu.Unlock()
+	out.SetTimeout(fs.cfg.Timeout)
+	return fuse.OK
+}
+
+// SetAttr changes mode, owner, size or times, copying the file's metadata
+// up first (and its data only for a truncate that keeps some of it).
+func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	n := fs.node(in.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.copyUpMeta(n); err != nil {
+		return errno(err)
+	}
+	a := &n.up.Attr
+	now := upper.Now()
+	if size, ok := in.GetSize(); ok {
+		if n.isDir() {
+			return fuse.Status(unix.EISDIR)
+		}
+		if n.typ != unix.S_IFREG {
+			return fuse.EINVAL
+		}
+		if err := fs.truncateLocked(n, int64(size)); err != nil {
+			return errno(err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		a.Mode = a.Mode&unix.S_IFMT | mode&07777
+	}
+	if uid, ok := in.GetUID(); ok {
+		a.UID = uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		a.GID = gid
+	}
+	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+		a.Atime = now
+	} else if t, ok := in.GetATime(); ok {
+		a.Atime = unix.NsecToTimespec(t.UnixNano())
+	}
+	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+		a.Mtime = now
+	} else if t, ok := in.GetMTime(); ok {
+		a.Mtime = unix.NsecToTimespec(t.UnixNano())
+	}
+	if t, ok := in.GetCTime(); ok {
+		a.Ctime = unix.NsecToTimespec(t.UnixNano())
+	} else {
+		a.Ctime = now
+	}
+	n.fillAttr(&out.Attr)
+	out.SetTimeout(fs.cfg.Timeout)
+	return fuse.OK
+}
+
+// StatFs reports the upper budget: its size limit (or a large figure when
+// unlimited) and what is in use.
+func (fs *FS) StatFs(cancel <-chan struct{}, in *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	const bsize = 4096
+	u := fs.store.MF.Usage()
+	total := u.Limit
+	if total == 0 {
+		total = 1 << 50 // "huge", so that nothing believes the overlay is full
+	}
+	used := u.InUse
+	free := uint64(0)
+	if total > used {
+		free = total - used
+	}
+	*out = fuse.StatfsOut{
+		Blocks:  total / bsize,
+		Bfree:   free / bsize,
+		Bavail:  free / bsize,
+		Files:   1 << 32,
+		Ffree:   1<<32 - uint64(fs.store.Stats().Inodes),
+		Bsize:   bsize,
+		NameLen: maxNameLen,
+		Frsize:  bsize,
+	}
+	return fuse.OK
+}

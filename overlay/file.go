@@ -1,0 +1,292 @@
+package overlay
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// handle is one open file or directory.
+type handle struct {
+	n       *Node
+	flags   uint32
+	lowerFD int      // lower data fd held by this handle, -1 if none
+	dir     []dirEnt // directory snapshot, built on the first read at offset 0
+	dirOK   bool
+}
+
+func (fs *FS) newHandle(h *handle) uint64 {
+	fs.hMu.Lock()
+	defer fs.hMu.Unlock()
+	fh := fs.nextFh
+	fs.nextFh++
+	fs.handles[fh] = h
+	return fh
+}
+
+func (fs *FS) handle(fh uint64) *handle {
+	fs.hMu.Lock()
+	defer fs.hMu.Unlock()
+	return fs.handles[fh]
+}
+
+func (fs *FS) dropHandle(fh uint64) *handle {
+	fs.hMu.Lock()
+	defer fs.hMu.Unlock()
+	h := fs.handles[fh]
+	delete(fs.handles, fh)
+	return h
+}
+
+// openFlags are the FOPEN_* flags for a regular file: the kernel may keep
+// its page cache across opens because every write goes through us.
+func (fs *FS) openFlags() uint32 {
+	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+}
+
+// openNode prepares n for I/O with the given open flags: a write open copies
+// the data up (O_TRUNC without copying), a read open of lower data takes the
+// lower fd.
+func (fs *FS) openNode(n *Node, flags uint32) (*handle, error) {
+	h := &handle{n: n, flags: flags, lowerFD: -1}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.typ == unix.S_IFREG {
+		write := flags&unix.O_ACCMODE != unix.O_RDONLY
+		switch {
+		case flags&unix.O_TRUNC != 0 && write:
+			if err := fs.truncateLocked(n, 0); err != nil {
+				return nil, err
+			}
+		case write:
+			if err := fs.copyUpData(n); err != nil {
+				return nil, err
+			}
+		case n.up == nil || !n.up.HasData:
+			fd, err := fs.lower.OpenData(n.lower)
+			if err != nil {
+				return nil, err
+			}
+			h.lowerFD = fd
+		}
+	}
+	n.opens++
+	return h, nil
+}
+
+// Open opens a file.
+func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	n := fs.node(in.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	if n.isDir() {
+		return fuse.Status(unix.EISDIR)
+	}
+	h, err := fs.openNode(n, in.Flags)
+	if err != nil {
+		return errno(err)
+	}
+	out.Fh = fs.newHandle(h)
+	out.OpenFlags = fs.openFlags()
+	return fuse.OK
+}
+
+// Create makes and opens a regular file.
+func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	dir := fs.node(in.NodeId)
+	if dir == nil {
+		return fuse.ENOENT
+	}
+	n, err := fs.create(dir, name, createSpec{mode: unix.S_IFREG | in.Mode&07777, caller: in.Caller})
+	if err != nil {
+		return errno(err)
+	}
+	h, err := fs.openNode(n, in.Flags&^unix.O_TRUNC)
+	if err != nil {
+		return errno(err)
+	}
+	fs.fillEntry(n, &out.EntryOut)
+	out.Fh = fs.newHandle(h)
+	out.OpenFlags = fs.openFlags()
+	return fuse.OK
+}
+
+// Tmpfile makes and opens an unnamed regular file (O_TMPFILE).
+func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	dir := fs.node(in.NodeId)
+	if dir == nil {
+		return fuse.ENOENT
+	}
+	n, err := fs.newTmpfile(dir, in.Mode, in.Caller)
+	if err != nil {
+		return errno(err)
+	}
+	h, err := fs.openNode(n, in.Flags)
+	if err != nil {
+		return errno(err)
+	}
+	fs.fillEntry(n, &out.EntryOut)
+	out.Fh = fs.newHandle(h)
+	out.OpenFlags = fs.openFlags()
+	return fuse.OK
+}
+
+// Read reads file data from wherever it lives now, so a handle opened before
+// a copy-up sees the upper data afterwards.
+func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return nil, fuse.EBADF
+	}
+	n := h.n
+	n.mu.Lock()
+	if n.up != nil && n.up.HasData {
+		cnt, err := n.up.Data.ReadAt(fs.store.MF, buf[:in.Size], int64(in.Offset))
+		n.mu.Unlock()
+		if err != nil && cnt == 0 && !isEOF(err) {
+			return nil, errno(err)
+		}
+		return fuse.ReadResultData(buf[:cnt]), fuse.OK
+	}
+	fd := h.lowerFD
+	n.mu.Unlock()
+	if fd < 0 {
+		return nil, fuse.EBADF
+	}
+	return fuse.ReadResultFd(uintptr(fd), int64(in.Offset), int(in.Size)), fuse.OK
+}
+
+// Write writes into the upper data; the file was copied up at open.
+func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return 0, fuse.EBADF
+	}
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.copyUpData(n); err != nil {
+		return 0, errno(err)
+	}
+	cnt, err := n.up.Data.WriteAt(fs.store.MF, data, int64(in.Offset))
+	if cnt > 0 {
+		n.up.Touch()
+	}
+	if err != nil && cnt == 0 {
+		return 0, errno(err)
+	}
+	return uint32(cnt), fuse.OK
+}
+
+// Release closes a handle.
+func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	h := fs.dropHandle(in.Fh)
+	if h == nil {
+		return
+	}
+	n := h.n
+	if h.lowerFD >= 0 {
+		fs.lower.ReleaseData(n.lower)
+	}
+	n.mu.Lock()
+	n.opens--
+	n.mu.Unlock()
+	fs.maybeDrop(n)
+}
+
+// Flush has nothing to do: data is in the store as soon as WRITE returns.
+func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+
+// Fsync succeeds: the upper layer is not meant to outlive the mount.
+func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the file's extents.
+func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	n := h.n
+	n.mu.Lock()
+	if n.up != nil && n.up.HasData {
+		var off int64
+		var err error
+		switch in.Whence {
+		case unix.SEEK_DATA:
+			off, err = n.up.Data.SeekData(int64(in.Offset))
+		case unix.SEEK_HOLE:
+			off, err = n.up.Data.SeekHole(int64(in.Offset))
+		default:
+			n.mu.Unlock()
+			return fuse.EINVAL
+		}
+		n.mu.Unlock()
+		if err != nil {
+			return errno(err)
+		}
+		out.Offset = uint64(off)
+		return fuse.OK
+	}
+	n.mu.Unlock()
+	if h.lowerFD < 0 {
+		return fuse.EBADF
+	}
+	off, err := unix.Seek(h.lowerFD, int64(in.Offset), int(in.Whence))
+	if err != nil {
+		return errno(err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
+// Fallocate allocates or punches holes in upper data.
+func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.copyUpData(n); err != nil {
+		return errno(err)
+	}
+	off, length := int64(in.Offset), int64(in.Length)
+	var err error
+	switch in.Mode {
+	case 0:
+		err = n.up.Data.Allocate(fs.store.MF, off, length, false)
+	case unix.FALLOC_FL_KEEP_SIZE:
+		err = n.up.Data.Allocate(fs.store.MF, off, length, true)
+	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
+		err = n.up.Data.PunchHole(fs.store.MF, off, length)
+	default:
+		return fuse.Status(unix.EOPNOTSUPP)
+	}
+	if err != nil {
+		return errno(err)
+	}
+	n.up.Touch()
+	return fuse.OK
+}
+
+// truncateLocked sets a regular file's size, copying lower data up only when
+// some of it survives. The caller holds n.mu.
+func (fs *FS) truncateLocked(n *Node, size int64) error {
+	if err := fs.copyUpMeta(n); err != nil {
+		return err
+	}
+	if !n.up.HasData && size == 0 {
+		fs.store.MarkData(n.up)
+		n.up.Touch()
+		return nil
+	}
+	if err := fs.copyUpData(n); err != nil {
+		return err
+	}
+	if err := n.up.Data.Truncate(fs.store.MF, size); err != nil {
+		return err
+	}
+	n.up.Touch()
+	return nil
+}

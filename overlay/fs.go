@@ -1,0 +1,230 @@
+// Package overlay is the merged view of an upper and a lower layer, served to
+// the kernel through go-fuse's raw API.
+//
+// Model. Every file the kernel has seen is a Node. A directory Node knows the
+// children it has seen (children), the lower names it hides (whiteouts) and
+// the lower directory it merges (its origin, which a rename does not change).
+// A name in a directory is visible iff it is in children, or it is in the
+// origin's listing and not whited out. A Node with upper state (up != nil)
+// carries its own metadata; a pure lower Node reports the lower's.
+//
+// Invariants:
+//   - children and whiteouts are disjoint;
+//   - a Node's ino never changes (copy-up, rename and link keep it), and the
+//     same number is reported by stat and readdir;
+//   - the lower tree is never modified: the lower layer has no write path.
+//
+// Lock order: FS.tree before Node.mu before FS.idMu. Node.mu guards up, opens
+// and the lower data reference; FS.tree guards children, whiteouts and
+// parent pointers; FS.idMu guards the nodeid table and lookup counts. No lock
+// is held across a LISAFS round trip except Node.mu during a data copy-up.
+package overlay
+
+import (
+	"fmt"
+	"log"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lower"
+	"overlayfs/upper"
+)
+
+// Config configures a merged view.
+type Config struct {
+	// Lower is the lower layer. Required.
+	Lower *lower.Layer
+	// Store holds upper data. Required.
+	Store *upper.Store
+	// Timeout is the kernel entry, attribute and negative-entry cache
+	// lifetime. The lower is immutable (exclusive access), so it can be long.
+	Timeout time.Duration
+	// HiddenRootNames are names at the root that are never visible (the
+	// `self` filestore file), as if whited out.
+	HiddenRootNames []string
+	// Logf receives diagnostics; nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// FS is a merged overlay served over FUSE. Build it with New and mount it
+// with Mount.
+type FS struct {
+	fuse.RawFileSystem
+	cfg   Config
+	lower *lower.Layer
+	store *upper.Store
+	root  *Node
+
+	tree sync.Mutex
+
+	idMu       sync.Mutex
+	nodes      map[uint64]*Node
+	nextNodeID uint64
+
+	inoMu     sync.Mutex
+	devTags   map[uint64]uint64 // lower st_dev → tag in the high 16 bits
+	bigInos   map[devIno]uint64 // lower (dev, ino) that do not fit a tag
+	nextUpIno uint64
+	hardlinks map[devIno]*Node // lower files with nlink > 1, by identity
+
+	hMu     sync.Mutex
+	handles map[uint64]*handle
+	nextFh  uint64
+
+	server *fuse.Server
+
+	lookups atomic.Int64
+}
+
+type devIno struct{ dev, ino uint64 }
+
+const (
+	inoTagShift = 48
+	upperInoTag = 0x7fff // tag of inode numbers of upper-only files
+	maxNameLen  = 255
+)
+
+// New builds the merged view of cfg.Lower and cfg.Store.
+func New(cfg Config) (*FS, error) {
+	if cfg.Lower == nil || cfg.Store == nil {
+		return nil, fmt.Errorf("overlay: lower and store are required")
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = log.Printf
+	}
+	fs := &FS{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		cfg:           cfg,
+		lower:         cfg.Lower,
+		store:         cfg.Store,
+		nodes:         make(map[uint64]*Node),
+		nextNodeID:    fuse.FUSE_ROOT_ID,
+		devTags:       make(map[uint64]uint64),
+		bigInos:       make(map[devIno]uint64),
+		hardlinks:     make(map[devIno]*Node),
+		handles:       make(map[uint64]*handle),
+		nextFh:        1,
+	}
+	lroot := cfg.Lower.Root()
+	root := fs.newLowerNode(lroot)
+	root.parent = root
+	for _, name := range cfg.HiddenRootNames {
+		root.whiteouts[name] = struct{}{}
+	}
+	fs.root = root
+	return fs, nil
+}
+
+// String names the file system for go-fuse's debug output.
+func (fs *FS) String() string { return "overlayfs" }
+
+// Init receives the server so that notifications can be sent later.
+func (fs *FS) Init(s *fuse.Server) { fs.server = s }
+
+// Root is the root directory's node.
+func (fs *FS) Root() *Node { return fs.root }
+
+// register gives n a nodeid and puts it in the nodeid table.
+func (fs *FS) register(n *Node) {
+	fs.idMu.Lock()
+	n.nodeid = fs.nextNodeID
+	fs.nextNodeID++
+	fs.nodes[n.nodeid] = n
+	fs.idMu.Unlock()
+}
+
+// node resolves a nodeid; nil if the kernel sent one we do not know.
+func (fs *FS) node(id uint64) *Node {
+	fs.idMu.Lock()
+	n := fs.nodes[id]
+	fs.idMu.Unlock()
+	return n
+}
+
+// Forget drops kernel references. A node that is deleted, unopened and
+// forgotten is dropped and its data released.
+func (fs *FS) Forget(nodeid, nlookup uint64) {
+	fs.idMu.Lock()
+	n := fs.nodes[nodeid]
+	if n == nil {
+		fs.idMu.Unlock()
+		return
+	}
+	if n.nlookup >= nlookup {
+		n.nlookup -= nlookup
+	} else {
+		n.nlookup = 0
+	}
+	fs.idMu.Unlock()
+	fs.maybeDrop(n)
+}
+
+// maybeDrop releases a deleted node once nothing refers to it.
+func (fs *FS) maybeDrop(n *Node) {
+	if n == fs.root {
+		return
+	}
+	n.mu.Lock()
+	fs.idMu.Lock()
+	dead := n.nlookup == 0 && n.opens == 0 && n.nlink() == 0
+	if dead {
+		delete(fs.nodes, n.nodeid)
+	}
+	fs.idMu.Unlock()
+	if dead && n.up != nil && !n.released {
+		n.released = true
+		fs.store.Release(n.up)
+	}
+	n.mu.Unlock()
+}
+
+// lowerIno maps a lower (dev, ino) to a stable overlay inode number: the
+// lower number with a per-device tag in the high 16 bits (tag 0 for the
+// first device seen, so most files keep their host number), or an allocated
+// number when the lower one does not fit.
+func (fs *FS) lowerIno(dev, ino uint64) uint64 {
+	fs.inoMu.Lock()
+	defer fs.inoMu.Unlock()
+	tag, ok := fs.devTags[dev]
+	if !ok {
+		tag = uint64(len(fs.devTags))
+		fs.devTags[dev] = tag
+	}
+	if tag < upperInoTag && ino < 1<<inoTagShift {
+		return tag<<inoTagShift | ino
+	}
+	k := devIno{dev, ino}
+	if v, ok := fs.bigInos[k]; ok {
+		return v
+	}
+	v := fs.allocUpperInoLocked()
+	fs.bigInos[k] = v
+	return v
+}
+
+func (fs *FS) allocUpperInoLocked() uint64 {
+	fs.nextUpIno++
+	return upperInoTag<<inoTagShift | fs.nextUpIno
+}
+
+func (fs *FS) allocUpperIno() uint64 {
+	fs.inoMu.Lock()
+	defer fs.inoMu.Unlock()
+	return fs.allocUpperInoLocked()
+}
+
+// errno converts an error from the layers to a FUSE status.
+func errno(err error) fuse.Status {
+	if err == nil {
+		return fuse.OK
+	}
+	var e unix.Errno
+	if ok := asErrno(err, &e); ok {
+		return fuse.Status(e)
+	}
+	return fuse.EIO
+}

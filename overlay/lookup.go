@@ -1,0 +1,131 @@
+package overlay
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lower"
+)
+
+// lookupChild resolves name in dir: the children seen so far, then the
+// whiteouts, then the origin lower directory. It returns unix.ENOENT for a
+// name that is not visible.
+func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
+	if !dir.isDir() {
+		return nil, unix.ENOTDIR
+	}
+	fs.tree.Lock()
+	if c := dir.children[name]; c != nil {
+		fs.tree.Unlock()
+		return c, nil
+	}
+	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil {
+		fs.tree.Unlock()
+		return nil, unix.ENOENT
+	}
+	ldir := dir.lower
+	fs.tree.Unlock()
+
+	ln, err := fs.lower.Lookup(ldir, name)
+	if err != nil {
+		return nil, err
+	}
+	if ln.IsWhiteout() {
+		fs.lower.Forget(ln)
+		return nil, unix.ENOENT
+	}
+
+	fs.tree.Lock()
+	defer fs.tree.Unlock()
+	// Someone may have created, removed or looked up the name meanwhile.
+	if c := dir.children[name]; c != nil {
+		fs.lower.Forget(ln)
+		return c, nil
+	}
+	if _, wh := dir.whiteouts[name]; wh || dir.lower != ldir {
+		fs.lower.Forget(ln)
+		return nil, unix.ENOENT
+	}
+	c := fs.nodeForLower(ln)
+	if c.isDir() {
+		c.parent = dir
+	}
+	dir.children[name] = c
+	return c, nil
+}
+
+// nodeForLower returns the node for a newly walked lower file, sharing the
+// node of an already known hard link. The caller holds fs.tree.
+func (fs *FS) nodeForLower(ln *lower.Node) *Node {
+	st := &ln.Stat
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink <= 1 {
+		return fs.newLowerNode(ln)
+	}
+	k := devIno{uint64(unix.Mkdev(st.DevMajor, st.DevMinor)), st.Ino}
+	if n := fs.hardlinks[k]; n != nil {
+		fs.lower.Forget(ln)
+		return n
+	}
+	n := fs.newLowerNode(ln)
+	fs.hardlinks[k] = n
+	return n
+}
+
+// lowerHas reports whether dir's origin lower directory has name (so that
+// removing it from the merged view needs a whiteout). The caller must not
+// hold fs.tree.
+func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
+	if ldir == nil {
+		return false
+	}
+	ents, err := fs.lower.ReadDir(ldir)
+	if err != nil {
+		// Err on the side of hiding: a needless whiteout is invisible.
+		return true
+	}
+	for i := range ents {
+		if ents[i].Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// fillEntry answers a request that hands n to the kernel, counting the
+// reference the kernel now holds.
+func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
+	n.mu.Lock()
+	n.fillAttr(&out.Attr)
+	n.mu.Unlock()
+	fs.idMu.Lock()
+	n.nlookup++
+	fs.idMu.Unlock()
+	out.NodeId = n.nodeid
+	out.Generation = 1
+	out.SetEntryTimeout(fs.cfg.Timeout)
+	out.SetAttrTimeout(fs.cfg.Timeout)
+}
+
+// Lookup resolves a name for the kernel. A missing name is answered as a
+// cacheable negative entry.
+func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	if len(name) > maxNameLen {
+		return fuse.Status(unix.ENAMETOOLONG)
+	}
+	dir := fs.node(h.NodeId)
+	if dir == nil {
+		return fuse.ENOENT
+	}
+	fs.lookups.Add(1)
+	c, err := fs.lookupChild(dir, name)
+	if err == unix.ENOENT {
+		out.NodeId = 0
+		out.SetEntryTimeout(fs.cfg.Timeout)
+		return fuse.OK
+	}
+	if err != nil {
+		return errno(err)
+	}
+	fs.fillEntry(c, out)
+	return fuse.OK
+}

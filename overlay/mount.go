@@ -1,0 +1,51 @@
+package overlay
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions are the FUSE-level choices of a mount.
+type MountOptions struct {
+	// FsName is the source column of /proc/mounts (the lower directory).
+	FsName string
+	// Debug logs every FUSE request.
+	Debug bool
+}
+
+// Mount serves fs on mountpoint and returns once the kernel answers. As root
+// it calls mount(2) itself; otherwise it needs fusermount3. The caller runs
+// until server.Wait returns, after Unmount or `umount`.
+func Mount(fs *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
+	root := os.Geteuid() == 0
+	opts := &fuse.MountOptions{
+		FsName:               o.FsName,
+		Name:                 "overlayfs",
+		Options:              []string{"default_permissions"},
+		AllowOther:           root,
+		DirectMountStrict:    root,
+		MaxWrite:             1 << 20,
+		EnableSymlinkCaching: true,
+		// A root file system needs setuid programs and device nodes:
+		// mount without nosuid/nodev (MS_MGC_VAL is "no flags").
+		DirectMountFlags: syscall.MS_MGC_VAL,
+		Debug:            o.Debug,
+		MaxBackground:    64,
+	}
+	srv, err := fuse.NewServer(fs, mountpoint, opts)
+	if err != nil {
+		if !root {
+			return nil, fmt.Errorf("mount %s: %w (as a non-root user overlayfs needs fusermount3: install the fuse3 package)", mountpoint, err)
+		}
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return srv, nil
+}

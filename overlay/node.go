@@ -1,0 +1,209 @@
+package overlay
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
+	"overlayfs/lower"
+	"overlayfs/memfile"
+	"overlayfs/upper"
+)
+
+// Node is one file of the merged view.
+type Node struct {
+	ino    uint64
+	nodeid uint64
+	typ    uint32 // S_IFMT bits; immutable
+
+	// lower is the lower file this node came from (its origin), nil for a
+	// file created in the overlay. Immutable.
+	lower *lower.Node
+
+	// Guarded by FS.tree (directories only).
+	parent    *Node
+	children  map[string]*Node
+	whiteouts map[string]struct{}
+
+	// Guarded by FS.idMu.
+	nlookup uint64
+
+	// Guarded by mu.
+	mu       sync.Mutex
+	up       *upper.Inode
+	lazyX    bool // up's xattrs still live in the lower (metadata copy-up)
+	opens    int  // open file handles
+	lowerFD  int  // host fd of the lower data while opened (-1 if none)
+	lowerRef int  // handles holding lowerFD
+	released bool // up's data has been released
+}
+
+func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
+	n := &Node{ino: ino, typ: typ, lower: ln, lowerFD: -1}
+	if typ == unix.S_IFDIR {
+		n.children = make(map[string]*Node)
+		n.whiteouts = make(map[string]struct{})
+	}
+	fs.register(n)
+	return n
+}
+
+// newLowerNode makes the node for a lower file seen for the first time.
+func (fs *FS) newLowerNode(ln *lower.Node) *Node {
+	st := &ln.Stat
+	ino := fs.lowerIno(uint64(unix.Mkdev(st.DevMajor, st.DevMinor)), st.Ino)
+	return fs.newNode(uint32(st.Mode)&unix.S_IFMT, ln, ino)
+}
+
+// newUpperNode makes the node for a file created in the overlay.
+func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
+	n := fs.newNode(mode&unix.S_IFMT, nil, fs.allocUpperIno())
+	n.up = fs.store.NewInode(mode, uid, gid, rdev)
+	return n
+}
+
+func (n *Node) isDir() bool { return n.typ == unix.S_IFDIR }
+
+// nlink is the link count; the caller holds n.mu.
+func (n *Node) nlink() uint32 {
+	if n.up != nil {
+		return n.up.Nlink
+	}
+	return n.lower.Stat.Nlink
+}
+
+func statxTime(t lisafs.StatxTimestamp) (uint64, uint32) { return uint64(t.Sec), t.Nsec }
+
+// fillAttr writes n's attributes; the caller holds n.mu.
+func (n *Node) fillAttr(out *fuse.Attr) {
+	*out = fuse.Attr{Ino: n.ino, Blksize: 4096}
+	if n.up != nil {
+		a := &n.up.Attr
+		out.Mode = a.Mode
+		out.Uid, out.Gid = a.UID, a.GID
+		out.Rdev = a.Rdev
+		out.Nlink = a.Nlink
+		out.Atime, out.Atimensec = uint64(a.Atime.Sec), uint32(a.Atime.Nsec)
+		out.Mtime, out.Mtimensec = uint64(a.Mtime.Sec), uint32(a.Mtime.Nsec)
+		out.Ctime, out.Ctimensec = uint64(a.Ctime.Sec), uint32(a.Ctime.Nsec)
+		switch {
+		case n.typ == unix.S_IFREG && !n.up.HasData && n.lower != nil:
+			out.Size = n.lower.Stat.Size
+			out.Blocks = n.lower.Stat.Blocks
+		case n.typ == unix.S_IFREG:
+			out.Size = uint64(n.up.Data.Size())
+			out.Blocks = uint64(n.up.Data.Blocks())
+		default:
+			out.Size = uint64(n.up.Size())
+			if n.typ == unix.S_IFDIR {
+				out.Size = 4096
+			}
+		}
+	} else {
+		st := &n.lower.Stat
+		out.Mode = uint32(st.Mode)
+		out.Uid, out.Gid = st.UID, st.GID
+		out.Rdev = uint32(unix.Mkdev(st.RdevMajor, st.RdevMinor))
+		out.Nlink = st.Nlink
+		out.Size, out.Blocks = st.Size, st.Blocks
+		out.Atime, out.Atimensec = statxTime(st.Atime)
+		out.Mtime, out.Mtimensec = statxTime(st.Mtime)
+		out.Ctime, out.Ctimensec = statxTime(st.Ctime)
+	}
+	if n.typ == unix.S_IFDIR {
+		// Directory link counts would need every layer's subdirectories;
+		// report 1 like gVisor's overlay and Linux merged directories.
+		out.Nlink = 1
+	}
+}
+
+// copyUpMeta gives a pure lower node its own upper metadata (no data, and
+// xattrs left in the lower until first needed). The caller holds n.mu.
+func (fs *FS) copyUpMeta(n *Node) error {
+	if n.up != nil {
+		return nil
+	}
+	st := &n.lower.Stat
+	in := &upper.Inode{Attr: upper.Attr{
+		Mode:  uint32(st.Mode),
+		UID:   st.UID,
+		GID:   st.GID,
+		Rdev:  uint32(unix.Mkdev(st.RdevMajor, st.RdevMinor)),
+		Nlink: st.Nlink,
+		Atime: unix.Timespec{Sec: st.Atime.Sec, Nsec: int64(st.Atime.Nsec)},
+		Mtime: unix.Timespec{Sec: st.Mtime.Sec, Nsec: int64(st.Mtime.Nsec)},
+		Ctime: unix.Timespec{Sec: st.Ctime.Sec, Nsec: int64(st.Ctime.Nsec)},
+	}}
+	if n.typ == unix.S_IFLNK {
+		t, err := fs.lower.Readlink(n.lower)
+		if err != nil {
+			return err
+		}
+		in.Target = t
+	}
+	n.up = in
+	n.lazyX = true
+	fs.store.Adopt(in)
+	fs.store.CountCopyUp(false)
+	return nil
+}
+
+// copyUpData gives a regular file its own data, copied from the lower with
+// holes kept. The caller holds n.mu.
+func (fs *FS) copyUpData(n *Node) error {
+	if err := fs.copyUpMeta(n); err != nil {
+		return err
+	}
+	if n.up.HasData || n.typ != unix.S_IFREG {
+		return nil
+	}
+	if n.lower == nil {
+		fs.store.MarkData(n.up)
+		return nil
+	}
+	size := int64(n.lower.Stat.Size)
+	if size > 0 {
+		fd, err := fs.lower.OpenData(n.lower)
+		if err != nil {
+			return err
+		}
+		err = n.up.Data.CopyFrom(fs.store.MF, fd, size)
+		fs.lower.ReleaseData(n.lower)
+		if err != nil {
+			n.up.Data.Release(fs.store.MF)
+			n.up.Data = memfile.Data{}
+			return err
+		}
+	}
+	fs.store.MarkData(n.up)
+	fs.store.CountCopyUp(true)
+	return nil
+}
+
+// loadXattrs brings a metadata-copied node's xattrs into memory. The caller
+// holds n.mu and n.up is set.
+func (fs *FS) loadXattrs(n *Node) error {
+	if !n.lazyX {
+		return nil
+	}
+	x, err := fs.lower.Xattrs(n.lower)
+	if err != nil {
+		return err
+	}
+	n.up.Xattrs = x
+	n.lazyX = false
+	return nil
+}
+
+// sortedNames returns a map's keys in order.
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}

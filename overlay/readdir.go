@@ -1,0 +1,177 @@
+package overlay
+
+import (
+	"sort"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// dirEnt is one entry of a directory snapshot.
+type dirEnt struct {
+	name string
+	ino  uint64
+	mode uint32 // type bits only
+}
+
+// listDir builds the merged listing of d: ".", "..", the origin's entries in
+// the gofer's order less whiteouts, then names only the upper has, sorted.
+// Inode numbers are those stat reports.
+func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
+	fs.tree.Lock()
+	ldir := d.lower
+	fs.tree.Unlock()
+	var lents []lowerEnt
+	if ldir != nil {
+		ents, err := fs.lower.ReadDir(ldir)
+		if err != nil {
+			return nil, err
+		}
+		lents = make([]lowerEnt, len(ents))
+		for i := range ents {
+			e := &ents[i]
+			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), ino: e.Ino}
+		}
+	}
+	var maybeWhiteout []string
+	fs.tree.Lock()
+	parent := d.parent
+	if parent == nil {
+		parent = d
+	}
+	out := []dirEnt{{".", d.ino, unix.S_IFDIR}, {"..", parent.ino, unix.S_IFDIR}}
+	seen := make(map[string]bool, len(lents))
+	for _, e := range lents {
+		if _, wh := d.whiteouts[e.name]; wh {
+			continue
+		}
+		seen[e.name] = true
+		if c := d.children[e.name]; c != nil {
+			out = append(out, dirEnt{e.name, c.ino, c.typ})
+			continue
+		}
+		if e.typ == unix.DT_CHR {
+			maybeWhiteout = append(maybeWhiteout, e.name)
+			continue
+		}
+		out = append(out, dirEnt{e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12})
+	}
+	var extra []string
+	for name := range d.children {
+		if !seen[name] {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(extra)
+	for _, name := range extra {
+		c := d.children[name]
+		out = append(out, dirEnt{name, c.ino, c.typ})
+	}
+	fs.tree.Unlock()
+	// Character devices may be lower whiteouts (0/0); only a lookup tells.
+	for _, name := range maybeWhiteout {
+		if c, err := fs.lookupChild(d, name); err == nil {
+			out = append(out, dirEnt{name, c.ino, c.typ})
+		}
+	}
+	return out, nil
+}
+
+type lowerEnt struct {
+	name     string
+	typ      uint8
+	dev, ino uint64
+}
+
+// dirFlags are the FOPEN_* flags for directories: the kernel may cache
+// listings, which it drops itself when we change the directory.
+func (fs *FS) dirFlags() uint32 {
+	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+}
+
+// OpenDir opens a directory; its listing is taken at the first read.
+func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	n := fs.node(in.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	if !n.isDir() {
+		return fuse.ENOTDIR
+	}
+	out.Fh = fs.newHandle(&handle{n: n, lowerFD: -1})
+	out.OpenFlags = fs.dirFlags()
+	return fuse.OK
+}
+
+// snapshot returns the handle's listing, rebuilt on a read at offset 0.
+func (fs *FS) snapshot(h *handle, off uint64) ([]dirEnt, error) {
+	fs.hMu.Lock()
+	if h.dirOK && off != 0 {
+		d := h.dir
+		fs.hMu.Unlock()
+		return d, nil
+	}
+	fs.hMu.Unlock()
+	d, err := fs.listDir(h.n)
+	if err != nil {
+		return nil, err
+	}
+	fs.hMu.Lock()
+	h.dir, h.dirOK = d, true
+	fs.hMu.Unlock()
+	return d, nil
+}
+
+// ReadDir lists names and inode numbers.
+func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	ents, err := fs.snapshot(h, in.Offset)
+	if err != nil {
+		return errno(err)
+	}
+	for i := in.Offset; i < uint64(len(ents)); i++ {
+		e := ents[i]
+		if !out.AddDirEntry(fuse.DirEntry{Name: e.name, Ino: e.ino, Mode: e.mode, Off: i + 1}) {
+			break
+		}
+	}
+	return fuse.OK
+}
+
+// ReadDirPlus lists names with their attributes; each entry sent counts as a
+// lookup.
+func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
+	}
+	ents, err := fs.snapshot(h, in.Offset)
+	if err != nil {
+		return errno(err)
+	}
+	for i := in.Offset; i < uint64(len(ents)); i++ {
+		e := ents[i]
+		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: e.name, Ino: e.ino, Mode: e.mode, Off: i + 1})
+		if eo == nil {
+			break
+		}
+		if e.name == "." || e.name == ".." {
+			continue
+		}
+		c, err := fs.lookupChild(h.n, e.name)
+		if err != nil {
+			continue // removed since the snapshot; the kernel skips nodeid 0
+		}
+		fs.fillEntry(c, eo)
+	}
+	return fuse.OK
+}
+
+// ReleaseDir closes a directory handle.
+func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.dropHandle(in.Fh) }
+
+// FsyncDir succeeds: the upper layer is in memory.
+func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }

@@ -1,0 +1,124 @@
+package overlay
+
+import (
+	"strings"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// overlayXattr reports names reserved for overlay bookkeeping: hidden from
+// listings and refused with EOPNOTSUPP, as gVisor's overlay does.
+func overlayXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+}
+
+// GetXAttr reads an extended attribute.
+func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	n := fs.node(h.NodeId)
+	if n == nil {
+		return 0, fuse.ENOENT
+	}
+	if overlayXattr(attr) {
+		return 0, fuse.Status(unix.EOPNOTSUPP)
+	}
+	var v []byte
+	n.mu.Lock()
+	if n.up != nil && !n.lazyX {
+		val, ok := n.up.Xattrs[attr]
+		n.mu.Unlock()
+		if !ok {
+			return 0, fuse.ENODATA
+		}
+		v = val
+	} else {
+		n.mu.Unlock()
+		val, err := fs.lower.GetXattr(n.lower, attr)
+		if err != nil {
+			return 0, errno(err)
+		}
+		v = val
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), fuse.OK
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), fuse.ERANGE
+	}
+	return uint32(copy(dest, v)), fuse.OK
+}
+
+// ListXAttr lists extended attribute names, NUL-terminated.
+func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	n := fs.node(h.NodeId)
+	if n == nil {
+		return 0, fuse.ENOENT
+	}
+	var names []string
+	n.mu.Lock()
+	if n.up != nil && !n.lazyX {
+		names = sortedNames(n.up.Xattrs)
+		n.mu.Unlock()
+	} else {
+		n.mu.Unlock()
+		var err error
+		if names, err = fs.lower.ListXattr(n.lower); err != nil {
+			return 0, errno(err)
+		}
+	}
+	var b []byte
+	for _, name := range names {
+		if overlayXattr(name) {
+			continue
+		}
+		b = append(b, name...)
+		b = append(b, 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(b)), fuse.OK
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), fuse.ERANGE
+	}
+	return uint32(copy(dest, b)), fuse.OK
+}
+
+// SetXAttr sets an extended attribute in the upper layer.
+func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	n := fs.node(in.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	if overlayXattr(attr) {
+		return fuse.Status(unix.EOPNOTSUPP)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.copyUpMeta(n); err != nil {
+		return errno(err)
+	}
+	if err := fs.loadXattrs(n); err != nil {
+		return errno(err)
+	}
+	return errno(n.up.SetXattr(attr, data, in.Flags))
+}
+
+// RemoveXAttr removes an extended attribute.
+func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	n := fs.node(h.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	if overlayXattr(attr) {
+		return fuse.Status(unix.EOPNOTSUPP)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.copyUpMeta(n); err != nil {
+		return errno(err)
+	}
+	if err := fs.loadXattrs(n); err != nil {
+		return errno(err)
+	}
+	return errno(n.up.RemoveXattr(attr))
+}
