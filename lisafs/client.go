@@ -148,9 +148,18 @@ func (c *Client) roundTrip(mid MID, req []byte, wantFDs int) ([]byte, []int, err
 	}
 }
 
+// callRaw performs the request in c.wbuf without donated FDs and returns
+// the response payload (valid until the next round trip). It must be called
+// with c.mu held.
+func (c *Client) callRaw(mid MID) ([]byte, error) {
+	payload, _, err := c.roundTrip(mid, c.wbuf, 0)
+	return payload, err
+}
+
 // call performs a request without donated FDs and decodes the response
 // into resp (nil: the response must be empty). It must be called with c.mu
-// held.
+// held. Hot paths decode with concrete types instead, so that the response
+// struct does not escape through the interface.
 func (c *Client) call(mid MID, resp Message) error {
 	payload, _, err := c.roundTrip(mid, c.wbuf, 0)
 	if err != nil {
@@ -193,8 +202,14 @@ func (c *Client) FStat(fd FDID) (Statx, error) {
 	}
 	defer c.mu.Unlock()
 	c.wbuf = (&StatReq{FD: fd}).Append(c.wbuf[:0])
-	err := c.call(MIDFStat, &st)
-	return st, err
+	payload, err := c.callRaw(MIDFStat)
+	if err != nil {
+		return st, err
+	}
+	if st.Decode(payload) != nil {
+		return Statx{}, unix.EIO
+	}
+	return st, nil
 }
 
 // SetStat changes the attributes selected by mask (STATX_MODE, UID, GID,
@@ -390,9 +405,13 @@ func (c *Client) PRead(fd FDID, off uint64, buf []byte) (int, error) {
 	for done < len(buf) {
 		want := min(chunk, len(buf)-done)
 		c.wbuf = (&PReadReq{Offset: off + uint64(done), FD: fd, Count: uint32(want)}).Append(c.wbuf[:0])
-		var resp PReadResp
-		if err := c.call(MIDPRead, &resp); err != nil {
+		payload, err := c.callRaw(MIDPRead)
+		if err != nil {
 			return done, err
+		}
+		var resp PReadResp
+		if resp.Decode(payload) != nil {
+			return done, unix.EIO
 		}
 		if len(resp.Buf) > want {
 			return done, unix.EIO
@@ -421,9 +440,13 @@ func (c *Client) PWrite(fd FDID, off uint64, data []byte) (int, error) {
 	for {
 		n := min(chunk, len(data)-done)
 		c.wbuf = (&PWriteReq{Offset: off + uint64(done), FD: fd, Buf: data[done : done+n]}).Append(c.wbuf[:0])
-		var resp PWriteResp
-		if err := c.call(MIDPWrite, &resp); err != nil {
+		payload, err := c.callRaw(MIDPWrite)
+		if err != nil {
 			return done, err
+		}
+		var resp PWriteResp
+		if resp.Decode(payload) != nil {
+			return done, unix.EIO
 		}
 		if resp.Count > uint64(n) || (resp.Count == 0 && n > 0) {
 			return done, unix.EIO

@@ -38,11 +38,6 @@ func checkName(name []byte) error {
 	return nil
 }
 
-// checkNameString is checkName for a string.
-func checkNameString(name string) error {
-	return checkName([]byte(name))
-}
-
 // procPath names the magic link through which fd can be re-opened or used
 // with path-based syscalls without any lookup of client-controlled names.
 func procPath(fd int) string {

@@ -93,11 +93,6 @@ func handleOpenCreateAt(cc *connection, payload []byte) ([]byte, []int, error) {
 		_ = unix.Unlinkat(dir.host, name, 0)
 		return nil, nil, err
 	}
-	if perm&cc.srv.umask != 0 {
-		if err := unix.Fchmod(fd, perm); err != nil {
-			return undo(err)
-		}
-	}
 	if err := chownFD(fd, req.UID, req.GID); err != nil {
 		return undo(err)
 	}
@@ -109,6 +104,9 @@ func handleOpenCreateAt(cc *connection, payload []byte) ([]byte, []int, error) {
 	}
 	st, err := hostStat(ctl)
 	if err != nil {
+		return undo(err)
+	}
+	if st, err = fixPerm(ctl, st, perm); err != nil {
 		return undo(err)
 	}
 	donate := donateDup(fd)

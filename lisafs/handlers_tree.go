@@ -5,7 +5,8 @@ import (
 )
 
 // newChild finishes a create in dir: it opens the new entry name as a
-// control FDID, fixes its permission bits if the process umask interfered
+// control FDID, sets the owner, makes its permission bits exactly perm (the
+// process umask may have cleared some)
 // (perm < 0: leave them), sets the owner and returns its Inode. On failure
 // the entry is removed with unlinkFlags and the error returned.
 func (cc *connection) newChild(dir *fdEntry, name string, wantType uint32, perm int, uid, gid uint32, unlinkFlags int) (Inode, error) {
@@ -28,18 +29,16 @@ func (cc *connection) newChild(dir *fdEntry, name string, wantType uint32, perm 
 		closeFD(fd)
 		return Inode{}, unix.EAGAIN
 	}
-	if perm >= 0 && uint32(perm)&cc.srv.umask != 0 {
-		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(fd), uint32(perm), 0); err != nil {
-			return undo(err)
-		}
-	}
 	if uid != NoUID || gid != NoGID {
 		if err := chownFD(fd, uid, gid); err != nil {
 			return undo(err)
 		}
-	}
-	if (perm >= 0 && uint32(perm)&cc.srv.umask != 0) || uid != NoUID || gid != NoGID {
 		if st, err = hostStat(fd); err != nil {
+			return undo(err)
+		}
+	}
+	if perm >= 0 {
+		if st, err = fixPerm(fd, st, uint32(perm)); err != nil {
 			return undo(err)
 		}
 	}

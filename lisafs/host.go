@@ -1,11 +1,7 @@
 package lisafs
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -87,27 +83,22 @@ func chownFD(fd int, uid, gid uint32) error {
 	return unix.Fchownat(fd, "", u, g, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// processUmask reads the calling process's umask from /proc/self/status
-// without changing it. If it cannot be read, it assumes the worst (0777) so
-// that callers always fix modes up explicitly.
-func processUmask() uint32 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0o777
+// fixPerm makes the permission bits of a just-created file (held by fd,
+// described by st) equal perm when the process umask cleared some of them,
+// keeping a set-group-ID bit a directory inherited. It returns the updated
+// stat.
+func fixPerm(fd int, st Statx, perm uint32) (Statx, error) {
+	if uint32(st.Mode)&0o777 == perm&0o777 {
+		return st, nil
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if v, ok := bytes.CutPrefix(line, []byte("Umask:")); ok {
-			n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 8, 32)
-			if err != nil {
-				return 0o777
-			}
-			return uint32(n)
-		}
+	want := perm & 0o7777
+	if fileType(st.Mode) == unix.S_IFDIR {
+		want |= uint32(st.Mode) & unix.S_ISGID
 	}
-	return 0o777
+	if err := unix.Fchmodat(unix.AT_FDCWD, procPath(fd), want, 0); err != nil {
+		return st, err
+	}
+	return hostStat(fd)
 }
 
 // openRoot opens the configured root directory as an O_PATH directory fd.

@@ -26,7 +26,6 @@ type Config struct {
 type Server struct {
 	root     string
 	readOnly bool
-	umask    uint32 // process umask at NewServer; modes are fixed up past it
 
 	mu        sync.Mutex
 	closed    bool
@@ -59,7 +58,6 @@ func NewServer(cfg Config) (*Server, error) {
 	return &Server{
 		root:      abs,
 		readOnly:  cfg.ReadOnly,
-		umask:     processUmask(),
 		conns:     make(map[*connection]struct{}),
 		listeners: make(map[*net.UnixListener]struct{}),
 	}, nil

@@ -66,7 +66,9 @@ func (cc *connection) close() {
 		closeFD(e.host)
 		delete(cc.fds, id)
 	}
-	_ = cc.sock.Close()
+	if cc.sock != nil {
+		_ = cc.sock.Close()
+	}
 }
 
 // serve runs the request loop until EOF (nil) or an error.

@@ -179,6 +179,26 @@ func TestDirectoryOps(t *testing.T) {
 		t.Errorf("mkdir mode %o", d.Stat.Mode)
 	}
 	p.wantErr(MIDMkdirAt, &MkdirAtReq{DirFD: rootFD, UID: NoUID, GID: NoGID, Mode: 0o750, Name: []byte("d")}, unix.EEXIST)
+	// Modes are applied exactly, whatever the process umask (set one that
+	// would interfere for the duration of these creates).
+	old := unix.Umask(0o077)
+	var open0777 Inode
+	p.must(MIDMkdirAt, &MkdirAtReq{DirFD: rootFD, UID: NoUID, GID: NoGID, Mode: 0o777, Name: []byte("wide")}, &open0777)
+	var wideFile OpenCreateAtResp
+	p.must(MIDOpenCreateAt, &OpenCreateAtReq{DirFD: rootFD, UID: NoUID, GID: NoGID, Mode: 0o666, Name: []byte("widef")}, &wideFile)
+	unix.Umask(old)
+	for _, n := range []string{"wide", "widef"} {
+		fi, err := os.Stat(filepath.Join(root, n))
+		want := os.FileMode(0o666)
+		if n == "wide" {
+			want = 0o777
+		}
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v %v, want %v", n, fi.Mode().Perm(), err, want)
+		}
+	}
+	p.must(MIDUnlinkAt, &UnlinkAtReq{DirFD: rootFD, Name: []byte("wide"), Flags: unix.AT_REMOVEDIR}, nil)
+	p.must(MIDUnlinkAt, &UnlinkAtReq{DirFD: rootFD, Name: []byte("widef")}, nil)
 
 	var f, wh, sl, ln Inode
 	p.must(MIDMknodAt, &MknodAtReq{DirFD: d.ControlFD, UID: 1234, GID: 4321, Mode: unix.S_IFREG | 0o644, Name: []byte("file")}, &f)

@@ -2,6 +2,7 @@ package lisafs
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -172,4 +173,21 @@ func names(ss ...string) [][]byte {
 		out[i] = []byte(s)
 	}
 	return out
+}
+
+func netListenUnix(path string) (*net.UnixListener, error) {
+	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+}
+
+// dialUnix returns a blocking fd connected to the unix socket at path.
+func dialUnix(path string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		closeFD(fd)
+		return -1, err
+	}
+	return fd, nil
 }

@@ -3,6 +3,7 @@ package lisafs
 import (
 	"bytes"
 	"errors"
+	"io"
 	"reflect"
 	"testing"
 
@@ -289,5 +290,149 @@ func TestWireExpectedFDs(t *testing.T) {
 func TestWireMIDString(t *testing.T) {
 	if MIDWalk.String() != "Walk" || MIDRenameAt2.String() != "RenameAt2" || MID(300).String() != "MID(300)" {
 		t.Errorf("MID names: %v %v %v", MIDWalk, MIDRenameAt2, MID(300))
+	}
+}
+
+// wirePair returns two Conns on a fresh socketpair, closed at cleanup.
+func wirePair(t *testing.T) (*Conn, *Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socketpair: %v", err)
+	}
+	a, b := NewConn(fds[0]), NewConn(fds[1])
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// A payload far larger than the socket buffer goes through (several writes
+// on the sender, several reads on the receiver) with its FD attached once.
+func TestWireConnLargePayloadWithFD(t *testing.T) {
+	for _, nonblock := range []bool{false, true} {
+		a, b := wirePair(t)
+		if nonblock {
+			if unix.SetNonblock(a.FD(), true) != nil || unix.SetNonblock(b.FD(), true) != nil {
+				t.Fatal("set nonblock")
+			}
+		}
+		r, w := ctPipe(t)
+		payload := bytes.Repeat([]byte("0123456789abcdef"), MaxMessageSize/16)
+		errc := make(chan error, 1)
+		go func() { errc <- a.Send(MIDPRead, payload, []int{w}) }()
+		mid, got, fds, err := b.Recv(MaxMessageSize, 1)
+		if err != nil || mid != MIDPRead || !bytes.Equal(got, payload) || len(fds) != 1 {
+			t.Fatalf("nonblock=%v: Recv = %v, %d bytes, fds %v, %v", nonblock, mid, len(got), fds, err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		unix.Close(w)
+		unix.Close(fds[0])
+		if !ctWriteEndsClosed(t, r) {
+			t.Fatalf("an extra copy of the donated fd exists")
+		}
+	}
+}
+
+// FDs beyond wantFDs are closed (or discarded by the kernel), never leaked.
+func TestWireConnExtraFDsClosed(t *testing.T) {
+	for _, want := range []int{0, 1, 2} {
+		a, b := wirePair(t)
+		var reads, writes []int
+		for i := 0; i < 4; i++ {
+			r, w := ctPipe(t)
+			reads, writes = append(reads, r), append(writes, w)
+		}
+		if err := a.Send(MIDOpenAt, []byte{1, 2, 3}, writes); err != nil {
+			t.Fatal(err)
+		}
+		closeFDs(writes)
+		_, p, fds, err := b.Recv(MaxMessageSize, want)
+		if err != nil || len(p) != 3 || len(fds) != want {
+			t.Fatalf("want %d: Recv = %d bytes, fds %v, %v", want, len(p), fds, err)
+		}
+		for i, r := range reads {
+			if closed := ctWriteEndsClosed(t, r); closed != (i >= want) {
+				t.Errorf("want %d: pipe %d write end closed=%v", want, i, closed)
+			}
+		}
+		closeFDs(fds)
+	}
+}
+
+func TestWireConnErrors(t *testing.T) {
+	t.Run("too large", func(t *testing.T) {
+		a, b := wirePair(t)
+		if err := a.Send(MIDWalk, make([]byte, 100), nil); err != nil {
+			t.Fatal(err)
+		}
+		mid, _, _, err := b.Recv(99, 0)
+		if mid != MIDWalk || !errors.Is(err, unix.EMSGSIZE) {
+			t.Fatalf("Recv = %v, %v; want Walk, EMSGSIZE", mid, err)
+		}
+	})
+	t.Run("clean EOF", func(t *testing.T) {
+		a, b := wirePair(t)
+		a.Close()
+		if _, _, _, err := b.Recv(MaxMessageSize, 0); err != io.EOF {
+			t.Fatalf("Recv = %v, want io.EOF", err)
+		}
+	})
+	for _, n := range []int{3, 8 + 5} { // inside the header, inside the payload
+		t.Run("EOF inside message", func(t *testing.T) {
+			a, b := wirePair(t)
+			frame := append([]byte{10, 0, 0, 0, 3, 0, 0, 0}, make([]byte, 10)...)
+			if _, err := unix.Write(a.FD(), frame[:n]); err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			if _, _, _, err := b.Recv(MaxMessageSize, 0); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("Recv = %v, want ErrUnexpectedEOF", err)
+			}
+		})
+	}
+	t.Run("after close", func(t *testing.T) {
+		a, _ := wirePair(t)
+		a.Close()
+		if err := a.Send(MIDFStat, nil, nil); err == nil {
+			t.Fatal("Send after Close succeeded")
+		}
+		if _, _, _, err := a.Recv(10, 0); err == nil {
+			t.Fatal("Recv after Close succeeded")
+		}
+		if a.Close() != nil || a.Shutdown() != nil {
+			t.Fatal("second Close/Shutdown failed")
+		}
+	})
+	t.Run("shutdown unblocks recv", func(t *testing.T) {
+		_, b := wirePair(t)
+		errc := make(chan error, 1)
+		go func() {
+			_, _, _, err := b.Recv(10, 0)
+			errc <- err
+		}()
+		if err := b.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != io.EOF {
+			t.Fatalf("Recv after Shutdown = %v, want io.EOF", err)
+		}
+	})
+}
+
+// A steady-state Send/Recv pair allocates nothing (buffers are reused).
+func TestWireConnNoAllocs(t *testing.T) {
+	a, b := wirePair(t)
+	payload := make([]byte, 4096)
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := a.Send(MIDPRead, payload, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := b.Recv(MaxMessageSize, 1); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Send+Recv allocated %v times", allocs)
 	}
 }

@@ -114,10 +114,10 @@ func (m *File) free1(r Range) error {
 	m.mu.Unlock()
 
 	reusable := true
-	if err := punch(m.fd, r.Start, r.Len()); err != nil {
+	if err := m.withFd(func(fd int) error { return punch(fd, r.Start, r.Len()) }); err != nil {
 		// The pages keep their old contents; zero them by hand so a later
 		// allocation still reads zeros, or keep them out of circulation.
-		if err := zeroFill(m.fd, r.Start, r.Len()); err != nil {
+		if err := m.zero(r.Start, r.Len()); err != nil {
 			reusable = false
 		}
 	}
@@ -168,7 +168,7 @@ func (m *File) extendLocked(end uint64) error {
 		return fmt.Errorf("memfile: grow backing file past %d bytes: %w", end, unix.ENOSPC)
 	}
 	newSize := chunks * m.chunk
-	if err := unix.Ftruncate(m.fd, int64(newSize)); err != nil {
+	if err := m.withFd(func(fd int) error { return unix.Ftruncate(fd, int64(newSize)) }); err != nil {
 		if err == unix.EFBIG || err == unix.EINVAL {
 			err = unix.ENOSPC
 		}

@@ -16,7 +16,7 @@ import (
 // allocated is freed; running out of space gives an error matching
 // unix.ENOSPC.
 func (d *Data) CopyFrom(m *File, srcFd int, size int64) error {
-	return d.copyFrom(m, srcFd, size, &copier{fd: m.fd})
+	return d.copyFrom(m, srcFd, size, &copier{m: m})
 }
 
 // copyFrom is CopyFrom with the copier chosen by the caller (tests force the
@@ -98,7 +98,7 @@ func (d *Data) copySpan(c *copier, srcFd int, a, b int64) (eof bool, err error) 
 // copier copies from a source fd into the backing fd, remembering whether
 // copy_file_range works between them.
 type copier struct {
-	fd       int
+	m        *File
 	noKernel bool
 	buf      []byte
 }
@@ -109,7 +109,11 @@ func (c *copier) copy(src int, srcOff, dstOff, n int64) (int64, error) {
 	done := int64(0)
 	for done < n && !c.noKernel {
 		roff, woff := srcOff+done, dstOff+done
-		k, err := unix.CopyFileRange(src, &roff, c.fd, &woff, int(min(n-done, 1<<30)), 0)
+		var k int
+		err := c.m.withFd(func(fd int) (err error) {
+			k, err = unix.CopyFileRange(src, &roff, fd, &woff, int(min(n-done, 1<<30)), 0)
+			return err
+		})
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -131,7 +135,7 @@ func (c *copier) copy(src int, srcOff, dstOff, n int64) (int64, error) {
 		want := min(n-done, int64(len(c.buf)))
 		k, err := preadFull(src, c.buf[:want], srcOff+done)
 		if k > 0 {
-			if _, werr := pwriteFull(c.fd, c.buf[:k], dstOff+done); werr != nil {
+			if _, werr := c.m.pwrite(c.buf[:k], dstOff+done); werr != nil {
 				return done, werr
 			}
 			done += int64(k)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,7 +69,7 @@ func (d *Data) ReadAt(m *File, p []byte, off int64) (int, error) {
 		if i < len(d.ext) && d.ext[i].off <= pos {
 			e := d.ext[i]
 			segEnd := min(end, e.end())
-			if _, err := preadFull(m.fd, p[pos-off:segEnd-off], int64(e.start)+(pos-e.off)); err != nil {
+			if _, err := m.pread(p[pos-off:segEnd-off], int64(e.start)+(pos-e.off)); err != nil {
 				if err == io.EOF {
 					err = io.ErrUnexpectedEOF
 				}
@@ -121,7 +120,7 @@ func (d *Data) WriteAt(m *File, p []byte, off int64) (int, error) {
 	for i := d.find(off); pos < writeEnd; i++ {
 		e := d.ext[i] // mapRange guarantees [off, writeEnd) is mapped
 		segEnd := min(writeEnd, e.end())
-		k, werr := pwriteFull(m.fd, p[pos-off:segEnd-off], int64(e.start)+(pos-e.off))
+		k, werr := m.pwrite(p[pos-off:segEnd-off], int64(e.start)+(pos-e.off))
 		pos += int64(k)
 		if werr != nil {
 			err = fmt.Errorf("memfile: write backing data at %d: %w", pos, werr)
@@ -272,7 +271,16 @@ func pageUpI(n int64) int64 { return (n + PageSize - 1) &^ (PageSize - 1) }
 
 // find returns the index of the first extent that ends after off.
 func (d *Data) find(off int64) int {
-	return sort.Search(len(d.ext), func(i int) bool { return d.ext[i].end() > off })
+	lo, hi := 0, len(d.ext)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if d.ext[mid].end() > off {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 // span is a page-aligned byte range of the file.
@@ -398,7 +406,7 @@ func (d *Data) zeroMapped(m *File, a, b int64) error {
 	for i := d.find(a); i < len(d.ext) && d.ext[i].off < b; i++ {
 		e := d.ext[i]
 		lo, hi := max(a, e.off), min(b, e.end())
-		if err := zeroFill(m.fd, e.start+uint64(lo-e.off), uint64(hi-lo)); err != nil {
+		if err := m.zero(e.start+uint64(lo-e.off), uint64(hi-lo)); err != nil {
 			return fmt.Errorf("memfile: zero backing data at %d: %w", lo, err)
 		}
 	}

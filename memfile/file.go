@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,6 +56,7 @@ type Usage struct {
 // methods are safe for concurrent use.
 type File struct {
 	f     *os.File
+	rc    syscall.RawConn // f's descriptor, pinned open while in use
 	fd    int
 	chunk uint64
 	limit uint64
@@ -82,12 +84,17 @@ func New(f *os.File, opts Options) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfile: chunk size %d too large: %w", opts.ChunkSize, unix.EINVAL)
 	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfile: backing file: %w", err)
+	}
 	fd := int(f.Fd())
 	if err := unix.Ftruncate(fd, 0); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("memfile: truncate backing file: %w", err)
 	}
-	return &File{f: f, fd: fd, chunk: chunk, limit: opts.Limit}, nil
+	return &File{f: f, rc: rc, fd: fd, chunk: chunk, limit: opts.Limit}, nil
 }
 
 // Close returns all space to the host (the whole file is hole-punched, which
@@ -105,7 +112,7 @@ func (m *File) Close() error {
 	m.mu.Unlock()
 	var errs []error
 	if size > 0 {
-		if err := punch(m.fd, 0, size); err != nil {
+		if err := m.withFd(func(fd int) error { return punch(fd, 0, size) }); err != nil {
 			errs = append(errs, fmt.Errorf("memfile: decommit on close: %w", err))
 		}
 	}
@@ -126,7 +133,7 @@ func (m *File) Usage() Usage {
 	u := Usage{Allocated: m.size, InUse: m.inUse, Limit: m.limit}
 	m.mu.Unlock()
 	var st unix.Stat_t
-	if err := unix.Fstat(m.fd, &st); err == nil && st.Blocks > 0 {
+	if err := m.withFd(func(fd int) error { return unix.Fstat(fd, &st) }); err == nil && st.Blocks > 0 {
 		u.OnDisk = uint64(st.Blocks) * 512
 	}
 	return u
@@ -136,7 +143,7 @@ func (m *File) Usage() Usage {
 // check that the bytes belong to an allocated range. A read that ends past the
 // end of the backing file returns io.EOF with the short count.
 func (m *File) ReadAt(p []byte, off int64) (int, error) {
-	n, err := preadFull(m.fd, p, off)
+	n, err := m.pread(p, off)
 	if err != nil && err != io.EOF {
 		return n, fmt.Errorf("memfile: read %d bytes at %d: %w", len(p), off, err)
 	}
@@ -147,9 +154,32 @@ func (m *File) ReadAt(p []byte, off int64) (int, error) {
 // len(p) only with an error; a full host filesystem yields an error that
 // matches unix.ENOSPC (errors.Is).
 func (m *File) WriteAt(p []byte, off int64) (int, error) {
-	n, err := pwriteFull(m.fd, p, off)
+	n, err := m.pwrite(p, off)
 	if err != nil {
 		return n, fmt.Errorf("memfile: write %d bytes at %d: %w", len(p), off, err)
 	}
 	return n, nil
+}
+
+// withFd runs fn on the backing descriptor while holding a reference to it,
+// so a concurrent Close cannot close it (and let the number be reused for an
+// unrelated file) in the middle. After Close it fails with os.ErrClosed.
+func (m *File) withFd(fn func(fd int) error) error {
+	var ferr error
+	if err := m.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// pread reads all of p at off (io.EOF if the backing file ends first).
+// os.File pins the descriptor for the call, like withFd, without allocating.
+func (m *File) pread(p []byte, off int64) (int, error) { return m.f.ReadAt(p, off) }
+
+// pwrite writes all of p at off through the pinned descriptor.
+func (m *File) pwrite(p []byte, off int64) (int, error) { return m.f.WriteAt(p, off) }
+
+// zero overwrites [off, off+n) of the backing file with zeros.
+func (m *File) zero(off, n uint64) error {
+	return m.withFd(func(fd int) error { return zeroFill(fd, off, n) })
 }

@@ -46,6 +46,9 @@ type Config struct {
 	// HiddenRootNames are names at the root that are never visible (the
 	// `self` filestore file), as if whited out.
 	HiddenRootNames []string
+	// HideRootName, if set, hides matching lower names at the root (other
+	// mounts' `self` filestores).
+	HideRootName func(name string) bool
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }

@@ -19,7 +19,7 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 		fs.tree.Unlock()
 		return c, nil
 	}
-	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil {
+	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil || fs.hiddenLocked(dir, name) {
 		fs.tree.Unlock()
 		return nil, unix.ENOENT
 	}
@@ -128,4 +128,10 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	}
 	fs.fillEntry(c, out)
 	return fuse.OK
+}
+
+// hiddenLocked reports whether a lower name at the root is hidden by
+// configuration. The caller holds fs.tree.
+func (fs *FS) hiddenLocked(dir *Node, name string) bool {
+	return dir == fs.root && fs.cfg.HideRootName != nil && fs.cfg.HideRootName(name)
 }

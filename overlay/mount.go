@@ -19,15 +19,17 @@ type MountOptions struct {
 // Mount serves fs on mountpoint and returns once the kernel answers. As root
 // it calls mount(2) itself; otherwise it needs fusermount3. The caller runs
 // until server.Wait returns, after Unmount or `umount`.
-func Mount(fs *FS, mountpoint string, o MountOptions) (*fuse.Server, error) {
+func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Server, error) {
 	root := os.Geteuid() == 0
 	opts := &fuse.MountOptions{
-		FsName:               o.FsName,
-		Name:                 "overlayfs",
-		Options:              []string{"default_permissions"},
-		AllowOther:           root,
-		DirectMountStrict:    root,
-		MaxWrite:             1 << 20,
+		FsName:            o.FsName,
+		Name:              "overlayfs",
+		Options:           []string{"default_permissions"},
+		AllowOther:        root,
+		DirectMountStrict: root,
+		// 1 MiB less a page: a full-size reply with its header must fit
+		// a 1 MiB pipe, or go-fuse's splice fails and falls back to a copy.
+		MaxWrite:             1<<20 - 4096,
 		EnableSymlinkCaching: true,
 		// A root file system needs setuid programs and device nodes:
 		// mount without nosuid/nodev (MS_MGC_VAL is "no flags").

@@ -42,7 +42,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	out := []dirEnt{{".", d.ino, unix.S_IFDIR}, {"..", parent.ino, unix.S_IFDIR}}
 	seen := make(map[string]bool, len(lents))
 	for _, e := range lents {
-		if _, wh := d.whiteouts[e.name]; wh {
+		if _, wh := d.whiteouts[e.name]; wh || fs.hiddenLocked(d, e.name) {
 			continue
 		}
 		seen[e.name] = true

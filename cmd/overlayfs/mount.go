@@ -55,9 +55,6 @@ func (m *mountFlags) validate() error {
 	default:
 		return fmt.Errorf("--file-access must be exclusive or shared, got %q", m.fileAccess)
 	}
-	if !m.overlay2.Enabled() {
-		return fmt.Errorf("--overlay2=none (writing through to LOWERDIR) is not implemented yet")
-	}
 	if _, err := m.overlay2.SizeBytes(); err != nil {
 		return fmt.Errorf("--overlay2: %w", err)
 	}
@@ -116,10 +113,12 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	if mounted, _ := isOverlayMount(mnt); mounted {
 		return "", "", fmt.Errorf("MOUNTPOINT %s is already an overlayfs mount", mnt)
 	}
-	if mnt == lowerDir || strings.HasPrefix(mnt, lowerDir+"/") && lowerDir != "/" {
-		// Allowed, but the daemon must never look at its own mount through
-		// the lower; the gofer serves the lower tree beneath the mount.
-		_ = mnt
+	// Overlaying a directory in place is fine: the gofer opens LOWERDIR
+	// before the mount hides it. A mountpoint strictly inside LOWERDIR is
+	// not: the overlay would contain itself, and the gofer, walking into
+	// it, would wait on the very daemon that waits on the gofer.
+	if mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
+		return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
 	}
 	return lowerDir, mnt, nil
 }
@@ -225,7 +224,13 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 			fmt.Fprintf(os.Stderr, "overlayfs: unmount %s: %v; detaching it lazily\n", mnt, err)
 			_ = unix.Unmount(mnt, unix.MNT_DETACH)
 		}
-		<-done
+		select {
+		case <-done:
+		case <-sigs:
+			fmt.Fprintf(os.Stderr, "overlayfs: second signal: exiting without waiting for the kernel\n")
+		case <-time.After(10 * time.Second):
+			fmt.Fprintf(os.Stderr, "overlayfs: the kernel did not release %s within 10s; exiting\n", mnt)
+		}
 	}
 	d.close()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
@@ -240,6 +245,10 @@ type daemon struct {
 	store  *filestore.Store
 	mf     *memfile.File
 	closed bool
+
+	// Only for --overlay2=none.
+	client      *lisafs.Client
+	passthrough *overlay.Passthrough
 }
 
 type fuseServer interface {
@@ -262,6 +271,12 @@ func (d *daemon) close() {
 	}
 	if d.layer != nil {
 		_ = d.layer.Close()
+	}
+	if d.passthrough != nil {
+		_ = d.passthrough.Close()
+	}
+	if d.client != nil {
+		_ = d.client.Close()
 	}
 	if d.gofer != nil {
 		waitOrKill(d.gofer, 5*time.Second)
@@ -286,6 +301,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (d *daemon, err error) {
 			d.close()
 		}
 	}()
+	// With an overlay the gofer never writes: LOWERDIR is read-only to it.
 	readOnly := mf.overlay2.Enabled()
 	var fd int
 	if mf.goferSocket != "" {
@@ -302,6 +318,19 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (d *daemon, err error) {
 	client, root, rootFD, err := lisafs.NewClient(fd)
 	if err != nil {
 		return nil, fmt.Errorf("connect to gofer: %w", err)
+	}
+	if !mf.overlay2.Enabled() {
+		// No overlay: every change is written through the gofer.
+		d.client = client
+		pt, err := overlay.NewPassthrough(client, root, rootFD, overlay.PassthroughConfig{Timeout: time.Hour})
+		if err != nil {
+			return nil, err
+		}
+		d.passthrough = pt
+		if d.srv, err = overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug}); err != nil {
+			return nil, err
+		}
+		return d, nil
 	}
 	d.layer = lower.New(client, root, rootFD)
 
@@ -333,6 +362,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (d *daemon, err error) {
 		Store:           upper.NewStore(d.mf),
 		Timeout:         time.Hour,
 		HiddenRootNames: hidden,
+		HideRootName:    filestore.IsSelfName,
 	})
 	if err != nil {
 		return nil, err
