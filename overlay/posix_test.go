@@ -32,6 +32,9 @@ func TestPosix(t *testing.T) {
 	skips := posixSkips()
 	for _, name := range cases {
 		t.Run(name, func(t *testing.T) {
+			// Each case has its own mounts; running them side by side
+			// only overlaps the mount and unmount waits.
+			t.Parallel()
 			if why, ok := skips[name]; ok {
 				t.Skip(why)
 			}

@@ -46,10 +46,16 @@ func both(bs ...func(t *testing.T, lower string)) func(t *testing.T, lower strin
 
 func TestLookupUpperThenLower(t *testing.T) {
 	forEachMedium(t, func(t *testing.T, m medium) {
-		f := setup(t, m, files(map[string]string{
+		f := setup(t, m, both(files(map[string]string{
 			"d/shadowed":   "lower",
 			"d/lower-only": "lower only",
 			"top":          "top",
+		}), func(t *testing.T, lower string) {
+			for link, target := range map[string]string{"link": "top", "d/uplink": "../top"} {
+				if err := os.Symlink(target, filepath.Join(lower, link)); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}), "")
 		mustWrite(t, f.path("d/shadowed"), []byte("upper"), 0o644)
 		mustWrite(t, f.path("d/upper-only"), []byte("upper only"), 0o644)
@@ -67,6 +73,39 @@ func TestLookupUpperThenLower(t *testing.T) {
 		if _, err := os.Lstat(f.lowerPath("d/upper-only")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("d/upper-only reached the lower: %v", err)
 		}
+		// Lower symlinks resolve inside the overlay.
+		wantContent(t, f.path("link"), []byte("top"))
+		wantContent(t, f.path("d/uplink"), []byte("top"))
+	})
+}
+
+func TestOpenBeforeCopyUp(t *testing.T) {
+	forEachMedium(t, func(t *testing.T, m medium) {
+		f := setup(t, m, files(map[string]string{"f": "lower data", "g": "lower g"}), "")
+		old, err := os.Open(f.path("f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Close()
+		buf := make([]byte, 64)
+		if n, err := old.ReadAt(buf, 0); string(buf[:n]) != "lower data" {
+			t.Fatalf("read before copy-up: %q, %v", buf[:n], err)
+		}
+		mustWrite(t, f.path("f"), []byte("upper data, longer"), 0o644)
+		// A descriptor opened before the copy-up reads the new data.
+		if n, _ := old.ReadAt(buf, 0); string(buf[:n]) != "upper data, longer" {
+			t.Errorf("old descriptor after copy-up reads %q", buf[:n])
+		}
+		// O_TRUNC of a lower file gives an empty file without its data.
+		fh, err := os.OpenFile(f.path("g"), os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := fh.Stat(); err != nil || st.Size() != 0 {
+			t.Errorf("after O_TRUNC: %v, %v", st, err)
+		}
+		fh.Close()
+		wantContent(t, f.path("g"), nil)
 	})
 }
 
@@ -363,6 +402,19 @@ func TestRenameLowerDir(t *testing.T) {
 		}
 		wantContent(t, f.path("target/a"), []byte("A2"))
 		wantContent(t, f.path("target/sub/b"), []byte("B"))
+		// Removing lower names inside the moved directory hides them there.
+		if err := os.Remove(f.path("target/sub/b")); err != nil {
+			t.Fatal(err)
+		}
+		if got := names(t, f.path("target/sub")); len(got) != 0 {
+			t.Errorf("target/sub lists %v after removing b", got)
+		}
+		if err := unix.Rmdir(f.path("target/sub")); err != nil {
+			t.Errorf("rmdir of an emptied moved lower directory: %v", err)
+		}
+		if got, want := names(t, f.path("target")), []string{"a"}; !slices.Equal(got, want) {
+			t.Errorf("target lists %v, want %v", got, want)
+		}
 		if got, want := names(t, f.path("other")), []string{"o"}; !slices.Equal(got, want) {
 			t.Errorf("other lists %v, want %v", got, want)
 		}
@@ -376,6 +428,7 @@ func TestHardLinksAcrossCopyUp(t *testing.T) {
 		if err := os.Link(filepath.Join(lower, "f"), filepath.Join(lower, "d", "g")); err != nil {
 			t.Fatal(err)
 		}
+		mustWrite(t, filepath.Join(lower, "solo"), []byte("solo"), 0o644)
 	}
 	forEachMedium(t, func(t *testing.T, m medium) {
 		f := setup(t, m, build, "")
@@ -416,6 +469,22 @@ func TestHardLinksAcrossCopyUp(t *testing.T) {
 		}
 		nl(2, "d/g", "h")
 		wantContent(t, f.path("h"), []byte("changed"))
+
+		// A link made in the overlay to a lower file not yet copied up.
+		if err := os.Link(f.path("solo"), f.path("d/solo2")); err != nil {
+			t.Fatal(err)
+		}
+		soloIno := nl(2, "solo", "d/solo2")
+		mustWrite(t, f.path("d/solo2"), []byte("via solo2"), 0o644)
+		wantContent(t, f.path("solo"), []byte("via solo2"))
+		if got := nl(2, "solo", "d/solo2"); got != soloIno {
+			t.Errorf("st_ino changed: %d -> %d", soloIno, got)
+		}
+		if err := os.Remove(f.path("solo")); err != nil {
+			t.Fatal(err)
+		}
+		nl(1, "d/solo2")
+		wantContent(t, f.path("d/solo2"), []byte("via solo2"))
 	})
 }
 
@@ -724,8 +793,29 @@ func TestMknod(t *testing.T) {
 		{"regular", unix.S_IFREG | 0o644, 0, 0, unix.S_IFREG},
 		{"whiteout-c-0-0", unix.S_IFCHR | 0o644, 0, unix.EPERM, 0},
 	}
+	build := func(t *testing.T, lower string) {
+		mustMkdir(t, filepath.Join(lower, "lowerdir"), 0o755)
+		for _, c := range cases[:4] {
+			if err := unix.Mknod(filepath.Join(lower, "lower-"+c.name), c.mode, int(c.dev)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	forEachMedium(t, func(t *testing.T, m medium) {
-		f := setup(t, m, files(map[string]string{"lowerdir/": ""}), "")
+		f := setup(t, m, build, "")
+		for _, c := range cases[:4] {
+			var st unix.Stat_t
+			err := unix.Lstat(f.path("lower-"+c.name), &st)
+			if c.ftype == unix.S_IFBLK {
+				// The gofer refuses to walk to host block devices, as
+				// gVisor's gofer does (lisafs/handlers.go, Walk).
+				wantErrno(t, "lstat of a lower block device", err, unix.EPERM)
+				continue
+			}
+			if err != nil || st.Mode != c.mode || st.Rdev != c.dev {
+				t.Errorf("lower %s: mode %o rdev %#x, %v; want %o %#x", c.name, st.Mode, st.Rdev, err, c.mode, c.dev)
+			}
+		}
 		for _, dir := range []string{"", "lowerdir"} {
 			for _, c := range cases {
 				p := f.path(dir, c.name)
@@ -1461,4 +1551,144 @@ func listXattr(t *testing.T, p string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestConcurrentTreeOps runs workers that create, write, rename, link,
+// unlink and list in one shared merged directory at the same time, each
+// on its own names, and then checks the final listing and contents. It
+// catches lost updates and lock-order deadlocks (the watchdog fails a hang).
+func TestConcurrentTreeOps(t *testing.T) {
+	const (
+		workers = 6
+		rounds  = 60
+		perW    = 4 // lower files owned by each worker
+	)
+	lowerFiles := map[string]string{}
+	for w := 0; w < workers; w++ {
+		for k := 0; k < perW; k++ {
+			lowerFiles[fmt.Sprintf("shared/w%d-lower%d", w, k)] = fmt.Sprintf("lower %d %d", w, k)
+		}
+	}
+	forEachMedium(t, func(t *testing.T, m medium) {
+		f := setup(t, m, files(lowerFiles), "")
+		type state map[string]string // name → content ("/" for a directory)
+		finals := make([]state, workers)
+		errs := make(chan error, workers)
+		readerErr := make(chan error, 1)
+		stop := make(chan struct{})
+		go func() { // a reader listing all the time
+			for {
+				select {
+				case <-stop:
+					readerErr <- nil
+					return
+				default:
+				}
+				ents, err := os.ReadDir(f.path("shared"))
+				if err != nil {
+					readerErr <- fmt.Errorf("readdir: %w", err)
+					return
+				}
+				seen := map[string]bool{}
+				for _, e := range ents {
+					if seen[e.Name()] {
+						readerErr <- fmt.Errorf("readdir lists %s twice", e.Name())
+						return
+					}
+					seen[e.Name()] = true
+				}
+			}
+		}()
+		done := make(chan struct{})
+		for w := 0; w < workers; w++ {
+			go func(w int) {
+				defer func() { done <- struct{}{} }()
+				st := state{}
+				for k := 0; k < perW; k++ {
+					st[fmt.Sprintf("w%d-lower%d", w, k)] = fmt.Sprintf("lower %d %d", w, k)
+				}
+				p := func(name string) string { return f.path("shared", name) }
+				for i := 0; i < rounds; i++ {
+					k := i % perW
+					lname := fmt.Sprintf("w%d-lower%d", w, k)
+					mname := fmt.Sprintf("w%d-moved%d", w, k)
+					uname := fmt.Sprintf("w%d-upper%d", w, i%5)
+					dname := fmt.Sprintf("w%d-dir%d", w, i%3)
+					var err error
+					switch i % 4 {
+					case 0: // write an upper file
+						content := fmt.Sprintf("upper %d %d", w, i)
+						if err = os.WriteFile(p(uname), []byte(content), 0o644); err == nil {
+							st[uname] = content
+						}
+					case 1: // move a lower file away and back, or link it
+						if _, ok := st[lname]; ok {
+							if err = unix.Rename(p(lname), p(mname)); err == nil {
+								st[mname] = st[lname]
+								delete(st, lname)
+							}
+						} else if err = unix.Rename(p(mname), p(lname)); err == nil {
+							st[lname] = st[mname]
+							delete(st, mname)
+						}
+					case 2: // mkdir or rmdir
+						if _, ok := st[dname]; ok {
+							if err = unix.Rmdir(p(dname)); err == nil {
+								delete(st, dname)
+							}
+						} else if err = unix.Mkdir(p(dname), 0o755); err == nil {
+							st[dname] = "/"
+						}
+					case 3: // write into a lower file, or remove an upper one
+						if c, ok := st[lname]; ok && i%8 == 3 {
+							c += "+"
+							if err = os.WriteFile(p(lname), []byte(c), 0o644); err == nil {
+								st[lname] = c
+							}
+						} else if _, ok := st[uname]; ok {
+							if err = os.Remove(p(uname)); err == nil {
+								delete(st, uname)
+							}
+						}
+					}
+					if err != nil {
+						errs <- fmt.Errorf("worker %d round %d: %w", w, i, err)
+						return
+					}
+				}
+				finals[w] = st
+			}(w)
+		}
+		for w := 0; w < workers; w++ {
+			<-done
+		}
+		close(stop)
+		if err := <-readerErr; err != nil {
+			t.Error(err)
+		}
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if t.Failed() {
+			return
+		}
+		var want []string
+		for _, st := range finals {
+			for name, c := range st {
+				want = append(want, name)
+				if c == "/" {
+					if got := names(t, f.path("shared", name)); len(got) != 0 {
+						t.Errorf("%s lists %v", name, got)
+					}
+				} else {
+					wantContent(t, f.path("shared", name), []byte(c))
+				}
+			}
+		}
+		slices.Sort(want)
+		if got := names(t, f.path("shared")); !slices.Equal(got, want) {
+			t.Errorf("shared lists\n %v\nwant\n %v", got, want)
+		}
+	})
 }

@@ -294,8 +294,8 @@ func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
 	}
 }
 
-func startDaemon(mf mountFlags, lowerDir, mnt string) (d *daemon, err error) {
-	d = &daemon{}
+func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
+	d := &daemon{}
 	defer func() {
 		if err != nil {
 			d.close()

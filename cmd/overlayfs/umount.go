@@ -44,7 +44,7 @@ func runUmount(args []string) error {
 		return fmt.Errorf("%s is not an overlayfs mount", mnt)
 	}
 	pid := readPidFile(mnt)
-	alive := pid > 0 && unix.Kill(pid, 0) == nil
+	alive := processAlive(pid)
 	if err := unmount(mnt, *lazy); err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%s is busy (a process uses it); close it or use --lazy", mnt)
@@ -58,7 +58,7 @@ func runUmount(args []string) error {
 	}
 	// The daemon tears down (gofer, filestore) once the kernel lets go.
 	deadline := time.Now().Add(10 * time.Second)
-	for unix.Kill(pid, 0) == nil {
+	for processAlive(pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("unmounted %s, but its daemon (pid %d) has not exited after 10s", mnt, pid)
 		}
@@ -174,7 +174,22 @@ func readPidFile(mnt string) int {
 }
 
 func removePidFile(mnt string) {
-	if readPidFile(mnt) == os.Getpid() || unix.Kill(readPidFile(mnt), 0) != nil {
+	if pid := readPidFile(mnt); pid == os.Getpid() || !processAlive(pid) {
 		_ = os.Remove(pidFile(mnt))
 	}
+}
+
+// processAlive reports whether pid runs and is not a zombie waiting for a
+// parent that may reap it late.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
