@@ -48,10 +48,20 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	if mode, ok := in.GetMode(); ok {
 		a.Mode = a.Mode&unix.S_IFMT | mode&07777
 	}
-	if uid, ok := in.GetUID(); ok {
+	uid, chownU := in.GetUID()
+	gid, chownG := in.GetGID()
+	_, chmod := in.GetMode()
+	_, trunc := in.GetSize()
+	if (chownU || chownG) && !chmod || trunc && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		if err := fs.loadXattrs(n); err != nil {
+			return errno(err)
+		}
+		killPriv(n.up)
+	}
+	if chownU {
 		a.UID = uid
 	}
-	if gid, ok := in.GetGID(); ok {
+	if chownG {
 		a.GID = gid
 	}
 	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {

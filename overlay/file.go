@@ -86,6 +86,15 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	if err != nil {
 		return errno(err)
 	}
+	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+		n.mu.Lock()
+		err = fs.killPrivNode(n)
+		n.mu.Unlock()
+		if err != nil {
+			fs.releaseHandle(h)
+			return errno(err)
+		}
+	}
 	out.Fh = fs.newHandle(h)
 	out.OpenFlags = fs.openFlags()
 	return fuse.OK
@@ -168,6 +177,11 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	if err := fs.copyUpData(n); err != nil {
 		return 0, errno(err)
 	}
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if err := fs.killPrivNode(n); err != nil {
+			return 0, errno(err)
+		}
+	}
 	cnt, err := n.up.Data.WriteAt(fs.store.MF, data, int64(in.Offset))
 	if cnt > 0 {
 		n.up.Touch()
@@ -180,10 +194,13 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 
 // Release closes a handle.
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	h := fs.dropHandle(in.Fh)
-	if h == nil {
-		return
+	if h := fs.dropHandle(in.Fh); h != nil {
+		fs.releaseHandle(h)
 	}
+}
+
+// releaseHandle drops what an open handle holds.
+func (fs *FS) releaseHandle(h *handle) {
 	n := h.n
 	if h.lowerFD >= 0 {
 		fs.lower.ReleaseData(n.lower)

@@ -36,6 +36,9 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		DirectMountFlags: syscall.MS_MGC_VAL,
 		Debug:            o.Debug,
 		MaxBackground:    64,
+		// We clear set-id bits and capabilities ourselves (killpriv.go):
+		// saves a GETXATTR per write and a GETATTR per chown.
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	srv, err := fuse.NewServer(fs, mountpoint, opts)
 	if err != nil {

@@ -95,9 +95,20 @@ func MountAt(t testing.TB, lower, mnt string, flags ...string) {
 // mount lazily and fails the test.
 func Unmount(t testing.TB, mnt, logPath string) {
 	t.Helper()
-	out, err := exec.Command(Binary(t), "umount", mnt).CombinedOutput()
-	if err == nil {
-		return
+	var out []byte
+	var err error
+	for i := 0; i < 40; i++ {
+		out, err = exec.Command(Binary(t), "umount", mnt).CombinedOutput()
+		if err == nil {
+			return
+		}
+		if !bytes.Contains(out, []byte("busy")) {
+			break
+		}
+		// A file the test leaked keeps the mount busy until its finalizer
+		// closes it.
+		runtime.GC()
+		time.Sleep(50 * time.Millisecond)
 	}
 	log, _ := os.ReadFile(logPath)
 	t.Errorf("overlayfs umount %s: %v\n%s\ndaemon log:\n%s", mnt, err, out, log)
