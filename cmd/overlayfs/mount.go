@@ -96,7 +96,15 @@ func runMount(args []string) error {
 	if *logPath == "" {
 		*logPath = filepath.Join(os.TempDir(), "overlayfs-"+strings.ReplaceAll(strings.Trim(mnt, "/"), "/", "_")+".log")
 	}
-	return daemonize(args, *logPath)
+	// The daemon runs in / : hand it the flags as parsed and the absolute paths.
+	var daemonArgs []string
+	fl.Visit(func(f *pflag.Flag) {
+		if f.Name != "log" {
+			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	daemonArgs = append(daemonArgs, "--", lowerDir, mnt)
+	return daemonize(daemonArgs, *logPath)
 }
 
 // checkMountArgs resolves LOWERDIR and MOUNTPOINT and refuses bad ones with
