@@ -208,6 +208,12 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 	if err != nil {
 		return err
 	}
+	ctl, err := startControl(mnt, d)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "overlayfs: control socket: %v (diff, stats and tar will not reach this mount)\n", err)
+	} else {
+		defer ctl.Close()
+	}
 	if err := writePidFile(mnt); err != nil {
 		fmt.Fprintf(os.Stderr, "overlayfs: %v (umount will not wait for this daemon)\n", err)
 	}
@@ -252,6 +258,8 @@ type daemon struct {
 	layer  *lower.Layer
 	store  *filestore.Store
 	mf     *memfile.File
+	ofs    *overlay.FS // nil for --overlay2=none
+	spec   filestore.Spec
 	closed bool
 
 	// Only for --overlay2=none.
@@ -303,7 +311,7 @@ func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
 }
 
 func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
-	d := &daemon{}
+	d := &daemon{spec: mf.overlay2}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -375,6 +383,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.ofs = ofs
 	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,174 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// Medium names accepted by Config.Media.
+const (
+	MediumMemory        = "memory"         // overlayfs, --overlay2 root:memory
+	MediumDir           = "dir"            // overlayfs, --overlay2 root:dir=<workdir>/filestore
+	MediumSelf          = "self"           // overlayfs, --overlay2 root:self
+	MediumNone          = "none"           // overlayfs, --overlay2 none (writes go through the gofer)
+	MediumHost          = "host"           // the host directory itself, no mount
+	MediumKernel        = "kernel-overlay" // Linux overlayfs, tmpfs upper
+	MediumFuseOverlayfs = "fuse-overlayfs" // fuse-overlayfs, upper directory on the work disk
+)
+
+// AllMedia lists every medium in the order results are shown.
+func AllMedia() []string {
+	return []string{MediumMemory, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
+}
+
+// isOverlayfs reports whether medium is one of this project's own media.
+func isOverlayfs(medium string) bool {
+	switch medium {
+	case MediumMemory, MediumDir, MediumSelf, MediumNone:
+		return true
+	}
+	return false
+}
+
+// Config chooses what a bench run measures. The zero value is not usable:
+// start from DefaultConfig.
+type Config struct {
+	// Binary is the overlayfs executable that mounts and unmounts.
+	Binary string
+	// WorkDir is where the bench makes its scratch directory (lower trees,
+	// mountpoints, filestores, tarball); it is removed at the end.
+	WorkDir string
+	// Media and Workloads name what runs, in display order.
+	Media     []string
+	Workloads []string
+	// Size is the size in bytes of the large files (sequential write, the
+	// files read sequentially and at random).
+	Size int64
+	// Runs is how many times each workload runs on each medium (median,
+	// min and max are reported).
+	Runs int
+	// Quick shrinks every workload so the whole run takes about a minute.
+	Quick bool
+	// Baseline is the medium the ratios are computed against.
+	Baseline string
+	// GoSrc is the source tree copied into the lower (stat, rm -rf) and
+	// tarred for untar; default GOROOT/src.
+	GoSrc string
+	// Progress receives one line per finished run; nil discards.
+	Progress io.Writer
+}
+
+// DefaultConfig returns the full-size configuration, or the --quick one.
+func DefaultConfig(quick bool) Config {
+	c := Config{
+		WorkDir:   "/var/tmp",
+		Media:     AllMedia(),
+		Workloads: WorkloadNames(),
+		Size:      1 << 30,
+		Runs:      3,
+		Quick:     quick,
+		Baseline:  MediumNone,
+		GoSrc:     filepath.Join(runtime.GOROOT(), "src"),
+	}
+	if quick {
+		c.Size = 32 << 20
+		c.Runs = 1
+	}
+	return c
+}
+
+// Validate reports the first bad setting.
+func (c *Config) Validate() error {
+	if c.Runs < 1 {
+		return fmt.Errorf("runs must be at least 1, got %d", c.Runs)
+	}
+	if c.Size < 1<<20 {
+		return fmt.Errorf("size must be at least 1 MiB, got %d bytes", c.Size)
+	}
+	if c.Size%4096 != 0 {
+		return fmt.Errorf("size must be a multiple of 4 KiB, got %d bytes", c.Size)
+	}
+	if !filepath.IsAbs(c.WorkDir) {
+		return fmt.Errorf("work directory must be absolute, got %q", c.WorkDir)
+	}
+	if len(c.Media) == 0 {
+		return fmt.Errorf("no media chosen")
+	}
+	if len(c.Workloads) == 0 {
+		return fmt.Errorf("no workloads chosen")
+	}
+	if err := checkNames("medium", c.Media, AllMedia()); err != nil {
+		return err
+	}
+	if err := checkNames("workload", c.Workloads, WorkloadNames()); err != nil {
+		return err
+	}
+	found := false
+	for _, m := range c.Media {
+		found = found || m == c.Baseline
+	}
+	if !found {
+		return fmt.Errorf("baseline %q is not among the chosen media %s", c.Baseline, strings.Join(c.Media, ","))
+	}
+	return nil
+}
+
+func checkNames(what string, got, known []string) error {
+	seen := map[string]bool{}
+	for _, g := range got {
+		ok := false
+		for _, k := range known {
+			ok = ok || g == k
+		}
+		if !ok {
+			return fmt.Errorf("unknown %s %q (known: %s)", what, g, strings.Join(known, ", "))
+		}
+		if seen[g] {
+			return fmt.Errorf("%s %q given twice", what, g)
+		}
+		seen[g] = true
+	}
+	return nil
+}
+
+// ParseList splits a comma-separated flag value, accepting "all" for every
+// known name and "dir=" as a spelling of "dir".
+func ParseList(v string, all []string) []string {
+	if strings.TrimSpace(v) == "all" || strings.TrimSpace(v) == "" {
+		return append([]string(nil), all...)
+	}
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "dir=" {
+			s = MediumDir
+		}
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// scale is the size of every workload, derived from a Config.
+type scale struct {
+	size        int64 // large file bytes
+	randomReads int   // 4 KiB random reads per run
+	smallFiles  int   // files created by create-small
+	treeDirs    []string
+	buildWarm   bool // quick: the Go build cache is warmed into the lower
+}
+
+func (c *Config) scale() scale {
+	s := scale{size: c.Size, randomReads: 20000, smallFiles: 20000}
+	if c.Quick {
+		s.randomReads = 2000
+		s.smallFiles = 1000
+		s.treeDirs = []string{"go", "encoding", "os", "strings", "bufio", "sort"}
+		s.buildWarm = true
+	}
+	return s
+}
