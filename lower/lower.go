@@ -251,3 +251,46 @@ func (n *Node) FD() lisafs.FDID { return n.fd }
 
 // Forget closes a node's control FD; the node must not be used afterwards.
 func (l *Layer) Forget(n *Node) { _ = l.c.CloseFDs(n.fd) }
+
+// StatChild asks the gofer for name's current attributes below dir, without
+// creating a control FD. A missing name is unix.ENOENT.
+func (l *Layer) StatChild(dir *Node, name string) (lisafs.Statx, error) {
+	sts, err := l.c.WalkStat(dir.fd, []string{name})
+	if err != nil {
+		return lisafs.Statx{}, err
+	}
+	if len(sts) == 0 {
+		return lisafs.Statx{}, unix.ENOENT
+	}
+	return sts[0], nil
+}
+
+// Stat asks the gofer for n's current attributes.
+func (l *Layer) Stat(n *Node) (lisafs.Statx, error) { return l.c.FStat(n.fd) }
+
+// ReadDirFresh is ReadDir without the cache: it always asks the gofer and
+// replaces the cached listing (shared file access).
+func (l *Layer) ReadDirFresh(dir *Node) ([]lisafs.Dirent64, error) {
+	dir.mu.Lock()
+	dir.listed = false
+	dir.listing = nil
+	dir.mu.Unlock()
+	return l.ReadDir(dir)
+}
+
+// ForgetTarget drops a cached symlink target (the link may be retargeted
+// behind our back with shared file access).
+func (n *Node) ForgetTarget() {
+	n.mu.Lock()
+	n.hasTgt = false
+	n.target = ""
+	n.mu.Unlock()
+}
+
+// SameFile reports whether a fresh stat describes the file n holds: same
+// device, inode number and type. While n's control FD is open the host
+// cannot reuse its inode number, so equality means identity.
+func SameFile(a, b *lisafs.Statx) bool {
+	return a.DevMajor == b.DevMajor && a.DevMinor == b.DevMinor && a.Ino == b.Ino &&
+		a.Mode&unix.S_IFMT == b.Mode&unix.S_IFMT
+}

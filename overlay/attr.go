@@ -13,10 +13,13 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	if n == nil {
 		return fuse.ENOENT
 	}
+	if fs.cfg.Shared {
+		fs.refreshAttr(n)
+	}
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
 	n.mu.Unlock()
-	out.SetTimeout(fs.cfg.Timeout)
+	out.SetTimeout(fs.timeout(n))
 	return fuse.OK
 }
 
@@ -80,7 +83,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 		a.Ctime = now
 	}
 	n.fillAttr(&out.Attr)
-	out.SetTimeout(fs.cfg.Timeout)
+	out.SetTimeout(fs.cfg.Timeout) // n has upper state now
 	return fuse.OK
 }
 

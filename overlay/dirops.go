@@ -149,6 +149,9 @@ func (fs *FS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.S
 		return []byte(t), fuse.OK
 	}
 	n.mu.Unlock()
+	if fs.cfg.Shared {
+		n.lower.ForgetTarget()
+	}
 	t, err := fs.lower.Readlink(n.lower)
 	if err != nil {
 		return nil, errno(err)

@@ -39,7 +39,15 @@ func (fs *FS) dropHandle(fh uint64) *handle {
 
 // openFlags are the FOPEN_* flags for a regular file: the kernel may keep
 // its page cache across opens because every write goes through us.
-func (fs *FS) openFlags() uint32 {
+func (fs *FS) openFlags(n *Node) uint32 {
+	if fs.cfg.Shared {
+		n.mu.Lock()
+		pure := n.pureLower()
+		n.mu.Unlock()
+		if pure {
+			return fuse.FOPEN_NOFLUSH // lower data may change behind us
+		}
+	}
 	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }
 
@@ -96,7 +104,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		}
 	}
 	out.Fh = fs.newHandle(h)
-	out.OpenFlags = fs.openFlags()
+	out.OpenFlags = fs.openFlags(n)
 	return fuse.OK
 }
 
@@ -116,7 +124,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	fs.fillEntry(n, &out.EntryOut)
 	out.Fh = fs.newHandle(h)
-	out.OpenFlags = fs.openFlags()
+	out.OpenFlags = fs.openFlags(n)
 	return fuse.OK
 }
 
@@ -136,7 +144,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	}
 	fs.fillEntry(n, &out.EntryOut)
 	out.Fh = fs.newHandle(h)
-	out.OpenFlags = fs.openFlags()
+	out.OpenFlags = fs.openFlags(n)
 	return fuse.OK
 }
 

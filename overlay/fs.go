@@ -49,6 +49,9 @@ type Config struct {
 	// HideRootName, if set, hides matching lower names at the root (other
 	// mounts' `self` filestores).
 	HideRootName func(name string) bool
+	// Shared makes changes made to the lower from outside visible (see
+	// shared.go); otherwise the lower is assumed immutable.
+	Shared bool
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -79,6 +82,8 @@ type FS struct {
 	nextFh  uint64
 
 	server *fuse.Server
+	notes  chan uint64   // nodeids whose kernel caches must be dropped
+	stop   chan struct{} // closed at unmount
 
 	lookups atomic.Int64
 }
@@ -111,6 +116,8 @@ func New(cfg Config) (*FS, error) {
 		hardlinks:     make(map[devIno]*Node),
 		handles:       make(map[uint64]*handle),
 		nextFh:        1,
+		notes:         make(chan uint64, 1024),
+		stop:          make(chan struct{}),
 	}
 	lroot := cfg.Lower.Root()
 	root := fs.newLowerNode(lroot)
@@ -126,7 +133,13 @@ func New(cfg Config) (*FS, error) {
 func (fs *FS) String() string { return "overlayfs" }
 
 // Init receives the server so that notifications can be sent later.
-func (fs *FS) Init(s *fuse.Server) { fs.server = s }
+func (fs *FS) Init(s *fuse.Server) {
+	fs.server = s
+	go fs.notifier()
+}
+
+// OnUnmount stops the background notifier.
+func (fs *FS) OnUnmount() { close(fs.stop) }
 
 // Root is the root directory's node.
 func (fs *FS) Root() *Node { return fs.root }

@@ -16,8 +16,21 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 	}
 	fs.tree.Lock()
 	if c := dir.children[name]; c != nil {
+		ldir := dir.lower
 		fs.tree.Unlock()
-		return c, nil
+		if !fs.cfg.Shared || ldir == nil {
+			return c, nil
+		}
+		c.mu.Lock()
+		pure := c.pureLower()
+		c.mu.Unlock()
+		if !pure {
+			return c, nil
+		}
+		if c, err := fs.revalidate(dir, name, c, ldir); c != nil || err != nil {
+			return c, err
+		}
+		return fs.lookupChild(dir, name)
 	}
 	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil || fs.hiddenLocked(dir, name) {
 		fs.tree.Unlock()
@@ -102,8 +115,9 @@ func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
 	fs.idMu.Unlock()
 	out.NodeId = n.nodeid
 	out.Generation = 1
-	out.SetEntryTimeout(fs.cfg.Timeout)
-	out.SetAttrTimeout(fs.cfg.Timeout)
+	t := fs.timeout(n)
+	out.SetEntryTimeout(t)
+	out.SetAttrTimeout(t)
 }
 
 // Lookup resolves a name for the kernel. A missing name is answered as a
@@ -120,7 +134,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	c, err := fs.lookupChild(dir, name)
 	if err == unix.ENOENT {
 		out.NodeId = 0
-		out.SetEntryTimeout(fs.cfg.Timeout)
+		out.SetEntryTimeout(fs.negativeTimeout())
 		return fuse.OK
 	}
 	if err != nil {

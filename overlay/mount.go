@@ -14,6 +14,9 @@ type MountOptions struct {
 	FsName string
 	// Debug logs every FUSE request.
 	Debug bool
+	// Shared turns off kernel caching of symlink targets (lower files may
+	// change behind the mount).
+	Shared bool
 }
 
 // Mount serves fs on mountpoint and returns once the kernel answers. As root
@@ -30,7 +33,7 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		// 1 MiB less a page: a full-size reply with its header must fit
 		// a 1 MiB pipe, or go-fuse's splice fails and falls back to a copy.
 		MaxWrite:             1<<20 - 4096,
-		EnableSymlinkCaching: true,
+		EnableSymlinkCaching: !o.Shared,
 		// A root file system needs setuid programs and device nodes:
 		// mount without nosuid/nodev (MS_MGC_VAL is "no flags").
 		DirectMountFlags: syscall.MS_MGC_VAL,

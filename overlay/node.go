@@ -148,6 +148,10 @@ func (fs *FS) copyUpMeta(n *Node) error {
 	n.lazyX = true
 	fs.store.Adopt(in)
 	fs.store.CountCopyUp(false)
+	if fs.cfg.Shared && n.typ == unix.S_IFREG {
+		// The lower file may change later; a copied-up name must not.
+		return fs.copyUpData(n)
+	}
 	return nil
 }
 

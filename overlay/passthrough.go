@@ -38,6 +38,9 @@ type PassthroughConfig struct {
 	// lifetime. Changes made through the mount update the kernel's caches,
 	// so with exclusive access to LOWERDIR it can be long (1h).
 	Timeout time.Duration
+	// Shared means LOWERDIR may change behind the mount: the kernel caches
+	// no entries, attributes, listings or pages (Timeout is ignored).
+	Shared bool
 	// Logf receives diagnostics (failed FDID closes); nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -117,6 +120,9 @@ func NewPassthrough(c *lisafs.Client, root lisafs.Inode, rootHostFD int, cfg Pas
 	}
 	if root.Stat.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, fmt.Errorf("passthrough: gofer root is not a directory (mode %#o): %w", root.Stat.Mode, unix.ENOTDIR)
+	}
+	if cfg.Shared {
+		cfg.Timeout = 0
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf

@@ -181,7 +181,9 @@ func (p *Passthrough) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 		return fuse.ENOTDIR
 	}
 	out.Fh = p.addHandle(&ptHandle{n: n, hostFD: -1})
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR
+	if !p.cfg.Shared {
+		out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR
+	}
 	return fuse.OK
 }
 

@@ -49,6 +49,14 @@ func (p *Passthrough) dropHandle(fh uint64) *ptHandle {
 // goes through it) and skip FLUSH on close (there is nothing to flush).
 const ptOpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 
+// openFlags drops KEEP_CACHE with shared access: the host file may change.
+func (p *Passthrough) openFlags() uint32 {
+	if p.cfg.Shared {
+		return fuse.FOPEN_NOFLUSH
+	}
+	return ptOpenFlags
+}
+
 // Open opens a file through the gofer with the caller's access mode.
 func (p *Passthrough) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	n := p.node(in.NodeId)
@@ -63,7 +71,7 @@ func (p *Passthrough) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 		return ptStatus(err)
 	}
 	out.Fh = p.addHandle(&ptHandle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = ptOpenFlags
+	out.OpenFlags = p.openFlags()
 	return fuse.OK
 }
 
@@ -85,7 +93,7 @@ func (p *Passthrough) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 	}
 	n := p.adopt(dir, ino, &out.EntryOut)
 	out.Fh = p.addHandle(&ptHandle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = ptOpenFlags
+	out.OpenFlags = p.openFlags()
 	return fuse.OK
 }
 
@@ -111,7 +119,7 @@ func (p *Passthrough) createExisting(dir *ptNode, in *fuse.CreateIn, name string
 	}
 	n := p.adopt(dir, ino, &out.EntryOut)
 	out.Fh = p.addHandle(&ptHandle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = ptOpenFlags
+	out.OpenFlags = p.openFlags()
 	return fuse.OK
 }
 

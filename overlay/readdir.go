@@ -23,7 +23,11 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	fs.tree.Unlock()
 	var lents []lowerEnt
 	if ldir != nil {
-		ents, err := fs.lower.ReadDir(ldir)
+		read := fs.lower.ReadDir
+		if fs.cfg.Shared {
+			read = fs.lower.ReadDirFresh
+		}
+		ents, err := read(ldir)
 		if err != nil {
 			return nil, err
 		}
@@ -57,10 +61,21 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		out = append(out, dirEnt{e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12})
 	}
 	var extra []string
-	for name := range d.children {
-		if !seen[name] {
-			extra = append(extra, name)
+	for name, c := range d.children {
+		if seen[name] {
+			continue
 		}
+		if fs.cfg.Shared && ldir != nil && c.lower != nil {
+			c.mu.Lock()
+			pure := c.pureLower()
+			c.mu.Unlock()
+			if pure {
+				// Gone from the lower since we cached it.
+				delete(d.children, name)
+				continue
+			}
+		}
+		extra = append(extra, name)
 	}
 	sort.Strings(extra)
 	for _, name := range extra {
@@ -85,7 +100,10 @@ type lowerEnt struct {
 
 // dirFlags are the FOPEN_* flags for directories: the kernel may cache
 // listings, which it drops itself when we change the directory.
-func (fs *FS) dirFlags() uint32 {
+func (fs *FS) dirFlags(n *Node) uint32 {
+	if fs.cfg.Shared && n.lower != nil {
+		return 0 // the lower part of the listing may change any time
+	}
 	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 }
 
@@ -99,7 +117,7 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.ENOTDIR
 	}
 	out.Fh = fs.newHandle(&handle{n: n, lowerFD: -1})
-	out.OpenFlags = fs.dirFlags()
+	out.OpenFlags = fs.dirFlags(n)
 	return fuse.OK
 }
 

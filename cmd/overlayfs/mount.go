@@ -51,7 +51,6 @@ func (m *mountFlags) validate() error {
 	switch m.fileAccess {
 	case "exclusive":
 	case "shared":
-		return fmt.Errorf("--file-access=shared is not implemented yet; use exclusive")
 	default:
 		return fmt.Errorf("--file-access must be exclusive or shared, got %q", m.fileAccess)
 	}
@@ -317,6 +316,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 			d.close()
 		}
 	}()
+	shared := mf.fileAccess == "shared"
 	// With an overlay the gofer never writes: LOWERDIR is read-only to it.
 	readOnly := mf.overlay2.Enabled()
 	var fd int
@@ -338,12 +338,12 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 	if !mf.overlay2.Enabled() {
 		// No overlay: every change is written through the gofer.
 		d.client = client
-		pt, err := overlay.NewPassthrough(client, root, rootFD, overlay.PassthroughConfig{Timeout: time.Hour})
+		pt, err := overlay.NewPassthrough(client, root, rootFD, overlay.PassthroughConfig{Timeout: time.Hour, Shared: shared})
 		if err != nil {
 			return nil, err
 		}
 		d.passthrough = pt
-		if d.srv, err = overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug}); err != nil {
+		if d.srv, err = overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared}); err != nil {
 			return nil, err
 		}
 		return d, nil
@@ -379,12 +379,13 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 		Timeout:         time.Hour,
 		HiddenRootNames: hidden,
 		HideRootName:    filestore.IsSelfName,
+		Shared:          shared,
 	})
 	if err != nil {
 		return nil, err
 	}
 	d.ofs = ofs
-	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug})
+	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared})
 	if err != nil {
 		return nil, err
 	}

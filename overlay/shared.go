@@ -1,0 +1,141 @@
+package overlay
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
+	"overlayfs/lower"
+)
+
+// Shared file access (Config.Shared): LOWERDIR may be changed from outside
+// while mounted, and such changes show through for every name that has no
+// upper state.
+//
+//   - Nodes without upper state are handed to the kernel with zero entry and
+//     attribute timeouts, and negative entries are not cached, so every
+//     system call that looks comes to us.
+//   - A lookup that finds a cached pure-lower child revalidates it with one
+//     WalkStat and compares device, inode and type: equal means the same
+//     file (its attributes are refreshed), different or gone means the cached
+//     node is dropped and the name resolved afresh.
+//   - GETATTR of a pure-lower node refreshes its attributes with FStat.
+//   - Merged listings re-read the lower directory at every rewind.
+//   - Names with upper state keep it: a copy-up in shared mode copies data
+//     too, so a copied-up file no longer depends on the lower file.
+//   - When a refresh shows that a file's size or mtime changed, the kernel's
+//     cached pages are dropped by a notification sent from one background
+//     goroutine (never from the request handler, which may hold the locks
+//     the kernel needs to process it).
+
+// pureLower reports whether n is only a cached view of a lower file. The
+// caller holds n.mu.
+func (n *Node) pureLower() bool { return n.up == nil && n.lower != nil }
+
+// timeout is the kernel cache lifetime for n's entry and attributes.
+func (fs *FS) timeout(n *Node) time.Duration {
+	if !fs.cfg.Shared {
+		return fs.cfg.Timeout
+	}
+	n.mu.Lock()
+	pure := n.pureLower()
+	n.mu.Unlock()
+	if pure {
+		return 0
+	}
+	return fs.cfg.Timeout
+}
+
+// negativeTimeout is how long the kernel may remember that a name is absent.
+func (fs *FS) negativeTimeout() time.Duration {
+	if fs.cfg.Shared {
+		return 0
+	}
+	return fs.cfg.Timeout
+}
+
+// revalidate checks a cached pure-lower child c of dir against the gofer.
+// It returns c when it still names the same file, or nil when the cached
+// node no longer applies (the name is gone or names another file); then it
+// has removed c from dir.children so that a fresh lookup resolves the name.
+func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node) (*Node, error) {
+	st, err := fs.lower.StatChild(ldir, name)
+	if err != nil && err != unix.ENOENT {
+		return nil, err
+	}
+	c.mu.Lock()
+	same := err == nil && lower.SameFile(&st, &c.lower.Stat)
+	c.mu.Unlock()
+	if same {
+		fs.refreshed(c, st)
+		return c, nil
+	}
+	fs.tree.Lock()
+	c.mu.Lock()
+	if dir.children[name] == c && c.pureLower() {
+		delete(dir.children, name)
+	}
+	c.mu.Unlock()
+	fs.tree.Unlock()
+	return nil, nil
+}
+
+// refreshed stores a fresh stat of a pure-lower node and drops the kernel's
+// cached data if the contents changed.
+func (fs *FS) refreshed(n *Node, st lisafs.Statx) {
+	n.mu.Lock()
+	if !n.pureLower() {
+		n.mu.Unlock()
+		return
+	}
+	old := n.lower.Stat
+	n.lower.Stat = st
+	n.mu.Unlock()
+	if old.Size != st.Size || old.Mtime != st.Mtime || old.Ctime != st.Ctime {
+		if n.typ == unix.S_IFLNK {
+			n.lower.ForgetTarget()
+		}
+		fs.notifyInode(n)
+	}
+}
+
+// refreshAttr re-reads a pure-lower node's attributes (GETATTR in shared
+// mode).
+func (fs *FS) refreshAttr(n *Node) {
+	n.mu.Lock()
+	pure := n.pureLower()
+	n.mu.Unlock()
+	if !pure {
+		return
+	}
+	st, err := fs.lower.Stat(n.lower)
+	if err != nil {
+		return // keep what we have; lookups will notice a removal
+	}
+	fs.refreshed(n, st)
+}
+
+// notifyInode queues a kernel invalidation of n's attributes and pages.
+func (fs *FS) notifyInode(n *Node) {
+	select {
+	case fs.notes <- n.nodeid:
+	default:
+		// The queue is full: the kernel refreshes attributes anyway (zero
+		// timeout) and drops stale pages when it sees the new mtime.
+	}
+}
+
+// notifier sends queued invalidations until the mount ends.
+func (fs *FS) notifier() {
+	for {
+		select {
+		case id := <-fs.notes:
+			if fs.server != nil {
+				fs.server.InodeNotify(id, 0, 0)
+			}
+		case <-fs.stop:
+			return
+		}
+	}
+}
