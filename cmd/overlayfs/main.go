@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -48,6 +49,13 @@ func usage(cmds map[string]command) string {
 }
 
 func main() {
+	if filepath.Base(os.Args[0]) == mountHelperName {
+		if err := runMountHelper(os.Args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", mountHelperName, err)
+			os.Exit(1)
+		}
+		return
+	}
 	cmds := commands()
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage(cmds))

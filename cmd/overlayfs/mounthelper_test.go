@@ -1,0 +1,58 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"overlayfs/internal/mounttest"
+)
+
+// TestMountHelperAsMountTypeFuseOverlayfs runs the binary under the name
+// mount(8) uses for `mount -t fuse.overlayfs` and checks the options reach
+// the mount.
+func TestMountHelperAsMountTypeFuseOverlayfs(t *testing.T) {
+	bin := mounttest.Binary(t)
+	helper := filepath.Join(t.TempDir(), mountHelperName)
+	if err := os.Symlink(bin, helper); err != nil {
+		t.Fatal(err)
+	}
+	lower := t.TempDir()
+	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mounttest.GuardLower(t, lower)
+	mnt := t.TempDir()
+	out, err := exec.Command(helper, "overlayfs", mnt, "-o", "rw,lowerdir="+lower+",overlay2=root:memory,size=8m,nofail").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mount helper: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { mounttest.Unmount(t, mnt, "") })
+	if n := cliMounts(t, mnt); n != 1 {
+		t.Fatalf("%d mounts on %s, want 1", n, mnt)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(b) != "lower" {
+		t.Errorf("read through the mount: %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "big"), make([]byte, 16<<20), 0o644); err == nil {
+		t.Errorf("writing 16 MiB under size=8m succeeded: the size option was lost")
+	}
+}
+
+// TestMountHelperRejectsUnknownOption checks that a misspelt option is an
+// error, not silently ignored.
+func TestMountHelperRejectsUnknownOption(t *testing.T) {
+	helper := filepath.Join(t.TempDir(), mountHelperName)
+	if err := os.Symlink(mounttest.Binary(t), helper); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	out, err := exec.Command(helper, t.TempDir(), mnt, "-o", "overlay=root:memory").CombinedOutput()
+	if err == nil {
+		t.Fatalf("an unknown option was accepted: %s", out)
+	}
+	if n := cliMounts(t, mnt); n != 0 {
+		t.Errorf("left %d mounts", n)
+	}
+}
