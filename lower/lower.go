@@ -6,11 +6,19 @@
 // through host fds donated by the gofer. In exclusive mode the lower is
 // assumed immutable, so what it learns is cached for the life of the Layer.
 //
+// Control FDs. The gofer holds one host fd per control FD, and hosts limit
+// fds (often to 20,000 or less), so a Layer keeps control FDs only for
+// directories, which it needs to walk further. A non-directory remembers its
+// parent and name; an operation that needs its FD walks to it again, checks
+// that the name still holds the same file (ESTALE otherwise), and closes the
+// FD afterwards in a batch. Lookups, the common case, cost one Walk.
+//
 // Lock order: Node.mu is a leaf lock; no Layer method holds it while making
 // an RPC.
 package lower
 
 import (
+	"container/list"
 	"fmt"
 	"sync"
 
@@ -23,21 +31,42 @@ import (
 type Layer struct {
 	c    *lisafs.Client
 	root *Node
+
+	closeMu sync.Mutex
+	closing []lisafs.FDID // control FDs waiting for a batched Close
+
+	// Donated data fds of files nobody has open, most recently used first,
+	// kept so that reopening a hot file costs no RPC. Lock order: idleMu
+	// before Node.mu.
+	idleMu sync.Mutex
+	idle   list.List
 }
+
+// maxIdleFDs bounds the data fds kept open for files nobody has open.
+const maxIdleFDs = 1024
+
+// closeBatch is how many unneeded control FDs wait before one Close RPC
+// releases them (gVisor's client batches 100).
+const closeBatch = 128
 
 // Node is one lower file, held by a LISAFS control FD. Its Stat is the
 // gofer's answer at the time the node was walked.
 type Node struct {
-	fd   lisafs.FDID
+	fd   lisafs.FDID // held control FD; 0 for a non-directory (see package doc)
 	Stat lisafs.Statx
 
-	mu      sync.Mutex
-	hostFD  int // donated read-only fd, -1 until opened
-	opens   int
-	listing []lisafs.Dirent64 // cached directory listing, nil until read
-	listed  bool
-	target  string // cached symlink target
-	hasTgt  bool
+	// Where a non-directory was found, to walk to it again.
+	parent *Node
+	name   string
+
+	mu       sync.Mutex
+	hostFD   int // donated read-only fd, -1 until opened
+	opens    int
+	idleElem *list.Element     // in Layer.idle while hostFD is open and opens == 0
+	listing  []lisafs.Dirent64 // cached directory listing, nil until read
+	listed   bool
+	target   string // cached symlink target
+	hasTgt   bool
 }
 
 // New mounts the client's root and returns the layer. The client is owned by
@@ -56,7 +85,10 @@ func (l *Layer) Root() *Node { return l.root }
 func (l *Layer) Client() *lisafs.Client { return l.c }
 
 // Close closes the client connection; every later call fails with EIO.
-func (l *Layer) Close() error { return l.c.Close() }
+func (l *Layer) Close() error {
+	l.closeIdle()
+	return l.c.Close()
+}
 
 // IsDir reports whether n is a directory.
 func (n *Node) IsDir() bool { return n.Stat.Mode&unix.S_IFMT == unix.S_IFDIR }
@@ -80,7 +112,56 @@ func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 	if len(inodes) > 1 {
 		l.closeInodes(inodes[1:])
 	}
-	return &Node{fd: inodes[0].ControlFD, Stat: inodes[0].Stat, hostFD: -1}, nil
+	n := &Node{Stat: inodes[0].Stat, hostFD: -1}
+	if n.IsDir() {
+		n.fd = inodes[0].ControlFD
+	} else {
+		n.parent, n.name = dir, name
+		l.closeLater(inodes[0].ControlFD)
+	}
+	return n, nil
+}
+
+// closeLater queues a control FD for a batched Close.
+func (l *Layer) closeLater(fd lisafs.FDID) {
+	l.closeMu.Lock()
+	l.closing = append(l.closing, fd)
+	var batch []lisafs.FDID
+	if len(l.closing) >= closeBatch {
+		batch, l.closing = l.closing, nil
+	}
+	l.closeMu.Unlock()
+	if batch != nil {
+		_ = l.c.CloseFDs(batch...)
+	}
+}
+
+// withFD runs f with a control FD of n: the held one, or one walked to
+// again for the call.
+func (l *Layer) withFD(n *Node, f func(fd lisafs.FDID) error) error {
+	if n.fd != 0 {
+		return f(n.fd)
+	}
+	status, inodes, err := l.c.Walk(n.parent.fd, []string{n.name})
+	if err != nil {
+		return err
+	}
+	if status == lisafs.WalkComponentDoesNotExist || len(inodes) == 0 {
+		l.closeInodes(inodes)
+		return unix.ESTALE
+	}
+	fd := inodes[0].ControlFD
+	defer l.closeLater(fd)
+	for _, in := range inodes[1:] {
+		l.closeLater(in.ControlFD)
+	}
+	n.mu.Lock()
+	same := SameFile(&inodes[0].Stat, &n.Stat)
+	n.mu.Unlock()
+	if !same {
+		return unix.ESTALE // the name now holds another file
+	}
+	return f(fd)
 }
 
 func (l *Layer) closeInodes(inodes []lisafs.Inode) {
@@ -148,7 +229,11 @@ func (l *Layer) Readlink(n *Node) (string, error) {
 		return t, nil
 	}
 	n.mu.Unlock()
-	t, err := l.c.ReadLinkAt(n.fd)
+	var t string
+	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
+		t, err = l.c.ReadLinkAt(fd)
+		return err
+	})
 	if err != nil {
 		return "", err
 	}
@@ -161,38 +246,50 @@ func (l *Layer) Readlink(n *Node) (string, error) {
 // Xattrs returns every extended attribute of n. A lower file system without
 // xattr support yields an empty map.
 func (l *Layer) Xattrs(n *Node) (map[string][]byte, error) {
-	names, err := l.c.FListXattr(n.fd, 0)
-	if err != nil {
-		if err == unix.EOPNOTSUPP || err == unix.ENOTSUP || err == unix.ENODATA {
-			return nil, nil
-		}
-		return nil, err
-	}
-	if len(names) == 0 {
-		return nil, nil
-	}
-	out := make(map[string][]byte, len(names))
-	for _, name := range names {
-		v, err := l.c.FGetXattr(n.fd, name, 0)
+	var out map[string][]byte
+	err := l.withFD(n, func(fd lisafs.FDID) error {
+		names, err := l.c.FListXattr(fd, 0)
 		if err != nil {
-			if err == unix.ENODATA {
-				continue
+			if err == unix.EOPNOTSUPP || err == unix.ENOTSUP || err == unix.ENODATA {
+				return nil
 			}
-			return nil, fmt.Errorf("get lower xattr %q: %w", name, err)
+			return err
 		}
-		out[name] = append([]byte(nil), v...)
-	}
-	return out, nil
+		for _, name := range names {
+			v, err := l.c.FGetXattr(fd, name, 0)
+			if err != nil {
+				if err == unix.ENODATA {
+					continue
+				}
+				return fmt.Errorf("get lower xattr %q: %w", name, err)
+			}
+			if out == nil {
+				out = make(map[string][]byte, len(names))
+			}
+			out[name] = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // GetXattr reads one extended attribute of n.
 func (l *Layer) GetXattr(n *Node, name string) ([]byte, error) {
-	return l.c.FGetXattr(n.fd, name, 0)
+	var v []byte
+	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
+		v, err = l.c.FGetXattr(fd, name, 0)
+		return err
+	})
+	return v, err
 }
 
 // ListXattr lists n's extended attribute names.
 func (l *Layer) ListXattr(n *Node) ([]string, error) {
-	names, err := l.c.FListXattr(n.fd, 0)
+	var names []string
+	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
+		names, err = l.c.FListXattr(fd, 0)
+		return err
+	})
 	if err == unix.EOPNOTSUPP || err == unix.ENOTSUP {
 		return nil, nil
 	}
@@ -202,19 +299,31 @@ func (l *Layer) ListXattr(n *Node) ([]string, error) {
 // OpenData returns a read-only host fd for n's data, opening it through the
 // gofer on first use. Each OpenData must be paired with ReleaseData.
 func (l *Layer) OpenData(n *Node) (int, error) {
+	l.idleMu.Lock()
 	n.mu.Lock()
 	if n.hostFD >= 0 {
+		if n.idleElem != nil {
+			l.idle.Remove(n.idleElem)
+			n.idleElem = nil
+		}
 		n.opens++
 		fd := n.hostFD
 		n.mu.Unlock()
+		l.idleMu.Unlock()
 		return fd, nil
 	}
 	n.mu.Unlock()
-	ofd, hostFD, err := l.c.OpenAt(n.fd, unix.O_RDONLY)
+	l.idleMu.Unlock()
+	var ofd lisafs.FDID
+	hostFD := -1
+	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
+		ofd, hostFD, err = l.c.OpenAt(fd, unix.O_RDONLY)
+		return err
+	})
 	if err != nil {
 		return -1, err
 	}
-	_ = l.c.CloseFDs(ofd)
+	l.closeLater(ofd)
 	if hostFD < 0 {
 		return -1, fmt.Errorf("gofer donated no fd for a lower file: %w", unix.EIO)
 	}
@@ -230,27 +339,59 @@ func (l *Layer) OpenData(n *Node) (int, error) {
 	return n.hostFD, nil
 }
 
-// ReleaseData drops one OpenData reference; the host fd closes with the last.
+// ReleaseData drops one OpenData reference. The host fd of a file nobody
+// has open is kept among the most recently used idle fds, and closed when it
+// falls off that list.
 func (l *Layer) ReleaseData(n *Node) {
+	var victims []int
+	l.idleMu.Lock()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.opens > 0 {
 		n.opens--
 	}
-	if n.opens == 0 && n.hostFD >= 0 {
-		unix.Close(n.hostFD)
-		n.hostFD = -1
+	if n.opens == 0 && n.hostFD >= 0 && n.idleElem == nil {
+		n.idleElem = l.idle.PushFront(n)
+	}
+	n.mu.Unlock()
+	for l.idle.Len() > maxIdleFDs {
+		m := l.idle.Remove(l.idle.Back()).(*Node)
+		m.mu.Lock()
+		m.idleElem = nil
+		victims = append(victims, m.hostFD)
+		m.hostFD = -1
+		m.mu.Unlock()
+	}
+	l.idleMu.Unlock()
+	for _, fd := range victims {
+		unix.Close(fd)
+	}
+}
+
+// closeIdle closes every idle data fd.
+func (l *Layer) closeIdle() {
+	l.idleMu.Lock()
+	defer l.idleMu.Unlock()
+	for l.idle.Len() > 0 {
+		m := l.idle.Remove(l.idle.Back()).(*Node)
+		m.mu.Lock()
+		m.idleElem = nil
+		if m.hostFD >= 0 {
+			unix.Close(m.hostFD)
+			m.hostFD = -1
+		}
+		m.mu.Unlock()
 	}
 }
 
 // StatFS reports the lower file system's statfs.
 func (l *Layer) StatFS() (lisafs.StatFS, error) { return l.c.FStatFS(l.root.fd) }
 
-// FD is n's LISAFS control FD, for callers that need a raw RPC.
-func (n *Node) FD() lisafs.FDID { return n.fd }
-
 // Forget closes a node's control FD; the node must not be used afterwards.
-func (l *Layer) Forget(n *Node) { _ = l.c.CloseFDs(n.fd) }
+func (l *Layer) Forget(n *Node) {
+	if n.fd != 0 {
+		l.closeLater(n.fd)
+	}
+}
 
 // StatChild asks the gofer for name's current attributes below dir, without
 // creating a control FD. A missing name is unix.ENOENT.
@@ -266,7 +407,13 @@ func (l *Layer) StatChild(dir *Node, name string) (lisafs.Statx, error) {
 }
 
 // Stat asks the gofer for n's current attributes.
-func (l *Layer) Stat(n *Node) (lisafs.Statx, error) { return l.c.FStat(n.fd) }
+func (l *Layer) Stat(n *Node) (lisafs.Statx, error) {
+	if n.fd != 0 {
+		return l.c.FStat(n.fd)
+	}
+	// No FD held: ask by name. The caller compares identity.
+	return l.StatChild(n.parent, n.name)
+}
 
 // ReadDirFresh is ReadDir without the cache: it always asks the gofer and
 // replaces the cached listing (shared file access).

@@ -113,7 +113,12 @@ func (fs *FS) refreshAttr(n *Node) {
 	if err != nil {
 		return // keep what we have; lookups will notice a removal
 	}
-	fs.refreshed(n, st)
+	n.mu.Lock()
+	same := lower.SameFile(&st, &n.lower.Stat)
+	n.mu.Unlock()
+	if same {
+		fs.refreshed(n, st)
+	}
 }
 
 // notifyInode queues a kernel invalidation of n's attributes and pages.

@@ -60,6 +60,7 @@ func runGofer(args []string) error {
 	if err != nil {
 		return err
 	}
+	raiseNoFile()
 	srv, err := lisafs.NewServer(lisafs.Config{Root: g.root, ReadOnly: g.readOnly})
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ type mountFlags struct {
 	fileAccess  string
 	goferSocket string
 	debug       bool
+	upperTar    absPath
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -45,6 +46,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "exclusive: nobody else changes LOWERDIR, cache it forever | shared: notice changes made to LOWERDIR from outside")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "use the running `overlayfs gofer` listening on this unix socket instead of starting one")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
+	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
 }
 
 func (m *mountFlags) validate() error {
@@ -56,6 +58,9 @@ func (m *mountFlags) validate() error {
 	}
 	if _, err := m.overlay2.SizeBytes(); err != nil {
 		return fmt.Errorf("--overlay2: %w", err)
+	}
+	if m.upperTar != "" && !m.overlay2.Enabled() {
+		return fmt.Errorf("--upper-tar needs an upper layer; it cannot go with --overlay2=none")
 	}
 	return nil
 }
@@ -203,6 +208,7 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 			ready.Close()
 		}()
 	}
+	raiseNoFile()
 	d, err := startDaemon(mf, lowerDir, mnt)
 	if err != nil {
 		return err
@@ -383,6 +389,11 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if mf.upperTar != "" {
+		if err := importUpperTar(ofs, string(mf.upperTar)); err != nil {
+			return nil, err
+		}
 	}
 	d.ofs = ofs
 	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared})
