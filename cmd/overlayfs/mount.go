@@ -37,14 +37,14 @@ type mountFlags struct {
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
 	m.overlay2 = filestore.DefaultSpec()
-	fl.Var(&m.overlay2, "overlay2", "where upper-layer file data lives: none | {root|all}:{memory|self|dir=/abs/dir}[,size=N]\n"+
+	fl.Var(&m.overlay2, "overlay2", "`SPEC`: where upper-layer file data lives: none | {root|all}:{memory|self|dir=/abs/dir}[,size=N]\n"+
 		"  memory: a memfd (data counts as this daemon's memory)\n"+
 		"  dir=/abs/dir: an unlinked filestore file in that directory (data on disk)\n"+
 		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR, removed at unmount\n"+
 		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC")
-	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "exclusive: nobody else changes LOWERDIR, cache it forever | shared: notice changes made to LOWERDIR from outside")
-	fl.StringVar(&m.goferSocket, "gofer-socket", "", "use the running `overlayfs gofer` listening on this unix socket instead of starting one")
+	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
+	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
 }
@@ -69,8 +69,8 @@ func runMount(args []string) error {
 	fl := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	var mf mountFlags
 	mf.register(fl)
-	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted (default: return once the mount is ready and run on in the background)")
-	logPath := fl.String("log", "", "where the background daemon writes its log (default $TMPDIR/overlayfs-<mountpoint>.log)")
+	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
+	logPath := fl.String("log", "", "`FILE` the background daemon logs to (default $TMPDIR/overlayfs-<mountpoint>.log)")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
 	fl.Usage = func() {
