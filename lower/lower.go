@@ -59,6 +59,12 @@ type Node struct {
 	parent *Node
 	name   string
 
+	// Guarded by Layer.closeMu: non-directories found below this directory
+	// and not yet forgotten (they walk from its FD), and whether the
+	// directory itself was forgotten. Its FD closes when both allow.
+	kids      int
+	forgotten bool
+
 	mu       sync.Mutex
 	hostFD   int // donated read-only fd, -1 until opened
 	opens    int
@@ -117,6 +123,9 @@ func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 		n.fd = inodes[0].ControlFD
 	} else {
 		n.parent, n.name = dir, name
+		l.closeMu.Lock()
+		dir.kids++
+		l.closeMu.Unlock()
 		l.closeLater(inodes[0].ControlFD)
 	}
 	return n, nil
@@ -387,9 +396,25 @@ func (l *Layer) closeIdle() {
 func (l *Layer) StatFS() (lisafs.StatFS, error) { return l.c.FStatFS(l.root.fd) }
 
 // Forget closes a node's control FD; the node must not be used afterwards.
+// A directory's FD stays open while non-directories found below it may
+// still need to walk from it.
 func (l *Layer) Forget(n *Node) {
+	var fd lisafs.FDID
+	l.closeMu.Lock()
 	if n.fd != 0 {
-		l.closeLater(n.fd)
+		n.forgotten = true
+		if n.kids == 0 {
+			fd, n.fd = n.fd, 0
+		}
+	} else if p := n.parent; p != nil {
+		p.kids--
+		if p.kids == 0 && p.forgotten && p.fd != 0 {
+			fd, p.fd = p.fd, 0
+		}
+	}
+	l.closeMu.Unlock()
+	if fd != 0 {
+		l.closeLater(fd)
 	}
 }
 

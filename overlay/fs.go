@@ -177,6 +177,7 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	}
 	fs.idMu.Unlock()
 	fs.maybeDrop(n)
+	fs.maybeForget(n)
 }
 
 // maybeDrop releases a deleted node once nothing refers to it.

@@ -63,8 +63,32 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 	if c.isDir() {
 		c.parent = dir
 	}
+	if c.isDir() || ln.Stat.Nlink <= 1 {
+		c.seenIn, c.seenAs = dir, name
+	}
 	dir.children[name] = c
 	return c, nil
+}
+
+// lookupRef is lookupChild for a node about to be handed to the kernel: it
+// counts the kernel's reference while the name still maps to the node, so
+// that a concurrent FORGET cannot drop the node in between (see forget.go).
+func (fs *FS) lookupRef(dir *Node, name string) (*Node, error) {
+	for {
+		c, err := fs.lookupChild(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		fs.tree.Lock()
+		if dir.children[name] == c {
+			fs.idMu.Lock()
+			c.nlookup++
+			fs.idMu.Unlock()
+			fs.tree.Unlock()
+			return c, nil
+		}
+		fs.tree.Unlock()
+	}
 }
 
 // nodeForLower returns the node for a newly walked lower file, sharing the
@@ -107,12 +131,17 @@ func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
 // fillEntry answers a request that hands n to the kernel, counting the
 // reference the kernel now holds.
 func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
-	n.mu.Lock()
-	n.fillAttr(&out.Attr)
-	n.mu.Unlock()
 	fs.idMu.Lock()
 	n.nlookup++
 	fs.idMu.Unlock()
+	fs.entryOut(n, out)
+}
+
+// entryOut fills an entry reply for a node whose reference is counted.
+func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
+	n.mu.Lock()
+	n.fillAttr(&out.Attr)
+	n.mu.Unlock()
 	out.NodeId = n.nodeid
 	out.Generation = 1
 	t := fs.timeout(n)
@@ -131,7 +160,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 		return fuse.ENOENT
 	}
 	fs.lookups.Add(1)
-	c, err := fs.lookupChild(dir, name)
+	c, err := fs.lookupRef(dir, name)
 	if err == unix.ENOENT {
 		out.NodeId = 0
 		out.SetEntryTimeout(fs.negativeTimeout())
@@ -140,7 +169,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	if err != nil {
 		return errno(err)
 	}
-	fs.fillEntry(c, out)
+	fs.entryOut(c, out)
 	return fuse.OK
 }
 

@@ -28,6 +28,12 @@ type Node struct {
 	children  map[string]*Node
 	whiteouts map[string]struct{}
 
+	// Where a pure-lower node was looked up (nil once it has upper state or
+	// when it is shared by several lower hard links), so that it can be
+	// dropped when the kernel forgets it. Guarded by FS.tree.
+	seenIn *Node
+	seenAs string
+
 	// Guarded by FS.idMu.
 	nlookup uint64
 
@@ -39,6 +45,7 @@ type Node struct {
 	lowerFD  int  // host fd of the lower data while opened (-1 if none)
 	lowerRef int  // handles holding lowerFD
 	released bool // up's data has been released
+	kept     bool // has had upper state: never dropped on FORGET
 }
 
 func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
@@ -146,6 +153,9 @@ func (fs *FS) copyUpMeta(n *Node) error {
 	}
 	n.up = in
 	n.lazyX = true
+	// With upper state the node is part of the upper layer for good. (The
+	// caller holds n.mu; seenIn is read under fs.tree and n.mu together.)
+	n.kept = true
 	fs.store.Adopt(in)
 	fs.store.CountCopyUp(false)
 	if fs.cfg.Shared && n.typ == unix.S_IFREG {

@@ -179,11 +179,11 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 		if e.name == "." || e.name == ".." {
 			continue
 		}
-		c, err := fs.lookupChild(h.n, e.name)
+		c, err := fs.lookupRef(h.n, e.name)
 		if err != nil {
 			continue // removed since the snapshot; the kernel skips nodeid 0
 		}
-		fs.fillEntry(c, eo)
+		fs.entryOut(c, eo)
 	}
 	return fuse.OK
 }
