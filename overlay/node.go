@@ -42,14 +42,12 @@ type Node struct {
 	up       *upper.Inode
 	lazyX    bool // up's xattrs still live in the lower (metadata copy-up)
 	opens    int  // open file handles
-	lowerFD  int  // host fd of the lower data while opened (-1 if none)
-	lowerRef int  // handles holding lowerFD
 	released bool // up's data has been released
 	kept     bool // has had upper state: never dropped on FORGET
 }
 
 func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
-	n := &Node{ino: ino, typ: typ, lower: ln, lowerFD: -1}
+	n := &Node{ino: ino, typ: typ, lower: ln}
 	if typ == unix.S_IFDIR {
 		n.children = make(map[string]*Node)
 		n.whiteouts = make(map[string]struct{})
