@@ -222,6 +222,21 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.
 }
 
 func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
+	return retryRace(func() fuse.Status { return fs.remove1(dirID, name, isDir) })
+}
+
+// retryRace repeats an operation that lost a race with a concurrent change
+// of the same names (it answers EAGAIN before changing anything).
+func retryRace(op func() fuse.Status) fuse.Status {
+	for i := 0; ; i++ {
+		st := op()
+		if st != fuse.Status(unix.EAGAIN) || i == 100 {
+			return st
+		}
+	}
+}
+
+func (fs *FS) remove1(dirID uint64, name string, isDir bool) fuse.Status {
 	dir := fs.node(dirID)
 	if dir == nil {
 		return fuse.ENOENT
@@ -337,6 +352,10 @@ func (fs *FS) isEmpty(d *Node) (bool, error) {
 // Rename moves or exchanges names. Directories move in O(1): the node keeps
 // its lower origin, so nothing is copied and EXDEV never happens.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	return retryRace(func() fuse.Status { return fs.rename(in, oldName, newName) })
+}
+
+func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	const (
 		noReplace = 1 // RENAME_NOREPLACE
 		exchange  = 2 // RENAME_EXCHANGE

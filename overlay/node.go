@@ -118,9 +118,10 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 		out.Mtime, out.Mtimensec = statxTime(st.Mtime)
 		out.Ctime, out.Ctimensec = statxTime(st.Ctime)
 	}
-	if n.typ == unix.S_IFDIR {
+	if n.typ == unix.S_IFDIR && out.Nlink != 0 {
 		// Directory link counts would need every layer's subdirectories;
-		// report 1 like gVisor's overlay and Linux merged directories.
+		// report 1 like gVisor's overlay and Linux merged directories (0
+		// once removed).
 		out.Nlink = 1
 	}
 }
