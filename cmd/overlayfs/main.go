@@ -30,6 +30,10 @@ func commands() map[string]command {
 		"mount":  {"mount a writable overlay of LOWERDIR on MOUNTPOINT", runMount},
 		"umount": {"unmount an overlay and stop its daemon and gofer", runUmount},
 		"gofer":  {"serve a directory over LISAFS (started by mount)", runGofer},
+		"run":    {"run a command on an overlay of a rootfs, then show what it changed", runRun},
+		"diff":   {"list what a mount changed relative to its lower (A/C/D)", runDiff},
+		"stats":  {"report a mount's upper layer, memory, gofer round trips, copy-ups", runStats},
+		"tar":    {"write a mount's upper layer as an OCI image layer tarball", runTar},
 	}
 }
 

@@ -53,6 +53,7 @@ func runUmount(args []string) error {
 	}
 	if !alive {
 		removePidFile(mnt)
+		_ = os.Remove(sockFile(mnt))
 		fmt.Fprintf(os.Stderr, "overlayfs: the daemon of %s was not running; removed the dead mount\n", mnt)
 		return nil
 	}

@@ -1,0 +1,336 @@
+package overlay
+
+import (
+	"path"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
+	"overlayfs/lower"
+	"overlayfs/upper"
+)
+
+// Change is one path the overlay changed relative to the lower, as `docker
+// diff` reports it.
+type Change struct {
+	// Kind is 'A' (added: nothing was at Path in the lower), 'C' (changed:
+	// the lower had Path and the overlay's file there differs or replaced it)
+	// or 'D' (deleted: the lower had Path and the merged view does not).
+	Kind byte
+	// Path is absolute in the merged view ("/etc/passwd").
+	Path string
+}
+
+// Changes lists what the overlay changed relative to the lower, sorted by
+// path. A renamed directory is D at its old path and A at its new path and
+// everything below; a directory whose entries changed is C. The mount keeps
+// serving meanwhile: a change made during the walk may or may not show.
+func (fs *FS) Changes() ([]Change, error) {
+	var out []Change
+	err := fs.walkChanges(func(e changeEntry) error {
+		out = append(out, Change{Kind: e.kind, Path: e.path})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// changeEntry is one step of walkChanges, in depth-first, parent-first,
+// name order.
+type changeEntry struct {
+	kind byte   // 'A', 'C' or 'D'
+	path string // absolute merged path
+	node *Node  // nil for a deletion
+	// whiteout: a deletion a layer must record (.wh.NAME); deletions below
+	// a replaced directory are covered by its opaque marker instead.
+	whiteout bool
+	// opaque: node is a directory that replaces a lower directory, so that
+	// nothing of the lower's shows through it (.wh..wh..opq).
+	opaque bool
+	// full: node is visited because it is new or replaced (every entry below
+	// it is full too); false for a changed file at its original path.
+	full bool
+}
+
+// dirSnap is what walkChanges needs of a directory, taken under fs.tree.
+type dirSnap struct {
+	origin    *lower.Node
+	children  map[string]*Node
+	whiteouts []string
+	// linked are names of the origin's listing that are not children but
+	// share a (copied-up) node with a hard link seen elsewhere.
+	linked []string
+}
+
+// walkChanges visits every change of the merged view, parents first.
+func (fs *FS) walkChanges(visit func(changeEntry) error) error {
+	return fs.walkInPlace(fs.root, "/", visit)
+}
+
+// snapDir copies d's tree state. listing is d's origin listing (for the
+// hard-link check), or nil.
+func (fs *FS) snapDir(d *Node, listing []lisafs.Dirent64) dirSnap {
+	fs.tree.Lock()
+	defer fs.tree.Unlock()
+	s := dirSnap{origin: d.lower, children: make(map[string]*Node, len(d.children))}
+	for name, c := range d.children {
+		s.children[name] = c
+	}
+	for name := range d.whiteouts {
+		s.whiteouts = append(s.whiteouts, name)
+	}
+	sort.Strings(s.whiteouts)
+	if len(fs.hardlinks) > 0 {
+		for i := range listing {
+			e := &listing[i]
+			if e.Type == unix.DT_DIR || s.children[e.Name] != nil {
+				continue
+			}
+			if _, wh := d.whiteouts[e.Name]; wh {
+				continue
+			}
+			if fs.hardlinks[devIno{uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), e.Ino}] != nil {
+				s.linked = append(s.linked, e.Name)
+			}
+		}
+	}
+	return s
+}
+
+// hasUpper reports whether n has upper state.
+func hasUpper(n *Node) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.up != nil
+}
+
+// sameLower reports whether c is the lower file the listing entry names.
+func sameLower(c *Node, e *lisafs.Dirent64) bool {
+	if c.lower == nil {
+		return false
+	}
+	st := &c.lower.Stat
+	return st.Ino == e.Ino && st.DevMajor == e.DevMajor && st.DevMinor == e.DevMinor
+}
+
+// atOrigin reports whether c is the lower file that name in the lower
+// directory origin is. The listing's inode number settles it, except where
+// getdents and stat disagree (a mountpoint inside the lower): then a walk.
+func (fs *FS) atOrigin(c *Node, origin *lower.Node, name string, le *lisafs.Dirent64) bool {
+	if c.lower == nil {
+		return false
+	}
+	if sameLower(c, le) {
+		return true
+	}
+	ln, err := fs.lower.Lookup(origin, name)
+	if err != nil {
+		return false
+	}
+	defer fs.lower.Forget(ln)
+	a, b := &c.lower.Stat, &ln.Stat
+	return a.Ino == b.Ino && a.DevMajor == b.DevMajor && a.DevMinor == b.DevMinor
+}
+
+// hiddenRoot reports whether name at the root is the overlay's own business
+// (a self filestore), never a user's change.
+func (fs *FS) hiddenRoot(d *Node, name string) bool {
+	if d != fs.root {
+		return false
+	}
+	for _, h := range fs.cfg.HiddenRootNames {
+		if h == name {
+			return true
+		}
+	}
+	return fs.cfg.HideRootName != nil && fs.cfg.HideRootName(name)
+}
+
+// walkInPlace visits the changes below d, a directory at its original path
+// merged over its own origin (the root, or a directory never moved).
+func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) error {
+	var listing []lisafs.Dirent64
+	fs.tree.Lock()
+	origin := d.lower
+	fs.tree.Unlock()
+	if origin != nil {
+		var err error
+		if listing, err = fs.lower.ReadDir(origin); err != nil {
+			return err
+		}
+	}
+	byName := make(map[string]*lisafs.Dirent64, len(listing))
+	for i := range listing {
+		byName[listing[i].Name] = &listing[i]
+	}
+	s := fs.snapDir(d, listing)
+	for _, name := range s.linked {
+		if c, err := fs.lookupChild(d, name); err == nil && hasUpper(c) {
+			s.children[name] = c
+		}
+	}
+	type item struct {
+		name string
+		c    *Node // nil: a whiteout
+	}
+	var items []item
+	for _, name := range s.whiteouts {
+		if byName[name] != nil && !fs.hiddenRoot(d, name) {
+			items = append(items, item{name: name})
+		}
+	}
+	for name, c := range s.children {
+		items = append(items, item{name, c})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].name < items[j].name })
+	for _, it := range items {
+		p := path.Join(dpath, it.name)
+		if it.c == nil {
+			if err := visit(changeEntry{kind: 'D', path: p, whiteout: true}); err != nil {
+				return err
+			}
+			continue
+		}
+		c := it.c
+		le := byName[it.name]
+		if le != nil && fs.atOrigin(c, origin, it.name, le) {
+			// The lower file at its own path.
+			if hasUpper(c) {
+				if err := visit(changeEntry{kind: 'C', path: p, node: c}); err != nil {
+					return err
+				}
+			}
+			if c.isDir() {
+				if err := fs.walkInPlace(c, p, visit); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		// New, or replacing what the lower has there.
+		if err := fs.walkReplaced(c, p, le != nil, baseDir(le), origin, it.name, visit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// baseDir reports whether a listing entry is a directory the lower has.
+func baseDir(le *lisafs.Dirent64) bool { return le != nil && le.Type == unix.DT_DIR }
+
+// walkReplaced visits c at p and, for a directory, everything below it: c is
+// new at p (existed false) or replaced what the lower had there. isDir says
+// the lower's file at p is a directory, reached as name in lowerParent.
+func (fs *FS) walkReplaced(c *Node, p string, existed, isDir bool, lowerParent *lower.Node, name string, visit func(changeEntry) error) error {
+	kind := byte('A')
+	if existed {
+		kind = 'C'
+	}
+	e := changeEntry{kind: kind, path: p, node: c, full: true, opaque: c.isDir() && isDir}
+	if err := visit(e); err != nil {
+		return err
+	}
+	if !c.isDir() {
+		return nil
+	}
+	var base *lower.Node
+	if c.isDir() && isDir && lowerParent != nil {
+		ln, err := fs.lower.Lookup(lowerParent, name)
+		if err == nil {
+			if ln.IsDir() {
+				base = ln
+			} else {
+				fs.lower.Forget(ln)
+			}
+		}
+	}
+	if base != nil {
+		defer fs.lower.Forget(base)
+	}
+	return fs.walkFull(c, p, base, visit)
+}
+
+// walkFull visits every entry of d, a directory new at dpath or replacing
+// base there (nil if the lower has no directory at dpath).
+func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(changeEntry) error) error {
+	ents, err := fs.listDir(d)
+	if err != nil {
+		return err
+	}
+	var baseEnts map[string]*lisafs.Dirent64
+	if base != nil {
+		l, err := fs.lower.ReadDir(base)
+		if err != nil {
+			return err
+		}
+		baseEnts = make(map[string]*lisafs.Dirent64, len(l))
+		for i := range l {
+			baseEnts[l[i].Name] = &l[i]
+		}
+	}
+	seen := make(map[string]bool, len(ents))
+	var names []string
+	for _, e := range ents {
+		if e.name != "." && e.name != ".." {
+			names = append(names, e.name)
+			seen[e.name] = true
+		}
+	}
+	var gone []string
+	for name, le := range baseEnts {
+		if !seen[name] && !(le.Type == unix.DT_CHR && fs.lowerWhiteout(base, name)) {
+			gone = append(gone, name)
+		}
+	}
+	type item struct {
+		name string
+		gone bool
+	}
+	items := make([]item, 0, len(names)+len(gone))
+	for _, n := range names {
+		items = append(items, item{n, false})
+	}
+	for _, n := range gone {
+		items = append(items, item{n, true})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].name < items[j].name })
+	for _, it := range items {
+		p := path.Join(dpath, it.name)
+		if it.gone {
+			if err := visit(changeEntry{kind: 'D', path: p}); err != nil {
+				return err
+			}
+			continue
+		}
+		c, err := fs.lookupChild(d, it.name)
+		if err == unix.ENOENT {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		le := baseEnts[it.name]
+		if err := fs.walkReplaced(c, p, le != nil, baseDir(le), base, it.name, visit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lowerWhiteout reports whether name in the lower directory dir is itself a
+// whiteout (a 0/0 character device), which the merged view never shows.
+func (fs *FS) lowerWhiteout(dir *lower.Node, name string) bool {
+	ln, err := fs.lower.Lookup(dir, name)
+	if err != nil {
+		return false
+	}
+	defer fs.lower.Forget(ln)
+	return ln.IsWhiteout()
+}
+
+// Store is the upper layer's store: its counters and its memfile.
+func (fs *FS) Store() *upper.Store { return fs.store }
