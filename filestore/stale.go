@@ -48,7 +48,7 @@ func RemoveStale(lowerRoot string) ([]string, error) {
 
 // ownerTag returns the OwnerXattr value for pid.
 func ownerTag(pid int) (string, error) {
-	start, err := startTime(pid)
+	start, _, err := startTime(pid)
 	if err != nil {
 		return "", err
 	}
@@ -63,28 +63,31 @@ func ownerAlive(tag string) bool {
 	if !ok || err != nil || pid <= 0 || start == "" {
 		return true
 	}
-	now, err := startTime(pid)
+	now, state, err := startTime(pid)
 	if err != nil {
 		return false // no such process
 	}
-	return now == start
+	// A killed owner whose parent never reaps it stays a zombie (common
+	// without an init in containers): it is dead all the same.
+	return now == start && state != "Z" && state != "X"
 }
 
-// startTime returns field 22 of /proc/<pid>/stat (start time in ticks).
-func startTime(pid int) (string, error) {
+// startTime returns field 22 of /proc/<pid>/stat (start time in ticks) and
+// field 3 (the state letter).
+func startTime(pid int) (start, state string, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	// The command name (field 2) may hold spaces; fields resume after ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return "", fmt.Errorf("filestore: malformed /proc/%d/stat", pid)
+		return "", "", fmt.Errorf("filestore: malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state), so field 22 is f[19].
 	if len(f) < 20 {
-		return "", fmt.Errorf("filestore: malformed /proc/%d/stat", pid)
+		return "", "", fmt.Errorf("filestore: malformed /proc/%d/stat", pid)
 	}
-	return f[19], nil
+	return f[19], f[0], nil
 }

@@ -138,14 +138,32 @@ func (c *Client) roundTrip(mid MID, req []byte, wantFDs int) ([]byte, []int, err
 	case MIDError:
 		closeFDs(fds)
 		var e ErrorResp
-		if err := e.Decode(payload); err != nil || e.Errno == 0 {
+		if err := e.Decode(payload); err != nil {
 			return nil, nil, unix.EIO
 		}
-		return nil, nil, unix.Errno(e.Errno)
+		return nil, nil, validErrno(e.Errno)
 	default:
+		// A reply to some other request: the stream can no longer be
+		// trusted to pair replies with requests. Fail this call as gVisor's
+		// client does (EINVAL) and every later one (EIO).
 		closeFDs(fds)
+		c.fail()
 		return nil, nil, unix.EINVAL
 	}
+}
+
+// maxErrno bounds the errnos a server may send: Linux numbers errors below
+// 512 (MAX_ERRNO is 4095, but the kernel refuses larger FUSE replies), and a
+// value a kernel would refuse must not reach one.
+const maxErrno = 511
+
+// validErrno maps a server's errno to one callers can pass on: zero or an
+// out-of-range value becomes EIO.
+func validErrno(e uint32) unix.Errno {
+	if e == 0 || e > maxErrno {
+		return unix.EIO
+	}
+	return unix.Errno(e)
 }
 
 // callRaw performs the request in c.wbuf without donated FDs and returns
@@ -228,7 +246,7 @@ func (c *Client) SetStat(fd FDID, mask uint32, mode uint32, uid, gid uint32, siz
 		return 0, nil, err
 	}
 	if resp.FailureErrNo != 0 {
-		failureErr = unix.Errno(resp.FailureErrNo)
+		failureErr = validErrno(resp.FailureErrNo)
 	} else if resp.FailureMask != 0 {
 		failureErr = unix.EIO
 	}

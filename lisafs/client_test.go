@@ -173,9 +173,11 @@ func TestClientErrorReplies(t *testing.T) {
 			case 3:
 				return ctReply{mid: MIDError, payload: []byte{1}} // undecodable
 			case 4:
-				return ctReply{mid: MIDWalk, payload: nil} // wrong MID
-			case 5:
 				return ctReply{mid: MIDFStat, payload: make([]byte, 10)} // short Statx
+			case 5:
+				return ctErr(600) // beyond what a kernel accepts
+			case 6:
+				return ctReply{mid: MIDWalk, payload: nil} // wrong MID
 			}
 			return ctStat(uint64(req.FD))
 		}
@@ -184,7 +186,7 @@ func TestClientErrorReplies(t *testing.T) {
 	for _, tc := range []struct {
 		fd   FDID
 		want unix.Errno
-	}{{1, unix.EBADF}, {2, unix.EIO}, {3, unix.EIO}, {4, unix.EINVAL}, {5, unix.EIO}} {
+	}{{1, unix.EBADF}, {2, unix.EIO}, {3, unix.EIO}, {4, unix.EIO}, {5, unix.EIO}} {
 		_, err := c.FStat(tc.fd)
 		ctErrno(t, "FStat", err, tc.want)
 		// None of these breaks the framing: the client stays usable.
@@ -192,6 +194,12 @@ func TestClientErrorReplies(t *testing.T) {
 			t.Fatalf("FStat after error reply: %v %v", st.Ino, err)
 		}
 	}
+	// A reply with another request's MID means replies and requests no
+	// longer pair up: that call fails with EINVAL and the client is dead.
+	_, err := c.FStat(6)
+	ctErrno(t, "FStat with a wrong-MID reply", err, unix.EINVAL)
+	_, err = c.FStat(100)
+	ctErrno(t, "FStat after a wrong-MID reply", err, unix.EIO)
 }
 
 // FDs donated with an error reply, and FDs beyond what the MID expects, are

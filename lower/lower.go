@@ -20,6 +20,7 @@ package lower
 import (
 	"container/list"
 	"fmt"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -203,6 +204,8 @@ func (l *Layer) ReadDir(dir *Node) ([]lisafs.Dirent64, error) {
 	}
 	defer l.c.CloseFDs(ofd)
 	var all []lisafs.Dirent64
+	seen := make(map[string]struct{})
+	stale := 0 // consecutive batches that brought no new name
 	count := int32(-65536)
 	for {
 		ents, err := l.c.Getdents64(ofd, count)
@@ -212,11 +215,24 @@ func (l *Layer) ReadDir(dir *Node) ([]lisafs.Dirent64, error) {
 		if len(ents) == 0 {
 			break
 		}
+		before := len(all)
 		for _, e := range ents {
-			if e.Name == "." || e.Name == ".." {
-				continue
+			if !validName(e.Name) {
+				continue // ".", "..", or a name no kernel would accept
 			}
+			if _, dup := seen[e.Name]; dup {
+				continue // listed twice (a rename during the scan, or a bad gofer)
+			}
+			seen[e.Name] = struct{}{}
 			all = append(all, e)
+		}
+		if len(all) == before {
+			stale++
+		} else {
+			stale = 0
+		}
+		if stale > maxStaleBatches || len(all) > maxDirEntries {
+			return nil, fmt.Errorf("lower directory listing does not end: %w", unix.EIO)
 		}
 		count = 65536
 	}
@@ -465,4 +481,19 @@ func (n *Node) ForgetTarget() {
 func SameFile(a, b *lisafs.Statx) bool {
 	return a.DevMajor == b.DevMajor && a.DevMinor == b.DevMinor && a.Ino == b.Ino &&
 		a.Mode&unix.S_IFMT == b.Mode&unix.S_IFMT
+}
+
+// maxDirEntries bounds one lower directory's listing, so that a gofer that
+// never signals the end cannot make the daemon grow without limit.
+const maxDirEntries = 1 << 24
+
+// maxStaleBatches bounds the Getdents64 replies in a row that bring only
+// names already listed before the listing counts as endless.
+const maxStaleBatches = 64
+
+// validName reports whether a directory entry name from the gofer can be a
+// name in the merged view: one path component of 1 to 255 bytes.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && len(name) <= 255 &&
+		!strings.ContainsAny(name, "/\x00")
 }

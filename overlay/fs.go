@@ -240,8 +240,10 @@ func errno(err error) fuse.Status {
 		return fuse.OK
 	}
 	var e unix.Errno
-	if ok := asErrno(err, &e); ok {
+	if ok := asErrno(err, &e); ok && e > 0 && e < 512 {
 		return fuse.Status(e)
 	}
+	// The kernel refuses (and never completes) a reply with an errno
+	// outside 1..511.
 	return fuse.EIO
 }

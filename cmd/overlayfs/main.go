@@ -34,6 +34,7 @@ func commands() map[string]command {
 		"diff":   {"list what a mount changed relative to its lower (A/C/D)", runDiff},
 		"stats":  {"report a mount's upper layer, memory, gofer round trips, copy-ups", runStats},
 		"tar":    {"write a mount's upper layer as an OCI image layer tarball", runTar},
+		"bench":  {"measure memory vs filestore vs no overlay, side by side", runBench},
 	}
 }
 
