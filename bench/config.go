@@ -3,8 +3,9 @@ package bench
 import (
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 )
 
@@ -71,10 +72,10 @@ func DefaultConfig(quick bool) Config {
 		Runs:      3,
 		Quick:     quick,
 		Baseline:  MediumNone,
-		GoSrc:     filepath.Join(runtime.GOROOT(), "src"),
+		GoSrc:     defaultGoSrc(),
 	}
 	if quick {
-		c.Size = 32 << 20
+		c.Size = 128 << 20
 		c.Runs = 1
 	}
 	return c
@@ -165,10 +166,24 @@ type scale struct {
 func (c *Config) scale() scale {
 	s := scale{size: c.Size, randomReads: 20000, smallFiles: 20000}
 	if c.Quick {
-		s.randomReads = 2000
-		s.smallFiles = 1000
-		s.treeDirs = []string{"go", "encoding", "os", "strings", "bufio", "sort"}
+		s.randomReads = 10000
+		s.smallFiles = 4000
+		s.treeDirs = []string{"go", "encoding", "os", "strings", "bufio", "sort", "net", "crypto"}
 		s.buildWarm = true
 	}
 	return s
+}
+
+// defaultGoSrc finds the Go distribution's source tree: `go env GOROOT`/src,
+// or /usr/local/go/src.
+func defaultGoSrc() string {
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if root := strings.TrimSpace(string(out)); root != "" {
+			return filepath.Join(root, "src")
+		}
+	}
+	if _, err := os.Stat("/usr/local/go/src"); err == nil {
+		return "/usr/local/go/src"
+	}
+	return ""
 }

@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/pflag"
+)
+
+// Options is a parsed `overlayfs bench` command line.
+type Options struct {
+	Config Config
+	// JSONPath and ChartPath are where --json and --chart write ("" = not).
+	JSONPath  string
+	ChartPath string
+}
+
+// ParseFlags parses the flags of `overlayfs bench`. Sizes take go-humanize
+// spellings (64MiB, 1G). With --help it returns pflag.ErrHelp after
+// printing the usage to usageOut.
+func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
+	fl := pflag.NewFlagSet("bench", pflag.ContinueOnError)
+	fl.SetOutput(usageOut)
+	quick := fl.Bool("quick", false, "run everything small enough to finish in about a minute (size 128MiB, 1 run, smaller trees, warm build cache)")
+	media := fl.String("media", "all", "comma-separated media: "+strings.Join(AllMedia(), ","))
+	wls := fl.String("workloads", "all", "comma-separated workloads: "+strings.Join(WorkloadNames(), ","))
+	size := fl.String("size", "", "size of the large files written and read (default 1GiB, 128MiB with --quick)")
+	runs := fl.Int("runs", 0, "runs per workload per medium; median, min and max are shown (default 3, 1 with --quick)")
+	baseline := fl.String("baseline", MediumNone, "medium the speed ratios are computed against")
+	workDir := fl.String("workdir", "/var/tmp", "directory for the scratch tree, mountpoints and filestores (on the disk you want measured)")
+	src := fl.String("src", "", "source tree copied into the lower and tarred for untar (default the Go distribution's src)")
+	jsonPath := fl.String("json", "", "write every figure as JSON to this file")
+	chart := fl.String("chart", "", "draw throughput per workload and memory per medium as SVG into this file")
+	fl.Usage = func() {
+		fmt.Fprintf(usageOut, "Usage: overlayfs bench [flags]\n\n"+
+			"Measures overlayfs's upper-layer media (memory, dir, self, none) side by side with the host\n"+
+			"directory, Linux overlayfs (tmpfs upper) and fuse-overlayfs, on a fresh mount per medium per\n"+
+			"run, interleaved. Prints a table; progress goes to stderr.\n\nWorkloads:\n")
+		for _, w := range workloads() {
+			fmt.Fprintf(usageOut, "  %-16s %s\n", w.name, w.desc)
+		}
+		fmt.Fprintf(usageOut, "\nFlags:\n%s", fl.FlagUsages())
+	}
+	if err := fl.Parse(args); err != nil {
+		return Options{}, err
+	}
+	if fl.NArg() != 0 {
+		return Options{}, fmt.Errorf("bench takes no arguments, got %q", fl.Args())
+	}
+	cfg := DefaultConfig(*quick)
+	cfg.Media = ParseList(*media, AllMedia())
+	cfg.Workloads = ParseList(*wls, WorkloadNames())
+	if *size != "" {
+		n, err := humanize.ParseBytes(*size)
+		if err != nil {
+			return Options{}, fmt.Errorf("--size: %w", err)
+		}
+		cfg.Size = int64(n)
+	}
+	if fl.Changed("runs") {
+		cfg.Runs = *runs
+	}
+	cfg.Baseline = *baseline
+	if !fl.Changed("baseline") && !contains(cfg.Media, cfg.Baseline) && len(cfg.Media) > 0 {
+		cfg.Baseline = cfg.Media[0]
+	}
+	cfg.WorkDir = *workDir
+	if *src != "" {
+		cfg.GoSrc = *src
+	}
+	if err := cfg.Validate(); err != nil {
+		return Options{}, err
+	}
+	return Options{Config: cfg, JSONPath: *jsonPath, ChartPath: *chart}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,292 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mounted is one medium ready for a workload: where to run it and how to
+// measure and undo it.
+type mounted struct {
+	medium string
+	root   string // where the workload runs
+	fuse   bool   // the root is a FUSE mount whose page cache fadvise drops
+	pid    int    // the daemon (0: none)
+	gofer  int    // the daemon's gofer (0: none)
+
+	upperFD   string // /proc/PID/fd/N of the memfd or filestore
+	upperKind string
+	upperDir  string // fuse-overlayfs upper directory, or the tmpfs of kernel-overlay
+
+	undo func() error // unmounts; nil for the host
+	bin  string       // the overlayfs binary, for `overlayfs stats` (own media only)
+}
+
+// goferRoundTrips asks the daemon (`overlayfs stats --json MNT`) how many
+// gofer round trips it made so far; -1 when it cannot tell (not an
+// overlayfs medium, or a daemon without the stats command).
+func (m *mounted) goferRoundTrips() int64 {
+	if m.bin == "" {
+		return -1
+	}
+	out, err := exec.Command(m.bin, "stats", "--json", m.root).Output()
+	if err != nil {
+		return -1
+	}
+	var st struct {
+		RoundTrips *int64 `json:"gofer_round_trips"`
+	}
+	if json.Unmarshal(out, &st) != nil || st.RoundTrips == nil {
+		return -1
+	}
+	return *st.RoundTrips
+}
+
+// sample reads the medium's memory now. Walking an upper directory is
+// costly, so it is done only when full is set.
+func (m *mounted) sample(full bool) Memory {
+	var mem Memory
+	if m.pid > 0 {
+		_ = readStatus(m.pid, &mem)
+		mem.GoferRSS = vmRSS(m.gofer)
+	}
+	mem.UpperKind = m.upperKind
+	switch m.upperKind {
+	case "memfd", "filestore":
+		statUpper(m.upperFD, &mem)
+	case "tmpfs":
+		mem.UpperBytes = fsUsedBytes(m.upperDir)
+	case "upperdir":
+		if full {
+			mem.UpperBytes = duBytes(m.upperDir)
+		}
+	}
+	return mem
+}
+
+// unmount undoes the mount; it is safe to call more than once.
+func (m *mounted) unmount() error {
+	if m.undo == nil {
+		return nil
+	}
+	undo := m.undo
+	m.undo = nil
+	return undo()
+}
+
+// overlaySpec is the --overlay2 value of one of overlayfs's own media.
+func overlaySpec(medium, filestoreDir string) string {
+	switch medium {
+	case MediumMemory:
+		return "root:memory"
+	case MediumDir:
+		return "root:dir=" + filestoreDir
+	case MediumSelf:
+		return "root:self"
+	}
+	return "none"
+}
+
+// mountMedium mounts medium over lower inside runDir (a fresh, empty
+// directory owned by this run).
+func mountMedium(ctx context.Context, bin, medium, lower, runDir, filestoreDir string) (*mounted, error) {
+	switch medium {
+	case MediumHost:
+		return &mounted{medium: medium, root: lower}, nil
+	case MediumKernel:
+		return mountKernel(lower, runDir)
+	case MediumFuseOverlayfs:
+		return mountFuseOverlayfs(ctx, lower, runDir)
+	}
+	return mountOverlayfs(ctx, bin, medium, lower, runDir, filestoreDir)
+}
+
+func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDir string) (*mounted, error) {
+	mnt := filepath.Join(runDir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(runDir, "daemon.log")
+	spec := overlaySpec(medium, filestoreDir)
+	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--log", logPath, lower, mnt).CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("overlayfs mount --overlay2 %s: %w: %s %s", spec, err, strings.TrimSpace(string(out)), daemonLog(string(log)))
+	}
+	m := &mounted{medium: medium, root: mnt, fuse: true, bin: bin}
+	m.undo = func() error { return unmountOverlayfs(bin, mnt, logPath) }
+	m.pid = readPidFile(mnt)
+	if !processAlive(m.pid) {
+		m.pid = findProcess("mount", mnt)
+	}
+	if m.pid == 0 {
+		_ = m.unmount()
+		return nil, fmt.Errorf("mounted %s but cannot find its daemon's pid", mnt)
+	}
+	for _, c := range childPids(m.pid) {
+		for _, a := range cmdline(c) {
+			if a == "gofer" {
+				m.gofer = c
+			}
+		}
+	}
+	m.upperFD, m.upperKind = findUpperFD(m.pid)
+	return m, nil
+}
+
+// unmountOverlayfs runs `overlayfs umount`, retrying while the mount is busy
+// (a killed workload's children may linger), and detaches it lazily as a
+// last resort, which it reports as an error.
+func unmountOverlayfs(bin, mnt, logPath string) error {
+	var out []byte
+	var err error
+	for i := 0; i < 50; i++ {
+		out, err = exec.Command(bin, "umount", mnt).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(string(out), "busy") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	derr := unix.Unmount(mnt, unix.MNT_DETACH)
+	log, _ := os.ReadFile(logPath)
+	return fmt.Errorf("overlayfs umount %s: %w: %s (lazy detach: %v) %s", mnt, err, strings.TrimSpace(string(out)), derr, daemonLog(string(log)))
+}
+
+// pidFile mirrors cmd/overlayfs: the daemon writes its pid to
+// <runtime dir>/<sha256(mountpoint)[:8] in hex>.pid.
+func pidFile(mnt string) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("overlayfs-%d", os.Geteuid()))
+	if os.Geteuid() == 0 {
+		dir = "/run/overlayfs"
+	} else if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		dir = filepath.Join(d, "overlayfs")
+	}
+	sum := sha256.Sum256([]byte(mnt))
+	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".pid")
+}
+
+func readPidFile(mnt string) int {
+	b, err := os.ReadFile(pidFile(mnt))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// mountKernel mounts Linux overlayfs with its upper and work directories on
+// a fresh tmpfs.
+func mountKernel(lower, runDir string) (*mounted, error) {
+	t := filepath.Join(runDir, "tmpfs")
+	mnt := filepath.Join(runDir, "mnt")
+	for _, d := range []string{t, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := unix.Mount("tmpfs", t, "tmpfs", 0, "mode=0755"); err != nil {
+		return nil, fmt.Errorf("mount tmpfs on %s: %w", t, err)
+	}
+	for _, d := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(t, d), 0o755); err != nil {
+			_ = unix.Unmount(t, unix.MNT_DETACH)
+			return nil, err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, t, t)
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		_ = unix.Unmount(t, unix.MNT_DETACH)
+		return nil, fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
+	}
+	m := &mounted{medium: MediumKernel, root: mnt, upperKind: "tmpfs", upperDir: t}
+	m.undo = func() error {
+		err := unmountRetry(mnt)
+		return errors.Join(err, unmountRetry(t))
+	}
+	return m, nil
+}
+
+// unmountRetry unmounts a kernel mount, waiting while it is busy, and
+// detaches it lazily as a last resort (reported as an error).
+func unmountRetry(mnt string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = unix.Unmount(mnt, 0); err == nil || err != unix.EBUSY {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err == nil {
+		return nil
+	}
+	derr := unix.Unmount(mnt, unix.MNT_DETACH)
+	return fmt.Errorf("unmount %s: %w (lazy detach: %v)", mnt, err, derr)
+}
+
+// mountFuseOverlayfs mounts fuse-overlayfs with its upper directory on the
+// work disk (the counterpart of a filestore).
+func mountFuseOverlayfs(ctx context.Context, lower, runDir string) (*mounted, error) {
+	bin, err := exec.LookPath("fuse-overlayfs")
+	if err != nil {
+		return nil, fmt.Errorf("fuse-overlayfs is not installed (apt install fuse-overlayfs)")
+	}
+	upper := filepath.Join(runDir, "upper")
+	work := filepath.Join(runDir, "work")
+	mnt := filepath.Join(runDir, "mnt")
+	for _, d := range []string{upper, work, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	out, err := exec.CommandContext(ctx, bin, "-o", opts, mnt).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("fuse-overlayfs -o %s: %w: %s", opts, err, strings.TrimSpace(string(out)))
+	}
+	m := &mounted{medium: MediumFuseOverlayfs, root: mnt, fuse: true, upperKind: "upperdir", upperDir: upper}
+	m.pid = findProcess("fuse-overlayfs", mnt)
+	pid := m.pid
+	m.undo = func() error {
+		if err := unmountRetry(mnt); err != nil {
+			return err
+		}
+		for deadline := time.Now().Add(10 * time.Second); processAlive(pid); {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("fuse-overlayfs (pid %d) still runs 10s after unmounting %s", pid, mnt)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}
+	return m, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func daemonLog(s string) string {
+	if t := lastLines(s, 5); t != "" {
+		return "(daemon log: " + t + ")"
+	}
+	return ""
+}
