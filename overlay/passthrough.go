@@ -66,6 +66,9 @@ type Passthrough struct {
 
 	inos ptInoMap
 
+	server  *fuse.Server // for prune notifications (passthrough_prune.go)
+	pruning bool         // guarded by mu
+
 	// rpcIO makes Read and Write use PRead/PWrite RPCs even when the gofer
 	// donated a host fd (for measurements).
 	rpcIO bool
@@ -152,6 +155,7 @@ func (p *Passthrough) addNodeLocked(fd lisafs.FDID, st *lisafs.Statx) *ptNode {
 	n := &ptNode{id: p.nextID, key: statKey(st), fd: fd, typ: uint32(st.Mode) & unix.S_IFMT, st: *st}
 	p.nextID++
 	p.nodes[n.id] = n
+	p.maybePruneLocked()
 	p.byKey[n.key] = n
 	return n
 }
