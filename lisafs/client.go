@@ -22,8 +22,9 @@ type Client struct {
 	conn *Conn
 	wbuf []byte
 
-	dead       atomic.Bool
-	roundTrips atomic.Uint64
+	dead         atomic.Bool
+	noDirentStat atomic.Bool // the server lacks MIDGetdents64Stat
+	roundTrips   atomic.Uint64
 
 	// Fixed after NewClient.
 	maxMsg    uint32

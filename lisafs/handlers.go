@@ -63,6 +63,8 @@ func handlerFor(mid MID) handler {
 		return handler{fn: handleRenameAt, mutates: true}
 	case MIDGetdents64:
 		return handler{fn: handleGetdents64}
+	case MIDGetdents64Stat:
+		return handler{fn: handleGetdents64Stat} // extension, not advertised
 	case MIDFGetXattr:
 		return handler{fn: handleFGetXattr}
 	case MIDFSetXattr:

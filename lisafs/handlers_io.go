@@ -199,6 +199,11 @@ const direntChunk = 8192
 // omitted; each entry carries its device numbers (entries that vanish
 // between getdents and stat are skipped).
 func handleGetdents64(cc *connection, payload []byte) ([]byte, []int, error) {
+	return getdents(cc, payload, false)
+}
+
+// getdents serves Getdents64 and, withStat, the Getdents64Stat extension.
+func getdents(cc *connection, payload []byte, withStat bool) ([]byte, []int, error) {
 	var req Getdents64Req
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -222,7 +227,11 @@ func handleGetdents64(cc *connection, payload []byte) ([]byte, []int, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	l := direntLister{dirFD: e.host, budget: budget, pos: uint64(pos), out: append(cc.buf(), 0, 0)}
+	if withStat {
+		// Each record carries 144 more bytes: keep the reply under the limit.
+		budget = min(budget, maxDirentBudget/8)
+	}
+	l := direntLister{dirFD: e.host, budget: budget, pos: uint64(pos), out: append(cc.buf(), 0, 0), withStat: withStat}
 	var hostBuf [direntChunk]byte
 	for !l.full {
 		n, err := unix.Getdents(e.host, hostBuf[:])
@@ -256,6 +265,7 @@ type direntLister struct {
 	count    int
 	full     bool // stop listing
 	seekBack bool // records past pos were read but not consumed
+	withStat bool // append each entry's Statx (Getdents64Stat)
 }
 
 func (l *direntLister) add(buf []byte) {
@@ -283,7 +293,11 @@ func (l *direntLister) add(buf []byte) {
 		l.pos = off
 		buf = buf[reclen:]
 		var st unix.Statx_t
-		if err := unix.Statx(l.dirFD, string(name), unix.AT_SYMLINK_NOFOLLOW, 0, &st); err != nil {
+		mask := 0
+		if l.withStat {
+			mask = statxMask
+		}
+		if err := unix.Statx(l.dirFD, string(name), unix.AT_SYMLINK_NOFOLLOW, mask, &st); err != nil {
 			continue // vanished since getdents
 		}
 		l.budget -= int64(reclen)
@@ -293,6 +307,10 @@ func (l *direntLister) add(buf []byte) {
 		l.out = binary.LittleEndian.AppendUint64(l.out, off)
 		l.out = append(l.out, typ)
 		l.out = appendSized(l.out, name)
+		if l.withStat {
+			sx := statxFromHost(&st)
+			l.out = sx.Append(l.out)
+		}
 		l.count++
 	}
 	if l.budget <= 0 {

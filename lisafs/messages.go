@@ -1161,7 +1161,7 @@ func NewRequest(mid MID) Message {
 		return &UnlinkAtReq{}
 	case MIDRenameAt:
 		return &RenameAtReq{}
-	case MIDGetdents64:
+	case MIDGetdents64, MIDGetdents64Stat:
 		return &Getdents64Req{}
 	case MIDFGetXattr:
 		return &FGetXattrReq{}
@@ -1219,6 +1219,8 @@ func NewResponse(mid MID) Message {
 		return &ReadLinkAtResp{}
 	case MIDGetdents64:
 		return &Getdents64Resp{}
+	case MIDGetdents64Stat:
+		return &Getdents64StatResp{}
 	case MIDFGetXattr:
 		return &FGetXattrResp{}
 	case MIDFListXattr:

@@ -55,7 +55,10 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	gid, chownG := in.GetGID()
 	_, chmod := in.GetMode()
 	_, trunc := in.GetSize()
-	if (chownU || chownG) && !chmod || trunc && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+	// chown(2) kills set-id bits even when it changes no id: the kernel
+	// then sends a SETATTR with nothing valid.
+	chown := chownU || chownG || in.Valid&^fuse.FATTR_LOCKOWNER == 0
+	if chown && !chmod || trunc && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		if err := fs.loadXattrs(n); err != nil {
 			return errno(err)
 		}

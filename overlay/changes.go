@@ -73,7 +73,7 @@ func (fs *FS) walkChanges(visit func(changeEntry) error) error {
 
 // snapDir copies d's tree state. listing is d's origin listing (for the
 // hard-link check), or nil.
-func (fs *FS) snapDir(d *Node, listing []lisafs.Dirent64) dirSnap {
+func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
 	fs.tree.Lock()
 	defer fs.tree.Unlock()
 	s := dirSnap{origin: d.lower, children: make(map[string]*Node, len(d.children))}
@@ -153,7 +153,7 @@ func (fs *FS) hiddenRoot(d *Node, name string) bool {
 // walkInPlace visits the changes below d, a directory at its original path
 // merged over its own origin (the root, or a directory never moved).
 func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) error {
-	var listing []lisafs.Dirent64
+	var listing []lower.Entry
 	fs.tree.Lock()
 	origin := d.lower
 	fs.tree.Unlock()
@@ -165,7 +165,7 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 	}
 	byName := make(map[string]*lisafs.Dirent64, len(listing))
 	for i := range listing {
-		byName[listing[i].Name] = &listing[i]
+		byName[listing[i].Name] = &listing[i].Dirent64
 	}
 	s := fs.snapDir(d, listing)
 	for _, name := range s.linked {
@@ -269,7 +269,7 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 		}
 		baseEnts = make(map[string]*lisafs.Dirent64, len(l))
 		for i := range l {
-			baseEnts[l[i].Name] = &l[i]
+			baseEnts[l[i].Name] = &l[i].Dirent64
 		}
 	}
 	seen := make(map[string]bool, len(ents))

@@ -296,21 +296,22 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 }
 
 // truncateLocked sets a regular file's size, copying lower data up only when
-// some of it survives. The caller holds n.mu.
+// some of it survives, and sets mtime and ctime as truncate(2) does on
+// tmpfs and ext4, even when the size does not change. The caller holds
+// n.mu.
 func (fs *FS) truncateLocked(n *Node, size int64) error {
 	if err := fs.copyUpMeta(n); err != nil {
 		return err
 	}
 	if !n.up.HasData && size == 0 {
 		fs.store.MarkData(n.up)
-		n.up.Touch()
-		return nil
-	}
-	if err := fs.copyUpData(n); err != nil {
-		return err
-	}
-	if err := n.up.Data.Truncate(fs.store.MF, size); err != nil {
-		return err
+	} else {
+		if err := fs.copyUpData(n); err != nil {
+			return err
+		}
+		if err := n.up.Data.Truncate(fs.store.MF, size); err != nil {
+			return err
+		}
 	}
 	n.up.Touch()
 	return nil

@@ -41,7 +41,9 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		MaxBackground:    64,
 		// We clear set-id bits and capabilities ourselves (killpriv.go):
 		// saves a GETXATTR per write and a GETATTR per chown.
-		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+		// ATOMIC_O_TRUNC: O_TRUNC arrives with OPEN, so that it can set
+		// the times as open(2) does, unlike a SETATTR of the same size.
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 	}
 	srv, err := fuse.NewServer(fs, mountpoint, opts)
 	if err != nil {

@@ -355,6 +355,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 		return d, nil
 	}
 	d.layer = lower.New(client, root, rootFD)
+	d.layer.SetShared(shared)
 
 	if mf.overlay2.Medium == filestore.MediumSelf {
 		if removed, err := filestore.RemoveStale(lowerDir); err != nil {

@@ -1,0 +1,205 @@
+package lower
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
+)
+
+// Entry is one entry of a lower directory listing. Stat is valid when
+// HasStat (the gofer has the Getdents64Stat extension).
+type Entry struct {
+	lisafs.Dirent64
+	Stat    lisafs.Statx
+	HasStat bool
+}
+
+// maxDirEntries bounds one lower directory's listing, so that a gofer that
+// never signals the end cannot make the daemon grow without limit.
+const maxDirEntries = 1 << 24
+
+// maxStaleBatches bounds the replies in a row that bring only names already
+// listed before the listing counts as endless.
+const maxStaleBatches = 64
+
+// validName reports whether a directory entry name from the gofer can be a
+// name in the merged view: one path component of 1 to 255 bytes.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && len(name) <= 255 &&
+		!strings.ContainsAny(name, "/\x00")
+}
+
+// Lookup finds one name below dir. A missing name is unix.ENOENT. In
+// exclusive mode a listed directory answers from its listing; otherwise
+// this is one Walk.
+func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
+	if !l.shared {
+		if n, err, ok := l.lookupListed(dir, name); ok {
+			return n, err
+		}
+	}
+	fd, err := l.dirFD(dir)
+	if err != nil {
+		return nil, err
+	}
+	status, inodes, err := l.c.Walk(fd, []string{name})
+	if err != nil {
+		return nil, err
+	}
+	if len(inodes) == 0 || status == lisafs.WalkComponentDoesNotExist {
+		l.closeInodes(inodes)
+		return nil, unix.ENOENT
+	}
+	l.closeInodes(inodes[1:])
+	n := &Node{Stat: inodes[0].Stat, hostFD: -1}
+	l.adopt(dir, n, name)
+	if n.IsDir() {
+		l.closeMu.Lock()
+		n.fd = inodes[0].ControlFD
+		l.closeMu.Unlock()
+	} else {
+		l.closeLater(inodes[0].ControlFD)
+	}
+	return n, nil
+}
+
+// lookupListed answers a lookup from dir's cached listing: ok is false when
+// the listing cannot answer (not read yet, or without attributes).
+func (l *Layer) lookupListed(dir *Node, name string) (n *Node, err error, ok bool) {
+	dir.mu.Lock()
+	if !dir.listed || dir.index == nil {
+		dir.mu.Unlock()
+		return nil, nil, false
+	}
+	i, found := dir.index[name]
+	if !found {
+		dir.mu.Unlock()
+		return nil, unix.ENOENT, true
+	}
+	e := dir.listing[i]
+	dir.mu.Unlock()
+	if !e.HasStat {
+		return nil, nil, false
+	}
+	n = &Node{Stat: e.Stat, hostFD: -1}
+	l.adopt(dir, n, name) // a directory walks to its FD when first needed
+	return n, nil, true
+}
+
+// ReadDir returns dir's entries, without "." and "..", in the gofer's order.
+// The listing is cached: the lower is immutable in exclusive mode.
+func (l *Layer) ReadDir(dir *Node) ([]Entry, error) {
+	dir.mu.Lock()
+	if dir.listed {
+		ents := dir.listing
+		dir.mu.Unlock()
+		return ents, nil
+	}
+	dir.mu.Unlock()
+	all, err := l.list(dir)
+	if err != nil {
+		return nil, err
+	}
+	index := make(map[string]int, len(all))
+	withStat := true
+	for i := range all {
+		index[all[i].Name] = i
+		withStat = withStat && all[i].HasStat
+	}
+	dir.mu.Lock()
+	if !dir.listed {
+		dir.listing, dir.listed = all, true
+		if withStat {
+			dir.index = index
+		}
+	}
+	ents := dir.listing
+	dir.mu.Unlock()
+	return ents, nil
+}
+
+// ReadDirFresh is ReadDir without the cache: it always asks the gofer and
+// replaces the cached listing (shared file access).
+func (l *Layer) ReadDirFresh(dir *Node) ([]Entry, error) {
+	dir.mu.Lock()
+	dir.listed, dir.listing, dir.index = false, nil, nil
+	dir.mu.Unlock()
+	return l.ReadDir(dir)
+}
+
+// list reads a whole lower directory from the gofer, with attributes when
+// the gofer offers them.
+func (l *Layer) list(dir *Node) ([]Entry, error) {
+	fd, err := l.dirFD(dir)
+	if err != nil {
+		return nil, err
+	}
+	ofd, hostFD, err := l.c.OpenAt(fd, unix.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("open lower directory: %w", err)
+	}
+	if hostFD >= 0 {
+		unix.Close(hostFD)
+	}
+	defer l.closeLater(ofd)
+	var all []Entry
+	seen := make(map[string]struct{})
+	stale := 0 // consecutive batches that brought no new name
+	count := int32(-65536)
+	for {
+		batch, err := l.getdents(ofd, count)
+		if err != nil {
+			return nil, err
+		}
+		if len(batch) == 0 {
+			return all, nil
+		}
+		before := len(all)
+		for _, e := range batch {
+			if !validName(e.Name) {
+				continue // ".", "..", or a name no kernel would accept
+			}
+			if _, dup := seen[e.Name]; dup {
+				continue // listed twice (a rename during the scan, or a bad gofer)
+			}
+			seen[e.Name] = struct{}{}
+			all = append(all, e)
+		}
+		if len(all) == before {
+			stale++
+		} else {
+			stale = 0
+		}
+		if stale > maxStaleBatches || len(all) > maxDirEntries {
+			return nil, fmt.Errorf("lower directory listing does not end: %w", unix.EIO)
+		}
+		count = 65536
+	}
+}
+
+// getdents reads one batch, with attributes if the gofer has the extension.
+func (l *Layer) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
+	ds, err := l.c.Getdents64Stat(ofd, count)
+	if err == nil {
+		out := make([]Entry, len(ds))
+		for i := range ds {
+			out[i] = Entry{Dirent64: ds[i].Dirent64, Stat: ds[i].Stat, HasStat: true}
+		}
+		return out, nil
+	}
+	if err != unix.EOPNOTSUPP {
+		return nil, err
+	}
+	plain, err := l.c.Getdents64(ofd, count)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, len(plain))
+	for i := range plain {
+		out[i] = Entry{Dirent64: plain[i]}
+	}
+	return out, nil
+}
