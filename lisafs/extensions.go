@@ -53,17 +53,7 @@ func (m *Getdents64StatResp) Decode(src []byte) error {
 	s := string(src) // one copy backs every name
 	for i := 0; i < n && !d.failed; i++ {
 		var e DirentStat
-		e.Ino = d.u64()
-		e.DevMinor = d.u32()
-		e.DevMajor = d.u32()
-		e.Off = d.u64()
-		e.Type = d.u8()
-		l := int(d.u16())
-		start := d.off
-		d.take(l)
-		if !d.failed {
-			e.Name = s[start : start+l]
-		}
+		d.dirent(&e.Dirent64, s)
 		d.statx(&e.Stat)
 		m.Dirents = append(m.Dirents, e)
 	}

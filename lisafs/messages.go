@@ -888,17 +888,7 @@ func (m *Getdents64Resp) Decode(src []byte) error {
 	s := string(src)
 	for i := 0; i < n && !d.failed; i++ {
 		var e Dirent64
-		e.Ino = d.u64()
-		e.DevMinor = d.u32()
-		e.DevMajor = d.u32()
-		e.Off = d.u64()
-		e.Type = d.u8()
-		l := int(d.u16())
-		start := d.off
-		d.take(l)
-		if !d.failed {
-			e.Name = s[start : start+l]
-		}
+		d.dirent(&e, s)
 		m.Dirents = append(m.Dirents, e)
 	}
 	if d.failed {
@@ -1249,4 +1239,20 @@ func ExpectedFDs(mid MID) int {
 		return 1
 	}
 	return 0
+}
+
+// dirent decodes one Dirent64 record; s is string(d.buf), which the name
+// slices so that a whole reply costs one allocation.
+func (d *decoder) dirent(e *Dirent64, s string) {
+	e.Ino = d.u64()
+	e.DevMinor = d.u32()
+	e.DevMajor = d.u32()
+	e.Off = d.u64()
+	e.Type = d.u8()
+	l := int(d.u16())
+	start := d.off
+	d.take(l)
+	if !d.failed {
+		e.Name = s[start : start+l]
+	}
 }

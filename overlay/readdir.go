@@ -140,15 +140,24 @@ func (fs *FS) snapshot(h *handle, off uint64) ([]dirEnt, error) {
 	return d, nil
 }
 
-// ReadDir lists names and inode numbers.
-func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+// readDirHandle returns the handle and listing a READDIR(PLUS) reads.
+func (fs *FS) readDirHandle(in *fuse.ReadIn) (*handle, []dirEnt, fuse.Status) {
 	h := fs.handle(in.Fh)
 	if h == nil {
-		return fuse.EBADF
+		return nil, nil, fuse.EBADF
 	}
 	ents, err := fs.snapshot(h, in.Offset)
 	if err != nil {
-		return errno(err)
+		return nil, nil, errno(err)
+	}
+	return h, ents, fuse.OK
+}
+
+// ReadDir lists names and inode numbers.
+func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	_, ents, st := fs.readDirHandle(in)
+	if st != fuse.OK {
+		return st
 	}
 	for i := in.Offset; i < uint64(len(ents)); i++ {
 		e := ents[i]
@@ -162,13 +171,9 @@ func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 // ReadDirPlus lists names with their attributes; each entry sent counts as a
 // lookup.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	h := fs.handle(in.Fh)
-	if h == nil {
-		return fuse.EBADF
-	}
-	ents, err := fs.snapshot(h, in.Offset)
-	if err != nil {
-		return errno(err)
+	h, ents, st := fs.readDirHandle(in)
+	if st != fuse.OK {
+		return st
 	}
 	for i := in.Offset; i < uint64(len(ents)); i++ {
 		e := ents[i]

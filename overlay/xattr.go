@@ -5,6 +5,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"overlayfs/upper"
 )
 
 // overlayXattr reports names reserved for overlay bookkeeping: hidden from
@@ -85,27 +87,21 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 
 // SetXAttr sets an extended attribute in the upper layer.
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	n := fs.node(in.NodeId)
-	if n == nil {
-		return fuse.ENOENT
-	}
-	if overlayXattr(attr) {
-		return fuse.Status(unix.EOPNOTSUPP)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.copyUpMeta(n); err != nil {
-		return errno(err)
-	}
-	if err := fs.loadXattrs(n); err != nil {
-		return errno(err)
-	}
-	return errno(n.up.SetXattr(attr, data, in.Flags))
+	return fs.changeXattrs(in.NodeId, attr, func(up *upper.Inode) error {
+		return up.SetXattr(attr, data, in.Flags)
+	})
 }
 
 // RemoveXAttr removes an extended attribute.
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	n := fs.node(h.NodeId)
+	return fs.changeXattrs(h.NodeId, attr, func(up *upper.Inode) error {
+		return up.RemoveXattr(attr)
+	})
+}
+
+// changeXattrs copies a node's metadata and xattrs up and applies change.
+func (fs *FS) changeXattrs(nodeid uint64, attr string, change func(*upper.Inode) error) fuse.Status {
+	n := fs.node(nodeid)
 	if n == nil {
 		return fuse.ENOENT
 	}
@@ -120,5 +116,5 @@ func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string)
 	if err := fs.loadXattrs(n); err != nil {
 		return errno(err)
 	}
-	return errno(n.up.RemoveXattr(attr))
+	return errno(change(n.up))
 }
