@@ -119,10 +119,12 @@ func drawLower(t *rapid.T) []lowerEntry {
 	return out
 }
 
-// drawTarget draws a symlink target: relative paths inside the tree,
-// dangling ones, or an absolute path outside it.
+// drawTarget draws a symlink target: relative paths inside the tree (or
+// escaping it into the private directories above each mountpoint), dangling
+// ones, or an absolute path below a directory that does not exist, so that
+// nothing following it can create a file outside the test's directories.
 func drawTarget(t *rapid.T) string {
-	return rapid.SampledFrom([]string{"a", "b", "c", "a/b", "../a", "../../c", "nowhere", "/nonexistent", "."}).Draw(t, "target")
+	return rapid.SampledFrom([]string{"a", "b", "c", "a/b", "../a", "../../c", "nowhere", "/nonexistent-overlayfs-test/x", "."}).Draw(t, "target")
 }
 
 // diffContent is the deterministic content of a generated write or file.

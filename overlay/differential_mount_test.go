@@ -183,6 +183,9 @@ func diffMountKernel(t diffTB, lower, upperBase, mnt string) {
 	if err := unix.Lchown(u, int(st.Uid), int(st.Gid)); err != nil {
 		t.Fatalf("chown %s: %v", u, err)
 	}
+	if strings.ContainsAny(lower+upperBase, ",:") {
+		t.Fatalf("overlay mount options cannot carry a path with ',' or ':': %s, %s", lower, upperBase)
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off", lower, u, w)
 	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
 		t.Fatalf("mount overlay -o %s on %s: %v", opts, mnt, err)

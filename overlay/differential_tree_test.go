@@ -260,9 +260,19 @@ func dataSummary(d []byte) string {
 
 // diffTrees compares our tree with the kernel's and returns the
 // differences, one line each (empty: the same).
+//
+// A name the kernel lists but cannot look up (ENOENT) is skipped: the
+// kernel lists a directory that exists only in the lower without merging
+// it, so a whiteout (0/0 character device) in the lowest layer shows in
+// its readdir although lookup hides it. We hide it in both.
 func diffTrees(ours, kernel diffTree) []string {
 	var out []string
 	for p, k := range kernel {
+		if k.err == "lstat: ENOENT" {
+			if _, ok := ours[p]; !ok {
+				continue
+			}
+		}
 		o, ok := ours[p]
 		if !ok {
 			out = append(out, fmt.Sprintf("%s: missing in ours; kernel has %s", p, diffDescribe(k, nil)))
