@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -85,7 +84,6 @@ type FS struct {
 	notes  chan uint64   // nodeids whose kernel caches must be dropped
 	stop   chan struct{} // closed at unmount
 
-	lookups atomic.Int64
 }
 
 type devIno struct{ dev, ino uint64 }

@@ -159,7 +159,6 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	fs.lookups.Add(1)
 	c, err := fs.lookupRef(dir, name)
 	if err == unix.ENOENT {
 		out.NodeId = 0
