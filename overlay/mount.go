@@ -3,6 +3,7 @@ package overlay
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -48,7 +49,10 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 	srv, err := fuse.NewServer(fs, mountpoint, opts)
 	if err != nil {
 		if !root {
-			return nil, fmt.Errorf("mount %s: %w (as a non-root user overlayfs needs fusermount3: install the fuse3 package)", mountpoint, err)
+			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
+				return nil, fmt.Errorf("mount %s: %w (as a non-root user overlayfs mounts through fusermount3, which is missing: install the fuse3 package)", mountpoint, err)
+			}
+			return nil, fmt.Errorf("mount %s: %w (as a non-root user overlayfs mounts through fusermount3; its own message is in the log above)", mountpoint, err)
 		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
