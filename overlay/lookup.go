@@ -4,6 +4,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/lisafs"
 	"overlayfs/lower"
 )
 
@@ -11,6 +12,13 @@ import (
 // whiteouts, then the origin lower directory. It returns unix.ENOENT for a
 // name that is not visible.
 func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
+	return fs.lookupFresh(dir, name, nil)
+}
+
+// lookupFresh is lookupChild with, optionally, the lower's attributes for
+// name just read from the gofer (a shared-mode listing), which revalidate a
+// cached node without another round trip.
+func (fs *FS) lookupFresh(dir *Node, name string, fresh *lisafs.Statx) (*Node, error) {
 	if !dir.isDir() {
 		return nil, unix.ENOTDIR
 	}
@@ -27,7 +35,7 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 		if !pure {
 			return c, nil
 		}
-		if c, err := fs.revalidate(dir, name, c, ldir); c != nil || err != nil {
+		if c, err := fs.revalidate(dir, name, c, ldir, fresh); c != nil || err != nil {
 			return c, err
 		}
 		return fs.lookupChild(dir, name)
@@ -66,6 +74,7 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 	if c.isDir() || ln.Stat.Nlink <= 1 {
 		c.seenIn, c.seenAs = dir, name
 	}
+	c.validated.Store(nanotime())
 	dir.children[name] = c
 	return c, nil
 }
@@ -73,9 +82,9 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 // lookupRef is lookupChild for a node about to be handed to the kernel: it
 // counts the kernel's reference while the name still maps to the node, so
 // that a concurrent FORGET cannot drop the node in between (see forget.go).
-func (fs *FS) lookupRef(dir *Node, name string) (*Node, error) {
+func (fs *FS) lookupRef(dir *Node, name string, fresh *lisafs.Statx) (*Node, error) {
 	for {
-		c, err := fs.lookupChild(dir, name)
+		c, err := fs.lookupFresh(dir, name, fresh)
 		if err != nil {
 			return nil, err
 		}
@@ -159,7 +168,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	c, err := fs.lookupRef(dir, name)
+	c, err := fs.lookupRef(dir, name, nil)
 	if err == unix.ENOENT {
 		out.NodeId = 0
 		out.SetEntryTimeout(fs.negativeTimeout())

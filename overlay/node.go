@@ -3,6 +3,7 @@ package overlay
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -36,6 +37,9 @@ type Node struct {
 
 	// Guarded by FS.idMu.
 	nlookup uint64
+
+	// When a shared-mode revalidation last confirmed this node (nanotime).
+	validated atomic.Int64
 
 	// Guarded by mu.
 	mu       sync.Mutex

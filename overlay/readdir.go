@@ -5,13 +5,16 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
 )
 
 // dirEnt is one entry of a directory snapshot.
 type dirEnt struct {
 	name string
 	ino  uint64
-	mode uint32 // type bits only
+	mode uint32        // type bits only
+	st   *lisafs.Statx // shared mode: the lower's attributes as just listed
 }
 
 // listDir builds the merged listing of d: ".", "..", the origin's entries in
@@ -35,6 +38,9 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		for i := range ents {
 			e := &ents[i]
 			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), ino: e.Ino}
+			if fs.cfg.Shared && e.HasStat {
+				lents[i].st = &e.Stat
+			}
 		}
 	}
 	var maybeWhiteout []string
@@ -43,7 +49,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	if parent == nil {
 		parent = d
 	}
-	out := []dirEnt{{".", d.ino, unix.S_IFDIR}, {"..", parent.ino, unix.S_IFDIR}}
+	out := []dirEnt{{".", d.ino, unix.S_IFDIR, nil}, {"..", parent.ino, unix.S_IFDIR, nil}}
 	seen := make(map[string]bool, len(lents))
 	for _, e := range lents {
 		if _, wh := d.whiteouts[e.name]; wh || fs.hiddenLocked(d, e.name) {
@@ -51,14 +57,14 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		}
 		seen[e.name] = true
 		if c := d.children[e.name]; c != nil {
-			out = append(out, dirEnt{e.name, c.ino, c.typ})
+			out = append(out, dirEnt{e.name, c.ino, c.typ, e.st})
 			continue
 		}
 		if e.typ == unix.DT_CHR {
 			maybeWhiteout = append(maybeWhiteout, e.name)
 			continue
 		}
-		out = append(out, dirEnt{e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12})
+		out = append(out, dirEnt{e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12, e.st})
 	}
 	var extra []string
 	for name, c := range d.children {
@@ -80,13 +86,13 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	sort.Strings(extra)
 	for _, name := range extra {
 		c := d.children[name]
-		out = append(out, dirEnt{name, c.ino, c.typ})
+		out = append(out, dirEnt{name, c.ino, c.typ, nil})
 	}
 	fs.tree.Unlock()
 	// Character devices may be lower whiteouts (0/0); only a lookup tells.
 	for _, name := range maybeWhiteout {
 		if c, err := fs.lookupChild(d, name); err == nil {
-			out = append(out, dirEnt{name, c.ino, c.typ})
+			out = append(out, dirEnt{name, c.ino, c.typ, nil})
 		}
 	}
 	return out, nil
@@ -96,6 +102,7 @@ type lowerEnt struct {
 	name     string
 	typ      uint8
 	dev, ino uint64
+	st       *lisafs.Statx
 }
 
 // dirFlags are the FOPEN_* flags for directories: the kernel may cache
@@ -184,7 +191,7 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 		if e.name == "." || e.name == ".." {
 			continue
 		}
-		c, err := fs.lookupRef(h.n, e.name)
+		c, err := fs.lookupRef(h.n, e.name, e.st)
 		if err != nil {
 			continue // removed since the snapshot; the kernel skips nodeid 0
 		}

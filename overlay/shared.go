@@ -29,6 +29,17 @@ import (
 //     goroutine (never from the request handler, which may hold the locks
 //     the kernel needs to process it).
 
+// freshWindow is how long after a revalidation a GETATTR trusts it: the
+// kernel asks for attributes right after the LOOKUP of the same system call
+// (stat of an expired dentry), and one gofer round trip answers both. It is
+// far shorter than any two system calls a user could tell apart.
+const freshWindow = int64(500 * time.Microsecond)
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(clockBase)) }
+
+var clockBase = time.Now()
+
 // pureLower reports whether n is only a cached view of a lower file. The
 // caller holds n.mu.
 func (n *Node) pureLower() bool { return n.up == nil && n.lower != nil }
@@ -59,8 +70,14 @@ func (fs *FS) negativeTimeout() time.Duration {
 // It returns c when it still names the same file, or nil when the cached
 // node no longer applies (the name is gone or names another file); then it
 // has removed c from dir.children so that a fresh lookup resolves the name.
-func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node) (*Node, error) {
-	st, err := fs.lower.StatChild(ldir, name)
+func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fresh *lisafs.Statx) (*Node, error) {
+	var st lisafs.Statx
+	var err error
+	if fresh != nil {
+		st = *fresh
+	} else {
+		st, err = fs.lower.StatChild(ldir, name)
+	}
 	if err != nil && err != unix.ENOENT {
 		return nil, err
 	}
@@ -69,6 +86,7 @@ func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node) (*No
 	c.mu.Unlock()
 	if same {
 		fs.refreshed(c, st)
+		c.validated.Store(nanotime())
 		return c, nil
 	}
 	fs.tree.Lock()
@@ -106,7 +124,7 @@ func (fs *FS) refreshAttr(n *Node) {
 	n.mu.Lock()
 	pure := n.pureLower()
 	n.mu.Unlock()
-	if !pure {
+	if !pure || nanotime()-n.validated.Load() < freshWindow {
 		return
 	}
 	st, err := fs.lower.Stat(n.lower)
