@@ -15,13 +15,7 @@ func (p *Passthrough) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr st
 	if err != nil {
 		return 0, ptStatus(err)
 	}
-	if len(dest) == 0 {
-		return uint32(len(v)), fuse.OK
-	}
-	if len(dest) < len(v) {
-		return uint32(len(v)), fuse.ERANGE
-	}
-	return uint32(copy(dest, v)), fuse.OK
+	return xattrReply(dest, v)
 }
 
 // ListXAttr lists extended attribute names, each NUL-terminated, with the
@@ -35,18 +29,7 @@ func (p *Passthrough) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest [
 	if err != nil {
 		return 0, ptStatus(err)
 	}
-	var b []byte
-	for _, name := range names {
-		b = append(b, name...)
-		b = append(b, 0)
-	}
-	if len(dest) == 0 {
-		return uint32(len(b)), fuse.OK
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), fuse.ERANGE
-	}
-	return uint32(copy(dest, b)), fuse.OK
+	return xattrReply(dest, xattrList(names, nil))
 }
 
 // SetXAttr sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE).

@@ -41,13 +41,7 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, de
 		}
 		v = val
 	}
-	if len(dest) == 0 {
-		return uint32(len(v)), fuse.OK
-	}
-	if len(dest) < len(v) {
-		return uint32(len(v)), fuse.ERANGE
-	}
-	return uint32(copy(dest, v)), fuse.OK
+	return xattrReply(dest, v)
 }
 
 // ListXAttr lists extended attribute names, NUL-terminated.
@@ -68,21 +62,7 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 			return 0, errno(err)
 		}
 	}
-	var b []byte
-	for _, name := range names {
-		if overlayXattr(name) {
-			continue
-		}
-		b = append(b, name...)
-		b = append(b, 0)
-	}
-	if len(dest) == 0 {
-		return uint32(len(b)), fuse.OK
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), fuse.ERANGE
-	}
-	return uint32(copy(dest, b)), fuse.OK
+	return xattrReply(dest, xattrList(names, overlayXattr))
 }
 
 // SetXAttr sets an extended attribute in the upper layer.
