@@ -28,6 +28,7 @@ import (
 var (
 	diffSequences = flag.Int("differential.n", 500, "differential test: number of random sequences (rapid cases)")
 	diffMaxOps    = flag.Int("differential.ops", 40, "differential test: maximum operations per sequence")
+	diffSeed      = flag.Uint64("differential.seed", 20261127, "differential test: rapid seed; 0 draws a random one. The default makes CI runs reproducible; explore with -differential.seed 0 -differential.n 3000")
 )
 
 // diffStats counts what a run did, for the log.
@@ -54,28 +55,28 @@ func TestDifferential(t *testing.T) {
 	}
 	bin := mounttest.Binary(t)
 	base := t.TempDir()
-	withRapidChecks(t, *diffSequences)
+	withRapidFlag(t, "rapid.checks", strconv.Itoa(*diffSequences))
+	withRapidFlag(t, "rapid.seed", strconv.FormatUint(*diffSeed, 10))
 	stats := newDiffStats()
 	rapid.Check(t, func(rt *rapid.T) { runDiffCase(rt, bin, base, stats) })
 	t.Logf("differential: %d sequences (including shrink attempts), %d operations compared, %d ended at a documented EXDEV; media %v; succeeded by kind %v",
 		stats.sequences, stats.ops, stats.exdev, stats.media, stats.okByKind)
 }
 
-// withRapidChecks sets rapid's number of cases for the rest of this test
-// and restores it afterwards: rapid reads it from its -rapid.checks flag,
-// and each case here costs two mounts, so the default (100) is not ours to
-// keep.
-func withRapidChecks(t *testing.T, n int) {
+// withRapidFlag sets one of rapid's flags (-rapid.checks, -rapid.seed) for
+// the rest of this test and restores it afterwards: each case here costs two
+// mounts, so rapid's default number of cases (100) is not ours to keep.
+func withRapidFlag(t *testing.T, name, value string) {
 	t.Helper()
-	f := flag.Lookup("rapid.checks")
+	f := flag.Lookup(name)
 	if f == nil {
-		t.Fatal("rapid has no -rapid.checks flag")
+		t.Fatalf("rapid has no -%s flag", name)
 	}
 	old := f.Value.String()
-	if err := flag.Set("rapid.checks", strconv.Itoa(n)); err != nil {
+	if err := flag.Set(name, value); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = flag.Set("rapid.checks", old) })
+	t.Cleanup(func() { _ = flag.Set(name, old) })
 }
 
 // runDiffCase is one rapid case: a lower tree, two mounts, a sequence.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ func TestFsx(t *testing.T) {
 		t.Skip("needs root to mount")
 	}
 	bin := mounttest.Binary(t)
-	withRapidChecks(t, *fsxCases)
+	withRapidFlag(t, "rapid.checks", strconv.Itoa(*fsxCases))
 	for _, medium := range fsxMedia {
 		t.Run(medium, func(t *testing.T) {
 			base := t.TempDir()
