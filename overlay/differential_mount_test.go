@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -113,30 +112,9 @@ func (m *ourMount) unmount(t diffTB) {
 // kill kills the daemon serving the mount, so that every call hung on it
 // returns (ENOTCONN).
 func (m *ourMount) kill() {
-	for _, pid := range diffDaemonPids(m.mnt) {
+	for _, pid := range daemonPids(m.mnt) {
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
-}
-
-// diffDaemonPids finds the overlayfs daemons serving mnt from /proc.
-func diffDaemonPids(mnt string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "mount" && args[len(args)-1] == mnt {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // lazyUnmount detaches mnt, retrying briefly.

@@ -248,15 +248,24 @@ func (p *Passthrough) snapshot(h *ptHandle, off uint64) ([]ptDirent, error) {
 	return list, nil
 }
 
-// ReadDir lists names and inode numbers.
-func (p *Passthrough) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+// readDirHandle returns the handle and listing a READDIR(PLUS) reads.
+func (p *Passthrough) readDirHandle(in *fuse.ReadIn) (*ptHandle, []ptDirent, fuse.Status) {
 	h := p.handle(in.Fh)
 	if h == nil {
-		return fuse.EBADF
+		return nil, nil, fuse.EBADF
 	}
 	ents, err := p.snapshot(h, in.Offset)
 	if err != nil {
-		return ptStatus(err)
+		return nil, nil, ptStatus(err)
+	}
+	return h, ents, fuse.OK
+}
+
+// ReadDir lists names and inode numbers.
+func (p *Passthrough) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	_, ents, st := p.readDirHandle(in)
+	if st != fuse.OK {
+		return st
 	}
 	for i := in.Offset; i < uint64(len(ents)); i++ {
 		e := &ents[i]
@@ -271,13 +280,9 @@ func (p *Passthrough) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse
 // entry answered with a nodeid counts as a lookup. Names that vanished since
 // the snapshot are sent without a nodeid.
 func (p *Passthrough) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	h := p.handle(in.Fh)
-	if h == nil {
-		return fuse.EBADF
-	}
-	ents, err := p.snapshot(h, in.Offset)
-	if err != nil {
-		return ptStatus(err)
+	h, ents, st := p.readDirHandle(in)
+	if st != fuse.OK {
+		return st
 	}
 	for i := in.Offset; i < uint64(len(ents)); i++ {
 		e := &ents[i]
