@@ -215,14 +215,17 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 	}
 	ctl, err := startControl(mnt, d)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs: control socket: %v (diff, stats and tar will not reach this mount)\n", err)
-	} else {
-		defer ctl.Close()
+		fmt.Fprintf(os.Stderr, "overlayfs: control socket: %v (diff, stats and tar will not reach this mount, umount will not wait for this daemon)\n", err)
 	}
-	if err := writePidFile(mnt); err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs: %v (umount will not wait for this daemon)\n", err)
+	// Once the kernel lets go, the control socket goes first: a new mount
+	// on the same mountpoint must find its own daemon, not this one.
+	closeControl := func() {
+		if ctl != nil {
+			_ = ctl.Close()
+			ctl = nil
+		}
 	}
-	defer removePidFile(mnt)
+	defer closeControl()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s)\n", lowerDir, mnt, mf.overlay2.String())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
@@ -251,6 +254,7 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 			fmt.Fprintf(os.Stderr, "overlayfs: the kernel did not release %s within 10s; exiting\n", mnt)
 		}
 	}
+	closeControl()
 	d.close()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
 	return nil

@@ -30,13 +30,13 @@ func runTar(args []string) error {
 		fl.Usage()
 		return exitError{code: 2, msg: "need MOUNTPOINT and -f FILE"}
 	}
-	mnt, sock, err := controlTarget(fl.Arg(0))
+	mnt, client, err := controlClient(fl.Arg(0))
 	if err != nil {
 		return err
 	}
 	if *file == "-" {
 		w := bufio.NewWriterSize(os.Stdout, 1<<16)
-		if err := controlTar(mnt, sock, w); err != nil {
+		if err := client.Tar(w); err != nil {
 			return err
 		}
 		return w.Flush()
@@ -53,7 +53,7 @@ func runTar(args []string) error {
 		return err
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
-	err = controlTar(mnt, sock, w)
+	err = client.Tar(w)
 	if err == nil {
 		err = w.Flush()
 	}

@@ -66,6 +66,16 @@ func Binary(t testing.TB) string {
 	return buildBin
 }
 
+// Command is exec.Command(path, args...) with TMPDIR set to a directory of
+// the test's own, so that whatever the program puts in TMPDIR (a daemon's
+// default log, a default filestore) goes away with the test.
+func Command(t testing.TB, path string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	return cmd
+}
+
 // Mount mounts an overlay of lower on a new temporary mountpoint with the
 // given extra `overlayfs mount` flags, and registers its unmount. It returns
 // the mountpoint.
@@ -83,7 +93,7 @@ func MountAt(t testing.TB, lower, mnt string, flags ...string) {
 	logPath := filepath.Join(t.TempDir(), "daemon.log")
 	args := append([]string{"mount", "--log", logPath}, flags...)
 	args = append(args, lower, mnt)
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	out, err := Command(t, bin, args...).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(logPath)
 		t.Fatalf("overlayfs %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, log)
@@ -98,7 +108,7 @@ func Unmount(t testing.TB, mnt, logPath string) {
 	var out []byte
 	var err error
 	for i := 0; i < 40; i++ {
-		out, err = exec.Command(Binary(t), "umount", mnt).CombinedOutput()
+		out, err = Command(t, Binary(t), "umount", mnt).CombinedOutput()
 		if err == nil {
 			return
 		}
