@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 	"overlayfs/lower"
 	"overlayfs/upper"
@@ -93,7 +94,7 @@ func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
 			if _, wh := d.whiteouts[e.Name]; wh {
 				continue
 			}
-			if fs.hardlinks[devIno{uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), e.Ino}] != nil {
+			if fs.hardlinks[fusekit.DevIno{Dev: uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), Ino: e.Ino}] != nil {
 				s.linked = append(s.linked, e.Name)
 			}
 		}
@@ -275,9 +276,9 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 	seen := make(map[string]bool, len(ents))
 	var names []string
 	for _, e := range ents {
-		if e.name != "." && e.name != ".." {
-			names = append(names, e.name)
-			seen[e.name] = true
+		if e.d.Name != "." && e.d.Name != ".." {
+			names = append(names, e.d.Name)
+			seen[e.d.Name] = true
 		}
 	}
 	var gone []string

@@ -1,39 +1,26 @@
 package overlay
 
 import (
+	"errors"
+	"io"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/fusekit"
 )
 
 // handle is one open file or directory.
 type handle struct {
 	n       *Node
 	flags   uint32
-	lowerFD int      // lower data fd held by this handle, -1 if none
-	dir     []dirEnt // directory snapshot, built on the first read at offset 0
-	dirOK   bool
+	lowerFD int                         // lower data fd held by this handle, -1 if none
+	dir     fusekit.DirSnapshot[dirEnt] // directories
 }
 
-func (fs *FS) newHandle(h *handle) uint64 {
-	fs.hMu.Lock()
-	defer fs.hMu.Unlock()
-	fh := fs.nextFh
-	fs.nextFh++
-	fs.handles[fh] = h
-	return fh
-}
-
+// handle returns the open handle numbered fh, nil if there is none.
 func (fs *FS) handle(fh uint64) *handle {
-	fs.hMu.Lock()
-	defer fs.hMu.Unlock()
-	return fs.handles[fh]
-}
-
-func (fs *FS) dropHandle(fh uint64) *handle {
-	fs.hMu.Lock()
-	defer fs.hMu.Unlock()
-	h := fs.handles[fh]
-	delete(fs.handles, fh)
+	h, _ := fs.handles.Get(fh)
 	return h
 }
 
@@ -92,7 +79,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	}
 	h, err := fs.openNode(n, in.Flags)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		n.mu.Lock()
@@ -100,10 +87,10 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		n.mu.Unlock()
 		if err != nil {
 			fs.releaseHandle(h)
-			return errno(err)
+			return fusekit.Status(err)
 		}
 	}
-	out.Fh = fs.newHandle(h)
+	out.Fh = fs.handles.Add(h)
 	out.OpenFlags = fs.openFlags(n)
 	return fuse.OK
 }
@@ -116,14 +103,14 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	n, err := fs.create(dir, name, createSpec{mode: unix.S_IFREG | in.Mode&07777, caller: in.Caller})
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	h, err := fs.openNode(n, in.Flags&^unix.O_TRUNC)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, &out.EntryOut)
-	out.Fh = fs.newHandle(h)
+	out.Fh = fs.handles.Add(h)
 	out.OpenFlags = fs.openFlags(n)
 	return fuse.OK
 }
@@ -136,14 +123,14 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	}
 	n, err := fs.newTmpfile(dir, in.Mode, in.Caller)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	h, err := fs.openNode(n, in.Flags)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, &out.EntryOut)
-	out.Fh = fs.newHandle(h)
+	out.Fh = fs.handles.Add(h)
 	out.OpenFlags = fs.openFlags(n)
 	return fuse.OK
 }
@@ -160,8 +147,8 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 	if n.up != nil && n.up.HasData {
 		cnt, err := n.up.Data.ReadAt(fs.store.MF, buf[:in.Size], int64(in.Offset))
 		n.mu.Unlock()
-		if err != nil && cnt == 0 && !isEOF(err) {
-			return nil, errno(err)
+		if err != nil && cnt == 0 && !errors.Is(err, io.EOF) {
+			return nil, fusekit.Status(err)
 		}
 		return fuse.ReadResultData(buf[:cnt]), fuse.OK
 	}
@@ -183,11 +170,11 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := fs.copyUpData(n); err != nil {
-		return 0, errno(err)
+		return 0, fusekit.Status(err)
 	}
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 		if err := fs.killPrivNode(n); err != nil {
-			return 0, errno(err)
+			return 0, fusekit.Status(err)
 		}
 	}
 	cnt, err := n.up.Data.WriteAt(fs.store.MF, data, int64(in.Offset))
@@ -195,14 +182,14 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 		n.up.Touch()
 	}
 	if err != nil && cnt == 0 {
-		return 0, errno(err)
+		return 0, fusekit.Status(err)
 	}
 	return uint32(cnt), fuse.OK
 }
 
 // Release closes a handle.
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	if h := fs.dropHandle(in.Fh); h != nil {
+	if h, ok := fs.handles.Drop(in.Fh); ok {
 		fs.releaseHandle(h)
 	}
 }
@@ -247,7 +234,7 @@ func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut
 		}
 		n.mu.Unlock()
 		if err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 		out.Offset = uint64(off)
 		return fuse.OK
@@ -258,7 +245,7 @@ func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut
 	}
 	off, err := unix.Seek(h.lowerFD, int64(in.Offset), int(in.Whence))
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	out.Offset = uint64(off)
 	return fuse.OK
@@ -274,7 +261,7 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := fs.copyUpData(n); err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	off, length := int64(in.Offset), int64(in.Length)
 	var err error
@@ -289,7 +276,7 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	n.up.Touch()
 	return fuse.OK

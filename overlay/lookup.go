@@ -4,6 +4,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 	"overlayfs/lower"
 )
@@ -107,7 +108,7 @@ func (fs *FS) nodeForLower(ln *lower.Node) *Node {
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink <= 1 {
 		return fs.newLowerNode(ln)
 	}
-	k := devIno{uint64(unix.Mkdev(st.DevMajor, st.DevMinor)), st.Ino}
+	k := fusekit.DevIno{Dev: uint64(unix.Mkdev(st.DevMajor, st.DevMinor)), Ino: st.Ino}
 	if n := fs.hardlinks[k]; n != nil {
 		fs.lower.Forget(ln)
 		return n
@@ -161,7 +162,7 @@ func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
 // Lookup resolves a name for the kernel. A missing name is answered as a
 // cacheable negative entry.
 func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	if len(name) > maxNameLen {
+	if len(name) > fusekit.MaxNameLen {
 		return fuse.Status(unix.ENAMETOOLONG)
 	}
 	dir := fs.node(h.NodeId)
@@ -175,7 +176,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 		return fuse.OK
 	}
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.entryOut(c, out)
 	return fuse.OK

@@ -69,7 +69,7 @@ func (fs *FS) newLowerNode(ln *lower.Node) *Node {
 
 // newUpperNode makes the node for a file created in the overlay.
 func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
-	n := fs.newNode(mode&unix.S_IFMT, nil, fs.allocUpperIno())
+	n := fs.newNode(mode&unix.S_IFMT, nil, fs.inos.Alloc())
 	n.up = fs.store.NewInode(mode, uid, gid, rdev)
 	return n
 }

@@ -6,15 +6,21 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 )
 
 // dirEnt is one entry of a directory snapshot.
 type dirEnt struct {
-	name string
-	ino  uint64
-	mode uint32        // type bits only
-	st   *lisafs.Statx // shared mode: the lower's attributes as just listed
+	d  fusekit.Dirent
+	st *lisafs.Statx // shared mode: the lower's attributes as just listed
+}
+
+// DirEntry is the entry as READDIR reports it.
+func (e dirEnt) DirEntry() fusekit.Dirent { return e.d }
+
+func newDirEnt(name string, ino uint64, mode uint32, st *lisafs.Statx) dirEnt {
+	return dirEnt{fusekit.Dirent{Name: name, Ino: ino, Mode: mode}, st}
 }
 
 // listDir builds the merged listing of d: ".", "..", the origin's entries in
@@ -49,7 +55,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	if parent == nil {
 		parent = d
 	}
-	out := []dirEnt{{".", d.ino, unix.S_IFDIR, nil}, {"..", parent.ino, unix.S_IFDIR, nil}}
+	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parent.ino, unix.S_IFDIR, nil)}
 	seen := make(map[string]bool, len(lents))
 	for _, e := range lents {
 		if _, wh := d.whiteouts[e.name]; wh || fs.hiddenLocked(d, e.name) {
@@ -57,14 +63,14 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		}
 		seen[e.name] = true
 		if c := d.children[e.name]; c != nil {
-			out = append(out, dirEnt{e.name, c.ino, c.typ, e.st})
+			out = append(out, newDirEnt(e.name, c.ino, c.typ, e.st))
 			continue
 		}
 		if e.typ == unix.DT_CHR {
 			maybeWhiteout = append(maybeWhiteout, e.name)
 			continue
 		}
-		out = append(out, dirEnt{e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12, e.st})
+		out = append(out, newDirEnt(e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12, e.st))
 	}
 	var extra []string
 	for name, c := range d.children {
@@ -86,13 +92,13 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	sort.Strings(extra)
 	for _, name := range extra {
 		c := d.children[name]
-		out = append(out, dirEnt{name, c.ino, c.typ, nil})
+		out = append(out, newDirEnt(name, c.ino, c.typ, nil))
 	}
 	fs.tree.Unlock()
 	// Character devices may be lower whiteouts (0/0); only a lookup tells.
 	for _, name := range maybeWhiteout {
 		if c, err := fs.lookupChild(d, name); err == nil {
-			out = append(out, dirEnt{name, c.ino, c.typ, nil})
+			out = append(out, newDirEnt(name, c.ino, c.typ, nil))
 		}
 	}
 	return out, nil
@@ -123,28 +129,9 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if !n.isDir() {
 		return fuse.ENOTDIR
 	}
-	out.Fh = fs.newHandle(&handle{n: n, lowerFD: -1})
+	out.Fh = fs.handles.Add(&handle{n: n, lowerFD: -1})
 	out.OpenFlags = fs.dirFlags(n)
 	return fuse.OK
-}
-
-// snapshot returns the handle's listing, rebuilt on a read at offset 0.
-func (fs *FS) snapshot(h *handle, off uint64) ([]dirEnt, error) {
-	fs.hMu.Lock()
-	if h.dirOK && off != 0 {
-		d := h.dir
-		fs.hMu.Unlock()
-		return d, nil
-	}
-	fs.hMu.Unlock()
-	d, err := fs.listDir(h.n)
-	if err != nil {
-		return nil, err
-	}
-	fs.hMu.Lock()
-	h.dir, h.dirOK = d, true
-	fs.hMu.Unlock()
-	return d, nil
 }
 
 // readDirHandle returns the handle and listing a READDIR(PLUS) reads.
@@ -153,9 +140,9 @@ func (fs *FS) readDirHandle(in *fuse.ReadIn) (*handle, []dirEnt, fuse.Status) {
 	if h == nil {
 		return nil, nil, fuse.EBADF
 	}
-	ents, err := fs.snapshot(h, in.Offset)
+	ents, err := h.dir.Get(in.Offset, func() ([]dirEnt, error) { return fs.listDir(h.n) })
 	if err != nil {
-		return nil, nil, errno(err)
+		return nil, nil, fusekit.Status(err)
 	}
 	return h, ents, fuse.OK
 }
@@ -166,12 +153,7 @@ func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 	if st != fuse.OK {
 		return st
 	}
-	for i := in.Offset; i < uint64(len(ents)); i++ {
-		e := ents[i]
-		if !out.AddDirEntry(fuse.DirEntry{Name: e.name, Ino: e.ino, Mode: e.mode, Off: i + 1}) {
-			break
-		}
-	}
+	fusekit.ReadDir(ents, in.Offset, out)
 	return fuse.OK
 }
 
@@ -182,26 +164,19 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 	if st != fuse.OK {
 		return st
 	}
-	for i := in.Offset; i < uint64(len(ents)); i++ {
-		e := ents[i]
-		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: e.name, Ino: e.ino, Mode: e.mode, Off: i + 1})
-		if eo == nil {
-			break
-		}
-		if e.name == "." || e.name == ".." {
-			continue
-		}
-		c, err := fs.lookupRef(h.n, e.name, e.st)
+	fusekit.ReadDirPlus(ents, in.Offset, out, func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
+		c, err := fs.lookupRef(h.n, e.d.Name, e.st)
 		if err != nil {
-			continue // removed since the snapshot; the kernel skips nodeid 0
+			return 0, false // removed since the snapshot; the kernel skips nodeid 0
 		}
 		fs.entryOut(c, eo)
-	}
+		return 0, true
+	})
 	return fuse.OK
 }
 
 // ReleaseDir closes a directory handle.
-func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.dropHandle(in.Fh) }
+func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.handles.Drop(in.Fh) }
 
 // FsyncDir succeeds: the upper layer is in memory.
 func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }

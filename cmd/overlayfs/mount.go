@@ -19,11 +19,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/filestore"
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 	"overlayfs/lower"
 	"overlayfs/memfile"
 	"overlayfs/overlay"
 	"overlayfs/upper"
+	"overlayfs/writethrough"
 )
 
 // mountFlags are the flags shared by mount and run.
@@ -273,7 +275,7 @@ type daemon struct {
 
 	// Only for --overlay2=none.
 	client      *lisafs.Client
-	passthrough *overlay.Passthrough
+	passthrough *writethrough.FS
 }
 
 type fuseServer interface {
@@ -348,12 +350,12 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 	if !mf.overlay2.Enabled() {
 		// No overlay: every change is written through the gofer.
 		d.client = client
-		pt, err := overlay.NewPassthrough(client, root, rootFD, overlay.PassthroughConfig{Timeout: time.Hour, Shared: shared})
+		pt, err := writethrough.New(client, root, rootFD, writethrough.Config{Timeout: time.Hour, Shared: shared})
 		if err != nil {
 			return nil, err
 		}
 		d.passthrough = pt
-		if d.srv, err = overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared}); err != nil {
+		if d.srv, err = fusekit.Mount(pt, mnt, fusekit.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared}); err != nil {
 			return nil, err
 		}
 		return d, nil
@@ -401,7 +403,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 		}
 	}
 	d.ofs = ofs
-	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared})
+	srv, err := fusekit.Mount(ofs, mnt, fusekit.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package overlay
+package writethrough
 
 import (
 	"fmt"
@@ -6,127 +6,108 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 )
 
-// ptHandle is one open file or directory. A file handle holds a LISAFS open
+// handle is one open file or directory. A file handle holds a LISAFS open
 // FDID and the host fd the gofer donated (-1 if none); a directory handle
 // holds neither (ofd 0), only its listing.
-type ptHandle struct {
-	n      *ptNode
+type handle struct {
+	n      *node
 	ofd    lisafs.FDID
 	hostFD int
-
-	// Directories; guarded by Passthrough.hMu.
-	dir    []ptDirent
-	listed bool
+	dir    fusekit.DirSnapshot[fusekit.Dirent] // directories
 }
 
-func (p *Passthrough) addHandle(h *ptHandle) uint64 {
-	p.hMu.Lock()
-	defer p.hMu.Unlock()
-	fh := p.nextFh
-	p.nextFh++
-	p.handles[fh] = h
-	return fh
-}
-
-func (p *Passthrough) handle(fh uint64) *ptHandle {
-	p.hMu.Lock()
-	defer p.hMu.Unlock()
-	return p.handles[fh]
-}
-
-func (p *Passthrough) dropHandle(fh uint64) *ptHandle {
-	p.hMu.Lock()
-	defer p.hMu.Unlock()
-	h := p.handles[fh]
-	delete(p.handles, fh)
+// handle returns the open handle numbered fh, nil if there is none.
+func (fs *FS) handle(fh uint64) *handle {
+	h, _ := fs.handles.Get(fh)
 	return h
 }
 
-// ptOpenFlags lets the kernel keep its page cache across opens (every write
+// exclusiveOpenFlags lets the kernel keep its page cache across opens (every write
 // goes through it) and skip FLUSH on close (there is nothing to flush).
-const ptOpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+const exclusiveOpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 
 // openFlags drops KEEP_CACHE with shared access: the host file may change.
-func (p *Passthrough) openFlags() uint32 {
-	if p.cfg.Shared {
+func (fs *FS) openFlags() uint32 {
+	if fs.cfg.Shared {
 		return fuse.FOPEN_NOFLUSH
 	}
-	return ptOpenFlags
+	return exclusiveOpenFlags
 }
 
 // Open opens a file through the gofer with the caller's access mode.
-func (p *Passthrough) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	n := p.node(in.NodeId)
+func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	n := fs.node(in.NodeId)
 	if n == nil {
 		return fuse.ENOENT
 	}
 	if n.isDir() {
 		return fuse.Status(unix.EISDIR)
 	}
-	ofd, hostFD, err := p.c.OpenAt(n.fd, in.Flags)
+	ofd, hostFD, err := fs.c.OpenAt(n.fd, in.Flags)
 	if err != nil {
-		return ptStatus(err)
+		return fusekit.Status(err)
 	}
-	out.Fh = p.addHandle(&ptHandle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = p.openFlags()
+	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
+	out.OpenFlags = fs.openFlags()
 	return fuse.OK
 }
 
 // Create makes and opens a regular file owned by the caller (the group of a
 // set-group-ID directory). If the name appeared meanwhile and O_EXCL was not
 // asked for, the existing file is opened instead.
-func (p *Passthrough) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	dir, st := p.ptDir(in.NodeId, name)
+func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	dir, st := fs.dirNode(in.NodeId, name)
 	if st != fuse.OK {
 		return st
 	}
 	uid, gid, mode := newOwner(dir, in.Caller, unix.S_IFREG|in.Mode&07777)
-	ino, ofd, hostFD, err := p.c.OpenCreateAt(dir.fd, name, in.Flags, uint16(mode&07777), uid, gid)
+	ino, ofd, hostFD, err := fs.c.OpenCreateAt(dir.fd, name, in.Flags, uint16(mode&07777), uid, gid)
 	if err == unix.EEXIST && in.Flags&unix.O_EXCL == 0 {
-		return p.createExisting(dir, in, name, out)
+		return fs.createExisting(dir, in, name, out)
 	}
 	if err != nil {
-		return ptStatus(err)
+		return fusekit.Status(err)
 	}
-	n := p.adopt(dir, ino, &out.EntryOut)
-	out.Fh = p.addHandle(&ptHandle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = p.openFlags()
+	n := fs.adopt(dir, ino, &out.EntryOut)
+	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
+	out.OpenFlags = fs.openFlags()
 	return fuse.OK
 }
 
 // createExisting is open(O_CREAT) of a name that exists: walk and open it.
-func (p *Passthrough) createExisting(dir *ptNode, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	ino, err := p.walk(dir, name)
+func (fs *FS) createExisting(dir *node, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	ino, err := fs.walk(dir, name)
 	if err != nil {
-		return ptStatus(err)
+		return fusekit.Status(err)
 	}
 	if ino.Stat.Mode&unix.S_IFMT == unix.S_IFDIR {
-		p.closeFDIDs(ino.ControlFD)
+		fs.closeFDIDs(ino.ControlFD)
 		return fuse.Status(unix.EISDIR)
 	}
-	ofd, hostFD, err := p.c.OpenAt(ino.ControlFD, in.Flags)
+	ofd, hostFD, err := fs.c.OpenAt(ino.ControlFD, in.Flags)
 	if err != nil {
-		p.closeFDIDs(ino.ControlFD)
-		return ptStatus(err)
+		fs.closeFDIDs(ino.ControlFD)
+		return fusekit.Status(err)
 	}
 	if in.Flags&unix.O_TRUNC != 0 {
-		if st, err := p.c.FStat(ino.ControlFD); err == nil {
+		if st, err := fs.c.FStat(ino.ControlFD); err == nil {
 			ino.Stat = st
 		}
 	}
-	n := p.adopt(dir, ino, &out.EntryOut)
-	out.Fh = p.addHandle(&ptHandle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = p.openFlags()
+	n := fs.adopt(dir, ino, &out.EntryOut)
+	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
+	out.OpenFlags = fs.openFlags()
 	return fuse.OK
 }
 
 // Read reads with pread(2) on the donated host fd, or with PRead RPCs when
 // the gofer donated none.
-func (p *Passthrough) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	h := p.handle(in.Fh)
+func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	h := fs.handle(in.Fh)
 	if h == nil {
 		return nil, fuse.EBADF
 	}
@@ -135,13 +116,13 @@ func (p *Passthrough) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 		cnt int
 		err error
 	)
-	if h.hostFD >= 0 && !p.rpcIO {
+	if h.hostFD >= 0 && !fs.rpcIO {
 		cnt, err = preadFull(h.hostFD, buf, int64(in.Offset))
 	} else {
-		cnt, err = p.c.PRead(h.ofd, in.Offset, buf)
+		cnt, err = fs.c.PRead(h.ofd, in.Offset, buf)
 	}
 	if err != nil && cnt == 0 {
-		return nil, ptStatus(err)
+		return nil, fusekit.Status(err)
 	}
 	return fuse.ReadResultData(buf[:cnt]), fuse.OK
 }
@@ -168,8 +149,8 @@ func preadFull(fd int, buf []byte, off int64) (int, error) {
 // Write writes with pwrite(2) on the donated host fd, or with PWrite RPCs.
 // O_APPEND needs nothing here: without a writeback cache the kernel sends
 // the end-of-file offset.
-func (p *Passthrough) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	h := p.handle(in.Fh)
+func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	h := fs.handle(in.Fh)
 	if h == nil {
 		return 0, fuse.EBADF
 	}
@@ -177,13 +158,13 @@ func (p *Passthrough) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 		cnt int
 		err error
 	)
-	if h.hostFD >= 0 && !p.rpcIO {
+	if h.hostFD >= 0 && !fs.rpcIO {
 		cnt, err = pwriteFull(h.hostFD, data, int64(in.Offset))
 	} else {
-		cnt, err = p.c.PWrite(h.ofd, in.Offset, data)
+		cnt, err = fs.c.PWrite(h.ofd, in.Offset, data)
 	}
 	if err != nil && cnt == 0 {
-		return 0, ptStatus(err)
+		return 0, fusekit.Status(err)
 	}
 	return uint32(cnt), fuse.OK
 }
@@ -208,42 +189,42 @@ func pwriteFull(fd int, data []byte, off int64) (int, error) {
 }
 
 // Release closes a file handle: its open FDID and its host fd.
-func (p *Passthrough) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	h := p.dropHandle(in.Fh)
-	if h == nil {
+func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	h, ok := fs.handles.Drop(in.Fh)
+	if !ok {
 		return
 	}
 	if h.hostFD >= 0 {
 		unix.Close(h.hostFD)
 	}
-	p.closeFDIDs(h.ofd)
+	fs.closeFDIDs(h.ofd)
 }
 
 // Flush has nothing to do: data is with the host as soon as WRITE returns.
-func (p *Passthrough) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
 
 // Fsync asks the gofer to fsync the file.
-func (p *Passthrough) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	h := p.handle(in.Fh)
+func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	h := fs.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
-	return ptStatus(p.c.FSync(h.ofd))
+	return fusekit.Status(fs.c.FSync(h.ofd))
 }
 
 // Fallocate asks the gofer to fallocate(2) with the caller's mode.
-func (p *Passthrough) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	h := p.handle(in.Fh)
+func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	h := fs.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
-	return ptStatus(p.c.FAllocate(h.ofd, uint64(in.Mode), in.Offset, in.Length))
+	return fusekit.Status(fs.c.FAllocate(h.ofd, uint64(in.Mode), in.Offset, in.Length))
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE with lseek(2) on the host fd, or,
 // without one, as if the whole file were data.
-func (p *Passthrough) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	h := p.handle(in.Fh)
+func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	h := fs.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -253,14 +234,14 @@ func (p *Passthrough) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.
 	if h.hostFD >= 0 {
 		off, err := unix.Seek(h.hostFD, int64(in.Offset), int(in.Whence))
 		if err != nil {
-			return ptStatus(err)
+			return fusekit.Status(err)
 		}
 		out.Offset = uint64(off)
 		return fuse.OK
 	}
-	st, err := p.c.FStat(h.ofd)
+	st, err := fs.c.FStat(h.ofd)
 	if err != nil {
-		return ptStatus(err)
+		return fusekit.Status(err)
 	}
 	if in.Offset >= st.Size {
 		return fuse.Status(unix.ENXIO)
@@ -275,11 +256,8 @@ func (p *Passthrough) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.
 // Close releases what handles the kernel never released (an aborted
 // connection): their host fds and open FDIDs. Call it after the server has
 // stopped; control FDIDs go away when the caller closes the client.
-func (p *Passthrough) Close() error {
-	p.hMu.Lock()
-	hs := p.handles
-	p.handles = make(map[uint64]*ptHandle)
-	p.hMu.Unlock()
+func (fs *FS) Close() error {
+	hs := fs.handles.DropAll()
 	var fds []lisafs.FDID
 	for _, h := range hs {
 		if h.hostFD >= 0 {
@@ -292,8 +270,8 @@ func (p *Passthrough) Close() error {
 	if len(fds) == 0 {
 		return nil
 	}
-	if err := p.c.CloseFDs(fds...); err != nil {
-		return fmt.Errorf("passthrough: close %d open FDIDs: %w", len(fds), err)
+	if err := fs.c.CloseFDs(fds...); err != nil {
+		return fmt.Errorf("writethrough: close %d open FDIDs: %w", len(fds), err)
 	}
 	return nil
 }
