@@ -70,7 +70,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 			maybeWhiteout = append(maybeWhiteout, e.name)
 			continue
 		}
-		out = append(out, newDirEnt(e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12, e.st))
+		out = append(out, newDirEnt(e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ)<<12, e.st))
 	}
 	var extra []string
 	for name, c := range d.children {
