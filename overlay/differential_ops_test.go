@@ -64,6 +64,8 @@ func (o diffOp) String() string {
 		return fmt.Sprintf("openunlink(%q, variant=%d, other=%q, off=%d, size=%d, seed=%d)", o.path, o.flags, o.path2, o.off, o.size, o.seed)
 	case "readdirchange":
 		return fmt.Sprintf("readdirchange(%q, after=%d, change=%s %q)", o.path, o.size, o.name, o.path2)
+	case "open":
+		return fmt.Sprintf("open(%q, %s|%s, %04o)", o.path, accModeName(o.flags), openFlagNames(o.flags), o.perm)
 	}
 	return o.kind + "?"
 }
@@ -82,6 +84,16 @@ func openFlagNames(f int) string {
 		return "0"
 	}
 	return strings.Join(s, "|")
+}
+
+func accModeName(f int) string {
+	switch f & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		return "RDONLY"
+	case unix.O_WRONLY:
+		return "WRONLY"
+	}
+	return "RDWR"
 }
 
 func renameFlagNames(f int) string {
@@ -138,7 +150,7 @@ func drawPathBiased(t *rapid.T, existing []string, label string, pExisting int) 
 var diffKinds = []string{
 	"create", "write", "unlink", "mkdir", "rename", "rmdir", "truncate", "link", "symlink",
 	"chmod", "chown", "utimes", "setxattr", "removexattr", "mkfifo", "openunlink",
-	"readdirchange", "stat",
+	"readdirchange", "stat", "open",
 }
 
 // diffExistingBias is, per operation kind, in how many cases out of 20 its
@@ -197,6 +209,10 @@ func drawOp(t *rapid.T, existing []string) diffOp {
 		o.off = int64(rapid.SampledFrom([]int{0, 3, 5000}).Draw(t, "off"))
 		o.size = rapid.SampledFrom([]int{1, 100, 5000}).Draw(t, "size")
 		o.seed = rapid.IntRange(1, 7).Draw(t, "seed")
+	case "open":
+		o.flags = rapid.SampledFrom([]int{unix.O_RDONLY, unix.O_WRONLY, unix.O_RDWR}).Draw(t, "access mode") |
+			rapid.SampledFrom([]int{0, unix.O_TRUNC, unix.O_APPEND, unix.O_CREAT | unix.O_EXCL, unix.O_CREAT | unix.O_TRUNC, unix.O_TRUNC | unix.O_APPEND}).Draw(t, "open flags")
+		o.perm = rapid.SampledFrom(diffModes).Draw(t, "perm")
 	case "readdirchange":
 		o.size = rapid.IntRange(0, 4).Draw(t, "read before change")
 		o.name = rapid.SampledFrom([]string{"create", "unlink", "mkdir", "rename"}).Draw(t, "change")
@@ -277,8 +293,40 @@ func (o diffOp) apply(root string) string {
 		return o.openUnlink(p, p2)
 	case "readdirchange":
 		return o.readdirChange(p)
+	case "open":
+		return o.open(p)
 	}
 	return "unknown op"
+}
+
+// open opens p with the drawn access mode and flags (O_TRUNC with every
+// access mode, O_APPEND, O_CREAT|O_EXCL), reports the size it sees, and
+// for a writable regular file writes 3 bytes at the file offset (the end
+// under O_APPEND) and reports where they went.
+func (o diffOp) open(p string) string {
+	fd, err := unix.Open(p, o.flags|unix.O_CLOEXEC|unix.O_NONBLOCK, o.perm)
+	if err != nil {
+		return errText(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return closeResult("fstat "+errText(err), fd)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return closeResult("ok "+typeName(st.Mode&unix.S_IFMT), fd)
+	}
+	res := fmt.Sprintf("ok size=%d", st.Size)
+	if o.flags&unix.O_ACCMODE != unix.O_RDONLY {
+		if _, err := unix.Write(fd, []byte("abc")); err != nil {
+			return closeResult(res+" write "+errText(err), fd)
+		}
+		off, err := unix.Seek(fd, 0, 1)
+		if err != nil {
+			return closeResult(res+" seek "+errText(err), fd)
+		}
+		res += fmt.Sprintf(" wrote at %d", off-3)
+	}
+	return closeResult(res, fd)
 }
 
 func closeResult(res string, fd int) string {

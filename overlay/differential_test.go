@@ -36,6 +36,12 @@ type diffStats struct {
 	sequences, ops, exdev int
 	media                 map[string]int
 	okByKind              map[string]int // operations that succeeded, by kind
+
+	// divergences counts the cases that failed, shrink attempts included;
+	// report, if set, is told about the first one at once, before rapid
+	// shrinks it: a divergence that does not replay is still on record.
+	divergences int
+	report      func(string)
 }
 
 func newDiffStats() *diffStats {
@@ -58,6 +64,9 @@ func TestDifferential(t *testing.T) {
 	withRapidFlag(t, "rapid.checks", strconv.Itoa(*diffSequences))
 	withRapidFlag(t, "rapid.seed", strconv.FormatUint(*diffSeed, 10))
 	stats := newDiffStats()
+	stats.report = func(s string) {
+		t.Logf("FIRST DIVERGENCE (before shrinking; the shrunk case follows if it replays):\n%s", s)
+	}
 	rapid.Check(t, func(rt *rapid.T) { runDiffCase(rt, bin, base, stats) })
 	t.Logf("differential: %d sequences (including shrink attempts), %d operations compared, %d ended at a documented EXDEV; media %v; succeeded by kind %v",
 		stats.sequences, stats.ops, stats.exdev, stats.media, stats.okByKind)
@@ -100,6 +109,18 @@ type diffCase struct {
 	mntOurs, mntKernel string
 	stats              *diffStats
 	tree               diffTree // the kernel's, after the last step
+	history            []string // lower, medium and steps so far, for diverged
+}
+
+// diverged fails the case with msg, telling stats.report about the first
+// divergence of the run with the whole history of its case.
+func (c *diffCase) diverged(msg string) {
+	c.t.Helper()
+	c.stats.divergences++
+	if c.stats.divergences == 1 && c.stats.report != nil {
+		c.stats.report(strings.Join(append(c.history, msg), "\n"))
+	}
+	c.t.Fatalf("%s", msg)
 }
 
 // newDiffCase builds the lower twice, mounts both overlays (unmounted when
@@ -109,8 +130,10 @@ func newDiffCase(t diffTB, bin, base string, ents []lowerEntry, medium string, s
 	t.Helper()
 	stats.sequences++
 	stats.media[medium]++
+	var history []string
 	for _, e := range ents {
 		t.Logf("lower: %s", e)
+		history = append(history, fmt.Sprintf("lower: %s", e))
 	}
 	caseDir := diffTempDir(t, base, "case-")
 	lowerOurs := filepath.Join(caseDir, "lower-ours")
@@ -123,6 +146,7 @@ func newDiffCase(t diffTB, bin, base string, ents []lowerEntry, medium string, s
 		mntOurs:   filepath.Join(caseDir, "ours", "up", "mnt"),
 		mntKernel: filepath.Join(caseDir, "kernel", "up", "mnt"),
 		stats:     stats,
+		history:   history,
 	}
 	upperBase := filepath.Join(caseDir, "kernel-upper")
 	for _, d := range []string{lowerOurs, lowerKernel, c.mntOurs, c.mntKernel, upperBase} {
@@ -160,7 +184,8 @@ func newDiffCase(t diffTB, bin, base string, ents []lowerEntry, medium string, s
 	c.ours = diffMountOurs(t, bin, lowerOurs, c.mntOurs, spec, caseDir)
 	diffMountKernel(t, lowerKernel, upperBase, c.mntKernel)
 	t.Logf("ours: --overlay2 %s", spec)
-	c.tree = diffCompare(t, c.ours, c.mntOurs, c.mntKernel, "initial tree")
+	c.history = append(c.history, "ours: --overlay2 "+spec)
+	c.tree = c.compare("initial tree")
 	return c
 }
 
@@ -175,10 +200,11 @@ func (c *diffCase) step(i int, op diffOp) bool {
 	if want, ok := oursOnly(op, c.mntOurs); ok {
 		c.stats.ops++
 		t.Logf("step %d: %s = %s (ours only)", i, op, rOurs)
+		c.history = append(c.history, fmt.Sprintf("step %d: %s = %s (ours only)", i, op, rOurs))
 		if rOurs != want {
-			t.Fatalf("step %d: %s\n  ours:   %s\n  want:   %s (documented; not compared with the kernel)", i, op, rOurs, want)
+			c.diverged(fmt.Sprintf("step %d: %s\n  ours:   %s\n  want:   %s (documented; not compared with the kernel)", i, op, rOurs, want))
 		}
-		c.tree = diffCompare(t, c.ours, c.mntOurs, c.mntKernel, fmt.Sprintf("after step %d: %s", i, op))
+		c.tree = c.compare(fmt.Sprintf("after step %d: %s", i, op))
 		return true
 	}
 	rKernel := bounded(t, op.String(), nil, func() string { return op.apply(c.mntKernel) })
@@ -192,16 +218,17 @@ func (c *diffCase) step(i int, op diffOp) bool {
 		return false
 	}
 	t.Logf("step %d: %s = %s", i, op, rOurs)
+	c.history = append(c.history, fmt.Sprintf("step %d: %s = %s", i, op, rOurs))
 	if strings.HasPrefix(rOurs, "ok") || strings.HasPrefix(rOurs, "unlink=ok") || strings.HasPrefix(rOurs, "change=ok") {
 		c.stats.okByKind[op.kind]++
 	}
 	if rOurs != rKernel {
-		t.Fatalf("step %d: %s\n  ours:   %s\n  kernel: %s", i, op, rOurs, rKernel)
+		c.diverged(fmt.Sprintf("step %d: %s\n  ours:   %s\n  kernel: %s", i, op, rOurs, rKernel))
 	}
 	if sameSize && rOurs == "ok" {
 		c.forgetMtime(op.path)
 	}
-	c.tree = diffCompare(t, c.ours, c.mntOurs, c.mntKernel, fmt.Sprintf("after step %d: %s", i, op))
+	c.tree = c.compare(fmt.Sprintf("after step %d: %s", i, op))
 	return true
 }
 
@@ -246,9 +273,21 @@ func oursOnly(op diffOp, mnt string) (string, bool) {
 	return "", false
 }
 
-// diffCompare snapshots both mounts and fails the case on any difference.
-// It returns the kernel's tree, from which the next operation is drawn.
-func diffCompare(t diffTB, ours *ourMount, mntOurs, mntKernel, when string) diffTree {
+// compare is diffCompare for this case, reporting a difference through
+// diverged.
+func (c *diffCase) compare(when string) diffTree {
+	c.t.Helper()
+	tree, diff := diffCompare(c.t, c.ours, c.mntOurs, c.mntKernel, when)
+	if diff != "" {
+		c.diverged(diff)
+	}
+	return tree
+}
+
+// diffCompare snapshots both mounts and describes any difference (empty if
+// none). It returns the kernel's tree, from which the next operation is
+// drawn.
+func diffCompare(t diffTB, ours *ourMount, mntOurs, mntKernel, when string) (diffTree, string) {
 	type snap struct {
 		tree diffTree
 		err  error
@@ -256,10 +295,10 @@ func diffCompare(t diffTB, ours *ourMount, mntOurs, mntKernel, when string) diff
 	o := bounded(t, "snapshot ours "+when, ours, func() snap { tr, err := diffSnapshot(mntOurs); return snap{tr, err} })
 	k := bounded(t, "snapshot kernel "+when, nil, func() snap { tr, err := diffSnapshot(mntKernel); return snap{tr, err} })
 	if o.err != nil || k.err != nil {
-		t.Fatalf("%s: snapshot: ours %v, kernel %v", when, o.err, k.err)
+		return k.tree, fmt.Sprintf("%s: snapshot: ours %v, kernel %v", when, o.err, k.err)
 	}
 	if d := diffTrees(o.tree, k.tree); len(d) > 0 {
-		t.Fatalf("%s: the trees differ:\n  %s", when, strings.Join(d, "\n  "))
+		return k.tree, fmt.Sprintf("%s: the trees differ:\n  %s", when, strings.Join(d, "\n  "))
 	}
-	return k.tree
+	return k.tree, ""
 }

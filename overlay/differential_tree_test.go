@@ -190,9 +190,12 @@ func explicitTime(ts unix.Timespec) bool { return ts.Sec < diffExplicitBefore }
 //   - st_ino and st_dev are not compared: ours are one FUSE device with
 //     our own inode numbers, the kernel's mix layer devices. Which names
 //     share an inode (peers) is compared instead.
-//   - Directory link counts are not compared: we report 1 for every
-//     directory, as gVisor does, instead of counting subdirectories
-//     across layers.
+//   - Directory link counts are compared where Linux defines them
+//     (dirNlink): wherever the kernel reports other than 1. It reports 1
+//     for a merged directory (upper and lower parts), and so do we; but
+//     the kernel copies up every ancestor of a changed file, where we
+//     copy up only the parent, so a directory merged in the kernel may
+//     still be lower-only in ours, with the lower's (correct) count.
 //   - Directory sizes are not compared: they are a property of the upper
 //     file system (tmpfs counts entries, we report our own figure).
 //   - Directory mtimes, and all atimes and ctimes, are not compared: the
@@ -201,12 +204,15 @@ func explicitTime(ts unix.Timespec) bool { return ts.Sec < diffExplicitBefore }
 //   - Mtimes of other files are compared only when one side shows a time
 //     the test set explicitly (lower tree, utimes); times from the clock
 //     differ between any two file systems.
-func diffDescribe(e, other *diffEntry) string {
+func diffDescribe(e, other *diffEntry, dirNlink bool) string {
 	if e.err != "" {
 		return "error " + e.err
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "type=%s dtype=%s perm=%04o uid=%d gid=%d", typeName(e.typ), e.dtype.Type().String(), e.perm, e.uid, e.gid)
+	if e.typ == unix.S_IFDIR && dirNlink {
+		fmt.Fprintf(&b, " nlink=%d", e.nlink)
+	}
 	if e.typ != unix.S_IFDIR {
 		fmt.Fprintf(&b, " size=%d nlink=%d peers=[%s]", e.size, e.nlink, e.peers)
 		if explicitTime(e.mtime) || (other != nil && other.err == "" && explicitTime(other.mtime)) {
@@ -275,10 +281,11 @@ func diffTrees(ours, kernel diffTree) []string {
 		}
 		o, ok := ours[p]
 		if !ok {
-			out = append(out, fmt.Sprintf("%s: missing in ours; kernel has %s", p, diffDescribe(k, nil)))
+			out = append(out, fmt.Sprintf("%s: missing in ours; kernel has %s", p, diffDescribe(k, nil, true)))
 			continue
 		}
-		od, kd := diffDescribe(o, k), diffDescribe(k, o)
+		dirNlink := k.err == "" && k.typ == unix.S_IFDIR && k.nlink != 1
+		od, kd := diffDescribe(o, k, dirNlink), diffDescribe(k, o, dirNlink)
 		if od != kd {
 			line := fmt.Sprintf("%s:\n      ours:   %s\n      kernel: %s", p, od, kd)
 			if o.typ == unix.S_IFREG && k.typ == unix.S_IFREG && !bytes.Equal(o.data, k.data) {
@@ -289,7 +296,7 @@ func diffTrees(ours, kernel diffTree) []string {
 	}
 	for p, o := range ours {
 		if _, ok := kernel[p]; !ok {
-			out = append(out, fmt.Sprintf("%s: only in ours: %s", p, diffDescribe(o, nil)))
+			out = append(out, fmt.Sprintf("%s: only in ours: %s", p, diffDescribe(o, nil, true)))
 		}
 	}
 	sort.Strings(out)

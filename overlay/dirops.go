@@ -65,7 +65,7 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 		n.parent = dir
 	}
 	delete(dir.whiteouts, name)
-	dir.children[name] = n
+	dir.setChild(name, n)
 	dir.up.Touch()
 	return n, nil
 }
@@ -199,7 +199,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	n.up.Change()
 	n.mu.Unlock()
 	delete(dir.whiteouts, name)
-	dir.children[name] = n
+	dir.setChild(name, n)
 	fs.tree.Unlock()
 	fs.fillEntry(n, out)
 	return fuse.OK
@@ -301,7 +301,7 @@ func (fs *FS) detachLocked(dir *Node, name string, c *Node, whiteout bool) fuse.
 	}
 	c.up.Change()
 	c.mu.Unlock()
-	delete(dir.children, name)
+	dir.dropChild(name)
 	if whiteout {
 		dir.whiteouts[name] = struct{}{}
 	}
@@ -455,7 +455,8 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 		}
 	}
 	if in.Flags&exchange != 0 {
-		odir.children[oldName], ndir.children[newName] = dst, src
+		odir.setChild(oldName, dst)
+		ndir.setChild(newName, src)
 		if src.isDir() {
 			src.parent = ndir
 		}
@@ -470,12 +471,12 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 		}
 		defer fs.maybeDrop(dst)
 	}
-	delete(odir.children, oldName)
+	odir.dropChild(oldName)
 	if needWhiteout {
 		odir.whiteouts[oldName] = struct{}{}
 	}
 	delete(ndir.whiteouts, newName)
-	ndir.children[newName] = src
+	ndir.setChild(newName, src)
 	if src.isDir() {
 		src.parent = ndir
 	}

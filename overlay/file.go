@@ -38,9 +38,9 @@ func (fs *FS) openFlags(n *Node) uint32 {
 	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }
 
-// openNode prepares n for I/O with the given open flags: a write open copies
-// the data up (O_TRUNC without copying), a read open of lower data takes the
-// lower fd.
+// openNode prepares n for I/O with the given open flags: O_TRUNC (with any
+// access mode) truncates without copying data, a write open copies the data
+// up, a read open of lower data takes the lower fd.
 func (fs *FS) openNode(n *Node, flags uint32) (*handle, error) {
 	h := &handle{n: n, flags: flags, lowerFD: -1}
 	n.mu.Lock()
@@ -48,7 +48,10 @@ func (fs *FS) openNode(n *Node, flags uint32) (*handle, error) {
 	if n.typ == unix.S_IFREG {
 		write := flags&unix.O_ACCMODE != unix.O_RDONLY
 		switch {
-		case flags&unix.O_TRUNC != 0 && write:
+		case flags&unix.O_TRUNC != 0:
+			// O_RDONLY|O_TRUNC truncates too: the kernel has checked
+			// that the caller may write (default_permissions), as
+			// Linux file systems do.
 			if err := fs.truncateLocked(n, 0); err != nil {
 				return nil, err
 			}

@@ -40,7 +40,7 @@ func (fs *FS) maybeForget(n *Node) {
 	}
 	delete(fs.nodes, n.nodeid)
 	fs.idMu.Unlock()
-	delete(p.children, name)
+	p.dropChild(name)
 	n.seenIn = nil
 	fs.lower.Forget(n.lower)
 }

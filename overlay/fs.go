@@ -103,6 +103,7 @@ func New(cfg Config) (*FS, error) {
 	lroot := cfg.Lower.Root()
 	root := fs.newLowerNode(lroot)
 	root.parent = root
+	root.isRoot = true
 	for _, name := range cfg.HiddenRootNames {
 		root.whiteouts[name] = struct{}{}
 	}

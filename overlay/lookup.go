@@ -76,7 +76,7 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lisafs.Statx) (*Node, e
 		c.seenIn, c.seenAs = dir, name
 	}
 	c.validated.Store(nanotime())
-	dir.children[name] = c
+	dir.setChild(name, c)
 	return c, nil
 }
 

@@ -19,6 +19,7 @@ type Node struct {
 	ino    uint64
 	nodeid uint64
 	typ    uint32 // S_IFMT bits; immutable
+	isRoot bool   // the mount's root; immutable
 
 	// lower is the lower file this node came from (its origin), nil for a
 	// file created in the overlay. Immutable.
@@ -26,8 +27,13 @@ type Node struct {
 
 	// Guarded by FS.tree (directories only).
 	parent    *Node
-	children  map[string]*Node
+	children  map[string]*Node // change only with setChild and dropChild
 	whiteouts map[string]struct{}
+
+	// subdirs counts the directories in children (kept by setChild and
+	// dropChild). Written under FS.tree; read by fillAttr under mu only,
+	// hence atomic.
+	subdirs atomic.Int32
 
 	// Where a pure-lower node was looked up (nil once it has upper state or
 	// when it is shared by several lower hard links), so that it can be
@@ -45,6 +51,7 @@ type Node struct {
 	mu       sync.Mutex
 	up       *upper.Inode
 	lazyX    bool // up's xattrs still live in the lower (metadata copy-up)
+	opaque   bool // a directory that hides all of its lower (a layer's opaque marker)
 	opens    int  // open file handles
 	released bool // up's data has been released
 	kept     bool // has had upper state: never dropped on FORGET
@@ -75,6 +82,29 @@ func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
 }
 
 func (n *Node) isDir() bool { return n.typ == unix.S_IFDIR }
+
+// setChild makes name in directory d refer to c, replacing what it named.
+// The caller holds FS.tree.
+func (d *Node) setChild(name string, c *Node) {
+	if old := d.children[name]; old != nil && old.isDir() {
+		d.subdirs.Add(-1)
+	}
+	d.children[name] = c
+	if c.isDir() {
+		d.subdirs.Add(1)
+	}
+}
+
+// dropChild removes name from directory d's children. The caller holds
+// FS.tree.
+func (d *Node) dropChild(name string) {
+	if old := d.children[name]; old != nil {
+		delete(d.children, name)
+		if old.isDir() {
+			d.subdirs.Add(-1)
+		}
+	}
+}
 
 // nlink is the link count; the caller holds n.mu.
 func (n *Node) nlink() uint32 {
@@ -123,11 +153,28 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 		out.Ctime, out.Ctimensec = statxTime(st.Ctime)
 	}
 	if n.typ == unix.S_IFDIR && out.Nlink != 0 {
-		// Directory link counts would need every layer's subdirectories;
-		// report 1 like gVisor's overlay and Linux merged directories (0
-		// once removed).
-		out.Nlink = 1
+		out.Nlink = n.dirNlink()
 	}
+}
+
+// dirNlink is the link count of a directory that has not been removed, as
+// Linux overlayfs reports it: the lower's count for a directory that exists
+// only in the lower (its entries are the lower's, so the count is right);
+// 2 plus its subdirectories for one that exists only in the upper (created
+// in the overlay, replacing a removed lower directory, or made opaque by a
+// layer, so every child is ours); and 1 for a merged directory (upper and lower parts, like the
+// root), whose count would need every layer's subdirectories: 1 tells find
+// and friends not to trust the count. The caller holds n.mu.
+func (n *Node) dirNlink() uint32 {
+	switch {
+	case n.isRoot:
+		return 1 // always merged, as in Linux (the upper root exists)
+	case n.up == nil:
+		return n.lower.Stat.Nlink
+	case n.lower == nil || n.opaque:
+		return 2 + uint32(n.subdirs.Load())
+	}
+	return 1
 }
 
 // copyUpMeta gives a pure lower node its own upper metadata (no data, and

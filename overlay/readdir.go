@@ -83,7 +83,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 			c.mu.Unlock()
 			if pure {
 				// Gone from the lower since we cached it.
-				delete(d.children, name)
+				d.dropChild(name)
 				continue
 			}
 		}

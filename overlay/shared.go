@@ -92,7 +92,7 @@ func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fres
 	fs.tree.Lock()
 	c.mu.Lock()
 	if dir.children[name] == c && c.pureLower() {
-		delete(dir.children, name)
+		dir.dropChild(name)
 	}
 	c.mu.Unlock()
 	fs.tree.Unlock()

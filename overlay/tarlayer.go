@@ -197,6 +197,9 @@ func (im *importer) opaque(d *Node) error {
 	fs := im.fs
 	d.mu.Lock()
 	err := fs.copyUpMeta(d)
+	if err == nil {
+		d.opaque = true
+	}
 	d.mu.Unlock()
 	if err != nil {
 		return err
@@ -325,7 +328,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 	}
 	fs.tree.Lock()
 	delete(d.whiteouts, name)
-	d.children[name] = n
+	d.setChild(name, n)
 	if n.isDir() {
 		n.parent = d
 	}

@@ -73,8 +73,19 @@ func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string,
 	})
 }
 
-// RemoveXAttr removes an extended attribute.
+// RemoveXAttr removes an extended attribute. Removing one that a lower-only
+// file does not have fails without copying the file up, as in Linux.
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	if n := fs.node(h.NodeId); n != nil && !overlayXattr(attr) {
+		n.mu.Lock()
+		pure := n.up == nil
+		n.mu.Unlock()
+		if pure {
+			if _, err := fs.lower.GetXattr(n.lower, attr); err != nil {
+				return errno(err)
+			}
+		}
+	}
 	return fs.changeXattrs(h.NodeId, attr, func(up *upper.Inode) error {
 		return up.RemoveXattr(attr)
 	})

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -168,7 +169,7 @@ func TestTarLayerAndRoundTrip(t *testing.T) {
 
 	// The round trip gives the same view and the same diff.
 	mnt2 := mounttest.Mount(t, lower, "--overlay2", "root:memory", "--upper-tar", layer)
-	if d := mounttest.Hash(t, mnt).Diff(mounttest.Hash(t, mnt2)); len(d) > 0 {
+	if d := withoutDirNlink(mounttest.Hash(t, mnt)).Diff(withoutDirNlink(mounttest.Hash(t, mnt2))); len(d) > 0 {
 		t.Errorf("mount --upper-tar differs from the mount tar exported:\n  %s", strings.Join(d, "\n  "))
 	}
 	d1, d2 := cliRun(t, "diff", mnt), cliRun(t, "diff", mnt2)
@@ -272,4 +273,19 @@ func TestControlErrors(t *testing.T) {
 	if r := cliRun(t, "stats", none); r.code != 0 || !strings.Contains(r.stdout, "round trips") {
 		t.Errorf("stats of an --overlay2=none mount: %d %s %s", r.code, r.stdout, r.stderr)
 	}
+}
+
+var dirNlink = regexp.MustCompile(`^(mode=40\d* .*) nlink=\d+ `)
+
+// withoutDirNlink drops directory link counts from a snapshot. A layer has
+// no redirects: a lower directory renamed in the overlay (merged, nlink 1)
+// comes back from the layer as an upper-only copy, whose count is 2 plus
+// its subdirectories, as Linux reports for a directory with no lower part.
+// Everything else a user sees must survive the round trip.
+func withoutDirNlink(s mounttest.Snapshot) mounttest.Snapshot {
+	out := mounttest.Snapshot{}
+	for k, v := range s {
+		out[k] = dirNlink.ReplaceAllString(v, "$1 ")
+	}
+	return out
 }
