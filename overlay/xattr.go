@@ -82,7 +82,7 @@ func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string)
 		n.mu.Unlock()
 		if pure {
 			if _, err := fs.lower.GetXattr(n.lower, attr); err != nil {
-				return errno(err)
+				return fusekit.Status(err)
 			}
 		}
 	}
