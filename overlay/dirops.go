@@ -493,7 +493,7 @@ func (fs *FS) newTmpfile(dir *Node, mode uint32, caller fuse.Caller) (*Node, err
 	if dir.up != nil {
 		dirMode, dirGID = dir.up.Mode, dir.up.GID
 	} else {
-		dirMode, dirGID = uint32(dir.lower.Stat.Mode), dir.lower.Stat.GID
+		dirMode, dirGID = uint32(dir.lower.Attr.Mode), dir.lower.Attr.GID
 	}
 	dir.mu.Unlock()
 	uid, gid, _ := fusekit.NewOwner(dirMode, dirGID, caller, unix.S_IFREG)

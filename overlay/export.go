@@ -101,7 +101,7 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 		if m.upData {
 			m.size = n.up.Data.Size()
 		} else if n.lower != nil {
-			m.size = int64(n.lower.Stat.Size)
+			m.size = int64(n.lower.Attr.Size)
 		}
 		if !m.lazyX && len(n.up.Xattrs) > 0 {
 			m.xattrs = make(map[string][]byte, len(n.up.Xattrs))
@@ -112,14 +112,14 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 	}
 	n.mu.Unlock()
 	if !m.hasUp {
-		st := &n.lower.Stat
+		st := &n.lower.Attr
 		m.attr = upper.Attr{
 			Mode: uint32(st.Mode), UID: st.UID, GID: st.GID,
-			Rdev:  uint32(unix.Mkdev(st.RdevMajor, st.RdevMinor)),
+			Rdev:  uint32(st.Rdev),
 			Nlink: st.Nlink,
-			Atime: unix.Timespec{Sec: st.Atime.Sec, Nsec: int64(st.Atime.Nsec)},
-			Mtime: unix.Timespec{Sec: st.Mtime.Sec, Nsec: int64(st.Mtime.Nsec)},
-			Ctime: unix.Timespec{Sec: st.Ctime.Sec, Nsec: int64(st.Ctime.Nsec)},
+			Atime: st.Atime,
+			Mtime: st.Mtime,
+			Ctime: st.Ctime,
 		}
 		m.size = int64(st.Size)
 		m.lazyX = true

@@ -7,19 +7,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fusekit"
-	"overlayfs/lisafs"
+	"overlayfs/lower"
 )
 
 // dirEnt is one entry of a directory snapshot.
 type dirEnt struct {
 	d  fusekit.Dirent
-	st *lisafs.Statx // shared mode: the lower's attributes as just listed
+	st *lower.Attr // shared mode: the lower's attributes as just listed
 }
 
 // DirEntry is the entry as READDIR reports it.
 func (e dirEnt) DirEntry() fusekit.Dirent { return e.d }
 
-func newDirEnt(name string, ino uint64, mode uint32, st *lisafs.Statx) dirEnt {
+func newDirEnt(name string, ino uint64, mode uint32, st *lower.Attr) dirEnt {
 	return dirEnt{fusekit.Dirent{Name: name, Ino: ino, Mode: mode}, st}
 }
 
@@ -43,9 +43,9 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		lents = make([]lowerEnt, len(ents))
 		for i := range ents {
 			e := &ents[i]
-			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), ino: e.Ino}
-			if fs.cfg.Shared && e.HasStat {
-				lents[i].st = &e.Stat
+			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: e.Dev, ino: e.Ino}
+			if fs.cfg.Shared && e.HasAttr {
+				lents[i].st = &e.Attr
 			}
 		}
 	}
@@ -108,7 +108,7 @@ type lowerEnt struct {
 	name     string
 	typ      uint8
 	dev, ino uint64
-	st       *lisafs.Statx
+	st       *lower.Attr
 }
 
 // dirFlags are the FOPEN_* flags for directories: the kernel may cache

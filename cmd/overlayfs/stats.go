@@ -27,7 +27,7 @@ func (d *daemon) stats(mnt string) ctlsock.Stats {
 	}
 	switch {
 	case d.layer != nil:
-		r.GoferRoundTrips = d.layer.Client().RoundTrips()
+		r.GoferRoundTrips = d.layer.RoundTrips()
 	case d.client != nil:
 		r.GoferRoundTrips = d.client.RoundTrips()
 	}
