@@ -95,7 +95,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 // unlimited) and what is in use.
 func (fs *FS) StatFs(cancel <-chan struct{}, in *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	const bsize = 4096
-	u := fs.store.MF.Usage()
+	u := fs.store.Usage()
 	total := u.Limit
 	if total == 0 {
 		total = 1 << 50 // "huge", so that nothing believes the overlay is full

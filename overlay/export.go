@@ -99,7 +99,7 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 		m.upData = n.up.HasData
 		m.lazyX = n.lazyX
 		if m.upData {
-			m.size = n.up.Data.Size()
+			m.size = n.up.DataSize()
 		} else if n.lower != nil {
 			m.size = int64(n.lower.Attr.Size)
 		}
@@ -219,7 +219,7 @@ func (x *exporter) data(n *Node, m nodeMeta) error {
 			if n.up == nil || !n.up.HasData {
 				return 0, io.EOF
 			}
-			return n.up.Data.ReadAt(x.fs.store.MF, p, off)
+			return n.up.ReadAt(p, off)
 		}
 	} else {
 		fd, err := x.fs.lower.OpenData(n.lower)

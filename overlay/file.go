@@ -93,8 +93,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 			return fusekit.Status(err)
 		}
 	}
-	out.Fh = fs.handles.Add(h)
-	out.OpenFlags = fs.openFlags(n)
+	fs.answerOpen(n, h, out)
 	return fuse.OK
 }
 
@@ -108,14 +107,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	h, err := fs.openNode(n, in.Flags&^unix.O_TRUNC)
-	if err != nil {
-		return fusekit.Status(err)
-	}
-	fs.fillEntry(n, &out.EntryOut)
-	out.Fh = fs.handles.Add(h)
-	out.OpenFlags = fs.openFlags(n)
-	return fuse.OK
+	return fs.openCreated(n, in.Flags&^unix.O_TRUNC, out)
 }
 
 // Tmpfile makes and opens an unnamed regular file (O_TMPFILE).
@@ -128,14 +120,25 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	h, err := fs.openNode(n, in.Flags)
+	return fs.openCreated(n, in.Flags, out)
+}
+
+// openCreated opens a file just made for CREATE or TMPFILE and answers
+// with its entry and handle.
+func (fs *FS) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse.Status {
+	h, err := fs.openNode(n, flags)
 	if err != nil {
 		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, &out.EntryOut)
+	fs.answerOpen(n, h, &out.OpenOut)
+	return fuse.OK
+}
+
+// answerOpen registers h and answers an open of n with it.
+func (fs *FS) answerOpen(n *Node, h *handle, out *fuse.OpenOut) {
 	out.Fh = fs.handles.Add(h)
 	out.OpenFlags = fs.openFlags(n)
-	return fuse.OK
 }
 
 // Read reads file data from wherever it lives now, so a handle opened before
@@ -148,7 +151,7 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 	n := h.n
 	n.mu.Lock()
 	if n.up != nil && n.up.HasData {
-		cnt, err := n.up.Data.ReadAt(fs.store.MF, buf[:in.Size], int64(in.Offset))
+		cnt, err := n.up.ReadAt(buf[:in.Size], int64(in.Offset))
 		n.mu.Unlock()
 		if err != nil && cnt == 0 && !errors.Is(err, io.EOF) {
 			return nil, fusekit.Status(err)
@@ -180,10 +183,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 			return 0, fusekit.Status(err)
 		}
 	}
-	cnt, err := n.up.Data.WriteAt(fs.store.MF, data, int64(in.Offset))
-	if cnt > 0 {
-		n.up.Touch()
-	}
+	cnt, err := n.up.WriteAt(data, int64(in.Offset))
 	if err != nil && cnt == 0 {
 		return 0, fusekit.Status(err)
 	}
@@ -228,9 +228,9 @@ func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut
 		var err error
 		switch in.Whence {
 		case unix.SEEK_DATA:
-			off, err = n.up.Data.SeekData(int64(in.Offset))
+			off, err = n.up.SeekData(int64(in.Offset))
 		case unix.SEEK_HOLE:
-			off, err = n.up.Data.SeekHole(int64(in.Offset))
+			off, err = n.up.SeekHole(int64(in.Offset))
 		default:
 			n.mu.Unlock()
 			return fuse.EINVAL
@@ -270,19 +270,15 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 	var err error
 	switch in.Mode {
 	case 0:
-		err = n.up.Data.Allocate(fs.store.MF, off, length, false)
+		err = n.up.Allocate(off, length, false)
 	case unix.FALLOC_FL_KEEP_SIZE:
-		err = n.up.Data.Allocate(fs.store.MF, off, length, true)
+		err = n.up.Allocate(off, length, true)
 	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
-		err = n.up.Data.PunchHole(fs.store.MF, off, length)
+		err = n.up.PunchHole(off, length)
 	default:
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
-	if err != nil {
-		return fusekit.Status(err)
-	}
-	n.up.Touch()
-	return fuse.OK
+	return fusekit.Status(err)
 }
 
 // truncateLocked sets a regular file's size, copying lower data up only when
@@ -295,14 +291,11 @@ func (fs *FS) truncateLocked(n *Node, size int64) error {
 	}
 	if !n.up.HasData && size == 0 {
 		fs.store.MarkData(n.up)
-	} else {
-		if err := fs.copyUpData(n); err != nil {
-			return err
-		}
-		if err := n.up.Data.Truncate(fs.store.MF, size); err != nil {
-			return err
-		}
+		n.up.Touch()
+		return nil
 	}
-	n.up.Touch()
-	return nil
+	if err := fs.copyUpData(n); err != nil {
+		return err
+	}
+	return n.up.Truncate(size)
 }

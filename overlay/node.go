@@ -9,7 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/lower"
-	"overlayfs/memfile"
 	"overlayfs/upper"
 )
 
@@ -133,8 +132,8 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 			out.Size = n.lower.Attr.Size
 			out.Blocks = n.lower.Attr.Blocks
 		case n.typ == unix.S_IFREG:
-			out.Size = uint64(n.up.Data.Size())
-			out.Blocks = uint64(n.up.Data.Blocks())
+			out.Size = uint64(n.up.DataSize())
+			out.Blocks = uint64(n.up.DataBlocks())
 		default:
 			out.Size = uint64(n.up.Size())
 			if n.typ == unix.S_IFDIR {
@@ -229,22 +228,15 @@ func (fs *FS) copyUpData(n *Node) error {
 		return nil
 	}
 	size := int64(n.lower.Attr.Size)
-	if size > 0 {
-		fd, err := fs.lower.OpenData(n.lower)
-		if err != nil {
-			return err
-		}
-		err = n.up.Data.CopyFrom(fs.store.MF, fd, size)
-		fs.lower.ReleaseData(n.lower)
-		if err != nil {
-			n.up.Data.Release(fs.store.MF)
-			n.up.Data = memfile.Data{}
-			return err
-		}
+	if size == 0 {
+		return n.up.CopyFrom(-1, 0)
 	}
-	fs.store.MarkData(n.up)
-	fs.store.CountCopyUp(true)
-	return nil
+	fd, err := fs.lower.OpenData(n.lower)
+	if err != nil {
+		return err
+	}
+	defer fs.lower.ReleaseData(n.lower)
+	return n.up.CopyFrom(fd, size)
 }
 
 // loadXattrs brings a metadata-copied node's xattrs into memory. The caller

@@ -38,6 +38,13 @@ func (fs *FS) openFlags() uint32 {
 	return exclusiveOpenFlags
 }
 
+// answerOpen registers an open file handle and answers with it.
+func (fs *FS) answerOpen(n *node, ofd lisafs.FDID, hostFD int, out *fuse.OpenOut) fuse.Status {
+	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
+	out.OpenFlags = fs.openFlags()
+	return fuse.OK
+}
+
 // Open opens a file through the gofer with the caller's access mode.
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	n := fs.node(in.NodeId)
@@ -51,9 +58,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = fs.openFlags()
-	return fuse.OK
+	return fs.answerOpen(n, ofd, hostFD, out)
 }
 
 // Create makes and opens a regular file owned by the caller (the group of a
@@ -73,9 +78,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 		return fusekit.Status(err)
 	}
 	n := fs.adopt(dir, ino, &out.EntryOut)
-	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = fs.openFlags()
-	return fuse.OK
+	return fs.answerOpen(n, ofd, hostFD, &out.OpenOut)
 }
 
 // createExisting is open(O_CREAT) of a name that exists: walk and open it.
@@ -99,9 +102,7 @@ func (fs *FS) createExisting(dir *node, in *fuse.CreateIn, name string, out *fus
 		}
 	}
 	n := fs.adopt(dir, ino, &out.EntryOut)
-	out.Fh = fs.handles.Add(&handle{n: n, ofd: ofd, hostFD: hostFD})
-	out.OpenFlags = fs.openFlags()
-	return fuse.OK
+	return fs.answerOpen(n, ofd, hostFD, &out.OpenOut)
 }
 
 // Read reads with pread(2) on the donated host fd, or with PRead RPCs when
