@@ -5,57 +5,24 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"path/filepath"
 
 	"overlayfs/ctlsock"
+	"overlayfs/daemon"
 	"overlayfs/internal/ctlsocksrv"
 )
-
-// daemonHandler answers a mount's control requests from its daemon.
-type daemonHandler struct {
-	d   *daemon
-	mnt string
-}
-
-// Stats gathers the daemon's figures.
-func (h daemonHandler) Stats() ctlsock.Stats { return h.d.stats(h.mnt) }
-
-// Changes lists the upper layer's changes.
-func (h daemonHandler) Changes() ([]ctlsock.Change, error) {
-	if h.d.ofs == nil {
-		return nil, ctlsocksrv.ErrNoUpper
-	}
-	ch, err := h.d.ofs.Changes()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]ctlsock.Change, len(ch))
-	for i, c := range ch {
-		out[i] = ctlsock.Change{Kind: string(c.Kind), Path: c.Path}
-	}
-	return out, nil
-}
-
-// ExportTar writes the upper layer as an OCI layer.
-func (h daemonHandler) ExportTar(w io.Writer) error {
-	if h.d.ofs == nil {
-		return ctlsocksrv.ErrNoUpper
-	}
-	return h.d.ofs.ExportTar(w)
-}
 
 // startControl serves the control socket and pid file of the mount on mnt,
 // named after the mount's ID, after removing those of dead daemons of
 // earlier mounts there.
-func startControl(mnt string, d *daemon) (*ctlsocksrv.Server, error) {
+func startControl(mnt string, d daemon.Daemon) (*ctlsocksrv.Server, error) {
 	id, err := ctlsock.MountID(mnt)
 	if err != nil {
 		return nil, err
 	}
 	dir := ctlsock.Dir()
 	ctlsocksrv.RemoveStale(dir, mnt, id)
-	return ctlsocksrv.Listen(ctlsock.PathsIn(dir, mnt, id), daemonHandler{d: d, mnt: mnt})
+	return ctlsocksrv.Listen(ctlsock.PathsIn(dir, mnt, id), d)
 }
 
 // controlClient resolves a MOUNTPOINT argument to the mount's daemon, with

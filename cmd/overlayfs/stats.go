@@ -1,74 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/dustin/go-humanize"
 
 	"overlayfs/ctlsock"
 )
-
-// stats gathers the daemon's figures.
-func (d *daemon) stats(mnt string) ctlsock.Stats {
-	r := ctlsock.Stats{Mountpoint: mnt, Upper: d.spec.String()}
-	if d.ofs != nil {
-		st := d.ofs.Store().Stats()
-		r.UpperInodes, r.UpperFiles = st.Inodes, st.Files
-		r.UpperBytes, r.SizeLimit = st.Usage.InUse, st.Usage.Limit
-		r.FilestoreAllocated, r.FilestoreOnDisk = st.Usage.Allocated, st.Usage.OnDisk
-		r.DataCopyUps, r.MetaCopyUps = st.DataCopyUps, st.MetaCopyUps
-	}
-	switch {
-	case d.layer != nil:
-		r.GoferRoundTrips = d.layer.RoundTrips()
-	case d.client != nil:
-		r.GoferRoundTrips = d.client.RoundTrips()
-	}
-	if f, err := os.Open("/proc/self/status"); err == nil {
-		r.VmRSS, r.RssAnon, r.RssFile, r.RssShmem = procMemory(f)
-		f.Close()
-	}
-	return r
-}
-
-// procMemory reads the VmRSS, RssAnon, RssFile and RssShmem lines (in kB) of
-// a /proc/PID/status file, in bytes.
-func procMemory(r io.Reader) (rss, anon, file, shmem uint64) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		n *= 1024
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "RssAnon":
-			anon = n
-		case "RssFile":
-			file = n
-		case "RssShmem":
-			shmem = n
-		}
-	}
-	return
-}
 
 var statsCommand = ctlCommand{
 	name:     "stats",

@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
-
-	"overlayfs/overlay"
 )
 
 func runTar(args []string) error {
@@ -79,18 +77,5 @@ func (p *absPath) Set(s string) error {
 		return err
 	}
 	*p = absPath(a)
-	return nil
-}
-
-// importUpperTar applies the layer in file to ofs's upper, before the mount.
-func importUpperTar(ofs *overlay.FS, file string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("--upper-tar: %w", err)
-	}
-	defer f.Close()
-	if err := ofs.ImportTar(bufio.NewReaderSize(f, 1<<16)); err != nil {
-		return fmt.Errorf("--upper-tar %s: %w", file, err)
-	}
 	return nil
 }
