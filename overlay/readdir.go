@@ -134,37 +134,24 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	return fuse.OK
 }
 
-// readDirHandle returns the handle and listing a READDIR(PLUS) reads.
-func (fs *FS) readDirHandle(in *fuse.ReadIn) (*handle, []dirEnt, fuse.Status) {
-	h := fs.handle(in.Fh)
-	if h == nil {
-		return nil, nil, fuse.EBADF
-	}
-	ents, err := h.dir.Get(in.Offset, func() ([]dirEnt, error) { return fs.listDir(h.n) })
-	if err != nil {
-		return nil, nil, fusekit.Status(err)
-	}
-	return h, ents, fuse.OK
-}
-
 // ReadDir lists names and inode numbers.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	_, ents, st := fs.readDirHandle(in)
-	if st != fuse.OK {
-		return st
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
 	}
-	fusekit.ReadDir(ents, in.Offset, out)
-	return fuse.OK
+	return h.dir.ReadDir(in, func() ([]dirEnt, error) { return fs.listDir(h.n) }, out)
 }
 
 // ReadDirPlus lists names with their attributes; each entry sent counts as a
 // lookup.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	h, ents, st := fs.readDirHandle(in)
-	if st != fuse.OK {
-		return st
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
 	}
-	fusekit.ReadDirPlus(ents, in.Offset, out, func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
+	list := func() ([]dirEnt, error) { return fs.listDir(h.n) }
+	return h.dir.ReadDirPlus(in, list, out, func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
 		c, err := fs.lookupRef(h.n, e.d.Name, e.st)
 		if err != nil {
 			return 0, false // removed since the snapshot; the kernel skips nodeid 0
@@ -172,7 +159,6 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 		fs.entryOut(c, eo)
 		return 0, true
 	})
-	return fuse.OK
 }
 
 // ReleaseDir closes a directory handle.

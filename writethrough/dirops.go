@@ -223,38 +223,25 @@ func (fs *FS) list(n *node) ([]fusekit.Dirent, error) {
 	return list, nil
 }
 
-// readDirHandle returns the handle and listing a READDIR(PLUS) reads.
-func (fs *FS) readDirHandle(in *fuse.ReadIn) (*handle, []fusekit.Dirent, fuse.Status) {
-	h := fs.handle(in.Fh)
-	if h == nil {
-		return nil, nil, fuse.EBADF
-	}
-	ents, err := h.dir.Get(in.Offset, func() ([]fusekit.Dirent, error) { return fs.list(h.n) })
-	if err != nil {
-		return nil, nil, fusekit.Status(err)
-	}
-	return h, ents, fuse.OK
-}
-
 // ReadDir lists names and inode numbers.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	_, ents, st := fs.readDirHandle(in)
-	if st != fuse.OK {
-		return st
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
 	}
-	fusekit.ReadDir(ents, in.Offset, out)
-	return fuse.OK
+	return h.dir.ReadDir(in, func() ([]fusekit.Dirent, error) { return fs.list(h.n) }, out)
 }
 
 // ReadDirPlus lists names with attributes: each entry is walked, and each
 // entry answered with a nodeid counts as a lookup. Names that vanished since
 // the snapshot are sent without a nodeid.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	h, ents, st := fs.readDirHandle(in)
-	if st != fuse.OK {
-		return st
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
 	}
-	fusekit.ReadDirPlus(ents, in.Offset, out, func(e fusekit.Dirent, eo *fuse.EntryOut) (uint32, bool) {
+	list := func() ([]fusekit.Dirent, error) { return fs.list(h.n) }
+	return h.dir.ReadDirPlus(in, list, out, func(e fusekit.Dirent, eo *fuse.EntryOut) (uint32, bool) {
 		ino, err := fs.walk(h.n, e.Name)
 		if err != nil {
 			return 0, false
@@ -262,7 +249,6 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 		fs.adopt(h.n, ino, eo)
 		return uint32(ino.Stat.Mode) & unix.S_IFMT, true
 	})
-	return fuse.OK
 }
 
 // ReleaseDir closes a directory handle.

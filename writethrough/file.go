@@ -1,12 +1,15 @@
 package writethrough
 
 import (
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fusekit"
+	"overlayfs/internal/hostio"
 	"overlayfs/lisafs"
 )
 
@@ -118,33 +121,14 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 		err error
 	)
 	if h.hostFD >= 0 && !fs.rpcIO {
-		cnt, err = preadFull(h.hostFD, buf, int64(in.Offset))
+		cnt, err = hostio.PreadFull(h.hostFD, buf, int64(in.Offset))
 	} else {
 		cnt, err = fs.c.PRead(h.ofd, in.Offset, buf)
 	}
-	if err != nil && cnt == 0 {
+	if err != nil && cnt == 0 && !errors.Is(err, io.EOF) {
 		return nil, fusekit.Status(err)
 	}
 	return fuse.ReadResultData(buf[:cnt]), fuse.OK
-}
-
-// preadFull reads until buf is full, end of file or an error.
-func preadFull(fd int, buf []byte, off int64) (int, error) {
-	done := 0
-	for done < len(buf) {
-		n, err := unix.Pread(fd, buf[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			break
-		}
-		done += n
-	}
-	return done, nil
 }
 
 // Write writes with pwrite(2) on the donated host fd, or with PWrite RPCs.
@@ -160,7 +144,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 		err error
 	)
 	if h.hostFD >= 0 && !fs.rpcIO {
-		cnt, err = pwriteFull(h.hostFD, data, int64(in.Offset))
+		cnt, err = hostio.PwriteFull(h.hostFD, data, int64(in.Offset))
 	} else {
 		cnt, err = fs.c.PWrite(h.ofd, in.Offset, data)
 	}
@@ -168,25 +152,6 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 		return 0, fusekit.Status(err)
 	}
 	return uint32(cnt), fuse.OK
-}
-
-// pwriteFull writes all of data unless an error stops it.
-func pwriteFull(fd int, data []byte, off int64) (int, error) {
-	done := 0
-	for done < len(data) {
-		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			return done, unix.EIO
-		}
-		done += n
-	}
-	return done, nil
 }
 
 // Release closes a file handle: its open FDID and its host fd.

@@ -229,15 +229,9 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 
 // Lookup walks one name. A missing name is a cacheable negative entry.
 func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	if len(name) > fusekit.MaxNameLen {
-		return fuse.Status(unix.ENAMETOOLONG)
-	}
-	dir := fs.node(h.NodeId)
-	if dir == nil {
-		return fuse.ENOENT
-	}
-	if !dir.isDir() {
-		return fuse.ENOTDIR
+	dir, st := fs.dirNode(h.NodeId, name)
+	if st != fuse.OK {
+		return st
 	}
 	in, err := fs.walk(dir, name)
 	if err == unix.ENOENT {

@@ -51,6 +51,28 @@ func (s *DirSnapshot[E]) Get(off uint64, list func() ([]E, error)) ([]E, error) 
 	return ents, nil
 }
 
+// ReadDir answers READDIR at in.Offset from the snapshot (taken with list
+// where Get takes one).
+func (s *DirSnapshot[E]) ReadDir(in *fuse.ReadIn, list func() ([]E, error), out *fuse.DirEntryList) fuse.Status {
+	ents, err := s.Get(in.Offset, list)
+	if err != nil {
+		return Status(err)
+	}
+	ReadDir(ents, in.Offset, out)
+	return fuse.OK
+}
+
+// ReadDirPlus answers READDIRPLUS at in.Offset from the snapshot, with
+// lookup as for the function ReadDirPlus.
+func (s *DirSnapshot[E]) ReadDirPlus(in *fuse.ReadIn, list func() ([]E, error), out *fuse.DirEntryList, lookup func(e E, eo *fuse.EntryOut) (mode uint32, ok bool)) fuse.Status {
+	ents, err := s.Get(in.Offset, list)
+	if err != nil {
+		return Status(err)
+	}
+	ReadDirPlus(ents, in.Offset, out, lookup)
+	return fuse.OK
+}
+
 // ReadDir answers READDIR from ents, from offset off on, as far as out has
 // room. An entry's offset is its index plus one.
 func ReadDir[E Entry](ents []E, off uint64, out *fuse.DirEntryList) {
