@@ -86,8 +86,8 @@ func setup(t *testing.T, m medium, build func(t *testing.T, lower string), specS
 		build(t, lower)
 	}
 	guardLower(t, lower, m.self)
-	mnt := mounttest.Mount(t, lower, "--overlay2", m.spec(t)+specSuffix)
-	watchdog(t, mnt)
+	mnt, abort := mounttest.InProcess(t, lower, m.spec(t)+specSuffix)
+	watchdog(t, mnt, abort)
 	return &fixture{lower: lower, mnt: mnt}
 }
 
@@ -120,10 +120,10 @@ func guardLower(t *testing.T, lower string, self bool) {
 	})
 }
 
-// watchdog fails the test and kills the mount's daemon if the test has not
-// finished within mountDeadline, so that a hung FUSE call cannot hang the
-// test binary.
-func watchdog(t *testing.T, mnt string) {
+// watchdog fails the test and kills the mount's daemon (or, for a mount
+// served in process, calls abort) if the test has not finished within
+// mountDeadline, so that a hung FUSE call cannot hang the test binary.
+func watchdog(t *testing.T, mnt string, abort func()) {
 	t.Helper()
 	var mu sync.Mutex
 	finished := false
@@ -136,6 +136,9 @@ func watchdog(t *testing.T, mnt string) {
 		t.Errorf("watchdog: still running after %v; killing the daemon of %s so that hung calls return", mountDeadline, mnt)
 		for _, pid := range daemonPids(mnt) {
 			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		if abort != nil {
+			abort()
 		}
 	})
 	t.Cleanup(func() {
