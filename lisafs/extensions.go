@@ -87,6 +87,6 @@ func (c *Client) Getdents64Stat(dirOpenFD FDID, count int32) ([]DirentStat, erro
 }
 
 // handleGetdents64Stat serves MIDGetdents64Stat.
-func handleGetdents64Stat(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleGetdents64Stat(cc *request, payload []byte) ([]byte, []int, error) {
 	return getdents(cc, payload, true)
 }
