@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The client side of channels (doc.go, "Channels"): a pool of flipcall
+// The client side of channels (README.md, "Channels"): a pool of flipcall
 // channels set up after Mount, each used by one call at a time.
 
 // channelSetupTimeout bounds the flipcall handshake of a new channel.

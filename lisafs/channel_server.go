@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The server side of channels (doc.go, "Channels"): Channel creates a packet
+// The server side of channels (README.md, "Channels"): Channel creates a packet
 // window in its own sealed memfd and an FD side-socket, starts a goroutine
 // that serves requests arriving in the window, and donates the memfd and the
 // client's end of the side-socket.

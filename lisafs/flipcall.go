@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Flipcall packet windows (see doc.go, "Channels"). A window is a shared
+// Flipcall packet windows (README.md, "Channels"). A window is a shared
 // mapping of a memfd: a 16-byte header {u32 state, u32 dataLen, u64
 // reserved} followed by the datagram area. Exactly one side is active at a
 // time; the state word says which and doubles as the futex both sides wait

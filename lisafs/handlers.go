@@ -231,7 +231,7 @@ func handleSetStat(cc *request, payload []byte) ([]byte, []int, error) {
 }
 
 // handleWalk walks names from a directory control FDID, creating one
-// control FDID per component walked (spec §9.3).
+// control FDID per component walked (layout in messages.go).
 func handleWalk(cc *request, payload []byte) ([]byte, []int, error) {
 	var req WalkReq
 	if err := req.Decode(payload); err != nil {
@@ -293,7 +293,7 @@ func handleWalk(cc *request, payload []byte) ([]byte, []int, error) {
 	return cc.keep(resp.Append(cc.buf())), nil, nil
 }
 
-// handleWalkStat is Walk without FDIDs and without a status (spec §9.4).
+// handleWalkStat is Walk without FDIDs and without a status (layout in messages.go).
 func handleWalkStat(cc *request, payload []byte) ([]byte, []int, error) {
 	var req WalkReq
 	if err := req.Decode(payload); err != nil {

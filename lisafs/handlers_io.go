@@ -7,7 +7,7 @@ import (
 )
 
 // openFlagsMask is all the OpenAt/OpenCreateAt flags the server honours
-// (spec §9.5: everything else is silently dropped).
+// (everything else is silently dropped, as by gVisor's gofer).
 const openFlagsMask = unix.O_ACCMODE | unix.O_TRUNC
 
 // donateDup returns a dup of fd with O_NONBLOCK set, or nil if that fails

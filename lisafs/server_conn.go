@@ -121,7 +121,7 @@ func (cc *connection) serve() error {
 			}
 			if errors.Is(err, unix.EMSGSIZE) {
 				// The stream position is lost: answer EIO, then
-				// drop the connection (doc.go, "Errors").
+				// drop the connection (README.md, "Transport").
 				_ = cc.sock.Send(MIDError, errorPayload(unix.EIO), nil)
 			}
 			return fmt.Errorf("lisafs: server connection: %w", err)
