@@ -3,8 +3,8 @@ package lisafs
 import (
 	"fmt"
 	"os"
-	"sync"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"

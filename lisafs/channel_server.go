@@ -119,23 +119,15 @@ func (cc *connection) closeChannels() {
 	}
 }
 
-// alive ends a channel's wait when the connection closes.
-func (cc *connection) alive() error {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.closed {
-		return errChannelShutdown
-	}
-	return nil
-}
-
 // serveChannel runs the handshake and then one request after another until
 // the client sends an empty datagram, either side shuts the channel down, or
 // the client breaks the protocol (an error naming it is returned). Only this
-// channel ends; the connection goes on.
+// channel ends; the connection goes on. It waits without a timer, so an idle
+// channel costs nothing: the connection's close shuts the window down, which
+// wakes it.
 func (cc *connection) serveChannel(ch *serverChannel) error {
 	ep := ch.ep
-	n, err := ep.wait(cc.alive)
+	n, err := ep.wait(nil)
 	if err != nil {
 		return err
 	}
@@ -149,7 +141,7 @@ func (cc *connection) serveChannel(ch *serverChannel) error {
 	r := request{connection: cc}
 	var req []byte
 	for {
-		n, err := ep.wait(cc.alive)
+		n, err := ep.wait(nil)
 		if err != nil {
 			return err
 		}

@@ -126,11 +126,16 @@ func (ep *endpoint) stateError(s uint32) error {
 }
 
 // wait blocks until this side is active again and returns the datagram
-// length the peer wrote, checked against the window. Every futexTick it
-// calls alive (if not nil), whose error ends the wait, and re-checks the
-// local shutdown flag.
+// length the peer wrote, checked against the window. With alive set it
+// wakes every futexTick to call it (its error ends the wait); without, it
+// sleeps until the state word changes, which close also does, so a local
+// shutdown is never missed either way.
 func (ep *endpoint) wait(alive func() error) (uint32, error) {
-	ts := unix.NsecToTimespec(int64(futexTick))
+	var ts *unix.Timespec
+	if alive != nil {
+		t := unix.NsecToTimespec(int64(futexTick))
+		ts = &t
+	}
 	for {
 		switch s := atomic.LoadUint32(ep.state()); s {
 		case ep.mine:
@@ -143,7 +148,7 @@ func (ep *endpoint) wait(alive func() error) (uint32, error) {
 			if ep.shutdown.Load() {
 				return 0, errChannelShutdown
 			}
-			switch e := ep.futex(futexWait, ep.peer, &ts); e {
+			switch e := ep.futex(futexWait, ep.peer, ts); e {
 			case 0, unix.EAGAIN, unix.EINTR:
 			case unix.ETIMEDOUT:
 				if alive != nil {
