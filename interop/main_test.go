@@ -65,7 +65,7 @@ type goferCmd struct {
 // socketpair as fd 3 (args may say so with "3"), and returns the other end,
 // owned by the caller. At cleanup the gofer must exit once the caller has
 // closed its end; it is killed if it does not within a bound.
-func startGofer(t *testing.T, g goferCmd) (int, *process) {
+func startGofer(t testing.TB, g goferCmd) (int, *process) {
 	t.Helper()
 	program, args := g.prog, g.args
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
