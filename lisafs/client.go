@@ -1,8 +1,10 @@
 package lisafs
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,17 +12,28 @@ import (
 // closeBatch is the largest number of FDIDs sent in one Close/FSync request.
 const closeBatch = 1024
 
-// Client is a LISAFS client on one socket communicator. It is safe for
-// concurrent use: requests are serialised (one in flight on the socket).
+// Client is a LISAFS client of one connection: its socket and, when the
+// server offers them, a pool of flipcall channels. It is safe for concurrent
+// use: each call takes a free channel if there is one, so calls from
+// different goroutines run concurrently, and otherwise waits for the socket,
+// which carries one request at a time.
 //
 // Every error returned by a Client method is a unix.Errno: the server's errno,
-// or EIO for a transport or protocol failure. After a transport failure (the
-// socket broke, the peer closed it, a frame could not be read) the client is
-// dead and every later call returns EIO at once.
+// or EIO for a transport or protocol failure. After a failure of the socket
+// (it broke, the peer closed it, a frame could not be read) the client is
+// dead and every later call returns EIO at once. A failure confined to one
+// channel (the peer broke the flipcall protocol on it) fails that call with
+// EIO and retires the channel; the other communicators go on.
 type Client struct {
-	mu   sync.Mutex // guards conn I/O, wbuf and the scratch decoders
-	conn *Conn
-	wbuf []byte
+	sockMu sync.Mutex // guards conn I/O and sock
+	conn   *Conn
+	sock   comm
+
+	chMu     sync.Mutex
+	chClosed bool             // Close ran: no channel may be taken
+	free     []*clientChannel // idle channels
+	channels []*clientChannel // every channel ever made, for Close
+	inflight sync.WaitGroup   // channels taken from free
 
 	dead         atomic.Bool
 	noDirentStat atomic.Bool // the server lacks MIDGetdents64Stat
@@ -29,28 +42,61 @@ type Client struct {
 	// Fixed after NewClient.
 	maxMsg    uint32
 	supported [1 << 16 / 64]uint64
+	timeout   time.Duration
+}
+
+// comm is the state of one communicator (the socket or a channel): its
+// request buffer and scratch decoders. A comm is used by one call at a time.
+type comm struct {
+	c    *Client
+	ch   *clientChannel // nil for the socket
+	wbuf []byte
+	rbuf []byte // channel replies, copied out of the shared window
 
 	walkResp     WalkResp
 	walkStatResp WalkStatResp
 	listResp     FListXattrResp
 }
 
-// NewClient takes ownership of fd (a connected AF_UNIX SOCK_STREAM socket),
-// performs the Mount handshake and returns the client, the root inode (whose
-// ControlFD the caller owns) and the host FD the server donated for the mount
-// point, or -1. On error fd is closed.
+// ClientOptions tunes NewClientWithOptions. The zero value is the default.
+type ClientOptions struct {
+	// Channels is how many flipcall channels to ask for after Mount if
+	// the server advertises Channel: 0 means GOMAXPROCS clamped to
+	// [2, 4] (gVisor's choice), a negative value none. Fewer are made
+	// when the server refuses more (ENOMEM) or a channel fails to set up;
+	// the socket serves what the channels cannot.
+	Channels int
+	// CallTimeout bounds how long a call waits for its reply on a
+	// channel (0: no bound). A call that times out fails with ETIMEDOUT
+	// and retires its channel. Whatever the bound, Close and the death
+	// of the peer (a hangup on the socket) end every wait.
+	CallTimeout time.Duration
+}
+
+// NewClient is NewClientWithOptions with the default options.
 func NewClient(fd int) (c *Client, root Inode, rootHostFD int, err error) {
-	c = &Client{conn: NewConn(fd), maxMsg: DefaultClientMaxMessageSize}
+	return NewClientWithOptions(fd, ClientOptions{})
+}
+
+// NewClientWithOptions takes ownership of fd (a connected AF_UNIX
+// SOCK_STREAM socket), performs the Mount handshake, starts channels (see
+// ClientOptions.Channels) and returns the client, the root inode (whose
+// ControlFD the caller owns) and the host FD the server donated for the
+// mount point, or -1. On error fd is closed. Failing to start channels is
+// not an error: the client then uses the socket alone.
+func NewClientWithOptions(fd int, opts ClientOptions) (c *Client, root Inode, rootHostFD int, err error) {
+	c = &Client{conn: NewConn(fd), maxMsg: DefaultClientMaxMessageSize, timeout: opts.CallTimeout}
+	c.sock.c = c
 	c.setSupported(MIDMount)
-	c.mu.Lock()
-	payload, fds, err := c.roundTrip(MIDMount, nil, 1)
+	c.sockMu.Lock()
+	payload, fds, err := c.sock.roundTrip(MIDMount, nil, 1)
 	var resp MountResp
 	if err == nil {
 		if derr := resp.Decode(payload); derr != nil {
 			err = unix.EIO
 		}
 	}
-	c.mu.Unlock()
+	c.sockMu.Unlock()
 	if err != nil {
 		closeFDs(fds)
 		_ = c.conn.Close()
@@ -65,6 +111,13 @@ func NewClient(fd int) (c *Client, root Inode, rootHostFD int, err error) {
 	if len(fds) > 0 {
 		rootHostFD = fds[0]
 	}
+	n := opts.Channels
+	if n == 0 {
+		n = min(max(runtime.GOMAXPROCS(0), 2), 4)
+	}
+	if c.Supported(MIDChannel) {
+		c.startChannels(n)
+	}
 	return c, resp.Root, rootHostFD, nil
 }
 
@@ -76,16 +129,32 @@ func (c *Client) Supported(m MID) bool { return c.supported[m/64]&(1<<(m%64)) !=
 // MaxMessageSize returns the payload limit negotiated at Mount.
 func (c *Client) MaxMessageSize() uint32 { return c.maxMsg }
 
-// RoundTrips returns the number of requests sent so far (including Mount).
+// RoundTrips returns the number of requests sent so far (including Mount
+// and Channel).
 func (c *Client) RoundTrips() uint64 { return c.roundTrips.Load() }
 
-// Close shuts down and closes the socket, unblocking any call in flight (it
-// returns EIO). Later calls return EIO. Close is idempotent.
+// Channels returns how many channels are usable now (idle or in a call).
+func (c *Client) Channels() int {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	n := 0
+	for _, ch := range c.channels {
+		if !ch.broken {
+			n++
+		}
+	}
+	return n
+}
+
+// Close shuts down the socket and every channel, unblocking any call in
+// flight (it returns EIO), waits for calls on channels to return, and
+// releases everything. Later calls return EIO. Close is idempotent.
 func (c *Client) Close() error {
 	c.dead.Store(true)
 	_ = c.conn.Shutdown()
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.closeChannels()
+	c.sockMu.Lock()
+	defer c.sockMu.Unlock()
 	if err := c.conn.Close(); err != nil {
 		return ErrnoOf(err)
 	}
@@ -96,42 +165,79 @@ func (c *Client) Close() error {
 func (c *Client) fail() error {
 	c.dead.Store(true)
 	_ = c.conn.Shutdown()
+	c.chMu.Lock()
+	for _, ch := range c.channels {
+		ch.ep.close()
+	}
+	c.chMu.Unlock()
 	return unix.EIO
 }
 
-// begin checks that mid may be sent and takes the socket. On success the
-// caller must call c.mu.Unlock.
-func (c *Client) begin(mid MID) error {
+// begin checks that mid may be sent and takes a communicator: an idle
+// channel if there is one, else the socket. On success the caller must
+// call c.end with it.
+func (c *Client) begin(mid MID) (*comm, error) {
 	if c.dead.Load() {
-		return unix.EIO
+		return nil, unix.EIO
 	}
 	if !c.Supported(mid) {
-		return unix.EOPNOTSUPP
+		return nil, unix.EOPNOTSUPP
 	}
-	c.mu.Lock()
-	if c.dead.Load() {
-		c.mu.Unlock()
-		return unix.EIO
-	}
-	return nil
+	return c.take()
 }
 
-// roundTrip sends one request and reads its response. It must be called
-// with c.mu held. On success it returns the response payload (aliasing the
-// connection's buffer, valid until the next roundTrip) and up to wantFDs
-// donated FDs owned by the caller. FDs arriving with an error reply are
-// closed.
-func (c *Client) roundTrip(mid MID, req []byte, wantFDs int) ([]byte, []int, error) {
+// take is begin without the support check.
+func (c *Client) take() (*comm, error) {
+	if ch := c.takeChannel(); ch != nil {
+		return &ch.comm, nil
+	}
+	c.sockMu.Lock()
+	if c.dead.Load() {
+		c.sockMu.Unlock()
+		return nil, unix.EIO
+	}
+	return &c.sock, nil
+}
+
+// end returns a communicator taken by begin.
+func (c *Client) end(m *comm) {
+	if m.ch != nil {
+		c.releaseChannel(m.ch)
+		return
+	}
+	c.sockMu.Unlock()
+}
+
+// roundTrip sends one request and reads its response on m. On success it
+// returns the response payload (valid until m's next round trip) and up to
+// wantFDs donated FDs owned by the caller. FDs arriving with an error reply
+// are closed.
+func (m *comm) roundTrip(mid MID, req []byte, wantFDs int) ([]byte, []int, error) {
+	c := m.c
 	if uint64(len(req)) > uint64(c.maxMsg) {
 		return nil, nil, unix.EIO
 	}
 	c.roundTrips.Add(1)
-	if err := c.conn.Send(mid, req, nil); err != nil {
-		return nil, nil, c.fail()
-	}
-	rmid, payload, fds, err := c.conn.Recv(c.maxMsg, wantFDs)
-	if err != nil {
-		return nil, nil, c.fail()
+	var (
+		rmid    MID
+		payload []byte
+		fds     []int
+	)
+	if m.ch != nil {
+		var err error
+		rmid, payload, fds, err = m.ch.roundTrip(mid, req, wantFDs)
+		if err != nil {
+			return nil, nil, err
+		}
+	} else {
+		if err := c.conn.Send(mid, req, nil); err != nil {
+			return nil, nil, c.fail()
+		}
+		var err error
+		rmid, payload, fds, err = c.conn.Recv(c.maxMsg, wantFDs)
+		if err != nil {
+			return nil, nil, c.fail()
+		}
 	}
 	switch rmid {
 	case mid:
@@ -144,11 +250,16 @@ func (c *Client) roundTrip(mid MID, req []byte, wantFDs int) ([]byte, []int, err
 		}
 		return nil, nil, validErrno(e.Errno)
 	default:
-		// A reply to some other request: the stream can no longer be
-		// trusted to pair replies with requests. Fail this call as gVisor's
-		// client does (EINVAL) and every later one (EIO).
+		// A reply to some other request: replies can no longer be
+		// trusted to pair with requests. Fail this call as gVisor's
+		// client does (EINVAL) and every later one on this communicator
+		// (EIO).
 		closeFDs(fds)
-		c.fail()
+		if m.ch != nil {
+			m.ch.retire()
+		} else {
+			c.fail()
+		}
 		return nil, nil, unix.EINVAL
 	}
 }
@@ -167,20 +278,19 @@ func validErrno(e uint32) unix.Errno {
 	return unix.Errno(e)
 }
 
-// callRaw performs the request in c.wbuf without donated FDs and returns
-// the response payload (valid until the next round trip). It must be called
-// with c.mu held.
-func (c *Client) callRaw(mid MID) ([]byte, error) {
-	payload, _, err := c.roundTrip(mid, c.wbuf, 0)
+// callRaw performs the request in m.wbuf without donated FDs and returns
+// the response payload (valid until m's next round trip).
+func (m *comm) callRaw(mid MID) ([]byte, error) {
+	payload, _, err := m.roundTrip(mid, m.wbuf, 0)
 	return payload, err
 }
 
 // call performs a request without donated FDs and decodes the response
-// into resp (nil: the response must be empty). It must be called with c.mu
-// held. Hot paths decode with concrete types instead, so that the response
-// struct does not escape through the interface.
-func (c *Client) call(mid MID, resp Message) error {
-	payload, _, err := c.roundTrip(mid, c.wbuf, 0)
+// into resp (nil: the response must be empty). Hot paths decode with
+// concrete types instead, so that the response struct does not escape
+// through the interface.
+func (m *comm) call(mid MID, resp Message) error {
+	payload, _, err := m.roundTrip(mid, m.wbuf, 0)
 	if err != nil {
 		return err
 	}
@@ -198,8 +308,8 @@ func (c *Client) call(mid MID, resp Message) error {
 
 // callFD is call for responses that may donate one FD; it returns the FD or
 // -1. On error no FD is left open.
-func (c *Client) callFD(mid MID, resp Message) (int, error) {
-	payload, fds, err := c.roundTrip(mid, c.wbuf, 1)
+func (m *comm) callFD(mid MID, resp Message) (int, error) {
+	payload, fds, err := m.roundTrip(mid, m.wbuf, 1)
 	if err != nil {
 		return -1, err
 	}
@@ -216,12 +326,13 @@ func (c *Client) callFD(mid MID, resp Message) (int, error) {
 // FStat returns the Statx of a control or open FDID.
 func (c *Client) FStat(fd FDID) (Statx, error) {
 	var st Statx
-	if err := c.begin(MIDFStat); err != nil {
+	m, err := c.begin(MIDFStat)
+	if err != nil {
 		return st, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&StatReq{FD: fd}).Append(c.wbuf[:0])
-	payload, err := c.callRaw(MIDFStat)
+	defer c.end(m)
+	m.wbuf = (&StatReq{FD: fd}).Append(m.wbuf[:0])
+	payload, err := m.callRaw(MIDFStat)
 	if err != nil {
 		return st, err
 	}
@@ -236,14 +347,15 @@ func (c *Client) FStat(fd FDID) (Statx, error) {
 // attributes could not be changed: failureMask lists them and failureErr
 // holds a representative errno (nil if none). err is the RPC's own error.
 func (c *Client) SetStat(fd FDID, mask uint32, mode uint32, uid, gid uint32, size uint64, atime, mtime Timespec) (failureMask uint32, failureErr error, err error) {
-	if err := c.begin(MIDSetStat); err != nil {
+	m, err := c.begin(MIDSetStat)
+	if err != nil {
 		return 0, nil, err
 	}
-	defer c.mu.Unlock()
+	defer c.end(m)
 	req := SetStatReq{FD: fd, Mask: mask, Mode: mode, UID: uid, GID: gid, Size: size, Atime: atime, Mtime: mtime}
-	c.wbuf = req.Append(c.wbuf[:0])
+	m.wbuf = req.Append(m.wbuf[:0])
 	var resp SetStatResp
-	if err := c.call(MIDSetStat, &resp); err != nil {
+	if err := m.call(MIDSetStat, &resp); err != nil {
 		return 0, nil, err
 	}
 	if resp.FailureErrNo != 0 {
@@ -278,13 +390,14 @@ func (c *Client) Walk(dir FDID, names []string) (WalkStatus, []Inode, error) {
 	if err := checkPath(names); err != nil {
 		return 0, nil, err
 	}
-	if err := c.begin(MIDWalk); err != nil {
+	m, err := c.begin(MIDWalk)
+	if err != nil {
 		return 0, nil, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendWalkReq(c.wbuf[:0], dir, names)
-	r := &c.walkResp
-	if err := c.call(MIDWalk, r); err != nil {
+	defer c.end(m)
+	m.wbuf = appendWalkReq(m.wbuf[:0], dir, names)
+	r := &m.walkResp
+	if err := m.call(MIDWalk, r); err != nil {
 		return 0, nil, err
 	}
 	if len(r.Inodes) > len(names) || r.Status > WalkComponentSymlink {
@@ -305,13 +418,14 @@ func (c *Client) WalkStat(dir FDID, names []string) ([]Statx, error) {
 	if err := checkPath(names); err != nil {
 		return nil, err
 	}
-	if err := c.begin(MIDWalkStat); err != nil {
+	m, err := c.begin(MIDWalkStat)
+	if err != nil {
 		return nil, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendWalkReq(c.wbuf[:0], dir, names)
-	r := &c.walkStatResp
-	if err := c.call(MIDWalkStat, r); err != nil {
+	defer c.end(m)
+	m.wbuf = appendWalkReq(m.wbuf[:0], dir, names)
+	r := &m.walkStatResp
+	if err := m.call(MIDWalkStat, r); err != nil {
 		return nil, err
 	}
 	if len(r.Stats) > len(names) {
@@ -328,13 +442,14 @@ func (c *Client) WalkStat(dir FDID, names []string) ([]Statx, error) {
 // O_ACCMODE|O_TRUNC). It returns the new open FDID and a donated host FD, or
 // -1 if the server donated none.
 func (c *Client) OpenAt(fd FDID, flags uint32) (openFD FDID, hostFD int, err error) {
-	if err := c.begin(MIDOpenAt); err != nil {
+	m, err := c.begin(MIDOpenAt)
+	if err != nil {
 		return 0, -1, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&OpenAtReq{FD: fd, Flags: flags}).Append(c.wbuf[:0])
+	defer c.end(m)
+	m.wbuf = (&OpenAtReq{FD: fd, Flags: flags}).Append(m.wbuf[:0])
 	var resp OpenAtResp
-	hostFD, err = c.callFD(MIDOpenAt, &resp)
+	hostFD, err = m.callFD(MIDOpenAt, &resp)
 	if err != nil {
 		return 0, -1, err
 	}
@@ -348,13 +463,14 @@ func (c *Client) OpenCreateAt(dir FDID, name string, flags uint32, mode uint16, 
 	if err := checkNames(name); err != nil {
 		return Inode{}, 0, -1, err
 	}
-	if err := c.begin(MIDOpenCreateAt); err != nil {
+	m, err := c.begin(MIDOpenCreateAt)
+	if err != nil {
 		return Inode{}, 0, -1, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendOpenCreateAtReq(c.wbuf[:0], dir, uid, gid, mode, flags, name)
+	defer c.end(m)
+	m.wbuf = appendOpenCreateAtReq(m.wbuf[:0], dir, uid, gid, mode, flags, name)
 	var resp OpenCreateAtResp
-	hostFD, err := c.callFD(MIDOpenCreateAt, &resp)
+	hostFD, err := m.callFD(MIDOpenCreateAt, &resp)
 	if err != nil {
 		return Inode{}, 0, -1, err
 	}
@@ -363,10 +479,11 @@ func (c *Client) OpenCreateAt(dir FDID, name string, flags uint32, mode uint16, 
 
 // fdBatches sends mid with fds in batches; it returns the first error.
 func (c *Client) fdBatches(mid MID, fds []FDID) error {
-	if err := c.begin(mid); err != nil {
+	m, err := c.begin(mid)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
+	defer c.end(m)
 	batch := closeBatch
 	if lim := (int(c.maxMsg) - 2) / 8; lim < batch {
 		batch = lim
@@ -377,9 +494,9 @@ func (c *Client) fdBatches(mid MID, fds []FDID) error {
 	var first error
 	for len(fds) > 0 {
 		n := min(batch, len(fds))
-		c.wbuf = (&FdArray{FDs: fds[:n]}).Append(c.wbuf[:0])
+		m.wbuf = (&FdArray{FDs: fds[:n]}).Append(m.wbuf[:0])
 		fds = fds[n:]
-		if err := c.call(mid, nil); err != nil {
+		if err := m.call(mid, nil); err != nil {
 			if first == nil {
 				first = err
 			}
@@ -412,10 +529,11 @@ func (c *Client) FSync(fds ...FDID) error {
 // negotiated payload limit. It stops at the first short chunk; 0 bytes with
 // a nil error means end of file.
 func (c *Client) PRead(fd FDID, off uint64, buf []byte) (int, error) {
-	if err := c.begin(MIDPRead); err != nil {
+	m, err := c.begin(MIDPRead)
+	if err != nil {
 		return 0, err
 	}
-	defer c.mu.Unlock()
+	defer c.end(m)
 	if c.maxMsg <= PReadRespHeaderSize {
 		return 0, unix.EIO
 	}
@@ -423,8 +541,8 @@ func (c *Client) PRead(fd FDID, off uint64, buf []byte) (int, error) {
 	done := 0
 	for done < len(buf) {
 		want := min(chunk, len(buf)-done)
-		c.wbuf = (&PReadReq{Offset: off + uint64(done), FD: fd, Count: uint32(want)}).Append(c.wbuf[:0])
-		payload, err := c.callRaw(MIDPRead)
+		m.wbuf = (&PReadReq{Offset: off + uint64(done), FD: fd, Count: uint32(want)}).Append(m.wbuf[:0])
+		payload, err := m.callRaw(MIDPRead)
 		if err != nil {
 			return done, err
 		}
@@ -447,10 +565,11 @@ func (c *Client) PRead(fd FDID, off uint64, buf []byte) (int, error) {
 // PWrite writes data to the open FDID fd at off, in chunks that fit the
 // negotiated payload limit, and returns the bytes written.
 func (c *Client) PWrite(fd FDID, off uint64, data []byte) (int, error) {
-	if err := c.begin(MIDPWrite); err != nil {
+	m, err := c.begin(MIDPWrite)
+	if err != nil {
 		return 0, err
 	}
-	defer c.mu.Unlock()
+	defer c.end(m)
 	if c.maxMsg <= PWriteReqHeaderSize {
 		return 0, unix.EIO
 	}
@@ -458,8 +577,8 @@ func (c *Client) PWrite(fd FDID, off uint64, data []byte) (int, error) {
 	done := 0
 	for {
 		n := min(chunk, len(data)-done)
-		c.wbuf = (&PWriteReq{Offset: off + uint64(done), FD: fd, Buf: data[done : done+n]}).Append(c.wbuf[:0])
-		payload, err := c.callRaw(MIDPWrite)
+		m.wbuf = (&PWriteReq{Offset: off + uint64(done), FD: fd, Buf: data[done : done+n]}).Append(m.wbuf[:0])
+		payload, err := m.callRaw(MIDPWrite)
 		if err != nil {
 			return done, err
 		}
@@ -478,9 +597,9 @@ func (c *Client) PWrite(fd FDID, off uint64, data []byte) (int, error) {
 }
 
 // inodeCall performs a request whose response is an Inode.
-func (c *Client) inodeCall(mid MID) (Inode, error) {
+func (m *comm) inodeCall(mid MID) (Inode, error) {
 	var in Inode
-	err := c.call(mid, &in)
+	err := m.call(mid, &in)
 	return in, err
 }
 
@@ -489,12 +608,13 @@ func (c *Client) MkdirAt(dir FDID, name string, mode uint16, uid, gid uint32) (I
 	if err := checkNames(name); err != nil {
 		return Inode{}, err
 	}
-	if err := c.begin(MIDMkdirAt); err != nil {
+	m, err := c.begin(MIDMkdirAt)
+	if err != nil {
 		return Inode{}, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendMkdirAtReq(c.wbuf[:0], dir, uid, gid, mode, name)
-	return c.inodeCall(MIDMkdirAt)
+	defer c.end(m)
+	m.wbuf = appendMkdirAtReq(m.wbuf[:0], dir, uid, gid, mode, name)
+	return m.inodeCall(MIDMkdirAt)
 }
 
 // MknodAt creates the node name (mode includes the file type) in dir.
@@ -502,12 +622,13 @@ func (c *Client) MknodAt(dir FDID, name string, mode uint16, uid, gid, minor, ma
 	if err := checkNames(name); err != nil {
 		return Inode{}, err
 	}
-	if err := c.begin(MIDMknodAt); err != nil {
+	m, err := c.begin(MIDMknodAt)
+	if err != nil {
 		return Inode{}, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendMknodAtReq(c.wbuf[:0], dir, uid, gid, mode, minor, major, name)
-	return c.inodeCall(MIDMknodAt)
+	defer c.end(m)
+	m.wbuf = appendMknodAtReq(m.wbuf[:0], dir, uid, gid, mode, minor, major, name)
+	return m.inodeCall(MIDMknodAt)
 }
 
 // SymlinkAt creates the symlink name → target in dir.
@@ -515,12 +636,13 @@ func (c *Client) SymlinkAt(dir FDID, name, target string, uid, gid uint32) (Inod
 	if err := checkNames(name, target); err != nil {
 		return Inode{}, err
 	}
-	if err := c.begin(MIDSymlinkAt); err != nil {
+	m, err := c.begin(MIDSymlinkAt)
+	if err != nil {
 		return Inode{}, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendSymlinkAtReq(c.wbuf[:0], dir, uid, gid, name, target)
-	return c.inodeCall(MIDSymlinkAt)
+	defer c.end(m)
+	m.wbuf = appendSymlinkAtReq(m.wbuf[:0], dir, uid, gid, name, target)
+	return m.inodeCall(MIDSymlinkAt)
 }
 
 // LinkAt creates name in dir as a hard link to the file of control FDID target.
@@ -528,45 +650,49 @@ func (c *Client) LinkAt(dir FDID, target FDID, name string) (Inode, error) {
 	if err := checkNames(name); err != nil {
 		return Inode{}, err
 	}
-	if err := c.begin(MIDLinkAt); err != nil {
+	m, err := c.begin(MIDLinkAt)
+	if err != nil {
 		return Inode{}, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendLinkAtReq(c.wbuf[:0], dir, target, name)
-	return c.inodeCall(MIDLinkAt)
+	defer c.end(m)
+	m.wbuf = appendLinkAtReq(m.wbuf[:0], dir, target, name)
+	return m.inodeCall(MIDLinkAt)
 }
 
 // FStatFS returns the file-system statistics for a control FDID.
 func (c *Client) FStatFS(fd FDID) (StatFS, error) {
 	var st StatFS
-	if err := c.begin(MIDFStatFS); err != nil {
+	m, err := c.begin(MIDFStatFS)
+	if err != nil {
 		return st, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&FStatFSReq{FD: fd}).Append(c.wbuf[:0])
-	err := c.call(MIDFStatFS, &st)
+	defer c.end(m)
+	m.wbuf = (&FStatFSReq{FD: fd}).Append(m.wbuf[:0])
+	err = m.call(MIDFStatFS, &st)
 	return st, err
 }
 
 // FAllocate calls fallocate(mode, off, length) on a writable open FDID.
 func (c *Client) FAllocate(fd FDID, mode, off, length uint64) error {
-	if err := c.begin(MIDFAllocate); err != nil {
+	m, err := c.begin(MIDFAllocate)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&FAllocateReq{FD: fd, Mode: mode, Offset: off, Length: length}).Append(c.wbuf[:0])
-	return c.call(MIDFAllocate, nil)
+	defer c.end(m)
+	m.wbuf = (&FAllocateReq{FD: fd, Mode: mode, Offset: off, Length: length}).Append(m.wbuf[:0])
+	return m.call(MIDFAllocate, nil)
 }
 
 // ReadLinkAt returns the target of the symlink behind a control FDID.
 func (c *Client) ReadLinkAt(fd FDID) (string, error) {
-	if err := c.begin(MIDReadLinkAt); err != nil {
+	m, err := c.begin(MIDReadLinkAt)
+	if err != nil {
 		return "", err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&ReadLinkAtReq{FD: fd}).Append(c.wbuf[:0])
+	defer c.end(m)
+	m.wbuf = (&ReadLinkAtReq{FD: fd}).Append(m.wbuf[:0])
 	var resp ReadLinkAtResp
-	if err := c.call(MIDReadLinkAt, &resp); err != nil {
+	if err := m.call(MIDReadLinkAt, &resp); err != nil {
 		return "", err
 	}
 	return string(resp.Target), nil
@@ -577,12 +703,13 @@ func (c *Client) UnlinkAt(dir FDID, name string, flags uint32) error {
 	if err := checkNames(name); err != nil {
 		return err
 	}
-	if err := c.begin(MIDUnlinkAt); err != nil {
+	m, err := c.begin(MIDUnlinkAt)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendUnlinkAtReq(c.wbuf[:0], dir, flags, name)
-	return c.call(MIDUnlinkAt, nil)
+	defer c.end(m)
+	m.wbuf = appendUnlinkAtReq(m.wbuf[:0], dir, flags, name)
+	return m.call(MIDUnlinkAt, nil)
 }
 
 // RenameAt renames oldDir/oldName to newDir/newName.
@@ -590,12 +717,13 @@ func (c *Client) RenameAt(oldDir FDID, oldName string, newDir FDID, newName stri
 	if err := checkNames(oldName, newName); err != nil {
 		return err
 	}
-	if err := c.begin(MIDRenameAt); err != nil {
+	m, err := c.begin(MIDRenameAt)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendRenameAtReq(c.wbuf[:0], oldDir, newDir, oldName, newName)
-	return c.call(MIDRenameAt, nil)
+	defer c.end(m)
+	m.wbuf = appendRenameAtReq(m.wbuf[:0], oldDir, newDir, oldName, newName)
+	return m.call(MIDRenameAt, nil)
 }
 
 // RenameAt2 is RenameAt with renameat2 flags. If the server does not
@@ -614,26 +742,28 @@ func (c *Client) RenameAt2(oldDir FDID, oldName string, newDir FDID, newName str
 	if err := checkNames(oldName, newName); err != nil {
 		return err
 	}
-	if err := c.begin(MIDRenameAt2); err != nil {
+	m, err := c.begin(MIDRenameAt2)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendRenameAtReq(c.wbuf[:0], oldDir, newDir, oldName, newName)
-	c.wbuf = appendU32(c.wbuf, flags)
-	return c.call(MIDRenameAt2, nil)
+	defer c.end(m)
+	m.wbuf = appendRenameAtReq(m.wbuf[:0], oldDir, newDir, oldName, newName)
+	m.wbuf = appendU32(m.wbuf, flags)
+	return m.call(MIDRenameAt2, nil)
 }
 
 // Getdents64 reads directory entries from an open directory FDID with a byte
 // budget |count|; a negative count rewinds first. An empty result means end
 // of directory.
 func (c *Client) Getdents64(dirOpenFD FDID, count int32) ([]Dirent64, error) {
-	if err := c.begin(MIDGetdents64); err != nil {
+	m, err := c.begin(MIDGetdents64)
+	if err != nil {
 		return nil, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&Getdents64Req{DirFD: dirOpenFD, Count: count}).Append(c.wbuf[:0])
+	defer c.end(m)
+	m.wbuf = (&Getdents64Req{DirFD: dirOpenFD, Count: count}).Append(m.wbuf[:0])
 	var resp Getdents64Resp
-	if err := c.call(MIDGetdents64, &resp); err != nil {
+	if err := m.call(MIDGetdents64, &resp); err != nil {
 		return nil, err
 	}
 	return resp.Dirents, nil
@@ -645,13 +775,14 @@ func (c *Client) FGetXattr(fd FDID, name string, size uint32) ([]byte, error) {
 	if err := checkNames(name); err != nil {
 		return nil, unix.ERANGE
 	}
-	if err := c.begin(MIDFGetXattr); err != nil {
+	m, err := c.begin(MIDFGetXattr)
+	if err != nil {
 		return nil, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendFGetXattrReq(c.wbuf[:0], fd, size, name)
+	defer c.end(m)
+	m.wbuf = appendFGetXattrReq(m.wbuf[:0], fd, size, name)
 	var resp FGetXattrResp
-	if err := c.call(MIDFGetXattr, &resp); err != nil {
+	if err := m.call(MIDFGetXattr, &resp); err != nil {
 		return nil, err
 	}
 	if size != 0 && uint64(len(resp.Value)) > uint64(size) {
@@ -669,25 +800,27 @@ func (c *Client) FSetXattr(fd FDID, name string, value []byte, flags uint32) err
 	if !SizedStringFits(len(value)) {
 		return unix.E2BIG
 	}
-	if err := c.begin(MIDFSetXattr); err != nil {
+	m, err := c.begin(MIDFSetXattr)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendFSetXattrReq(c.wbuf[:0], fd, flags, name, value)
-	return c.call(MIDFSetXattr, nil)
+	defer c.end(m)
+	m.wbuf = appendFSetXattrReq(m.wbuf[:0], fd, flags, name, value)
+	return m.call(MIDFSetXattr, nil)
 }
 
 // FListXattr lists extended attribute names. size is the caller's buffer
 // size for the NUL-separated list (0: any size); a longer list fails with
 // ERANGE.
 func (c *Client) FListXattr(fd FDID, size uint64) ([]string, error) {
-	if err := c.begin(MIDFListXattr); err != nil {
+	m, err := c.begin(MIDFListXattr)
+	if err != nil {
 		return nil, err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = (&FListXattrReq{FD: fd, Size: size}).Append(c.wbuf[:0])
-	r := &c.listResp
-	if err := c.call(MIDFListXattr, r); err != nil {
+	defer c.end(m)
+	m.wbuf = (&FListXattrReq{FD: fd, Size: size}).Append(m.wbuf[:0])
+	r := &m.listResp
+	if err := m.call(MIDFListXattr, r); err != nil {
 		return nil, err
 	}
 	total := uint64(0)
@@ -709,10 +842,11 @@ func (c *Client) FRemoveXattr(fd FDID, name string) error {
 	if err := checkNames(name); err != nil {
 		return unix.ERANGE
 	}
-	if err := c.begin(MIDFRemoveXattr); err != nil {
+	m, err := c.begin(MIDFRemoveXattr)
+	if err != nil {
 		return err
 	}
-	defer c.mu.Unlock()
-	c.wbuf = appendFRemoveXattrReq(c.wbuf[:0], fd, name)
-	return c.call(MIDFRemoveXattr, nil)
+	defer c.end(m)
+	m.wbuf = appendFRemoveXattrReq(m.wbuf[:0], fd, name)
+	return m.call(MIDFRemoveXattr, nil)
 }

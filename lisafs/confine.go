@@ -7,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Confinement model of the server (see lisafs-protocol.md §9 and §14.4).
+// Confinement model of the server (README.md, "Confinement").
 //
 // Every control FDID owns one host file descriptor opened with O_PATH. It is
 // obtained either from the configured root (by absolute path, trusted

@@ -73,11 +73,14 @@ func (c *Client) Getdents64Stat(dirOpenFD FDID, count int32) ([]DirentStat, erro
 	if c.dead.Load() {
 		return nil, unix.EIO
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wbuf = (&Getdents64Req{DirFD: dirOpenFD, Count: count}).Append(c.wbuf[:0])
+	m, err := c.take()
+	if err != nil {
+		return nil, err
+	}
+	defer c.end(m)
+	m.wbuf = (&Getdents64Req{DirFD: dirOpenFD, Count: count}).Append(m.wbuf[:0])
 	var resp Getdents64StatResp
-	if err := c.call(MIDGetdents64Stat, &resp); err != nil {
+	if err := m.call(MIDGetdents64Stat, &resp); err != nil {
 		if err == unix.EOPNOTSUPP {
 			c.noDirentStat.Store(true)
 		}
@@ -87,6 +90,6 @@ func (c *Client) Getdents64Stat(dirOpenFD FDID, count int32) ([]DirentStat, erro
 }
 
 // handleGetdents64Stat serves MIDGetdents64Stat.
-func handleGetdents64Stat(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleGetdents64Stat(cc *request, payload []byte) ([]byte, []int, error) {
 	return getdents(cc, payload, true)
 }

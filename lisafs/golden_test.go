@@ -12,7 +12,7 @@ import (
 )
 
 // Golden vectors: expected bytes are built from the spec's offset tables
-// (lisafs-protocol.md §5, §7, §9, §11, §18), not from the encoder.
+// (the protocol's published layouts), not from the encoder.
 
 func goldenHex(t *testing.T, s string) []byte {
 	t.Helper()
@@ -37,7 +37,7 @@ func goldenPut(b []byte, off, size int, v uint64) {
 	}
 }
 
-// goldenStatx lays out wireSampleStatx(seed) by the §7.1 offset table.
+// goldenStatx lays out wireSampleStatx(seed) by the Statx offset table.
 func goldenStatx(seed uint64) []byte {
 	s := wireSampleStatx(seed)
 	b := make([]byte, 144)
@@ -200,7 +200,7 @@ func goldenReadN(t *testing.T, fd, n int) []byte {
 	return b
 }
 
-// The worked examples of spec §18, framed by Conn.Send on a real socket and
+// The protocol's worked examples, framed by Conn.Send on a real socket and
 // parsed back by Conn.Recv.
 func TestGoldenSection18Frames(t *testing.T) {
 	cases := []struct {

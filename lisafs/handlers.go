@@ -7,108 +7,101 @@ import (
 // handlerFunc serves one decoded request. It returns the response payload
 // (usually built in cc.buf()), the host fds to donate (ownership passes to
 // the caller) and an error whose errno goes on the wire.
-type handlerFunc func(cc *connection, payload []byte) (resp []byte, donate []int, err error)
+type handlerFunc func(cc *request, payload []byte) (resp []byte, donate []int, err error)
 
 // handler is one row of the dispatch table.
 type handler struct {
-	fn      handlerFunc
-	mutates bool // refused with EROFS on a read-only server before decoding
+	fn        handlerFunc
+	mutates   bool // refused with EROFS on a read-only server before decoding
+	exclusive bool // releases host fds: runs with no other request in flight
+	advertise bool // listed in MountResp.SupportedMs
 }
 
-// handlerFor returns the handler for mid; fn is nil for MIDs the server
-// does not advertise (Error, Channel, Flush, unknown).
-func handlerFor(mid MID) handler {
-	switch mid {
-	case MIDMount:
-		return handler{fn: handleMount}
-	case MIDFStat:
-		return handler{fn: handleFStat}
-	case MIDSetStat:
-		return handler{fn: handleSetStat, mutates: true}
-	case MIDWalk:
-		return handler{fn: handleWalk}
-	case MIDWalkStat:
-		return handler{fn: handleWalkStat}
-	case MIDOpenAt:
-		return handler{fn: handleOpenAt} // EROFS decided on the flags
-	case MIDOpenCreateAt:
-		return handler{fn: handleOpenCreateAt, mutates: true}
-	case MIDClose:
-		return handler{fn: handleClose}
-	case MIDFSync:
-		return handler{fn: handleFSync}
-	case MIDPWrite:
-		return handler{fn: handlePWrite, mutates: true}
-	case MIDPRead:
-		return handler{fn: handlePRead}
-	case MIDMkdirAt:
-		return handler{fn: handleMkdirAt, mutates: true}
-	case MIDMknodAt:
-		return handler{fn: handleMknodAt, mutates: true}
-	case MIDSymlinkAt:
-		return handler{fn: handleSymlinkAt, mutates: true}
-	case MIDLinkAt:
-		return handler{fn: handleLinkAt, mutates: true}
-	case MIDFStatFS:
-		return handler{fn: handleFStatFS}
-	case MIDFAllocate:
-		return handler{fn: handleFAllocate, mutates: true}
-	case MIDReadLinkAt:
-		return handler{fn: handleReadLinkAt}
-	case MIDConnect:
-		return handler{fn: handleConnect}
-	case MIDUnlinkAt:
-		return handler{fn: handleUnlinkAt, mutates: true}
-	case MIDRenameAt:
-		return handler{fn: handleRenameAt, mutates: true}
-	case MIDGetdents64:
-		return handler{fn: handleGetdents64}
-	case MIDGetdents64Stat:
-		return handler{fn: handleGetdents64Stat} // extension, not advertised
-	case MIDFGetXattr:
-		return handler{fn: handleFGetXattr}
-	case MIDFSetXattr:
-		return handler{fn: handleFSetXattr, mutates: true}
-	case MIDFListXattr:
-		return handler{fn: handleFListXattr}
-	case MIDFRemoveXattr:
-		return handler{fn: handleFRemoveXattr, mutates: true}
-	case MIDBindAt:
-		return handler{fn: handleBindAt, mutates: true}
-	case MIDListen:
-		return handler{fn: handleListen}
-	case MIDAccept:
-		return handler{fn: handleAccept}
-	case MIDConnectWithCreds:
-		return handler{fn: handleConnectWithCreds}
-	case MIDRenameAt2:
-		return handler{fn: handleRenameAt2, mutates: true}
+// handlerTable is the server's dispatch table, indexed by MID. MIDs without
+// a row (Error, Flush, unknown ones) are answered with EOPNOTSUPP.
+type handlerTable []handler
+
+// newHandlerTable builds the dispatch table. It is built per server (no
+// package state) and never changes afterwards.
+func newHandlerTable() handlerTable {
+	t := make(handlerTable, MIDGetdents64Stat+1)
+	std := func(m MID, fn handlerFunc, mutates bool) {
+		t[m] = handler{fn: fn, mutates: mutates, advertise: true}
+	}
+	std(MIDMount, handleMount, false)
+	std(MIDChannel, handleChannel, false)
+	std(MIDFStat, handleFStat, false)
+	std(MIDSetStat, handleSetStat, true)
+	std(MIDWalk, handleWalk, false)
+	std(MIDWalkStat, handleWalkStat, false)
+	std(MIDOpenAt, handleOpenAt, false) // EROFS decided on the flags
+	std(MIDOpenCreateAt, handleOpenCreateAt, true)
+	std(MIDClose, handleClose, false)
+	t[MIDClose].exclusive = true
+	std(MIDFSync, handleFSync, false)
+	std(MIDPWrite, handlePWrite, true)
+	std(MIDPRead, handlePRead, false)
+	std(MIDMkdirAt, handleMkdirAt, true)
+	std(MIDMknodAt, handleMknodAt, true)
+	std(MIDSymlinkAt, handleSymlinkAt, true)
+	std(MIDLinkAt, handleLinkAt, true)
+	std(MIDFStatFS, handleFStatFS, false)
+	std(MIDFAllocate, handleFAllocate, true)
+	std(MIDReadLinkAt, handleReadLinkAt, false)
+	std(MIDConnect, handleConnect, false)
+	std(MIDUnlinkAt, handleUnlinkAt, true)
+	std(MIDRenameAt, handleRenameAt, true)
+	std(MIDGetdents64, handleGetdents64, false)
+	std(MIDFGetXattr, handleFGetXattr, false)
+	std(MIDFSetXattr, handleFSetXattr, true)
+	std(MIDFListXattr, handleFListXattr, false)
+	std(MIDFRemoveXattr, handleFRemoveXattr, true)
+	std(MIDBindAt, handleBindAt, true)
+	std(MIDListen, handleListen, false)
+	std(MIDAccept, handleAccept, false)
+	std(MIDConnectWithCreds, handleConnectWithCreds, false)
+	std(MIDRenameAt2, handleRenameAt2, true)
+	// Extension, answered but not advertised (extensions.go).
+	t[MIDGetdents64Stat] = handler{fn: handleGetdents64Stat}
+	return t
+}
+
+// lookup returns the row for mid (a zero row for MIDs without one).
+func (t handlerTable) lookup(mid MID) handler {
+	if int(mid) < len(t) {
+		return t[mid]
 	}
 	return handler{}
 }
 
-// SupportedMIDs returns the MIDs this package's server advertises in
-// MountResp: 1, 3..19 and 21..33 (every standard MID except Channel and
-// Flush). The slice is freshly allocated.
-func SupportedMIDs() []MID {
+// supported lists the advertised MIDs in increasing order.
+func (t handlerTable) supported() []MID {
 	var ms []MID
-	for m := MIDMount; m <= MIDMax; m++ {
-		if handlerFor(m).fn != nil {
-			ms = append(ms, m)
+	for m, h := range t {
+		if h.advertise {
+			ms = append(ms, MID(m))
 		}
 	}
 	return ms
 }
 
+// SupportedMIDs returns the MIDs this package's server advertises in
+// MountResp: 1..19 and 21..33, every standard MID except Flush, as gVisor's
+// gofer does. The slice is freshly allocated.
+func SupportedMIDs() []MID {
+	return newHandlerTable().supported()
+}
+
 // IsMutating reports whether a read-only server refuses mid with EROFS
 // regardless of its payload (OpenAt is refused only for write modes).
 func IsMutating(mid MID) bool {
-	return handlerFor(mid).mutates
+	return newHandlerTable().lookup(mid).mutates
 }
 
-// handleMount creates a control FDID on the root and donates a read-only
-// directory fd on it (O_NONBLOCK, as gVisor's gofer does in directfs mode).
-func handleMount(cc *connection, payload []byte) ([]byte, []int, error) {
+// handleMount creates a control FDID on the root. Like gVisor's gofer with
+// directfs on, it donates a read-only directory fd on the mount point when
+// the server is configured to (Config.NoMountPointFD unset).
+func handleMount(cc *request, payload []byte) ([]byte, []int, error) {
 	var req EmptyMessage
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -123,21 +116,23 @@ func handleMount(cc *connection, payload []byte) ([]byte, []int, error) {
 		return nil, nil, err
 	}
 	var donate []int
-	if dfd, err := reopen(fd, unix.O_RDONLY|unix.O_DIRECTORY); err == nil {
-		_ = unix.SetNonblock(dfd, true)
-		donate = []int{dfd}
+	if cc.srv.donateMountFD {
+		if dfd, err := reopen(fd, unix.O_RDONLY|unix.O_DIRECTORY); err == nil {
+			_ = unix.SetNonblock(dfd, true)
+			donate = []int{dfd}
+		}
 	}
-	id := cc.add(kindControl, fd, fileType(st.Mode), 0)
+	id := cc.addEntry(&fdEntry{kind: kindControl, host: fd, ftype: fileType(st.Mode), root: true})
 	resp := MountResp{
 		Root:           Inode{ControlFD: id, Stat: st},
 		MaxMessageSize: MaxMessageSize,
-		SupportedMs:    SupportedMIDs(),
+		SupportedMs:    cc.srv.supported,
 	}
 	return cc.keep(resp.Append(cc.buf())), donate, nil
 }
 
 // handleFStat stats a control or open FDID.
-func handleFStat(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFStat(cc *request, payload []byte) ([]byte, []int, error) {
 	var req StatReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -160,7 +155,7 @@ const setStatMask = unix.STATX_MODE | unix.STATX_UID | unix.STATX_GID |
 // handleSetStat applies each requested attribute independently and reports
 // the ones that failed (owner, then mode, then size, then times: chown may
 // clear set-id bits and truncate touches mtime).
-func handleSetStat(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleSetStat(cc *request, payload []byte) ([]byte, []int, error) {
 	var req SetStatReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -236,8 +231,8 @@ func handleSetStat(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleWalk walks names from a directory control FDID, creating one
-// control FDID per component walked (spec §9.3).
-func handleWalk(cc *connection, payload []byte) ([]byte, []int, error) {
+// control FDID per component walked (layout in messages.go).
+func handleWalk(cc *request, payload []byte) ([]byte, []int, error) {
 	var req WalkReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -298,8 +293,8 @@ func handleWalk(cc *connection, payload []byte) ([]byte, []int, error) {
 	return cc.keep(resp.Append(cc.buf())), nil, nil
 }
 
-// handleWalkStat is Walk without FDIDs and without a status (spec §9.4).
-func handleWalkStat(cc *connection, payload []byte) ([]byte, []int, error) {
+// handleWalkStat is Walk without FDIDs and without a status (layout in messages.go).
+func handleWalkStat(cc *request, payload []byte) ([]byte, []int, error) {
 	var req WalkReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -368,7 +363,7 @@ func handleWalkStat(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleClose drops FDIDs of any kind; unknown ones are ignored.
-func handleClose(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleClose(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FdArray
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -380,7 +375,7 @@ func handleClose(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleFSync fsyncs open FDIDs and returns the first error.
-func handleFSync(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFSync(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FdArray
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -403,7 +398,7 @@ func handleFSync(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handleFStatFS reports the host statfs of the file system holding a
 // control FDID.
-func handleFStatFS(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFStatFS(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FStatFSReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -430,7 +425,7 @@ func handleFStatFS(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleReadLinkAt returns the target of a symlink control FDID.
-func handleReadLinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleReadLinkAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req ReadLinkAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err

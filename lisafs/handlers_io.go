@@ -7,7 +7,7 @@ import (
 )
 
 // openFlagsMask is all the OpenAt/OpenCreateAt flags the server honours
-// (spec §9.5: everything else is silently dropped).
+// (everything else is silently dropped, as by gVisor's gofer).
 const openFlagsMask = unix.O_ACCMODE | unix.O_TRUNC
 
 // donateDup returns a dup of fd with O_NONBLOCK set, or nil if that fails
@@ -22,8 +22,9 @@ func donateDup(fd int) []int {
 }
 
 // handleOpenAt opens the file of a control FDID with O_ACCMODE|O_TRUNC of
-// the request and donates a dup of the host fd for regular files.
-func handleOpenAt(cc *connection, payload []byte) ([]byte, []int, error) {
+// the request and donates a dup of the host fd for regular files and for the
+// mount point.
+func handleOpenAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req OpenAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -56,7 +57,9 @@ func handleOpenAt(cc *connection, payload []byte) ([]byte, []int, error) {
 		return nil, nil, err
 	}
 	var donate []int
-	if e.ftype == unix.S_IFREG {
+	if e.ftype == unix.S_IFREG || (e.root && cc.srv.donateMountFD) {
+		// Regular files, and the mount point as gVisor's gofer does
+		// with directfs on (the sentry opens the root through it).
 		donate = donateDup(fd)
 	}
 	id := cc.add(kindOpen, fd, e.ftype, flags)
@@ -66,7 +69,7 @@ func handleOpenAt(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handleOpenCreateAt exclusively creates a regular file, sets its owner,
 // opens it and donates the opened fd. On failure the file is removed.
-func handleOpenCreateAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleOpenCreateAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req OpenCreateAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -117,7 +120,7 @@ func handleOpenCreateAt(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handlePWrite writes at an offset through an open FDID.
-func handlePWrite(cc *connection, payload []byte) ([]byte, []int, error) {
+func handlePWrite(cc *request, payload []byte) ([]byte, []int, error) {
 	var req PWriteReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -139,7 +142,7 @@ func handlePWrite(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handlePRead reads at an offset through an open FDID straight into the
 // response buffer; 0 bytes means EOF.
-func handlePRead(cc *connection, payload []byte) ([]byte, []int, error) {
+func handlePRead(cc *request, payload []byte) ([]byte, []int, error) {
 	var req PReadReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -169,7 +172,7 @@ func handlePRead(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleFAllocate calls fallocate on a (writable) open FDID.
-func handleFAllocate(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFAllocate(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FAllocateReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -198,12 +201,12 @@ const direntChunk = 8192
 // first; an empty response means end of directory. "." and ".." are
 // omitted; each entry carries its device numbers (entries that vanish
 // between getdents and stat are skipped).
-func handleGetdents64(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleGetdents64(cc *request, payload []byte) ([]byte, []int, error) {
 	return getdents(cc, payload, false)
 }
 
 // getdents serves Getdents64 and, withStat, the Getdents64Stat extension.
-func getdents(cc *connection, payload []byte, withStat bool) ([]byte, []int, error) {
+func getdents(cc *request, payload []byte, withStat bool) ([]byte, []int, error) {
 	var req Getdents64Req
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err

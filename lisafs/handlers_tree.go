@@ -9,7 +9,7 @@ import (
 // process umask may have cleared some)
 // (perm < 0: leave them), sets the owner and returns its Inode. On failure
 // the entry is removed with unlinkFlags and the error returned.
-func (cc *connection) newChild(dir *fdEntry, name string, wantType uint32, perm int, uid, gid uint32, unlinkFlags int) (Inode, error) {
+func (cc *request) newChild(dir *fdEntry, name string, wantType uint32, perm int, uid, gid uint32, unlinkFlags int) (Inode, error) {
 	fd, err := openChild(dir.host, name)
 	undo := func(err error) (Inode, error) {
 		closeFD(fd)
@@ -48,7 +48,7 @@ func (cc *connection) newChild(dir *fdEntry, name string, wantType uint32, perm 
 
 // handleMkdirAt creates a directory with exactly the requested permission
 // bits and owner.
-func handleMkdirAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleMkdirAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req MkdirAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -74,7 +74,7 @@ func handleMkdirAt(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handleMknodAt creates a regular file or an overlay whiteout (character
 // device 0:0); every other node type is refused with EPERM.
-func handleMknodAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleMknodAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req MknodAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -110,7 +110,7 @@ func handleMknodAt(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handleSymlinkAt creates a symlink; the target is stored verbatim and is
 // never resolved by the server.
-func handleSymlinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleSymlinkAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req SymlinkAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -136,7 +136,7 @@ func handleSymlinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
 // handleLinkAt hard-links the file of a control FDID (not a directory) into
 // dir. The link is made through the held fd's /proc magic link, so no path
 // is looked up and a symlink is linked itself.
-func handleLinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleLinkAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req LinkAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -167,7 +167,7 @@ func handleLinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleUnlinkAt removes a name (AT_REMOVEDIR for directories).
-func handleUnlinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleUnlinkAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req UnlinkAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -191,7 +191,7 @@ func handleUnlinkAt(cc *connection, payload []byte) ([]byte, []int, error) {
 // renameFlagsMask is every renameat2 flag a client may pass.
 const renameFlagsMask = unix.RENAME_NOREPLACE | unix.RENAME_EXCHANGE | unix.RENAME_WHITEOUT
 
-func (cc *connection) rename(req *RenameAtReq, flags uint32) error {
+func (cc *request) rename(req *RenameAtReq, flags uint32) error {
 	oldDir, err := cc.lookupDir(req.OldDir)
 	if err != nil {
 		return err
@@ -213,7 +213,7 @@ func (cc *connection) rename(req *RenameAtReq, flags uint32) error {
 }
 
 // handleRenameAt renames within the served tree.
-func handleRenameAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleRenameAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req RenameAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -226,7 +226,7 @@ func handleRenameAt(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handleRenameAt2 is RenameAt with renameat2 flags (NOREPLACE, EXCHANGE,
 // WHITEOUT).
-func handleRenameAt2(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleRenameAt2(cc *request, payload []byte) ([]byte, []int, error) {
 	var req RenameAt2Req
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err

@@ -22,7 +22,7 @@ func checkXattrName(name []byte) error {
 
 // handleFGetXattr returns one attribute value. BufSize 0 asks for the
 // value at the largest size the wire can carry.
-func handleFGetXattr(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFGetXattr(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FGetXattrReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -52,7 +52,7 @@ func handleFGetXattr(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleFSetXattr sets one attribute (flags XATTR_CREATE / XATTR_REPLACE).
-func handleFSetXattr(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFSetXattr(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FSetXattrReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -75,7 +75,7 @@ func handleFSetXattr(cc *connection, payload []byte) ([]byte, []int, error) {
 
 // handleFListXattr lists attribute names (the Size hint is not enforced;
 // the client checks sizes).
-func handleFListXattr(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFListXattr(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FListXattrReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -99,7 +99,7 @@ func handleFListXattr(cc *connection, payload []byte) ([]byte, []int, error) {
 }
 
 // handleFRemoveXattr removes one attribute.
-func handleFRemoveXattr(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleFRemoveXattr(cc *request, payload []byte) ([]byte, []int, error) {
 	var req FRemoveXattrReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -122,7 +122,7 @@ func handleFRemoveXattr(cc *connection, payload []byte) ([]byte, []int, error) {
 // checks, and since no bound-socket FDID can ever exist, Listen and Accept
 // fail with EBADF for unknown FDIDs and EINVAL for any other FDID.
 
-func handleConnect(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleConnect(cc *request, payload []byte) ([]byte, []int, error) {
 	var req ConnectReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -130,7 +130,7 @@ func handleConnect(cc *connection, payload []byte) ([]byte, []int, error) {
 	return nil, nil, cc.refuseSocket(req.FD)
 }
 
-func handleConnectWithCreds(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleConnectWithCreds(cc *request, payload []byte) ([]byte, []int, error) {
 	var req ConnectWithCredsReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -138,7 +138,7 @@ func handleConnectWithCreds(cc *connection, payload []byte) ([]byte, []int, erro
 	return nil, nil, cc.refuseSocket(req.FD)
 }
 
-func (cc *connection) refuseSocket(id FDID) error {
+func (cc *request) refuseSocket(id FDID) error {
 	e, err := cc.lookup(id, kindControl)
 	if err != nil {
 		return err
@@ -149,7 +149,7 @@ func (cc *connection) refuseSocket(id FDID) error {
 	return unix.EPERM
 }
 
-func handleBindAt(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleBindAt(cc *request, payload []byte) ([]byte, []int, error) {
 	var req BindAtReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -163,7 +163,7 @@ func handleBindAt(cc *connection, payload []byte) ([]byte, []int, error) {
 	return nil, nil, unix.EPERM
 }
 
-func handleListen(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleListen(cc *request, payload []byte) ([]byte, []int, error) {
 	var req ListenReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -171,7 +171,7 @@ func handleListen(cc *connection, payload []byte) ([]byte, []int, error) {
 	return nil, nil, cc.noBoundSocket(req.FD)
 }
 
-func handleAccept(cc *connection, payload []byte) ([]byte, []int, error) {
+func handleAccept(cc *request, payload []byte) ([]byte, []int, error) {
 	var req AcceptReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
@@ -179,9 +179,9 @@ func handleAccept(cc *connection, payload []byte) ([]byte, []int, error) {
 	return nil, nil, cc.noBoundSocket(req.FD)
 }
 
-func (cc *connection) noBoundSocket(id FDID) error {
-	if _, ok := cc.fds[id]; !ok {
-		return unix.EBADF
+func (cc *request) noBoundSocket(id FDID) error {
+	if _, err := cc.lookupAny(id); err != nil {
+		return err
 	}
 	return unix.EINVAL
 }

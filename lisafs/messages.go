@@ -1228,7 +1228,7 @@ func NewResponse(mid MID) Message {
 }
 
 // ExpectedFDs returns how many donated FDs a client should make room for in
-// the response to mid (§10 of the spec): 2 for Channel; 1 for Mount, OpenAt,
+// the response to mid (README.md, "Mount-point FD"): 2 for Channel; 1 for Mount, OpenAt,
 // OpenCreateAt, Connect, ConnectWithCreds, BindAt and Accept; 0 otherwise.
 func ExpectedFDs(mid MID) int {
 	switch mid {

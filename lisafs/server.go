@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -17,15 +18,28 @@ type Config struct {
 	// resolved once by NewServer (symlinks in Root itself are trusted
 	// configuration); nothing a client sends can reach outside it.
 	Root string
-	// ReadOnly makes every mutating RPC fail with EROFS (spec §14.3).
+	// ReadOnly makes every mutating RPC fail with EROFS.
 	ReadOnly bool
+	// NoMountPointFD stops the server from donating a host fd for the
+	// mount point on Mount and on OpenAt of the root. By default it
+	// donates one, as gVisor's gofer does with directfs on (runsc's
+	// default), which a sentry needs to open the root directory.
+	NoMountPointFD bool
+	// MaxChannels caps the channels a connection may create (Channel
+	// fails with ENOMEM beyond it). 0 means gVisor's choice:
+	// GOMAXPROCS clamped to [2, 4]. A negative value disables channels.
+	MaxChannels int
 }
 
 // Server serves a host directory tree over LISAFS. It is safe for
 // concurrent use; each connection is served by its own goroutine.
 type Server struct {
-	root     string
-	readOnly bool
+	root          string
+	readOnly      bool
+	donateMountFD bool
+	maxChannels   int
+	handlers      handlerTable
+	supported     []MID // advertised in MountResp
 
 	mu        sync.Mutex
 	closed    bool
@@ -55,13 +69,29 @@ func NewServer(cfg Config) (*Server, error) {
 	if _, err := os.Stat("/proc/self/fd"); err != nil {
 		return nil, fmt.Errorf("lisafs: server needs /proc mounted: %w", err)
 	}
+	maxCh := cfg.MaxChannels
+	if maxCh == 0 {
+		maxCh = min(max(runtime.GOMAXPROCS(0), 2), 4)
+	}
+	h := newHandlerTable()
+	if maxCh < 0 {
+		maxCh = 0
+		h[MIDChannel] = handler{}
+	}
 	return &Server{
-		root:      abs,
-		readOnly:  cfg.ReadOnly,
-		conns:     make(map[*connection]struct{}),
-		listeners: make(map[*net.UnixListener]struct{}),
+		root:          abs,
+		readOnly:      cfg.ReadOnly,
+		donateMountFD: !cfg.NoMountPointFD,
+		maxChannels:   maxCh,
+		handlers:      h,
+		supported:     h.supported(),
+		conns:         make(map[*connection]struct{}),
+		listeners:     make(map[*net.UnixListener]struct{}),
 	}, nil
 }
+
+// handler returns the dispatch row for mid.
+func (s *Server) handler(mid MID) handler { return s.handlers.lookup(mid) }
 
 // ErrServerClosed is returned by ServeConn and Serve after Close.
 var ErrServerClosed = errors.New("lisafs: server closed")

@@ -19,59 +19,96 @@ const (
 )
 
 // fdEntry is one row of a connection's FDID table. Every entry owns host.
+// Entries are immutable once added, so a handler may use one without a lock
+// for as long as it holds the connection's gate shared.
 type fdEntry struct {
 	kind  fdKind
 	host  int    // host fd (O_PATH for control entries)
 	ftype uint32 // S_IFMT of the file at creation
 	flags uint32 // open entries: O_ACCMODE|O_TRUNC the file was opened with
+	root  bool   // the mount point's control entry (made by Mount)
 }
 
-// connection is the server side of one socket. Requests are served one at a
-// time (the socket carries one request in flight), so the FDID table needs
-// no lock of its own beyond mu, which also makes close safe against a
-// concurrent request.
+// connection is the server side of one socket and of the channels created
+// on it. Requests on different communicators run concurrently.
+//
+// Locking: every request holds gate shared, except those that release host
+// fds (Close), which hold it exclusively, so that no handler can use a host
+// fd after it is closed. mu guards the table and the channel list; it is
+// never held across a system call on a client's file.
 type connection struct {
-	srv  *Server
-	sock *Conn
+	srv     *Server
+	sock    *Conn
+	sockReq request // the socket loop's request state
 
-	mu     sync.Mutex
-	fds    map[FDID]*fdEntry
-	next   FDID // last FDID handed out; never reused
-	closed bool
-	resp   []byte // response buffer reused across requests
+	gate sync.RWMutex
+
+	mu       sync.Mutex
+	fds      map[FDID]*fdEntry
+	next     FDID  // last FDID handed out; never reused
+	zombies  []int // host fds of removed entries, closed under gate held exclusively
+	closed   bool
+	channels []*serverChannel
+	chanWG   sync.WaitGroup
+}
+
+// request is the state of one request in flight: its connection and the
+// response buffer of the communicator serving it.
+type request struct {
+	*connection
+	resp []byte // response buffer reused across requests
 }
 
 func newConnection(s *Server, fd int) *connection {
-	return &connection{
+	cc := &connection{
 		srv:  s,
 		sock: NewConn(fd),
 		fds:  make(map[FDID]*fdEntry),
 	}
+	cc.sockReq.connection = cc
+	return cc
 }
 
-// shutdown makes a blocked Recv return; the fd itself is closed by close.
+// shutdown makes a blocked Recv return and ends every channel; the fds
+// themselves are closed by close.
 func (cc *connection) shutdown() {
-	_ = cc.sock.Shutdown()
+	if cc.sock != nil {
+		_ = cc.sock.Shutdown()
+	}
+	cc.mu.Lock()
+	for _, ch := range cc.channels {
+		ch.ep.close()
+	}
+	cc.mu.Unlock()
 }
 
-// close releases the socket and every host fd of the FDID table.
+// close ends every channel, waits for their goroutines, and releases the
+// socket and every host fd of the FDID table.
 func (cc *connection) close() {
 	cc.mu.Lock()
-	defer cc.mu.Unlock()
 	if cc.closed {
+		cc.mu.Unlock()
 		return
 	}
 	cc.closed = true
+	cc.mu.Unlock()
+	cc.closeChannels()
+	cc.gate.Lock()
+	defer cc.gate.Unlock()
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	for id, e := range cc.fds {
 		closeFD(e.host)
 		delete(cc.fds, id)
 	}
+	closeFDs(cc.zombies)
+	cc.zombies = nil
 	if cc.sock != nil {
 		_ = cc.sock.Close()
 	}
 }
 
-// serve runs the request loop until EOF (nil) or an error.
+// serve runs the socket's request loop until EOF (nil) or an error.
 func (cc *connection) serve() error {
 	for {
 		mid, payload, fds, err := cc.sock.Recv(MaxMessageSize, 0)
@@ -83,13 +120,13 @@ func (cc *connection) serve() error {
 				return nil
 			}
 			if errors.Is(err, unix.EMSGSIZE) {
-				// Spec §4.1: answer EIO, then drop the connection
-				// since the stream position is lost.
+				// The stream position is lost: answer EIO, then
+				// drop the connection (README.md, "Transport").
 				_ = cc.sock.Send(MIDError, errorPayload(unix.EIO), nil)
 			}
 			return fmt.Errorf("lisafs: server connection: %w", err)
 		}
-		rmid, resp, donate := cc.handle(mid, payload)
+		rmid, resp, donate := cc.sockReq.handle(mid, payload)
 		err = cc.sock.Send(rmid, resp, donate)
 		for _, fd := range donate {
 			closeFD(fd) // the kernel holds its own reference in flight
@@ -105,22 +142,43 @@ func errorPayload(e unix.Errno) []byte {
 	return binary.LittleEndian.AppendUint32(nil, uint32(e))
 }
 
+// handle serves one request on a fresh request state (tests and fuzzing).
+func (cc *connection) handle(mid MID, payload []byte) (rmid MID, resp []byte, donate []int) {
+	r := request{connection: cc}
+	return r.handle(mid, payload)
+}
+
 // handle dispatches one request and returns the response MID, payload and
 // fds to donate. It never panics: a handler panic becomes EREMOTEIO.
-func (cc *connection) handle(mid MID, payload []byte) (rmid MID, resp []byte, donate []int) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.closed {
-		return MIDError, cc.errResp(unix.ECONNRESET), nil
-	}
-	h := handlerFor(mid)
+func (r *request) handle(mid MID, payload []byte) (rmid MID, resp []byte, donate []int) {
+	cc := r.connection
+	h := cc.srv.handler(mid)
 	if h.fn == nil {
-		return MIDError, cc.errResp(unix.EOPNOTSUPP), nil
+		return MIDError, r.errResp(unix.EOPNOTSUPP), nil
+	}
+	if h.exclusive {
+		cc.gate.Lock()
+		defer func() {
+			cc.mu.Lock()
+			closeFDs(cc.zombies)
+			cc.zombies = cc.zombies[:0]
+			cc.mu.Unlock()
+			cc.gate.Unlock()
+		}()
+	} else {
+		cc.gate.RLock()
+		defer cc.gate.RUnlock()
+	}
+	cc.mu.Lock()
+	closed := cc.closed
+	cc.mu.Unlock()
+	if closed {
+		return MIDError, r.errResp(unix.ECONNRESET), nil
 	}
 	if h.mutates && cc.srv.readOnly {
-		return MIDError, cc.errResp(unix.EROFS), nil
+		return MIDError, r.errResp(unix.EROFS), nil
 	}
-	resp, donate, err := cc.call(h.fn, payload)
+	resp, donate, err := r.call(h.fn, payload)
 	if err == nil && len(resp) > MaxMessageSize {
 		err = unix.EIO
 	}
@@ -128,57 +186,66 @@ func (cc *connection) handle(mid MID, payload []byte) (rmid MID, resp []byte, do
 		for _, fd := range donate {
 			closeFD(fd)
 		}
-		return MIDError, cc.errResp(ErrnoOf(err)), nil
+		return MIDError, r.errResp(ErrnoOf(err)), nil
 	}
 	return mid, resp, donate
 }
 
 // call runs fn with panic recovery.
-func (cc *connection) call(fn handlerFunc, payload []byte) (resp []byte, donate []int, err error) {
+func (r *request) call(fn handlerFunc, payload []byte) (resp []byte, donate []int, err error) {
 	defer func() {
-		if r := recover(); r != nil {
+		if x := recover(); x != nil {
 			for _, fd := range donate {
 				closeFD(fd)
 			}
 			resp, donate, err = nil, nil, unix.EREMOTEIO
 		}
 	}()
-	return fn(cc, payload)
+	return fn(r, payload)
 }
 
-func (cc *connection) errResp(e unix.Errno) []byte {
-	cc.resp = binary.LittleEndian.AppendUint32(cc.resp[:0], uint32(e))
-	return cc.resp
+func (r *request) errResp(e unix.Errno) []byte {
+	r.resp = binary.LittleEndian.AppendUint32(r.resp[:0], uint32(e))
+	return r.resp
 }
 
 // buf returns the reusable response buffer, emptied.
-func (cc *connection) buf() []byte {
-	if cap(cc.resp) > 4*MaxMessageSize {
-		cc.resp = nil // do not pin a huge buffer forever
+func (r *request) buf() []byte {
+	if cap(r.resp) > 4*MaxMessageSize {
+		r.resp = nil // do not pin a huge buffer forever
 	}
-	return cc.resp[:0]
+	return r.resp[:0]
 }
 
 // keep stores the grown response buffer for reuse and returns it.
-func (cc *connection) keep(b []byte) []byte {
-	cc.resp = b
+func (r *request) keep(b []byte) []byte {
+	r.resp = b
 	return b
 }
 
 // add installs a new FDID for host and returns it. Ownership of host moves
 // to the table.
 func (cc *connection) add(kind fdKind, host int, ftype, flags uint32) FDID {
-	cc.next++
-	id := cc.next
-	cc.fds[id] = &fdEntry{kind: kind, host: host, ftype: ftype, flags: flags}
-	return id
+	return cc.addEntry(&fdEntry{kind: kind, host: host, ftype: ftype, flags: flags})
 }
 
-// remove drops id from the table and closes its host fd (unknown ids are
-// ignored).
+// addEntry installs e under a new FDID.
+func (cc *connection) addEntry(e *fdEntry) FDID {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.next++
+	cc.fds[cc.next] = e
+	return cc.next
+}
+
+// remove drops id from the table (unknown ids are ignored). Its host fd is
+// closed once no request can be using it: at the end of the current
+// exclusive request, or when the connection closes.
 func (cc *connection) remove(id FDID) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	if e, ok := cc.fds[id]; ok {
-		closeFD(e.host)
+		cc.zombies = append(cc.zombies, e.host)
 		delete(cc.fds, id)
 	}
 }
@@ -186,9 +253,9 @@ func (cc *connection) remove(id FDID) {
 // lookup returns the entry for id: EBADF if unknown, EINVAL if of another
 // kind than want.
 func (cc *connection) lookup(id FDID, want fdKind) (*fdEntry, error) {
-	e, ok := cc.fds[id]
-	if !ok {
-		return nil, unix.EBADF
+	e, err := cc.lookupAny(id)
+	if err != nil {
+		return nil, err
 	}
 	if e.kind != want {
 		return nil, unix.EINVAL
@@ -210,7 +277,9 @@ func (cc *connection) lookupDir(id FDID) (*fdEntry, error) {
 
 // lookupAny returns a control or open entry.
 func (cc *connection) lookupAny(id FDID) (*fdEntry, error) {
+	cc.mu.Lock()
 	e, ok := cc.fds[id]
+	cc.mu.Unlock()
 	if !ok {
 		return nil, unix.EBADF
 	}

@@ -1,9 +1,6 @@
-// Package lisafs implements the LISAFS file-system protocol (gVisor's gofer
-// protocol) over an AF_UNIX SOCK_STREAM socket: the wire encoding of every
-// message, the socket framing with SCM_RIGHTS donation, a client and a server.
-//
-// All integers are little-endian and every structure is packed; see
-// /work/shared/design/lisafs-protocol.md for the byte layouts.
+// Wire encoding: all integers are little-endian and every structure is
+// packed (README.md, "Transport").
+
 package lisafs
 
 import (
