@@ -54,8 +54,13 @@ type Stats struct {
 	RssShmem uint64 `json:"rss_shmem_bytes"`
 	// Work done.
 	GoferRoundTrips uint64 `json:"gofer_round_trips"`
-	DataCopyUps     int64  `json:"data_copy_ups"`
-	MetaCopyUps     int64  `json:"metadata_copy_ups"`
+	// FuseRequests is how many FUSE requests the daemon answered (FORGET
+	// excluded); FuseRequestsByOp splits them by opcode (LOOKUP, CREATE,
+	// …; FORGET there counts nodes forgotten). Counted since the mount.
+	FuseRequests     uint64            `json:"fuse_requests"`
+	FuseRequestsByOp map[string]uint64 `json:"fuse_requests_by_op,omitempty"`
+	DataCopyUps      int64             `json:"data_copy_ups"`
+	MetaCopyUps      int64             `json:"metadata_copy_ups"`
 }
 
 // maxFrame is the largest frame FrameWriter sends.

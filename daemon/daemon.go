@@ -22,6 +22,7 @@ import (
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
 	"overlayfs/internal/ctlsocksrv"
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 )
 
@@ -82,6 +83,7 @@ func Start(cfg Config) (Daemon, error) {
 type base struct {
 	cfg       Config
 	srv       *fuse.Server
+	ledger    fusekit.Ledger // the FUSE requests answered, by opcode
 	client    *lisafs.Client
 	goferWait func()
 	closed    bool
@@ -124,6 +126,8 @@ func (b *base) stats() ctlsock.Stats {
 	if b.client != nil {
 		r.GoferRoundTrips = b.client.RoundTrips()
 	}
+	r.FuseRequests = b.ledger.Total()
+	r.FuseRequestsByOp = b.ledger.Counts()
 	if f, err := os.Open("/proc/self/status"); err == nil {
 		r.VmRSS, r.RssAnon, r.RssFile, r.RssShmem = procMemory(f)
 		f.Close()

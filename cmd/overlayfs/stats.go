@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/dustin/go-humanize"
@@ -16,7 +18,7 @@ var statsCommand = ctlCommand{
 	name:     "stats",
 	jsonHelp: "print JSON (byte counts in bytes)",
 	about: "Reports a mount's upper layer (files, bytes, filestore on disk, size budget), its daemon's\n" +
-		"memory, gofer round trips and copy-ups.",
+		"memory, gofer round trips, copy-ups and the FUSE requests answered, by opcode.",
 }
 
 func runStats(args []string) error {
@@ -51,5 +53,28 @@ func printStats(w io.Writer, s *ctlsock.Stats) error {
 	fmt.Fprintf(tw, "daemon memory\t%s resident (anon %s, file %s, shmem %s)\n", b(s.VmRSS), b(s.RssAnon), b(s.RssFile), b(s.RssShmem))
 	fmt.Fprintf(tw, "gofer\t%s round trips\n", humanize.Comma(int64(s.GoferRoundTrips)))
 	fmt.Fprintf(tw, "copy-ups\t%s data, %s metadata\n", humanize.Comma(s.DataCopyUps), humanize.Comma(s.MetaCopyUps))
+	fmt.Fprintf(tw, "fuse requests\t%s%s\n", humanize.Comma(int64(s.FuseRequests)), byOp(s.FuseRequestsByOp))
 	return tw.Flush()
+}
+
+// byOp lists the counts per opcode, largest first: " (LOOKUP 12, …)".
+func byOp(m map[string]uint64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	ops := make([]string, 0, len(m))
+	for op := range m {
+		ops = append(ops, op)
+	}
+	sort.Slice(ops, func(i, j int) bool {
+		if m[ops[i]] != m[ops[j]] {
+			return m[ops[i]] > m[ops[j]]
+		}
+		return ops[i] < ops[j]
+	})
+	parts := make([]string, len(ops))
+	for i, op := range ops {
+		parts[i] = op + " " + humanize.Comma(int64(m[op]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

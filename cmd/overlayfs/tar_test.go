@@ -233,11 +233,11 @@ func TestStats(t *testing.T) {
 	// WriteFile opens with O_TRUNC: the lower data is never copied, only
 	// the metadata.
 	if s.UpperFiles != 1 || s.UpperBytes < 100000 || s.SizeLimit != 64<<20 || s.DataCopyUps != 0 || s.MetaCopyUps != 1 ||
-		s.GoferRoundTrips == 0 || s.VmRSS == 0 || s.RssAnon == 0 || s.Mountpoint != mnt {
+		s.GoferRoundTrips == 0 || s.VmRSS == 0 || s.RssAnon == 0 || s.Mountpoint != mnt || s.FuseRequests == 0 || s.FuseRequestsByOp["WRITE"] == 0 {
 		t.Errorf("stats: %+v", s)
 	}
 	h := cliRun(t, "stats", mnt)
-	for _, want := range []string{"size budget", "of 64 MiB used", "round trips", "0 data, 1 metadata", "resident"} {
+	for _, want := range []string{"size budget", "of 64 MiB used", "round trips", "0 data, 1 metadata", "resident", "fuse requests", "WRITE "} {
 		if !strings.Contains(h.stdout, want) {
 			t.Errorf("stats output lacks %q:\n%s", want, h.stdout)
 		}

@@ -18,6 +18,8 @@ type MountOptions struct {
 	// Shared turns off kernel caching of symlink targets (lower files may
 	// change behind the mount).
 	Shared bool
+	// Ledger, if set, counts every request the mount answers.
+	Ledger *Ledger
 }
 
 // Mount serves fs on mountpoint and returns once the kernel answers. As root
@@ -45,6 +47,9 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		// ATOMIC_O_TRUNC: O_TRUNC arrives with OPEN, so that it can set
 		// the times as open(2) does, unlike a SETATTR of the same size.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
+	}
+	if o.Ledger != nil {
+		fs = Counted(fs, o.Ledger)
 	}
 	srv, err := fuse.NewServer(fs, mountpoint, opts)
 	if err != nil {
