@@ -208,7 +208,7 @@ func probe(ctx context.Context, bin, medium, scratch, filestoreDir string) strin
 // runOne mounts a medium, runs a workload once while sampling memory, and
 // unmounts.
 func runOne(ctx context.Context, cfg *Config, sc scale, as *assets, w workload, medium, scratch, filestoreDir string) (run Trial) {
-	run.GoferRoundTrips = -1
+	run.GoferRoundTrips, run.FuseRequests = -1, -1
 	fail := func(err error) Trial {
 		run.Err = err.Error()
 		return run
@@ -240,7 +240,7 @@ func runOne(ctx context.Context, cfg *Config, sc scale, as *assets, w workload, 
 			return fail(fmt.Errorf("setup: %w", err))
 		}
 	}
-	rtBefore := m.goferRoundTrips()
+	before := m.counts()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var peak Memory
@@ -267,8 +267,18 @@ func runOne(ctx context.Context, cfg *Config, sc scale, as *assets, w workload, 
 		return fail(err)
 	}
 	run.Amount = amount
-	if rtAfter := m.goferRoundTrips(); rtBefore >= 0 && rtAfter >= rtBefore {
-		run.GoferRoundTrips = rtAfter - rtBefore
+	after := m.counts()
+	if before.GoferRoundTrips >= 0 && after.GoferRoundTrips >= before.GoferRoundTrips {
+		run.GoferRoundTrips = after.GoferRoundTrips - before.GoferRoundTrips
+	}
+	if before.FuseRequests >= 0 && after.FuseRequests >= before.FuseRequests {
+		run.FuseRequests = after.FuseRequests - before.FuseRequests
+		run.FuseRequestsByOp = map[string]int64{}
+		for op, n := range after.ByOp {
+			if d := n - before.ByOp[op]; d > 0 {
+				run.FuseRequestsByOp[op] = d
+			}
+		}
 	}
 	run.Final = m.sample(true)
 	peak.maxInto(run.Final)

@@ -33,24 +33,41 @@ type mounted struct {
 	bin  string       // the overlayfs binary, for `overlayfs stats` (own media only)
 }
 
-// goferRoundTrips asks the daemon (`overlayfs stats --json MNT`) how many
-// gofer round trips it made so far; -1 when it cannot tell (not an
-// overlayfs medium, or a daemon without the stats command).
-func (m *mounted) goferRoundTrips() int64 {
+// daemonCounts is what the benchmark reads from a daemon's stats.
+type daemonCounts struct {
+	GoferRoundTrips int64            // -1: unknown
+	FuseRequests    int64            // -1: unknown
+	ByOp            map[string]int64 // FUSE requests by opcode
+}
+
+// counts asks the daemon (`overlayfs stats --json MNT`) how many gofer
+// round trips it made and FUSE requests it answered so far; -1 when it
+// cannot tell (not an overlayfs medium, or a daemon without the figure).
+func (m *mounted) counts() daemonCounts {
+	c := daemonCounts{GoferRoundTrips: -1, FuseRequests: -1}
 	if m.bin == "" {
-		return -1
+		return c
 	}
 	out, err := exec.Command(m.bin, "stats", "--json", m.root).Output()
 	if err != nil {
-		return -1
+		return c
 	}
 	var st struct {
-		RoundTrips *int64 `json:"gofer_round_trips"`
+		RoundTrips *int64           `json:"gofer_round_trips"`
+		Requests   *int64           `json:"fuse_requests"`
+		ByOp       map[string]int64 `json:"fuse_requests_by_op"`
 	}
-	if json.Unmarshal(out, &st) != nil || st.RoundTrips == nil {
-		return -1
+	if json.Unmarshal(out, &st) != nil {
+		return c
 	}
-	return *st.RoundTrips
+	if st.RoundTrips != nil {
+		c.GoferRoundTrips = *st.RoundTrips
+	}
+	if st.Requests != nil {
+		c.FuseRequests = *st.Requests
+		c.ByOp = st.ByOp
+	}
+	return c
 }
 
 // sample reads the medium's memory now. Walking an upper directory is

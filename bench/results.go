@@ -55,8 +55,13 @@ type Trial struct {
 	Final Memory `json:"final"`
 	// GoferRoundTrips is how many LISAFS round trips the daemon made
 	// during the timed part; -1 when not known (n/a).
-	GoferRoundTrips int64  `json:"gofer_round_trips"`
-	Err             string `json:"error,omitempty"`
+	GoferRoundTrips int64 `json:"gofer_round_trips"`
+	// FuseRequests is how many FUSE requests the daemon answered during
+	// the timed part (FORGET excluded), FuseRequestsByOp by opcode (FORGET
+	// there counts nodes); -1 and nil when not known.
+	FuseRequests     int64            `json:"fuse_requests"`
+	FuseRequestsByOp map[string]int64 `json:"fuse_requests_by_op,omitempty"`
+	Err              string           `json:"error,omitempty"`
 }
 
 // Cell is every run of one workload on one medium, with its summary.
@@ -76,6 +81,12 @@ type Cell struct {
 	Final Memory `json:"final"`
 	// GoferRoundTrips is the median run's (-1: n/a).
 	GoferRoundTrips int64 `json:"gofer_round_trips"`
+	// FuseRequests and FuseRequestsByOp are the median run's (-1: n/a);
+	// RequestsPerUnit is FuseRequests per unit of the workload's amount
+	// (per file, per entry; 0: n/a).
+	FuseRequests     int64            `json:"fuse_requests"`
+	FuseRequestsByOp map[string]int64 `json:"fuse_requests_by_op,omitempty"`
+	RequestsPerUnit  float64          `json:"requests_per_unit"`
 	// Errors counts failed runs.
 	Errors int `json:"errors"`
 }
@@ -106,7 +117,7 @@ func (r *Result) Cell(workload, medium string) *Cell {
 func (c *Cell) summarize() {
 	var ok []Trial
 	c.Errors = 0
-	c.GoferRoundTrips = -1
+	c.GoferRoundTrips, c.FuseRequests, c.RequestsPerUnit = -1, -1, 0
 	c.Peak = Memory{}
 	for _, r := range c.Runs {
 		if r.Err != "" {
@@ -129,6 +140,10 @@ func (c *Cell) summarize() {
 	c.Min, c.Max = ok[0].Seconds, ok[len(ok)-1].Seconds
 	c.Final = mid.Final
 	c.GoferRoundTrips = mid.GoferRoundTrips
+	c.FuseRequests, c.FuseRequestsByOp = mid.FuseRequests, mid.FuseRequestsByOp
+	if mid.FuseRequests >= 0 && mid.Amount > 0 {
+		c.RequestsPerUnit = float64(mid.FuseRequests) / mid.Amount
+	}
 	if c.Median > 0 {
 		c.Rate = mid.Amount / c.Median
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -67,15 +68,15 @@ func WriteTable(w io.Writer, r *Result) error {
 	for _, wl := range r.Workloads {
 		fmt.Fprintf(ew, "\n== %s: %s (%s per run)\n", wl.Name, wl.Desc, formatAmount(wl.Unit, wl.Amount))
 		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-		var failures []string
-		fmt.Fprintf(tw, "medium\tmedian\t(min-max)\trate\tvs %s\tpeak in RAM\tpeak RSS\tfinal RSS anon/file/shmem\tupper data\tgofer RT\n", r.Config.Baseline)
+		var failures, perOp []string
+		fmt.Fprintf(tw, "medium\tmedian\t(min-max)\trate\tvs %s\tpeak in RAM\tpeak RSS\tfinal RSS anon/file/shmem\tupper data\tgofer RT\tFUSE req/unit\n", r.Config.Baseline)
 		for _, mi := range r.Media {
 			c := r.Cell(wl.Name, mi.Name)
 			if c == nil {
 				continue
 			}
 			if c.Median == 0 {
-				fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\n", mi.Name)
+				fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\n", mi.Name)
 				failures = append(failures, fmt.Sprintf("%s: FAILED (%d of %d runs): %s", mi.Name, c.Errors, len(c.Runs), firstErr(c)))
 				continue
 			}
@@ -99,13 +100,30 @@ func WriteTable(w io.Writer, r *Result) error {
 			if c.GoferRoundTrips >= 0 {
 				rt = humanize.Comma(c.GoferRoundTrips)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t(%s-%s)\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n", mi.Name, formatSeconds(c.Median),
+			req := "n/a"
+			switch {
+			case c.FuseRequests < 0 || c.RequestsPerUnit <= 0:
+			case wl.Unit == UnitBytes:
+				req = fmt.Sprintf("%.2f/MiB", c.RequestsPerUnit*(1<<20))
+			default:
+				req = fmt.Sprintf("%.2f", c.RequestsPerUnit)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t(%s-%s)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n", mi.Name, formatSeconds(c.Median),
 				formatSeconds(c.Min), formatSeconds(c.Max), formatRate(wl.Unit, c.Rate), ratio,
-				bytesOrDash(c.Peak.InRAM()), bytesOrDash(c.Peak.RSS), split, upper, rt, errs)
+				bytesOrDash(c.Peak.InRAM()), bytesOrDash(c.Peak.RSS), split, upper, rt, req, errs)
+			if len(c.FuseRequestsByOp) > 0 && c.RequestsPerUnit > 0 && wl.Unit != UnitBytes {
+				perOp = append(perOp, fmt.Sprintf("%s: %s", mi.Name, perUnit(c)))
+			}
 		}
 		tw.Flush()
 		for _, f := range failures {
 			fmt.Fprintf(ew, "  %s\n", f)
+		}
+		if len(perOp) > 0 {
+			fmt.Fprintf(ew, "  FUSE requests per %s, median run:\n", unitNoun(wl.Unit))
+			for _, p := range perOp {
+				fmt.Fprintf(ew, "    %s\n", p)
+			}
 		}
 	}
 
@@ -178,4 +196,43 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	n, err := e.w.Write(p)
 	e.err = err
 	return n, err
+}
+
+// perUnit lists a cell's FUSE requests per unit of work by opcode, largest
+// first: "LOOKUP 1.00, CREATE 1.00, …".
+func perUnit(c *Cell) string {
+	amount := float64(c.FuseRequests) / c.RequestsPerUnit
+	ops := make([]string, 0, len(c.FuseRequestsByOp))
+	for op := range c.FuseRequestsByOp {
+		ops = append(ops, op)
+	}
+	by := c.FuseRequestsByOp
+	sort.Slice(ops, func(i, j int) bool {
+		if by[ops[i]] != by[ops[j]] {
+			return by[ops[i]] > by[ops[j]]
+		}
+		return ops[i] < ops[j]
+	})
+	parts := make([]string, 0, len(ops))
+	for _, op := range ops {
+		if x := float64(by[op]) / amount; x >= 0.005 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", op, x))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// unitNoun is the singular of a workload's unit, for "per file".
+func unitNoun(unit string) string {
+	switch unit {
+	case UnitFiles:
+		return "file"
+	case UnitEntries:
+		return "entry"
+	case UnitReads:
+		return "read"
+	case UnitBytes:
+		return "byte"
+	}
+	return unit
 }
