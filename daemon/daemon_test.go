@@ -18,7 +18,7 @@ import (
 
 // inProcessGofer serves dir over LISAFS from this process, on one end of a
 // socketpair, and hands out the other end as Config.Gofer does.
-func inProcessGofer(t *testing.T, dir string) func(readOnly bool) (int, func(), error) {
+func inProcessGofer(t testing.TB, dir string) func(readOnly bool) (int, func(), error) {
 	return func(readOnly bool) (int, func(), error) {
 		srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: readOnly})
 		if err != nil {
@@ -47,7 +47,7 @@ func inProcessGofer(t *testing.T, dir string) func(readOnly bool) (int, func(), 
 }
 
 // start mounts lower with spec in this process and registers the unmount.
-func start(t *testing.T, lower, spec string) (Daemon, string) {
+func start(t testing.TB, lower, spec string) (Daemon, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts with mount(2)")

@@ -72,6 +72,7 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 
 // Mkdir creates a directory.
 func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer fs.nsChanged()
 	dir := fs.node(in.NodeId)
 	if dir == nil {
 		return fuse.ENOENT
@@ -87,6 +88,7 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 // Mknod creates a regular file, device, fifo or socket. A character device
 // 0/0 is an overlay whiteout and cannot be created.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer fs.nsChanged()
 	dir := fs.node(in.NodeId)
 	if dir == nil {
 		return fuse.ENOENT
@@ -112,6 +114,7 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 
 // Symlink creates a symbolic link.
 func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	defer fs.nsChanged()
 	dir := fs.node(h.NodeId)
 	if dir == nil {
 		return fuse.ENOENT
@@ -156,6 +159,7 @@ func (fs *FS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.S
 // Link adds a name for an existing file. Lower files keep one identity
 // across all their names, copied up or not.
 func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer fs.nsChanged()
 	dir, n := fs.node(in.NodeId), fs.node(in.Oldnodeid)
 	if dir == nil || n == nil {
 		return fuse.ENOENT
@@ -207,11 +211,13 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 
 // Unlink removes a non-directory name.
 func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	defer fs.nsChanged()
 	return fs.remove(h.NodeId, name, false)
 }
 
 // Rmdir removes an empty directory.
 func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	defer fs.nsChanged()
 	return fs.remove(h.NodeId, name, true)
 }
 
@@ -346,6 +352,7 @@ func (fs *FS) isEmpty(d *Node) (bool, error) {
 // Rename moves or exchanges names. Directories move in O(1): the node keeps
 // its lower origin, so nothing is copied and EXDEV never happens.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	defer fs.nsChanged()
 	return retryRace(func() fuse.Status { return fs.rename(in, oldName, newName) })
 }
 

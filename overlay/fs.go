@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -65,6 +66,9 @@ type FS struct {
 	root  *Node
 
 	tree sync.Mutex
+	// nsGen counts namespace changes (names created, removed, renamed):
+	// a cached directory listing is valid while it is unchanged.
+	nsGen atomic.Uint64
 
 	idMu       sync.Mutex
 	nodes      map[uint64]*Node

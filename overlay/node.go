@@ -27,6 +27,11 @@ type Node struct {
 	parent    *Node
 	children  map[string]*Node // change only with setChild and dropChild
 	whiteouts map[string]struct{}
+	// Handle-less reads (dircookies.go): the cached listing, and the
+	// cookies of names only the upper has.
+	listing      *dirListing
+	upperCookies map[string]uint64
+	nextCookie   uint64
 
 	// subdirs counts the directories in children (kept by setChild and
 	// dropChild). Written under FS.tree; read by fillAttr under mu only,

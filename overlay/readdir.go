@@ -14,13 +14,16 @@ import (
 type dirEnt struct {
 	d  fusekit.Dirent
 	st *lower.Attr // shared mode: the lower's attributes as just listed
+	// lowerIdx is the entry's index in the lower listing, -1 for a name
+	// only the upper has (and for "." and "..").
+	lowerIdx int
 }
 
 // DirEntry is the entry as READDIR reports it.
 func (e dirEnt) DirEntry() fusekit.Dirent { return e.d }
 
 func newDirEnt(name string, ino uint64, mode uint32, st *lower.Attr) dirEnt {
-	return dirEnt{fusekit.Dirent{Name: name, Ino: ino, Mode: mode}, st}
+	return dirEnt{d: fusekit.Dirent{Name: name, Ino: ino, Mode: mode}, st: st, lowerIdx: -1}
 }
 
 // listDir builds the merged listing of d: ".", "..", the origin's entries in
@@ -50,6 +53,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		}
 	}
 	var maybeWhiteout []string
+	var maybeIdx []int
 	fs.tree.Lock()
 	parent := d.parent
 	if parent == nil {
@@ -57,20 +61,23 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	}
 	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parent.ino, unix.S_IFDIR, nil)}
 	seen := make(map[string]bool, len(lents))
-	for _, e := range lents {
+	for i, e := range lents {
 		if _, wh := d.whiteouts[e.name]; wh || fs.hiddenLocked(d, e.name) {
 			continue
 		}
 		seen[e.name] = true
 		if c := d.children[e.name]; c != nil {
 			out = append(out, newDirEnt(e.name, c.ino, c.typ, e.st))
+			out[len(out)-1].lowerIdx = i
 			continue
 		}
 		if e.typ == unix.DT_CHR {
 			maybeWhiteout = append(maybeWhiteout, e.name)
+			maybeIdx = append(maybeIdx, i)
 			continue
 		}
 		out = append(out, newDirEnt(e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ)<<12, e.st))
+		out[len(out)-1].lowerIdx = i
 	}
 	var extra []string
 	for name, c := range d.children {
@@ -96,9 +103,10 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	}
 	fs.tree.Unlock()
 	// Character devices may be lower whiteouts (0/0); only a lookup tells.
-	for _, name := range maybeWhiteout {
+	for i, name := range maybeWhiteout {
 		if c, err := fs.lookupChild(d, name); err == nil {
 			out = append(out, newDirEnt(name, c.ino, c.typ, nil))
+			out[len(out)-1].lowerIdx = maybeIdx[i]
 		}
 	}
 	return out, nil
@@ -120,8 +128,13 @@ func (fs *FS) dirFlags(n *Node) uint32 {
 	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 }
 
-// OpenDir opens a directory; its listing is taken at the first read.
+// OpenDir opens a directory; its listing is taken at the first read. With
+// exclusive access it answers ENOSYS, once: the kernel then opens
+// directories itself and reads them without a handle (dircookies.go).
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if !fs.cfg.Shared {
+		return fuse.ENOSYS
+	}
 	n := fs.node(in.NodeId)
 	if n == nil {
 		return fuse.ENOENT
@@ -136,6 +149,9 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 
 // ReadDir lists names and inode numbers.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	if in.Fh == 0 {
+		return fs.readDirNoHandle(in, out)
+	}
 	h := fs.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
@@ -146,19 +162,28 @@ func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 // ReadDirPlus lists names with their attributes; each entry sent counts as a
 // lookup.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	if in.Fh == 0 {
+		return fs.readDirPlusNoHandle(in, out)
+	}
 	h := fs.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
 	list := func() ([]dirEnt, error) { return fs.listDir(h.n) }
-	return h.dir.ReadDirPlus(in, list, out, func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
-		c, err := fs.lookupRef(h.n, e.d.Name, e.st)
+	return h.dir.ReadDirPlus(in, list, out, fs.plusLookup(h.n))
+}
+
+// plusLookup fills the entry of each name READDIRPLUS sends from directory
+// d, counting a kernel lookup.
+func (fs *FS) plusLookup(d *Node) func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
+	return func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
+		c, err := fs.lookupRef(d, e.d.Name, e.st)
 		if err != nil {
-			return 0, false // removed since the snapshot; the kernel skips nodeid 0
+			return 0, false // removed since the listing; the kernel skips nodeid 0
 		}
 		fs.entryOut(c, eo)
 		return 0, true
-	})
+	}
 }
 
 // ReleaseDir closes a directory handle.

@@ -1,6 +1,7 @@
 package fusekit
 
 import (
+	"sort"
 	"sync"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -101,6 +102,51 @@ func ReadDirPlus[E Entry](ents []E, off uint64, out *fuse.DirEntryList, lookup f
 			continue
 		}
 		mode, ok := lookup(ents[i], eo)
+		if ok && mode != 0 && mode != d.Mode {
+			out.FixMode(mode)
+		}
+	}
+}
+
+// Cookie is a directory entry with an offset of its own (its cookie), as
+// the handle-less READDIR of FUSE_NO_OPENDIR_SUPPORT needs: a read at
+// offset off resumes after the entry whose cookie is off, however the
+// directory changed in between, so names that stayed are never repeated
+// or skipped.
+type Cookie[E Entry] struct {
+	Off uint64 // > 0, unique and ascending in a listing
+	E   E
+}
+
+// resume is the index of the first entry whose cookie is above off.
+func resume[E Entry](ents []Cookie[E], off uint64) int {
+	return sort.Search(len(ents), func(i int) bool { return ents[i].Off > off })
+}
+
+// ReadDirCookies answers READDIR from ents (ascending cookies), resuming
+// after cookie off, as far as out has room.
+func ReadDirCookies[E Entry](ents []Cookie[E], off uint64, out *fuse.DirEntryList) {
+	for i := resume(ents, off); i < len(ents); i++ {
+		d := ents[i].E.DirEntry()
+		if !out.AddDirEntry(fuse.DirEntry{Name: d.Name, Ino: d.Ino, Mode: d.Mode, Off: ents[i].Off}) {
+			return
+		}
+	}
+}
+
+// ReadDirPlusCookies answers READDIRPLUS from ents (ascending cookies),
+// resuming after cookie off, with lookup as for ReadDirPlus.
+func ReadDirPlusCookies[E Entry](ents []Cookie[E], off uint64, out *fuse.DirEntryList, lookup func(e E, eo *fuse.EntryOut) (mode uint32, ok bool)) {
+	for i := resume(ents, off); i < len(ents); i++ {
+		d := ents[i].E.DirEntry()
+		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: d.Name, Ino: d.Ino, Mode: d.Mode, Off: ents[i].Off})
+		if eo == nil {
+			return
+		}
+		if d.Name == "." || d.Name == ".." {
+			continue
+		}
+		mode, ok := lookup(ents[i].E, eo)
 		if ok && mode != 0 && mode != d.Mode {
 			out.FixMode(mode)
 		}

@@ -1,0 +1,129 @@
+package overlay
+
+import (
+	"sort"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"overlayfs/internal/fusekit"
+)
+
+// Directory reads without a handle. With exclusive access OPENDIR answers
+// ENOSYS: from then on the kernel opens directories without asking us
+// (FUSE_NO_OPENDIR_SUPPORT; fs/fuse/file.c fuse_file_open), never sends
+// RELEASEDIR, and treats every directory as opened with FOPEN_CACHE_DIR |
+// FOPEN_KEEP_CACHE, the flags we answered before. READDIR and READDIRPLUS
+// then come with handle 0, so a read resumes from the offset alone: every
+// entry's offset is a cookie that stays the entry's own while the name
+// stays, so a directory changing between two reads never repeats or skips
+// a name that stayed (what the per-handle snapshot gave before).
+//
+// Cookies: "." is 1, ".." is 2, the lower listing's entry i is 3+i (the
+// lower never changes with exclusive access), and a name only the upper
+// has gets upperCookieBase plus a per-directory sequence number when it is
+// first listed.
+const upperCookieBase = 1 << 40 // above every lower index (maxDirEntries)
+
+// dirListing is a directory's merged listing with cookies, valid while
+// FS.nsGen is still gen.
+type dirListing struct {
+	gen  uint64
+	ents []fusekit.Cookie[dirEnt]
+}
+
+// nsChanged records that a name appeared or went away somewhere: cached
+// listings are stale. Callers call it after the change (a listing taken
+// before it carries an older generation).
+func (fs *FS) nsChanged() { fs.nsGen.Add(1) }
+
+// cookieListing returns d's merged listing in cookie order, cached until
+// the next namespace change anywhere.
+func (fs *FS) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
+	gen := fs.nsGen.Load()
+	fs.tree.Lock()
+	if l := d.listing; l != nil && l.gen == gen {
+		ents := l.ents
+		fs.tree.Unlock()
+		return ents, nil
+	}
+	fs.tree.Unlock()
+	ents, err := fs.listDir(d)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fusekit.Cookie[dirEnt], len(ents))
+	fs.tree.Lock()
+	defer fs.tree.Unlock()
+	live := make(map[string]bool)
+	for i, e := range ents {
+		var off uint64
+		switch {
+		case i == 0 && e.d.Name == ".":
+			off = 1
+		case i == 1 && e.d.Name == "..":
+			off = 2
+		case e.lowerIdx >= 0:
+			off = 3 + uint64(e.lowerIdx)
+		default:
+			if d.upperCookies == nil {
+				d.upperCookies = make(map[string]uint64)
+			}
+			off = d.upperCookies[e.d.Name]
+			if off == 0 {
+				d.nextCookie++
+				off = upperCookieBase + d.nextCookie
+				d.upperCookies[e.d.Name] = off
+			}
+			live[e.d.Name] = true
+		}
+		out[i] = fusekit.Cookie[dirEnt]{Off: off, E: e}
+	}
+	for name := range d.upperCookies {
+		if !live[name] {
+			delete(d.upperCookies, name)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Off < out[j].Off })
+	d.listing = &dirListing{gen: gen, ents: out}
+	return out, nil
+}
+
+// dirWithoutHandle returns the directory a handle-less read names.
+func (fs *FS) dirWithoutHandle(nodeid uint64) (*Node, fuse.Status) {
+	n := fs.node(nodeid)
+	if n == nil {
+		return nil, fuse.ENOENT
+	}
+	if !n.isDir() {
+		return nil, fuse.ENOTDIR
+	}
+	return n, fuse.OK
+}
+
+// readDirNoHandle answers READDIR with handle 0.
+func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	d, st := fs.dirWithoutHandle(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ents, err := fs.cookieListing(d)
+	if err != nil {
+		return fusekit.Status(err)
+	}
+	fusekit.ReadDirCookies(ents, in.Offset, out)
+	return fuse.OK
+}
+
+// readDirPlusNoHandle answers READDIRPLUS with handle 0.
+func (fs *FS) readDirPlusNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	d, st := fs.dirWithoutHandle(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ents, err := fs.cookieListing(d)
+	if err != nil {
+		return fusekit.Status(err)
+	}
+	fusekit.ReadDirPlusCookies(ents, in.Offset, out, fs.plusLookup(d))
+	return fuse.OK
+}
