@@ -20,9 +20,12 @@ import (
 //
 // Cookies: "." is 1, ".." is 2, the lower listing's entry i is 3+i (the
 // lower never changes with exclusive access), and a name only the upper
-// has gets upperCookieBase plus a per-directory sequence number when it is
-// first listed.
-const upperCookieBase = 1 << 40 // above every lower index (maxDirEntries)
+// has gets upperCookieBase less a per-directory sequence number when it is
+// first listed. Counting down puts a new name before every upper name
+// listed earlier, so a reader already among the upper names never meets
+// names created behind it and a listing always ends (as on tmpfs), however
+// fast names are added while it is read.
+const upperCookieBase = 1 << 62 // far above every lower index (maxDirEntries)
 
 // dirListing is a directory's merged listing with cookies, valid while
 // FS.nsGen is still gen.
@@ -71,7 +74,7 @@ func (fs *FS) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
 			off = d.upperCookies[e.d.Name]
 			if off == 0 {
 				d.nextCookie++
-				off = upperCookieBase + d.nextCookie
+				off = upperCookieBase - d.nextCookie
 				d.upperCookies[e.d.Name] = off
 			}
 			live[e.d.Name] = true
