@@ -5,7 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -54,7 +54,11 @@ func BenchmarkMetadataUntar(b *testing.B) {
 	if err != nil {
 		b.Skip("no tar")
 	}
-	src := filepath.Join(runtime.GOROOT(), "src")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		b.Skipf("go env GOROOT: %v", err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(goroot)), "src")
 	archive := filepath.Join(b.TempDir(), "go.tar")
 	if out, err := exec.Command(tarBin, "cf", archive, "-C", src, "go").CombinedOutput(); err != nil {
 		b.Skipf("tar of %s: %v\n%s", src, err, out)
