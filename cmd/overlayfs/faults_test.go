@@ -38,7 +38,13 @@ func faultMount(t *testing.T, lower, spec string, extra ...string) (mnt, log str
 	mnt = t.TempDir()
 	log = filepath.Join(t.TempDir(), "daemon.log")
 	cliEnsureUnmounted(t, mnt, nil)
-	t.Cleanup(func() { faultCheckLog(t, log) })
+	t.Cleanup(func() {
+		faultCheckLog(t, log)
+		if t.Failed() {
+			b, _ := os.ReadFile(log)
+			t.Logf("daemon log of %s:\n%s", mnt, b)
+		}
+	})
 	args := append([]string{"mount", "--overlay2", spec, "--log", log}, extra...)
 	r := cliRun(t, append(args, lower, mnt)...)
 	if r.code != 0 {
