@@ -2,17 +2,12 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
-	"strings"
 
-	"golang.org/x/sys/unix"
+	"overlayfs/internal/treehash"
 )
 
 // assets are the inputs shared by all runs: the lower tree every overlay
@@ -212,68 +207,21 @@ func countEntries(root string) (int, error) {
 	return n, err
 }
 
-// treeDigest records, for every entry below root (root's own metadata
-// excluded: the self medium creates and removes its filestore there, which
-// changes root's mtime), the type, mode, owner, size, mtime, symlink target
-// and a hash of the contents.
-func treeDigest(root string) (map[string]string, error) {
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == root {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, p)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "mode=%o uid=%d gid=%d size=%d mtime=%d.%d", st.Mode, st.Uid, st.Gid, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("hash %s: %w", p, err)
-			}
-			b.WriteString(" sha256=" + hex.EncodeToString(h.Sum(nil)))
-		case unix.S_IFLNK:
-			t, _ := os.Readlink(p)
-			b.WriteString(" link=" + t)
-		}
-		out[rel] = b.String()
-		return nil
-	})
+// treeDigest digests every entry below root (root's own metadata excluded:
+// the self medium creates and removes its filestore there, which changes
+// root's mtime).
+func treeDigest(root string) (treehash.Snapshot, error) {
+	snap, err := treehash.Take(root)
 	if err != nil {
-		return nil, fmt.Errorf("digest %s: %w", root, err)
+		return nil, err
 	}
-	return out, nil
+	delete(snap, ".")
+	return snap, nil
 }
 
 // diffDigests lists up to max paths that differ between two digests.
-func diffDigests(a, b map[string]string, max int) []string {
-	var out []string
-	for k, v := range a {
-		if w, ok := b[k]; !ok {
-			out = append(out, "removed: "+k)
-		} else if w != v {
-			out = append(out, "changed: "+k)
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			out = append(out, "added: "+k)
-		}
-	}
-	sort.Strings(out)
+func diffDigests(a, b treehash.Snapshot, max int) []string {
+	out := a.DiffPaths(b)
 	if len(out) > max {
 		out = append(out[:max], fmt.Sprintf("... and %d more", len(out)-max))
 	}

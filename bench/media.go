@@ -2,19 +2,18 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"overlayfs/ctlsock"
 )
 
 // mounted is one medium ready for a workload: where to run it and how to
@@ -127,8 +126,8 @@ func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDi
 	}
 	m := &mounted{medium: medium, root: mnt, fuse: true, bin: bin}
 	m.undo = func() error { return unmountOverlayfs(bin, mnt, logPath) }
-	m.pid = readPidFile(mnt)
-	if !processAlive(m.pid) {
+	m.pid = ctlsock.DaemonPid(mnt)
+	if m.pid == 0 {
 		m.pid = findProcess("mount", mnt)
 	}
 	if m.pid == 0 {
@@ -165,28 +164,6 @@ func unmountOverlayfs(bin, mnt, logPath string) error {
 	derr := unix.Unmount(mnt, unix.MNT_DETACH)
 	log, _ := os.ReadFile(logPath)
 	return fmt.Errorf("overlayfs umount %s: %w: %s (lazy detach: %v) %s", mnt, err, strings.TrimSpace(string(out)), derr, daemonLog(string(log)))
-}
-
-// pidFile mirrors cmd/overlayfs: the daemon writes its pid to
-// <runtime dir>/<sha256(mountpoint)[:8] in hex>.pid.
-func pidFile(mnt string) string {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("overlayfs-%d", os.Geteuid()))
-	if os.Geteuid() == 0 {
-		dir = "/run/overlayfs"
-	} else if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		dir = filepath.Join(d, "overlayfs")
-	}
-	sum := sha256.Sum256([]byte(mnt))
-	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".pid")
-}
-
-func readPidFile(mnt string) int {
-	b, err := os.ReadFile(pidFile(mnt))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
 }
 
 // mountKernel mounts Linux overlayfs with its upper and work directories on
@@ -265,7 +242,7 @@ func mountFuseOverlayfs(ctx context.Context, lower, runDir string) (*mounted, er
 		if err := unmountRetry(mnt); err != nil {
 			return err
 		}
-		for deadline := time.Now().Add(10 * time.Second); processAlive(pid); {
+		for deadline := time.Now().Add(10 * time.Second); ctlsock.ProcessAlive(pid); {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("fuse-overlayfs (pid %d) still runs 10s after unmounting %s", pid, mnt)
 			}

@@ -59,7 +59,8 @@ func (l *Layer) walkTo(n *Node) (lisafs.FDID, error) {
 	}
 	l.closeInodes(inodes[1:])
 	n.mu.Lock()
-	same := SameFile(&inodes[0].Stat, &n.Stat)
+	fresh := attrOf(&inodes[0].Stat)
+	same := SameFile(&fresh, &n.Attr)
 	n.mu.Unlock()
 	if !same {
 		l.closeLater(inodes[0].ControlFD)
@@ -143,30 +144,34 @@ func (l *Layer) Forget(n *Node) {
 
 // StatChild asks the gofer for name's current attributes below dir, without
 // creating a control FD. A missing name is unix.ENOENT.
-func (l *Layer) StatChild(dir *Node, name string) (lisafs.Statx, error) {
+func (l *Layer) StatChild(dir *Node, name string) (Attr, error) {
 	fd, err := l.dirFD(dir)
 	if err != nil {
-		return lisafs.Statx{}, err
+		return Attr{}, err
 	}
 	sts, err := l.c.WalkStat(fd, []string{name})
 	if err != nil {
-		return lisafs.Statx{}, err
+		return Attr{}, err
 	}
 	if len(sts) == 0 {
-		return lisafs.Statx{}, unix.ENOENT
+		return Attr{}, unix.ENOENT
 	}
-	return sts[0], nil
+	return attrOf(&sts[0]), nil
 }
 
 // Stat asks the gofer for n's current attributes. The caller compares
 // identity (SameFile): for a non-directory this asks by name.
-func (l *Layer) Stat(n *Node) (lisafs.Statx, error) {
+func (l *Layer) Stat(n *Node) (Attr, error) {
 	if n.IsDir() || n.parent == nil {
 		fd, err := l.dirFD(n)
 		if err != nil {
-			return lisafs.Statx{}, err
+			return Attr{}, err
 		}
-		return l.c.FStat(fd)
+		st, err := l.c.FStat(fd)
+		if err != nil {
+			return Attr{}, err
+		}
+		return attrOf(&st), nil
 	}
 	return l.StatChild(n.parent, n.name)
 }

@@ -9,14 +9,6 @@ import (
 	"overlayfs/lisafs"
 )
 
-// Entry is one entry of a lower directory listing. Stat is valid when
-// HasStat (the gofer has the Getdents64Stat extension).
-type Entry struct {
-	lisafs.Dirent64
-	Stat    lisafs.Statx
-	HasStat bool
-}
-
 // maxDirEntries bounds one lower directory's listing, so that a gofer that
 // never signals the end cannot make the daemon grow without limit.
 const maxDirEntries = 1 << 24
@@ -54,7 +46,7 @@ func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 		return nil, unix.ENOENT
 	}
 	l.closeInodes(inodes[1:])
-	n := &Node{Stat: inodes[0].Stat, hostFD: -1}
+	n := &Node{Attr: attrOf(&inodes[0].Stat), hostFD: -1}
 	l.adopt(dir, n, name)
 	if n.IsDir() {
 		l.closeMu.Lock()
@@ -81,10 +73,10 @@ func (l *Layer) lookupListed(dir *Node, name string) (n *Node, err error, ok boo
 	}
 	e := dir.listing[i]
 	dir.mu.Unlock()
-	if !e.HasStat {
+	if !e.HasAttr {
 		return nil, nil, false
 	}
-	n = &Node{Stat: e.Stat, hostFD: -1}
+	n = &Node{Attr: e.Attr, hostFD: -1}
 	l.adopt(dir, n, name) // a directory walks to its FD when first needed
 	return n, nil, true
 }
@@ -107,7 +99,7 @@ func (l *Layer) ReadDir(dir *Node) ([]Entry, error) {
 	withStat := true
 	for i := range all {
 		index[all[i].Name] = i
-		withStat = withStat && all[i].HasStat
+		withStat = withStat && all[i].HasAttr
 	}
 	dir.mu.Lock()
 	if !dir.listed {
@@ -186,7 +178,8 @@ func (l *Layer) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
 	if err == nil {
 		out := make([]Entry, len(ds))
 		for i := range ds {
-			out[i] = Entry{Dirent64: ds[i].Dirent64, Stat: ds[i].Stat, HasStat: true}
+			out[i] = entryOf(&ds[i].Dirent64)
+			out[i].Attr, out[i].HasAttr = attrOf(&ds[i].Stat), true
 		}
 		return out, nil
 	}
@@ -199,7 +192,7 @@ func (l *Layer) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
 	}
 	out := make([]Entry, len(plain))
 	for i := range plain {
-		out[i] = Entry{Dirent64: plain[i]}
+		out[i] = entryOf(&plain[i])
 	}
 	return out, nil
 }

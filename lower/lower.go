@@ -51,10 +51,10 @@ type Layer struct {
 // maxIdleFDs bounds the data fds kept open for files nobody has open.
 const maxIdleFDs = 1024
 
-// Node is one lower file, held by a LISAFS control FD. Its Stat is the
+// Node is one lower file, held by a LISAFS control FD. Its Attr is the
 // gofer's answer at the time the node was walked.
 type Node struct {
-	Stat lisafs.Statx
+	Attr Attr
 
 	// Where the node was found, to walk to it again; nil for the root.
 	parent *Node
@@ -85,7 +85,7 @@ func New(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *Layer {
 	if rootHostFD >= 0 {
 		unix.Close(rootHostFD)
 	}
-	return &Layer{c: c, root: &Node{fd: root.ControlFD, Stat: root.Stat, hostFD: -1}}
+	return &Layer{c: c, root: &Node{fd: root.ControlFD, Attr: attrOf(&root.Stat), hostFD: -1}}
 }
 
 // SetShared tells the layer that the lower may change behind it (shared
@@ -95,8 +95,8 @@ func (l *Layer) SetShared(shared bool) { l.shared = shared }
 // Root is the lower root directory.
 func (l *Layer) Root() *Node { return l.root }
 
-// Client is the LISAFS client the layer talks through.
-func (l *Layer) Client() *lisafs.Client { return l.c }
+// RoundTrips is the number of gofer round trips the layer has made.
+func (l *Layer) RoundTrips() uint64 { return l.c.RoundTrips() }
 
 // Close closes the client connection; every later call fails with EIO.
 func (l *Layer) Close() error {
@@ -105,12 +105,12 @@ func (l *Layer) Close() error {
 }
 
 // IsDir reports whether n is a directory.
-func (n *Node) IsDir() bool { return n.Stat.Mode&unix.S_IFMT == unix.S_IFDIR }
+func (n *Node) IsDir() bool { return n.Attr.Type() == unix.S_IFDIR }
 
 // IsWhiteout reports whether n is a character device 0/0, which an overlay
 // treats as a whiteout wherever it appears.
 func (n *Node) IsWhiteout() bool {
-	return n.Stat.Mode&unix.S_IFMT == unix.S_IFCHR && n.Stat.RdevMajor == 0 && n.Stat.RdevMinor == 0
+	return n.Attr.Type() == unix.S_IFCHR && n.Attr.Rdev == 0
 }
 
 // Readlink returns a symlink's target.
@@ -277,12 +277,24 @@ func (l *Layer) closeIdle() {
 }
 
 // StatFS reports the lower file system's statfs.
-func (l *Layer) StatFS() (lisafs.StatFS, error) {
+func (l *Layer) StatFS() (StatFS, error) {
 	fd, err := l.dirFD(l.root)
 	if err != nil {
-		return lisafs.StatFS{}, err
+		return StatFS{}, err
 	}
-	return l.c.FStatFS(fd)
+	st, err := l.c.FStatFS(fd)
+	if err != nil {
+		return StatFS{}, err
+	}
+	return StatFS{
+		BlockSize:       st.BlockSize,
+		Blocks:          st.Blocks,
+		BlocksFree:      st.BlocksFree,
+		BlocksAvailable: st.BlocksAvailable,
+		Files:           st.Files,
+		FilesFree:       st.FilesFree,
+		NameLength:      st.NameLength,
+	}, nil
 }
 
 // ForgetTarget drops a cached symlink target (the link may be retargeted
@@ -292,12 +304,4 @@ func (n *Node) ForgetTarget() {
 	n.hasTgt = false
 	n.target = ""
 	n.mu.Unlock()
-}
-
-// SameFile reports whether a fresh stat describes the file n holds: same
-// device, inode number and type. While n's control FD is open the host
-// cannot reuse its inode number, so equality means identity.
-func SameFile(a, b *lisafs.Statx) bool {
-	return a.DevMajor == b.DevMajor && a.DevMinor == b.DevMinor && a.Ino == b.Ino &&
-		a.Mode&unix.S_IFMT == b.Mode&unix.S_IFMT
 }

@@ -60,9 +60,9 @@ func TestLookupInListedDirectoryCostsNoRoundTrip(t *testing.T) {
 	if _, err := l.ReadDir(l.Root()); err != nil {
 		t.Fatal(err)
 	}
-	before := l.Client().RoundTrips()
+	before := l.RoundTrips()
 	a, err := l.Lookup(l.Root(), "a")
-	if err != nil || a.Stat.Size != 1 {
+	if err != nil || a.Attr.Size != 1 {
 		t.Fatalf("lookup a: %v %+v", err, a)
 	}
 	if _, err := l.Lookup(l.Root(), "missing"); err != unix.ENOENT {
@@ -72,12 +72,12 @@ func TestLookupInListedDirectoryCostsNoRoundTrip(t *testing.T) {
 	if err != nil || !sub.IsDir() {
 		t.Fatalf("lookup sub: %v", err)
 	}
-	if n := l.Client().RoundTrips() - before; n != 0 {
+	if n := l.RoundTrips() - before; n != 0 {
 		t.Errorf("lookups in a listed directory cost %d round trips, want 0", n)
 	}
 	// The directory walks to its FD when first needed.
 	c, err := l.Lookup(sub, "c")
-	if err != nil || c.Stat.Size != 5 {
+	if err != nil || c.Attr.Size != 5 {
 		t.Fatalf("lookup sub/c: %v", err)
 	}
 	fd, err := l.OpenData(c)

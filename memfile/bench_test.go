@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/hostio"
 )
 
 // benchRegion is the file size the benchmarks cycle through.
@@ -47,7 +49,7 @@ func BenchmarkSeqWrite1M(b *testing.B) {
 					}
 					off = 0
 				}
-				if _, err := pwriteFull(fd, buf, off); err != nil {
+				if _, err := hostio.PwriteFull(fd, buf, off); err != nil {
 					b.Fatal(err)
 				}
 				off += int64(len(buf))
@@ -85,7 +87,7 @@ func readBench(b *testing.B, n int, next func(i int) int64) {
 			defer f.Close()
 			fd := int(f.Fd())
 			for off := int64(0); off < benchRegion; off += int64(len(fill)) {
-				if _, err := pwriteFull(fd, fill, off); err != nil {
+				if _, err := hostio.PwriteFull(fd, fill, off); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -93,7 +95,7 @@ func readBench(b *testing.B, n int, next func(i int) int64) {
 			b.SetBytes(int64(n))
 			i := 0
 			for b.Loop() {
-				if _, err := preadFull(fd, buf, next(i)); err != nil {
+				if _, err := hostio.PreadFull(fd, buf, next(i)); err != nil {
 					b.Fatal(err)
 				}
 				i++

@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/hostio"
 )
 
 // CopyFrom fills an empty d (Size 0, nothing mapped) with the first size bytes
@@ -133,7 +135,7 @@ func (c *copier) copy(src int, srcOff, dstOff, n int64) (int64, error) {
 	}
 	for done < n {
 		want := min(n-done, int64(len(c.buf)))
-		k, err := preadFull(src, c.buf[:want], srcOff+done)
+		k, err := hostio.PreadFull(src, c.buf[:want], srcOff+done)
 		if k > 0 {
 			if _, werr := c.m.pwrite(c.buf[:k], dstOff+done); werr != nil {
 				return done, werr

@@ -1,10 +1,11 @@
 package memfile
 
 import (
-	"io"
 	"math"
 
 	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/hostio"
 )
 
 // pageUp rounds n up to a whole number of pages; it returns 0 on overflow.
@@ -33,50 +34,11 @@ func zeroFill(fd int, off, n uint64) error {
 	buf := make([]byte, min(n, 1<<20))
 	for n > 0 {
 		k := min(n, uint64(len(buf)))
-		if _, err := pwriteFull(fd, buf[:k], int64(off)); err != nil {
+		if _, err := hostio.PwriteFull(fd, buf[:k], int64(off)); err != nil {
 			return err
 		}
 		off += k
 		n -= k
 	}
 	return nil
-}
-
-// preadFull reads len(p) bytes at off, retrying short reads; it returns
-// io.EOF if the file ends first.
-func preadFull(fd int, p []byte, off int64) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, err := unix.Pread(fd, p[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			return done, io.EOF
-		}
-		done += n
-	}
-	return done, nil
-}
-
-// pwriteFull writes all of p at off, retrying short writes.
-func pwriteFull(fd int, p []byte, off int64) (int, error) {
-	done := 0
-	for done < len(p) {
-		n, err := unix.Pwrite(fd, p[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			return done, io.ErrShortWrite
-		}
-		done += n
-	}
-	return done, nil
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/upper"
 )
 
@@ -33,7 +34,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := fs.copyUpMeta(n); err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	a := &n.up.Attr
 	now := upper.Now()
@@ -45,7 +46,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 			return fuse.EINVAL
 		}
 		if err := fs.truncateLocked(n, int64(size)); err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 	}
 	if mode, ok := in.GetMode(); ok {
@@ -60,7 +61,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	chown := chownU || chownG || in.Valid&^fuse.FATTR_LOCKOWNER == 0
 	if chown && !chmod || trunc && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		if err := fs.loadXattrs(n); err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 		killPriv(n.up)
 	}
@@ -94,7 +95,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 // unlimited) and what is in use.
 func (fs *FS) StatFs(cancel <-chan struct{}, in *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	const bsize = 4096
-	u := fs.store.MF.Usage()
+	u := fs.store.Usage()
 	total := u.Limit
 	if total == 0 {
 		total = 1 << 50 // "huge", so that nothing believes the overlay is full
@@ -111,7 +112,7 @@ func (fs *FS) StatFs(cancel <-chan struct{}, in *fuse.InHeader, out *fuse.Statfs
 		Files:   1 << 32,
 		Ffree:   1<<32 - uint64(fs.store.Stats().Inodes),
 		Bsize:   bsize,
-		NameLen: maxNameLen,
+		NameLen: fusekit.MaxNameLen,
 		Frsize:  bsize,
 	}
 	return fuse.OK

@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"overlayfs/lisafs"
+	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 	"overlayfs/upper"
 )
@@ -93,7 +93,7 @@ func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
 			if _, wh := d.whiteouts[e.Name]; wh {
 				continue
 			}
-			if fs.hardlinks[devIno{uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), e.Ino}] != nil {
+			if fs.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
 				s.linked = append(s.linked, e.Name)
 			}
 		}
@@ -109,18 +109,18 @@ func hasUpper(n *Node) bool {
 }
 
 // sameLower reports whether c is the lower file the listing entry names.
-func sameLower(c *Node, e *lisafs.Dirent64) bool {
+func sameLower(c *Node, e *lower.Entry) bool {
 	if c.lower == nil {
 		return false
 	}
-	st := &c.lower.Stat
-	return st.Ino == e.Ino && st.DevMajor == e.DevMajor && st.DevMinor == e.DevMinor
+	st := &c.lower.Attr
+	return st.Ino == e.Ino && st.Dev == e.Dev
 }
 
 // atOrigin reports whether c is the lower file that name in the lower
 // directory origin is. The listing's inode number settles it, except where
 // getdents and stat disagree (a mountpoint inside the lower): then a walk.
-func (fs *FS) atOrigin(c *Node, origin *lower.Node, name string, le *lisafs.Dirent64) bool {
+func (fs *FS) atOrigin(c *Node, origin *lower.Node, name string, le *lower.Entry) bool {
 	if c.lower == nil {
 		return false
 	}
@@ -132,8 +132,8 @@ func (fs *FS) atOrigin(c *Node, origin *lower.Node, name string, le *lisafs.Dire
 		return false
 	}
 	defer fs.lower.Forget(ln)
-	a, b := &c.lower.Stat, &ln.Stat
-	return a.Ino == b.Ino && a.DevMajor == b.DevMajor && a.DevMinor == b.DevMinor
+	a, b := &c.lower.Attr, &ln.Attr
+	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // hiddenRoot reports whether name at the root is the overlay's own business
@@ -163,9 +163,9 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 			return err
 		}
 	}
-	byName := make(map[string]*lisafs.Dirent64, len(listing))
+	byName := make(map[string]*lower.Entry, len(listing))
 	for i := range listing {
-		byName[listing[i].Name] = &listing[i].Dirent64
+		byName[listing[i].Name] = &listing[i]
 	}
 	s := fs.snapDir(d, listing)
 	for _, name := range s.linked {
@@ -220,7 +220,7 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 }
 
 // baseDir reports whether a listing entry is a directory the lower has.
-func baseDir(le *lisafs.Dirent64) bool { return le != nil && le.Type == unix.DT_DIR }
+func baseDir(le *lower.Entry) bool { return le != nil && le.Type == unix.DT_DIR }
 
 // walkReplaced visits c at p and, for a directory, everything below it: c is
 // new at p (existed false) or replaced what the lower had there. isDir says
@@ -261,23 +261,23 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 	if err != nil {
 		return err
 	}
-	var baseEnts map[string]*lisafs.Dirent64
+	var baseEnts map[string]*lower.Entry
 	if base != nil {
 		l, err := fs.lower.ReadDir(base)
 		if err != nil {
 			return err
 		}
-		baseEnts = make(map[string]*lisafs.Dirent64, len(l))
+		baseEnts = make(map[string]*lower.Entry, len(l))
 		for i := range l {
-			baseEnts[l[i].Name] = &l[i].Dirent64
+			baseEnts[l[i].Name] = &l[i]
 		}
 	}
 	seen := make(map[string]bool, len(ents))
 	var names []string
 	for _, e := range ents {
-		if e.name != "." && e.name != ".." {
-			names = append(names, e.name)
-			seen[e.name] = true
+		if e.d.Name != "." && e.d.Name != ".." {
+			names = append(names, e.d.Name)
+			seen[e.d.Name] = true
 		}
 	}
 	var gone []string

@@ -4,6 +4,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/upper"
 )
 
@@ -13,7 +14,7 @@ const maxSymlinkLen = 4095
 // checkName rejects names the kernel should never send and names too long
 // for a directory entry.
 func checkName(name string) error {
-	if len(name) > maxNameLen {
+	if len(name) > fusekit.MaxNameLen {
 		return unix.ENAMETOOLONG
 	}
 	if name == "" || name == "." || name == ".." {
@@ -57,15 +58,8 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 	if dir.up.Nlink == 0 {
 		return nil, unix.ENOENT // directory removed while we looked
 	}
-	mode := spec.mode
-	gid := spec.caller.Gid
-	if dir.up.Mode&unix.S_ISGID != 0 {
-		gid = dir.up.GID
-		if mode&unix.S_IFMT == unix.S_IFDIR {
-			mode |= unix.S_ISGID
-		}
-	}
-	n := fs.newUpperNode(mode, spec.caller.Uid, gid, spec.rdev)
+	uid, gid, mode := fusekit.NewOwner(dir.up.Mode, dir.up.GID, spec.caller, spec.mode)
+	n := fs.newUpperNode(mode, uid, gid, spec.rdev)
 	n.up.Target = spec.target
 	if n.isDir() {
 		n.parent = dir
@@ -84,7 +78,7 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 	}
 	n, err := fs.create(dir, name, createSpec{mode: unix.S_IFDIR | in.Mode&07777, caller: in.Caller})
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, out)
 	return fuse.OK
@@ -110,7 +104,7 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 	}
 	n, err := fs.create(dir, name, createSpec{mode: in.Mode, rdev: in.Rdev, caller: in.Caller})
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, out)
 	return fuse.OK
@@ -127,7 +121,7 @@ func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name str
 	}
 	n, err := fs.create(dir, name, createSpec{mode: unix.S_IFLNK | 0777, target: target, caller: h.Caller})
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, out)
 	return fuse.OK
@@ -154,7 +148,7 @@ func (fs *FS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.S
 	}
 	t, err := fs.lower.Readlink(n.lower)
 	if err != nil {
-		return nil, errno(err)
+		return nil, fusekit.Status(err)
 	}
 	return []byte(t), fuse.OK
 }
@@ -170,12 +164,12 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 		return fuse.EPERM
 	}
 	if err := checkName(name); err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if _, err := fs.lookupChild(dir, name); err == nil {
 		return fuse.Status(unix.EEXIST)
 	} else if err != unix.ENOENT {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.tree.Lock()
 	if dir.children[name] != nil {
@@ -186,7 +180,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if err := fs.copyUpMeta(dir); err != nil {
 		dir.mu.Unlock()
 		fs.tree.Unlock()
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	dir.up.Touch()
 	dir.mu.Unlock()
@@ -194,7 +188,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if err := fs.copyUpMeta(n); err != nil {
 		n.mu.Unlock()
 		fs.tree.Unlock()
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if n.up.Nlink == 0 && n.opens == 0 {
 		n.mu.Unlock()
@@ -241,12 +235,12 @@ func (fs *FS) remove1(dirID uint64, name string, isDir bool) fuse.Status {
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	if len(name) > maxNameLen {
+	if len(name) > fusekit.MaxNameLen {
 		return fuse.Status(unix.ENAMETOOLONG)
 	}
 	c, err := fs.lookupChild(dir, name)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if isDir && !c.isDir() {
 		return fuse.ENOTDIR
@@ -257,7 +251,7 @@ func (fs *FS) remove1(dirID uint64, name string, isDir bool) fuse.Status {
 	if isDir {
 		empty, err := fs.isEmpty(c)
 		if err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 		if !empty {
 			return fuse.Status(unix.ENOTEMPTY)
@@ -291,14 +285,14 @@ func (fs *FS) detachLocked(dir *Node, name string, c *Node, whiteout bool) fuse.
 	dir.mu.Lock()
 	if err := fs.copyUpMeta(dir); err != nil {
 		dir.mu.Unlock()
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	dir.up.Touch()
 	dir.mu.Unlock()
 	c.mu.Lock()
 	if err := fs.copyUpMeta(c); err != nil {
 		c.mu.Unlock()
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if c.isDir() || c.up.Nlink <= 1 {
 		c.up.Nlink = 0
@@ -368,7 +362,7 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	if odir == nil || ndir == nil {
 		return fuse.ENOENT
 	}
-	if len(newName) > maxNameLen || len(oldName) > maxNameLen {
+	if len(newName) > fusekit.MaxNameLen || len(oldName) > fusekit.MaxNameLen {
 		return fuse.Status(unix.ENAMETOOLONG)
 	}
 	if newName == "." || newName == ".." || oldName == "." || oldName == ".." {
@@ -376,11 +370,11 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	}
 	src, err := fs.lookupChild(odir, oldName)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	dst, err := fs.lookupChild(ndir, newName)
 	if err != nil && err != unix.ENOENT {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if dst != nil && in.Flags&noReplace != 0 {
 		return fuse.Status(unix.EEXIST)
@@ -400,7 +394,7 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 		case dst.isDir():
 			empty, err := fs.isEmpty(dst)
 			if err != nil {
-				return errno(err)
+				return fusekit.Status(err)
 			}
 			if !empty {
 				return fuse.Status(unix.ENOTEMPTY)
@@ -443,7 +437,7 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 		}
 		d.mu.Unlock()
 		if err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 	}
 	for _, c := range []*Node{src, dst} {
@@ -457,7 +451,7 @@ func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 		}
 		c.mu.Unlock()
 		if err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 	}
 	if in.Flags&exchange != 0 {
@@ -495,14 +489,15 @@ func (fs *FS) newTmpfile(dir *Node, mode uint32, caller fuse.Caller) (*Node, err
 		return nil, unix.ENOTDIR
 	}
 	dir.mu.Lock()
-	gid := caller.Gid
-	if dir.up != nil && dir.up.Mode&unix.S_ISGID != 0 {
-		gid = dir.up.GID
-	} else if dir.up == nil && dir.lower.Stat.Mode&unix.S_ISGID != 0 {
-		gid = dir.lower.Stat.GID
+	var dirMode, dirGID uint32
+	if dir.up != nil {
+		dirMode, dirGID = dir.up.Mode, dir.up.GID
+	} else {
+		dirMode, dirGID = uint32(dir.lower.Attr.Mode), dir.lower.Attr.GID
 	}
 	dir.mu.Unlock()
-	n := fs.newUpperNode(unix.S_IFREG|mode&07777, caller.Uid, gid, 0)
+	uid, gid, _ := fusekit.NewOwner(dirMode, dirGID, caller, unix.S_IFREG)
+	n := fs.newUpperNode(unix.S_IFREG|mode&07777, uid, gid, 0)
 	n.up.Nlink = 0
 	return n, nil
 }

@@ -99,9 +99,9 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 		m.upData = n.up.HasData
 		m.lazyX = n.lazyX
 		if m.upData {
-			m.size = n.up.Data.Size()
+			m.size = n.up.DataSize()
 		} else if n.lower != nil {
-			m.size = int64(n.lower.Stat.Size)
+			m.size = int64(n.lower.Attr.Size)
 		}
 		if !m.lazyX && len(n.up.Xattrs) > 0 {
 			m.xattrs = make(map[string][]byte, len(n.up.Xattrs))
@@ -112,14 +112,14 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 	}
 	n.mu.Unlock()
 	if !m.hasUp {
-		st := &n.lower.Stat
+		st := &n.lower.Attr
 		m.attr = upper.Attr{
 			Mode: uint32(st.Mode), UID: st.UID, GID: st.GID,
-			Rdev:  uint32(unix.Mkdev(st.RdevMajor, st.RdevMinor)),
+			Rdev:  uint32(st.Rdev),
 			Nlink: st.Nlink,
-			Atime: unix.Timespec{Sec: st.Atime.Sec, Nsec: int64(st.Atime.Nsec)},
-			Mtime: unix.Timespec{Sec: st.Mtime.Sec, Nsec: int64(st.Mtime.Nsec)},
-			Ctime: unix.Timespec{Sec: st.Ctime.Sec, Nsec: int64(st.Ctime.Nsec)},
+			Atime: st.Atime,
+			Mtime: st.Mtime,
+			Ctime: st.Ctime,
 		}
 		m.size = int64(st.Size)
 		m.lazyX = true
@@ -219,7 +219,7 @@ func (x *exporter) data(n *Node, m nodeMeta) error {
 			if n.up == nil || !n.up.HasData {
 				return 0, io.EOF
 			}
-			return n.up.Data.ReadAt(x.fs.store.MF, p, off)
+			return n.up.ReadAt(p, off)
 		}
 	} else {
 		fd, err := x.fs.lower.OpenData(n.lower)

@@ -1,39 +1,26 @@
 package overlay
 
 import (
+	"errors"
+	"io"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/fusekit"
 )
 
 // handle is one open file or directory.
 type handle struct {
 	n       *Node
 	flags   uint32
-	lowerFD int      // lower data fd held by this handle, -1 if none
-	dir     []dirEnt // directory snapshot, built on the first read at offset 0
-	dirOK   bool
+	lowerFD int                         // lower data fd held by this handle, -1 if none
+	dir     fusekit.DirSnapshot[dirEnt] // directories
 }
 
-func (fs *FS) newHandle(h *handle) uint64 {
-	fs.hMu.Lock()
-	defer fs.hMu.Unlock()
-	fh := fs.nextFh
-	fs.nextFh++
-	fs.handles[fh] = h
-	return fh
-}
-
+// handle returns the open handle numbered fh, nil if there is none.
 func (fs *FS) handle(fh uint64) *handle {
-	fs.hMu.Lock()
-	defer fs.hMu.Unlock()
-	return fs.handles[fh]
-}
-
-func (fs *FS) dropHandle(fh uint64) *handle {
-	fs.hMu.Lock()
-	defer fs.hMu.Unlock()
-	h := fs.handles[fh]
-	delete(fs.handles, fh)
+	h, _ := fs.handles.Get(fh)
 	return h
 }
 
@@ -95,7 +82,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	}
 	h, err := fs.openNode(n, in.Flags)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		n.mu.Lock()
@@ -103,11 +90,10 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		n.mu.Unlock()
 		if err != nil {
 			fs.releaseHandle(h)
-			return errno(err)
+			return fusekit.Status(err)
 		}
 	}
-	out.Fh = fs.newHandle(h)
-	out.OpenFlags = fs.openFlags(n)
+	fs.answerOpen(n, h, out)
 	return fuse.OK
 }
 
@@ -119,16 +105,9 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	n, err := fs.create(dir, name, createSpec{mode: unix.S_IFREG | in.Mode&07777, caller: in.Caller})
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
-	h, err := fs.openNode(n, in.Flags&^unix.O_TRUNC)
-	if err != nil {
-		return errno(err)
-	}
-	fs.fillEntry(n, &out.EntryOut)
-	out.Fh = fs.newHandle(h)
-	out.OpenFlags = fs.openFlags(n)
-	return fuse.OK
+	return fs.openCreated(n, in.Flags&^unix.O_TRUNC, out)
 }
 
 // Tmpfile makes and opens an unnamed regular file (O_TMPFILE).
@@ -139,16 +118,27 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	}
 	n, err := fs.newTmpfile(dir, in.Mode, in.Caller)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
-	h, err := fs.openNode(n, in.Flags)
+	return fs.openCreated(n, in.Flags, out)
+}
+
+// openCreated opens a file just made for CREATE or TMPFILE and answers
+// with its entry and handle.
+func (fs *FS) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse.Status {
+	h, err := fs.openNode(n, flags)
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, &out.EntryOut)
-	out.Fh = fs.newHandle(h)
-	out.OpenFlags = fs.openFlags(n)
+	fs.answerOpen(n, h, &out.OpenOut)
 	return fuse.OK
+}
+
+// answerOpen registers h and answers an open of n with it.
+func (fs *FS) answerOpen(n *Node, h *handle, out *fuse.OpenOut) {
+	out.Fh = fs.handles.Add(h)
+	out.OpenFlags = fs.openFlags(n)
 }
 
 // Read reads file data from wherever it lives now, so a handle opened before
@@ -161,10 +151,10 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 	n := h.n
 	n.mu.Lock()
 	if n.up != nil && n.up.HasData {
-		cnt, err := n.up.Data.ReadAt(fs.store.MF, buf[:in.Size], int64(in.Offset))
+		cnt, err := n.up.ReadAt(buf[:in.Size], int64(in.Offset))
 		n.mu.Unlock()
-		if err != nil && cnt == 0 && !isEOF(err) {
-			return nil, errno(err)
+		if err != nil && cnt == 0 && !errors.Is(err, io.EOF) {
+			return nil, fusekit.Status(err)
 		}
 		return fuse.ReadResultData(buf[:cnt]), fuse.OK
 	}
@@ -186,26 +176,23 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := fs.copyUpData(n); err != nil {
-		return 0, errno(err)
+		return 0, fusekit.Status(err)
 	}
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 		if err := fs.killPrivNode(n); err != nil {
-			return 0, errno(err)
+			return 0, fusekit.Status(err)
 		}
 	}
-	cnt, err := n.up.Data.WriteAt(fs.store.MF, data, int64(in.Offset))
-	if cnt > 0 {
-		n.up.Touch()
-	}
+	cnt, err := n.up.WriteAt(data, int64(in.Offset))
 	if err != nil && cnt == 0 {
-		return 0, errno(err)
+		return 0, fusekit.Status(err)
 	}
 	return uint32(cnt), fuse.OK
 }
 
 // Release closes a handle.
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	if h := fs.dropHandle(in.Fh); h != nil {
+	if h, ok := fs.handles.Drop(in.Fh); ok {
 		fs.releaseHandle(h)
 	}
 }
@@ -241,16 +228,16 @@ func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut
 		var err error
 		switch in.Whence {
 		case unix.SEEK_DATA:
-			off, err = n.up.Data.SeekData(int64(in.Offset))
+			off, err = n.up.SeekData(int64(in.Offset))
 		case unix.SEEK_HOLE:
-			off, err = n.up.Data.SeekHole(int64(in.Offset))
+			off, err = n.up.SeekHole(int64(in.Offset))
 		default:
 			n.mu.Unlock()
 			return fuse.EINVAL
 		}
 		n.mu.Unlock()
 		if err != nil {
-			return errno(err)
+			return fusekit.Status(err)
 		}
 		out.Offset = uint64(off)
 		return fuse.OK
@@ -261,7 +248,7 @@ func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut
 	}
 	off, err := unix.Seek(h.lowerFD, int64(in.Offset), int(in.Whence))
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	out.Offset = uint64(off)
 	return fuse.OK
@@ -277,25 +264,21 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := fs.copyUpData(n); err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	off, length := int64(in.Offset), int64(in.Length)
 	var err error
 	switch in.Mode {
 	case 0:
-		err = n.up.Data.Allocate(fs.store.MF, off, length, false)
+		err = n.up.Allocate(off, length, false)
 	case unix.FALLOC_FL_KEEP_SIZE:
-		err = n.up.Data.Allocate(fs.store.MF, off, length, true)
+		err = n.up.Allocate(off, length, true)
 	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
-		err = n.up.Data.PunchHole(fs.store.MF, off, length)
+		err = n.up.PunchHole(off, length)
 	default:
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
-	if err != nil {
-		return errno(err)
-	}
-	n.up.Touch()
-	return fuse.OK
+	return fusekit.Status(err)
 }
 
 // truncateLocked sets a regular file's size, copying lower data up only when
@@ -308,14 +291,11 @@ func (fs *FS) truncateLocked(n *Node, size int64) error {
 	}
 	if !n.up.HasData && size == 0 {
 		fs.store.MarkData(n.up)
-	} else {
-		if err := fs.copyUpData(n); err != nil {
-			return err
-		}
-		if err := n.up.Data.Truncate(fs.store.MF, size); err != nil {
-			return err
-		}
+		n.up.Touch()
+		return nil
 	}
-	n.up.Touch()
-	return nil
+	if err := fs.copyUpData(n); err != nil {
+		return err
+	}
+	return n.up.Truncate(size)
 }

@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 	"overlayfs/upper"
 )
@@ -70,29 +70,16 @@ type FS struct {
 	nodes      map[uint64]*Node
 	nextNodeID uint64
 
-	inoMu     sync.Mutex
-	devTags   map[uint64]uint64 // lower st_dev → tag in the high 16 bits
-	bigInos   map[devIno]uint64 // lower (dev, ino) that do not fit a tag
-	nextUpIno uint64
-	hardlinks map[devIno]*Node // lower files with nlink > 1, by identity
+	inos      fusekit.InoMap
+	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity
 
-	hMu     sync.Mutex
-	handles map[uint64]*handle
-	nextFh  uint64
+	handles fusekit.Handles[*handle]
 
 	server *fuse.Server
 	notes  chan uint64   // nodeids whose kernel caches must be dropped
 	stop   chan struct{} // closed at unmount
 
 }
-
-type devIno struct{ dev, ino uint64 }
-
-const (
-	inoTagShift = 48
-	upperInoTag = 0x7fff // tag of inode numbers of upper-only files
-	maxNameLen  = 255
-)
 
 // New builds the merged view of cfg.Lower and cfg.Store.
 func New(cfg Config) (*FS, error) {
@@ -109,11 +96,7 @@ func New(cfg Config) (*FS, error) {
 		store:         cfg.Store,
 		nodes:         make(map[uint64]*Node),
 		nextNodeID:    fuse.FUSE_ROOT_ID,
-		devTags:       make(map[uint64]uint64),
-		bigInos:       make(map[devIno]uint64),
-		hardlinks:     make(map[devIno]*Node),
-		handles:       make(map[uint64]*handle),
-		nextFh:        1,
+		hardlinks:     make(map[fusekit.DevIno]*Node),
 		notes:         make(chan uint64, 1024),
 		stop:          make(chan struct{}),
 	}
@@ -198,51 +181,8 @@ func (fs *FS) maybeDrop(n *Node) {
 	n.mu.Unlock()
 }
 
-// lowerIno maps a lower (dev, ino) to a stable overlay inode number: the
-// lower number with a per-device tag in the high 16 bits (tag 0 for the
-// first device seen, so most files keep their host number), or an allocated
-// number when the lower one does not fit.
+// lowerIno maps a lower (dev, ino) to a stable overlay inode number (see
+// fusekit.InoMap: most files keep their host number).
 func (fs *FS) lowerIno(dev, ino uint64) uint64 {
-	fs.inoMu.Lock()
-	defer fs.inoMu.Unlock()
-	tag, ok := fs.devTags[dev]
-	if !ok {
-		tag = uint64(len(fs.devTags))
-		fs.devTags[dev] = tag
-	}
-	if tag < upperInoTag && ino < 1<<inoTagShift {
-		return tag<<inoTagShift | ino
-	}
-	k := devIno{dev, ino}
-	if v, ok := fs.bigInos[k]; ok {
-		return v
-	}
-	v := fs.allocUpperInoLocked()
-	fs.bigInos[k] = v
-	return v
-}
-
-func (fs *FS) allocUpperInoLocked() uint64 {
-	fs.nextUpIno++
-	return upperInoTag<<inoTagShift | fs.nextUpIno
-}
-
-func (fs *FS) allocUpperIno() uint64 {
-	fs.inoMu.Lock()
-	defer fs.inoMu.Unlock()
-	return fs.allocUpperInoLocked()
-}
-
-// errno converts an error from the layers to a FUSE status.
-func errno(err error) fuse.Status {
-	if err == nil {
-		return fuse.OK
-	}
-	var e unix.Errno
-	if ok := asErrno(err, &e); ok && e > 0 && e < 512 {
-		return fuse.Status(e)
-	}
-	// The kernel refuses (and never completes) a reply with an errno
-	// outside 1..511.
-	return fuse.EIO
+	return fs.inos.Get(fusekit.DevIno{Dev: dev, Ino: ino})
 }

@@ -48,7 +48,7 @@ func (fs *FS) needsKillPriv(n *Node) bool {
 			return mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP || hasCap
 		}
 	} else {
-		mode = uint32(n.lower.Stat.Mode)
+		mode = uint32(n.lower.Attr.Mode)
 	}
 	if mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
 		return true

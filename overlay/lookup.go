@@ -4,7 +4,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"overlayfs/lisafs"
+	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 )
 
@@ -18,7 +18,7 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 // lookupFresh is lookupChild with, optionally, the lower's attributes for
 // name just read from the gofer (a shared-mode listing), which revalidate a
 // cached node without another round trip.
-func (fs *FS) lookupFresh(dir *Node, name string, fresh *lisafs.Statx) (*Node, error) {
+func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
 	if !dir.isDir() {
 		return nil, unix.ENOTDIR
 	}
@@ -71,7 +71,7 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lisafs.Statx) (*Node, e
 	if c.isDir() {
 		c.parent = dir
 	}
-	if c.isDir() || ln.Stat.Nlink <= 1 {
+	if c.isDir() || ln.Attr.Nlink <= 1 {
 		c.seenIn, c.seenAs = dir, name
 	}
 	c.validated.Store(nanotime())
@@ -82,7 +82,7 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lisafs.Statx) (*Node, e
 // lookupRef is lookupChild for a node about to be handed to the kernel: it
 // counts the kernel's reference while the name still maps to the node, so
 // that a concurrent FORGET cannot drop the node in between (see forget.go).
-func (fs *FS) lookupRef(dir *Node, name string, fresh *lisafs.Statx) (*Node, error) {
+func (fs *FS) lookupRef(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
 	for {
 		c, err := fs.lookupFresh(dir, name, fresh)
 		if err != nil {
@@ -103,11 +103,11 @@ func (fs *FS) lookupRef(dir *Node, name string, fresh *lisafs.Statx) (*Node, err
 // nodeForLower returns the node for a newly walked lower file, sharing the
 // node of an already known hard link. The caller holds fs.tree.
 func (fs *FS) nodeForLower(ln *lower.Node) *Node {
-	st := &ln.Stat
+	st := &ln.Attr
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink <= 1 {
 		return fs.newLowerNode(ln)
 	}
-	k := devIno{uint64(unix.Mkdev(st.DevMajor, st.DevMinor)), st.Ino}
+	k := fusekit.DevIno{Dev: st.Dev, Ino: st.Ino}
 	if n := fs.hardlinks[k]; n != nil {
 		fs.lower.Forget(ln)
 		return n
@@ -161,7 +161,7 @@ func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
 // Lookup resolves a name for the kernel. A missing name is answered as a
 // cacheable negative entry.
 func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	if len(name) > maxNameLen {
+	if len(name) > fusekit.MaxNameLen {
 		return fuse.Status(unix.ENAMETOOLONG)
 	}
 	dir := fs.node(h.NodeId)
@@ -175,7 +175,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 		return fuse.OK
 	}
 	if err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	fs.entryOut(c, out)
 	return fuse.OK

@@ -8,9 +8,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"overlayfs/lisafs"
 	"overlayfs/lower"
-	"overlayfs/memfile"
 	"overlayfs/upper"
 )
 
@@ -69,14 +67,14 @@ func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
 
 // newLowerNode makes the node for a lower file seen for the first time.
 func (fs *FS) newLowerNode(ln *lower.Node) *Node {
-	st := &ln.Stat
-	ino := fs.lowerIno(uint64(unix.Mkdev(st.DevMajor, st.DevMinor)), st.Ino)
+	st := &ln.Attr
+	ino := fs.lowerIno(st.Dev, st.Ino)
 	return fs.newNode(uint32(st.Mode)&unix.S_IFMT, ln, ino)
 }
 
 // newUpperNode makes the node for a file created in the overlay.
 func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
-	n := fs.newNode(mode&unix.S_IFMT, nil, fs.allocUpperIno())
+	n := fs.newNode(mode&unix.S_IFMT, nil, fs.inos.Alloc())
 	n.up = fs.store.NewInode(mode, uid, gid, rdev)
 	return n
 }
@@ -111,10 +109,11 @@ func (n *Node) nlink() uint32 {
 	if n.up != nil {
 		return n.up.Nlink
 	}
-	return n.lower.Stat.Nlink
+	return n.lower.Attr.Nlink
 }
 
-func statxTime(t lisafs.StatxTimestamp) (uint64, uint32) { return uint64(t.Sec), t.Nsec }
+// fuseTime is a time as FUSE attributes carry it.
+func fuseTime(t unix.Timespec) (uint64, uint32) { return uint64(t.Sec), uint32(t.Nsec) }
 
 // fillAttr writes n's attributes; the caller holds n.mu.
 func (n *Node) fillAttr(out *fuse.Attr) {
@@ -125,16 +124,16 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 		out.Uid, out.Gid = a.UID, a.GID
 		out.Rdev = a.Rdev
 		out.Nlink = a.Nlink
-		out.Atime, out.Atimensec = uint64(a.Atime.Sec), uint32(a.Atime.Nsec)
-		out.Mtime, out.Mtimensec = uint64(a.Mtime.Sec), uint32(a.Mtime.Nsec)
-		out.Ctime, out.Ctimensec = uint64(a.Ctime.Sec), uint32(a.Ctime.Nsec)
+		out.Atime, out.Atimensec = fuseTime(a.Atime)
+		out.Mtime, out.Mtimensec = fuseTime(a.Mtime)
+		out.Ctime, out.Ctimensec = fuseTime(a.Ctime)
 		switch {
 		case n.typ == unix.S_IFREG && !n.up.HasData && n.lower != nil:
-			out.Size = n.lower.Stat.Size
-			out.Blocks = n.lower.Stat.Blocks
+			out.Size = n.lower.Attr.Size
+			out.Blocks = n.lower.Attr.Blocks
 		case n.typ == unix.S_IFREG:
-			out.Size = uint64(n.up.Data.Size())
-			out.Blocks = uint64(n.up.Data.Blocks())
+			out.Size = uint64(n.up.DataSize())
+			out.Blocks = uint64(n.up.DataBlocks())
 		default:
 			out.Size = uint64(n.up.Size())
 			if n.typ == unix.S_IFDIR {
@@ -142,15 +141,15 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 			}
 		}
 	} else {
-		st := &n.lower.Stat
-		out.Mode = uint32(st.Mode)
+		st := &n.lower.Attr
+		out.Mode = st.Mode
 		out.Uid, out.Gid = st.UID, st.GID
-		out.Rdev = uint32(unix.Mkdev(st.RdevMajor, st.RdevMinor))
+		out.Rdev = uint32(st.Rdev)
 		out.Nlink = st.Nlink
 		out.Size, out.Blocks = st.Size, st.Blocks
-		out.Atime, out.Atimensec = statxTime(st.Atime)
-		out.Mtime, out.Mtimensec = statxTime(st.Mtime)
-		out.Ctime, out.Ctimensec = statxTime(st.Ctime)
+		out.Atime, out.Atimensec = fuseTime(st.Atime)
+		out.Mtime, out.Mtimensec = fuseTime(st.Mtime)
+		out.Ctime, out.Ctimensec = fuseTime(st.Ctime)
 	}
 	if n.typ == unix.S_IFDIR && out.Nlink != 0 {
 		out.Nlink = n.dirNlink()
@@ -170,7 +169,7 @@ func (n *Node) dirNlink() uint32 {
 	case n.isRoot:
 		return 1 // always merged, as in Linux (the upper root exists)
 	case n.up == nil:
-		return n.lower.Stat.Nlink
+		return n.lower.Attr.Nlink
 	case n.lower == nil || n.opaque:
 		return 2 + uint32(n.subdirs.Load())
 	}
@@ -183,16 +182,16 @@ func (fs *FS) copyUpMeta(n *Node) error {
 	if n.up != nil {
 		return nil
 	}
-	st := &n.lower.Stat
+	st := &n.lower.Attr
 	in := &upper.Inode{Attr: upper.Attr{
 		Mode:  uint32(st.Mode),
 		UID:   st.UID,
 		GID:   st.GID,
-		Rdev:  uint32(unix.Mkdev(st.RdevMajor, st.RdevMinor)),
+		Rdev:  uint32(st.Rdev),
 		Nlink: st.Nlink,
-		Atime: unix.Timespec{Sec: st.Atime.Sec, Nsec: int64(st.Atime.Nsec)},
-		Mtime: unix.Timespec{Sec: st.Mtime.Sec, Nsec: int64(st.Mtime.Nsec)},
-		Ctime: unix.Timespec{Sec: st.Ctime.Sec, Nsec: int64(st.Ctime.Nsec)},
+		Atime: st.Atime,
+		Mtime: st.Mtime,
+		Ctime: st.Ctime,
 	}}
 	if n.typ == unix.S_IFLNK {
 		t, err := fs.lower.Readlink(n.lower)
@@ -228,23 +227,16 @@ func (fs *FS) copyUpData(n *Node) error {
 		fs.store.MarkData(n.up)
 		return nil
 	}
-	size := int64(n.lower.Stat.Size)
-	if size > 0 {
-		fd, err := fs.lower.OpenData(n.lower)
-		if err != nil {
-			return err
-		}
-		err = n.up.Data.CopyFrom(fs.store.MF, fd, size)
-		fs.lower.ReleaseData(n.lower)
-		if err != nil {
-			n.up.Data.Release(fs.store.MF)
-			n.up.Data = memfile.Data{}
-			return err
-		}
+	size := int64(n.lower.Attr.Size)
+	if size == 0 {
+		return n.up.CopyFrom(-1, 0)
 	}
-	fs.store.MarkData(n.up)
-	fs.store.CountCopyUp(true)
-	return nil
+	fd, err := fs.lower.OpenData(n.lower)
+	if err != nil {
+		return err
+	}
+	defer fs.lower.ReleaseData(n.lower)
+	return n.up.CopyFrom(fd, size)
 }
 
 // loadXattrs brings a metadata-copied node's xattrs into memory. The caller

@@ -6,15 +6,21 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"overlayfs/lisafs"
+	"overlayfs/internal/fusekit"
+	"overlayfs/lower"
 )
 
 // dirEnt is one entry of a directory snapshot.
 type dirEnt struct {
-	name string
-	ino  uint64
-	mode uint32        // type bits only
-	st   *lisafs.Statx // shared mode: the lower's attributes as just listed
+	d  fusekit.Dirent
+	st *lower.Attr // shared mode: the lower's attributes as just listed
+}
+
+// DirEntry is the entry as READDIR reports it.
+func (e dirEnt) DirEntry() fusekit.Dirent { return e.d }
+
+func newDirEnt(name string, ino uint64, mode uint32, st *lower.Attr) dirEnt {
+	return dirEnt{fusekit.Dirent{Name: name, Ino: ino, Mode: mode}, st}
 }
 
 // listDir builds the merged listing of d: ".", "..", the origin's entries in
@@ -37,9 +43,9 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		lents = make([]lowerEnt, len(ents))
 		for i := range ents {
 			e := &ents[i]
-			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: uint64(unix.Mkdev(e.DevMajor, e.DevMinor)), ino: e.Ino}
-			if fs.cfg.Shared && e.HasStat {
-				lents[i].st = &e.Stat
+			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: e.Dev, ino: e.Ino}
+			if fs.cfg.Shared && e.HasAttr {
+				lents[i].st = &e.Attr
 			}
 		}
 	}
@@ -49,7 +55,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	if parent == nil {
 		parent = d
 	}
-	out := []dirEnt{{".", d.ino, unix.S_IFDIR, nil}, {"..", parent.ino, unix.S_IFDIR, nil}}
+	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parent.ino, unix.S_IFDIR, nil)}
 	seen := make(map[string]bool, len(lents))
 	for _, e := range lents {
 		if _, wh := d.whiteouts[e.name]; wh || fs.hiddenLocked(d, e.name) {
@@ -57,14 +63,14 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		}
 		seen[e.name] = true
 		if c := d.children[e.name]; c != nil {
-			out = append(out, dirEnt{e.name, c.ino, c.typ, e.st})
+			out = append(out, newDirEnt(e.name, c.ino, c.typ, e.st))
 			continue
 		}
 		if e.typ == unix.DT_CHR {
 			maybeWhiteout = append(maybeWhiteout, e.name)
 			continue
 		}
-		out = append(out, dirEnt{e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ) << 12, e.st})
+		out = append(out, newDirEnt(e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ)<<12, e.st))
 	}
 	var extra []string
 	for name, c := range d.children {
@@ -86,13 +92,13 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	sort.Strings(extra)
 	for _, name := range extra {
 		c := d.children[name]
-		out = append(out, dirEnt{name, c.ino, c.typ, nil})
+		out = append(out, newDirEnt(name, c.ino, c.typ, nil))
 	}
 	fs.tree.Unlock()
 	// Character devices may be lower whiteouts (0/0); only a lookup tells.
 	for _, name := range maybeWhiteout {
 		if c, err := fs.lookupChild(d, name); err == nil {
-			out = append(out, dirEnt{name, c.ino, c.typ, nil})
+			out = append(out, newDirEnt(name, c.ino, c.typ, nil))
 		}
 	}
 	return out, nil
@@ -102,7 +108,7 @@ type lowerEnt struct {
 	name     string
 	typ      uint8
 	dev, ino uint64
-	st       *lisafs.Statx
+	st       *lower.Attr
 }
 
 // dirFlags are the FOPEN_* flags for directories: the kernel may cache
@@ -123,85 +129,40 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if !n.isDir() {
 		return fuse.ENOTDIR
 	}
-	out.Fh = fs.newHandle(&handle{n: n, lowerFD: -1})
+	out.Fh = fs.handles.Add(&handle{n: n, lowerFD: -1})
 	out.OpenFlags = fs.dirFlags(n)
 	return fuse.OK
 }
 
-// snapshot returns the handle's listing, rebuilt on a read at offset 0.
-func (fs *FS) snapshot(h *handle, off uint64) ([]dirEnt, error) {
-	fs.hMu.Lock()
-	if h.dirOK && off != 0 {
-		d := h.dir
-		fs.hMu.Unlock()
-		return d, nil
-	}
-	fs.hMu.Unlock()
-	d, err := fs.listDir(h.n)
-	if err != nil {
-		return nil, err
-	}
-	fs.hMu.Lock()
-	h.dir, h.dirOK = d, true
-	fs.hMu.Unlock()
-	return d, nil
-}
-
-// readDirHandle returns the handle and listing a READDIR(PLUS) reads.
-func (fs *FS) readDirHandle(in *fuse.ReadIn) (*handle, []dirEnt, fuse.Status) {
-	h := fs.handle(in.Fh)
-	if h == nil {
-		return nil, nil, fuse.EBADF
-	}
-	ents, err := fs.snapshot(h, in.Offset)
-	if err != nil {
-		return nil, nil, errno(err)
-	}
-	return h, ents, fuse.OK
-}
-
 // ReadDir lists names and inode numbers.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	_, ents, st := fs.readDirHandle(in)
-	if st != fuse.OK {
-		return st
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
 	}
-	for i := in.Offset; i < uint64(len(ents)); i++ {
-		e := ents[i]
-		if !out.AddDirEntry(fuse.DirEntry{Name: e.name, Ino: e.ino, Mode: e.mode, Off: i + 1}) {
-			break
-		}
-	}
-	return fuse.OK
+	return h.dir.ReadDir(in, func() ([]dirEnt, error) { return fs.listDir(h.n) }, out)
 }
 
 // ReadDirPlus lists names with their attributes; each entry sent counts as a
 // lookup.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	h, ents, st := fs.readDirHandle(in)
-	if st != fuse.OK {
-		return st
+	h := fs.handle(in.Fh)
+	if h == nil {
+		return fuse.EBADF
 	}
-	for i := in.Offset; i < uint64(len(ents)); i++ {
-		e := ents[i]
-		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: e.name, Ino: e.ino, Mode: e.mode, Off: i + 1})
-		if eo == nil {
-			break
-		}
-		if e.name == "." || e.name == ".." {
-			continue
-		}
-		c, err := fs.lookupRef(h.n, e.name, e.st)
+	list := func() ([]dirEnt, error) { return fs.listDir(h.n) }
+	return h.dir.ReadDirPlus(in, list, out, func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
+		c, err := fs.lookupRef(h.n, e.d.Name, e.st)
 		if err != nil {
-			continue // removed since the snapshot; the kernel skips nodeid 0
+			return 0, false // removed since the snapshot; the kernel skips nodeid 0
 		}
 		fs.entryOut(c, eo)
-	}
-	return fuse.OK
+		return 0, true
+	})
 }
 
 // ReleaseDir closes a directory handle.
-func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.dropHandle(in.Fh) }
+func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.handles.Drop(in.Fh) }
 
 // FsyncDir succeeds: the upper layer is in memory.
 func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }

@@ -5,7 +5,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"overlayfs/lisafs"
 	"overlayfs/lower"
 )
 
@@ -70,8 +69,8 @@ func (fs *FS) negativeTimeout() time.Duration {
 // It returns c when it still names the same file, or nil when the cached
 // node no longer applies (the name is gone or names another file); then it
 // has removed c from dir.children so that a fresh lookup resolves the name.
-func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fresh *lisafs.Statx) (*Node, error) {
-	var st lisafs.Statx
+func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fresh *lower.Attr) (*Node, error) {
+	var st lower.Attr
 	var err error
 	if fresh != nil {
 		st = *fresh
@@ -82,7 +81,7 @@ func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fres
 		return nil, err
 	}
 	c.mu.Lock()
-	same := err == nil && lower.SameFile(&st, &c.lower.Stat)
+	same := err == nil && lower.SameFile(&st, &c.lower.Attr)
 	c.mu.Unlock()
 	if same {
 		fs.refreshed(c, st)
@@ -101,14 +100,14 @@ func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fres
 
 // refreshed stores a fresh stat of a pure-lower node and drops the kernel's
 // cached data if the contents changed.
-func (fs *FS) refreshed(n *Node, st lisafs.Statx) {
+func (fs *FS) refreshed(n *Node, st lower.Attr) {
 	n.mu.Lock()
 	if !n.pureLower() {
 		n.mu.Unlock()
 		return
 	}
-	old := n.lower.Stat
-	n.lower.Stat = st
+	old := n.lower.Attr
+	n.lower.Attr = st
 	n.mu.Unlock()
 	if old.Size != st.Size || old.Mtime != st.Mtime || old.Ctime != st.Ctime {
 		if n.typ == unix.S_IFLNK {
@@ -132,7 +131,7 @@ func (fs *FS) refreshAttr(n *Node) {
 		return // keep what we have; lookups will notice a removal
 	}
 	n.mu.Lock()
-	same := lower.SameFile(&st, &n.lower.Stat)
+	same := lower.SameFile(&st, &n.lower.Attr)
 	n.mu.Unlock()
 	if same {
 		fs.refreshed(n, st)

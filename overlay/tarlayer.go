@@ -343,7 +343,6 @@ func (im *importer) fill(n *Node, size int64, r io.Reader) error {
 	const page = 4096
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	mf := im.fs.store.MF
 	var off int64
 	for off < size {
 		p := im.buf[:min(int64(len(im.buf)), size-off)]
@@ -361,7 +360,7 @@ func (im *importer) fill(n *Node, size int64, r io.Reader) error {
 				start = i
 			}
 			if zero && start >= 0 {
-				if _, err := n.up.Data.WriteAt(mf, p[start:i], off+int64(start)); err != nil {
+				if err := n.up.Fill(p[start:i], off+int64(start)); err != nil {
 					return err
 				}
 				start = -1
@@ -372,7 +371,7 @@ func (im *importer) fill(n *Node, size int64, r io.Reader) error {
 		}
 		off += int64(len(p))
 	}
-	return n.up.Data.Truncate(mf, size)
+	return n.up.SetSize(size)
 }
 
 func allZero(p []byte) bool {

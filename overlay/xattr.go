@@ -6,6 +6,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/upper"
 )
 
@@ -37,11 +38,11 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, de
 		n.mu.Unlock()
 		val, err := fs.lower.GetXattr(n.lower, attr)
 		if err != nil {
-			return 0, errno(err)
+			return 0, fusekit.Status(err)
 		}
 		v = val
 	}
-	return xattrReply(dest, v)
+	return fusekit.XattrReply(dest, v)
 }
 
 // ListXAttr lists extended attribute names, NUL-terminated.
@@ -59,10 +60,10 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 		n.mu.Unlock()
 		var err error
 		if names, err = fs.lower.ListXattr(n.lower); err != nil {
-			return 0, errno(err)
+			return 0, fusekit.Status(err)
 		}
 	}
-	return xattrReply(dest, xattrList(names, overlayXattr))
+	return fusekit.XattrReply(dest, fusekit.XattrList(names, overlayXattr))
 }
 
 // SetXAttr sets an extended attribute in the upper layer.
@@ -81,7 +82,7 @@ func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string)
 		n.mu.Unlock()
 		if pure {
 			if _, err := fs.lower.GetXattr(n.lower, attr); err != nil {
-				return errno(err)
+				return fusekit.Status(err)
 			}
 		}
 	}
@@ -102,10 +103,10 @@ func (fs *FS) changeXattrs(nodeid uint64, attr string, change func(*upper.Inode)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := fs.copyUpMeta(n); err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
 	if err := fs.loadXattrs(n); err != nil {
-		return errno(err)
+		return fusekit.Status(err)
 	}
-	return errno(change(n.up))
+	return fusekit.Status(change(n.up))
 }

@@ -3,8 +3,11 @@
 // extents in one memfile (a memfd or a filestore file).
 //
 // Nothing here knows about names or the lower layer; the overlay owns the
-// directory structure and decides when to copy up. An Inode is not safe for
-// concurrent use: its owner serialises access (see overlay.Node.mu).
+// directory structure and decides when to copy up. The upper layer owns its
+// data (data.go): every read, write, size change and copy-up goes through an
+// Inode's methods, which keep its times and the store's counters. An Inode
+// is not safe for concurrent use: its owner serialises access (see
+// overlay.Node.mu).
 package upper
 
 import (
@@ -19,7 +22,7 @@ import (
 // Store holds the upper data of one mount: the backing memfile and counters.
 // Safe for concurrent use.
 type Store struct {
-	MF *memfile.File
+	mf *memfile.File
 
 	files   atomic.Int64 // regular files with upper data
 	inodes  atomic.Int64 // upper inodes alive
@@ -28,7 +31,7 @@ type Store struct {
 }
 
 // NewStore wraps a memfile.
-func NewStore(mf *memfile.File) *Store { return &Store{MF: mf} }
+func NewStore(mf *memfile.File) *Store { return &Store{mf: mf} }
 
 // Stats is a snapshot of the store's counters.
 type Stats struct {
@@ -43,7 +46,7 @@ func (s *Store) Stats() Stats {
 		Files:       s.files.Load(),
 		DataCopyUps: s.copyUps.Load(),
 		MetaCopyUps: s.metaUps.Load(),
-		Usage:       s.MF.Usage(),
+		Usage:       s.mf.Usage(),
 	}
 }
 
@@ -75,10 +78,13 @@ type Inode struct {
 	Xattrs map[string][]byte
 	Target string // symlink target
 
-	// Data is the file contents once HasData is true. A regular file copied
-	// up for metadata only has HasData false and its data still in the lower.
-	Data    memfile.Data
+	// HasData reports that the file's contents are here (see data.go). A
+	// regular file copied up for metadata only has HasData false and its
+	// data still in the lower.
 	HasData bool
+
+	data  memfile.Data
+	store *Store // set by NewInode and Adopt
 }
 
 // Now is the current time as a Timespec.
@@ -90,7 +96,7 @@ func Now() unix.Timespec {
 // now. It is counted as alive until Release.
 func (s *Store) NewInode(mode, uid, gid, rdev uint32) *Inode {
 	now := Now()
-	in := &Inode{Attr: Attr{Mode: mode, UID: uid, GID: gid, Rdev: rdev, Nlink: 1, Atime: now, Mtime: now, Ctime: now}}
+	in := &Inode{Attr: Attr{Mode: mode, UID: uid, GID: gid, Rdev: rdev, Nlink: 1, Atime: now, Mtime: now, Ctime: now}, store: s}
 	if mode&unix.S_IFMT == unix.S_IFREG {
 		in.HasData = true
 		s.files.Add(1)
@@ -101,6 +107,7 @@ func (s *Store) NewInode(mode, uid, gid, rdev uint32) *Inode {
 
 // Adopt counts an inode built by the caller (a copy-up) as alive.
 func (s *Store) Adopt(in *Inode) {
+	in.store = s
 	s.inodes.Add(1)
 	if in.Mode&unix.S_IFMT == unix.S_IFREG && in.HasData {
 		s.files.Add(1)
@@ -119,7 +126,7 @@ func (s *Store) MarkData(in *Inode) {
 // open handle are gone.
 func (s *Store) Release(in *Inode) {
 	if in.HasData && in.Mode&unix.S_IFMT == unix.S_IFREG {
-		in.Data.Release(s.MF)
+		in.data.Release(s.mf)
 		s.files.Add(-1)
 	}
 	in.HasData = false
@@ -141,7 +148,7 @@ func (in *Inode) Change() { in.Ctime = Now() }
 func (in *Inode) Size() int64 {
 	switch in.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return in.Data.Size()
+		return in.data.Size()
 	case unix.S_IFLNK:
 		return int64(len(in.Target))
 	}

@@ -51,7 +51,7 @@ func TestXattrFlagsFollowSetxattr(t *testing.T) {
 func TestReleaseFreesDataAndCounts(t *testing.T) {
 	s := newStore(t)
 	in := s.NewInode(unix.S_IFREG|0o644, 0, 0, 0)
-	if _, err := in.Data.WriteAt(s.MF, make([]byte, 1<<20), 0); err != nil {
+	if _, err := in.WriteAt(make([]byte, 1<<20), 0); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Inodes != 1 || st.Files != 1 || st.Usage.InUse < 1<<20 {

@@ -55,7 +55,7 @@ type cliResult struct {
 // cliRun runs the binary to completion (killing it after cliDeadline).
 func cliRun(t *testing.T, args ...string) cliResult {
 	t.Helper()
-	cmd := exec.Command(mounttest.Binary(t), args...)
+	cmd := mounttest.Command(t, mounttest.Binary(t), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -146,7 +146,7 @@ func cliEnsureUnmounted(t *testing.T, mnt string, fg *exec.Cmd) {
 			return
 		}
 		t.Errorf("%s was still mounted at the end of the test", mnt)
-		_ = exec.Command(mounttest.Binary(t), "umount", mnt).Run()
+		_ = mounttest.Command(t, mounttest.Binary(t), "umount", mnt).Run()
 		for i := 0; i < 100 && cliMounts(t, mnt) > 0; i++ {
 			_ = unix.Unmount(mnt, unix.MNT_DETACH)
 			time.Sleep(20 * time.Millisecond)
@@ -276,7 +276,7 @@ func TestCLIForegroundSIGTERM(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			lower, mnt, store := cliLower(t), t.TempDir(), t.TempDir()
 			before := cliSnapshot(t, lower, m.self)
-			cmd := exec.Command(mounttest.Binary(t), "mount", "-f", "--overlay2", m.spec(store), lower, mnt)
+			cmd := mounttest.Command(t, mounttest.Binary(t), "mount", "-f", "--overlay2", m.spec(store), lower, mnt)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

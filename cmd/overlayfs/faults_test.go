@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlayfs/ctlsock"
 	"overlayfs/internal/mounttest"
 	"overlayfs/lisafs"
 )
@@ -122,7 +123,7 @@ func faultKill(t *testing.T, pid int) {
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 		t.Fatalf("kill %d: %v", pid, err)
 	}
-	faultWaitFor(t, "process "+strconv.Itoa(pid)+" to die", func() bool { return !processAlive(pid) })
+	faultWaitFor(t, "process "+strconv.Itoa(pid)+" to die", func() bool { return !ctlsock.ProcessAlive(pid) })
 }
 
 // faultWaitFor polls cond until it holds, failing the test after
@@ -161,7 +162,7 @@ func faultDo(t *testing.T, mnt, what string, fn func() error) error {
 		<-done
 	}
 	// Remove the dead mount so that the failure reported is the hang.
-	_ = exec.Command(mounttest.Binary(t), "umount", mnt).Run()
+	_ = mounttest.Command(t, mounttest.Binary(t), "umount", mnt).Run()
 	t.FailNow()
 	return nil
 }
@@ -337,7 +338,7 @@ func TestFaultDaemonKilled(t *testing.T) {
 			if e := faultErrno(err); e != unix.ENOTCONN && e != unix.ECONNABORTED {
 				t.Errorf("stat in a mount whose daemon died: %v, want ENOTCONN or ECONNABORTED", err)
 			}
-			faultWaitFor(t, "the gofer to exit after its daemon died", func() bool { return !processAlive(gofer) })
+			faultWaitFor(t, "the gofer to exit after its daemon died", func() bool { return !ctlsock.ProcessAlive(gofer) })
 			if ents, err := os.ReadDir(store); err != nil || len(ents) > 0 {
 				t.Errorf("the dir= directory holds %v (%v) after the daemon died, want nothing", ents, err)
 			}
@@ -566,7 +567,7 @@ func TestFaultLowerChangesBehindExclusive(t *testing.T) {
 // the latest; the returned wait function reports its exit.
 func faultStartGofer(t *testing.T, root, sock string) (*exec.Cmd, func() error, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(mounttest.Binary(t), "gofer", "--root", root, "--socket", sock)
+	cmd := mounttest.Command(t, mounttest.Binary(t), "gofer", "--root", root, "--socket", sock)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

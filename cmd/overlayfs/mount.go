@@ -2,11 +2,8 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,12 +15,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/daemon"
 	"overlayfs/filestore"
-	"overlayfs/lisafs"
-	"overlayfs/lower"
-	"overlayfs/memfile"
-	"overlayfs/overlay"
-	"overlayfs/upper"
 )
 
 // mountFlags are the flags shared by mount and run.
@@ -215,14 +208,17 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 	}
 	ctl, err := startControl(mnt, d)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs: control socket: %v (diff, stats and tar will not reach this mount)\n", err)
-	} else {
-		defer ctl.Close()
+		fmt.Fprintf(os.Stderr, "overlayfs: control socket: %v (diff, stats and tar will not reach this mount, umount will not wait for this daemon)\n", err)
 	}
-	if err := writePidFile(mnt); err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs: %v (umount will not wait for this daemon)\n", err)
+	// Once the kernel lets go, the control socket goes first: a new mount
+	// on the same mountpoint must find its own daemon, not this one.
+	closeControl := func() {
+		if ctl != nil {
+			_ = ctl.Close()
+			ctl = nil
+		}
 	}
-	defer removePidFile(mnt)
+	defer closeControl()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s)\n", lowerDir, mnt, mf.overlay2.String())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
@@ -234,12 +230,12 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
 	defer signal.Stop(sigs)
 	done := make(chan struct{})
-	go func() { d.srv.Wait(); close(done) }()
+	go func() { d.Wait(); close(done) }()
 	select {
 	case <-done:
 	case s := <-sigs:
 		fmt.Fprintf(os.Stderr, "overlayfs: %v: unmounting %s\n", s, mnt)
-		if err := d.srv.Unmount(); err != nil {
+		if err := d.Unmount(); err != nil {
 			fmt.Fprintf(os.Stderr, "overlayfs: unmount %s: %v; detaching it lazily\n", mnt, err)
 			_ = unix.Unmount(mnt, unix.MNT_DETACH)
 		}
@@ -251,57 +247,10 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 			fmt.Fprintf(os.Stderr, "overlayfs: the kernel did not release %s within 10s; exiting\n", mnt)
 		}
 	}
-	d.close()
+	closeControl()
+	d.Close()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
 	return nil
-}
-
-// daemon is everything one mount owns.
-type daemon struct {
-	srv    fuseServer
-	gofer  *exec.Cmd
-	layer  *lower.Layer
-	store  *filestore.Store
-	mf     *memfile.File
-	ofs    *overlay.FS // nil for --overlay2=none
-	spec   filestore.Spec
-	closed bool
-
-	// Only for --overlay2=none.
-	client      *lisafs.Client
-	passthrough *overlay.Passthrough
-}
-
-type fuseServer interface {
-	Wait()
-	Unmount() error
-}
-
-func (d *daemon) close() {
-	if d.closed {
-		return
-	}
-	d.closed = true
-	if d.mf != nil {
-		_ = d.mf.Close()
-	}
-	if d.store != nil {
-		if err := d.store.Close(); err != nil {
-			fmt.Fprintf(os.Stderr, "overlayfs: %v\n", err)
-		}
-	}
-	if d.layer != nil {
-		_ = d.layer.Close()
-	}
-	if d.passthrough != nil {
-		_ = d.passthrough.Close()
-	}
-	if d.client != nil {
-		_ = d.client.Close()
-	}
-	if d.gofer != nil {
-		waitOrKill(d.gofer, 5*time.Second)
-	}
 }
 
 func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
@@ -315,100 +264,29 @@ func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
 	}
 }
 
-func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
-	d := &daemon{spec: mf.overlay2}
-	defer func() {
-		if err != nil {
-			d.close()
-		}
-	}()
-	shared := mf.fileAccess == "shared"
-	// With an overlay the gofer never writes: LOWERDIR is read-only to it.
-	readOnly := mf.overlay2.Enabled()
-	var fd int
-	if mf.goferSocket != "" {
-		fd, err = dialGofer(mf.goferSocket)
-		if err != nil {
-			return nil, err
-		}
-	} else {
-		fd, d.gofer, err = spawnGofer(lowerDir, readOnly)
-		if err != nil {
-			return nil, err
-		}
-	}
-	client, root, rootFD, err := lisafs.NewClient(fd)
-	if err != nil {
-		return nil, fmt.Errorf("connect to gofer: %w", err)
-	}
-	if !mf.overlay2.Enabled() {
-		// No overlay: every change is written through the gofer.
-		d.client = client
-		pt, err := overlay.NewPassthrough(client, root, rootFD, overlay.PassthroughConfig{Timeout: time.Hour, Shared: shared})
-		if err != nil {
-			return nil, err
-		}
-		d.passthrough = pt
-		if d.srv, err = overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared}); err != nil {
-			return nil, err
-		}
-		return d, nil
-	}
-	d.layer = lower.New(client, root, rootFD)
-	d.layer.SetShared(shared)
-
-	if mf.overlay2.Medium == filestore.MediumSelf {
-		if removed, err := filestore.RemoveStale(lowerDir); err != nil {
-			return nil, fmt.Errorf("remove stale filestores in %s: %w", lowerDir, err)
-		} else {
-			for _, p := range removed {
-				fmt.Fprintf(os.Stderr, "overlayfs: removed stale filestore %s\n", p)
+// startDaemon mounts with the daemon library, connecting to the gofer at
+// --gofer-socket or to a gofer process of its own.
+func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
+	return daemon.Start(daemon.Config{
+		LowerDir:   lowerDir,
+		Mountpoint: mnt,
+		Spec:       mf.overlay2,
+		Shared:     mf.fileAccess == "shared",
+		Debug:      mf.debug,
+		UpperTar:   string(mf.upperTar),
+		Gofer: func(readOnly bool) (int, func(), error) {
+			if mf.goferSocket != "" {
+				fd, err := dialGofer(mf.goferSocket)
+				return fd, nil, err
 			}
-		}
-	}
-	id := randomID()
-	d.store, err = filestore.Open(mf.overlay2, filestore.OpenOptions{LowerRoot: lowerDir, ID: id})
-	if err != nil {
-		return nil, err
-	}
-	limit, _ := mf.overlay2.SizeBytes()
-	d.mf, err = memfile.New(d.store.File, memfile.Options{Limit: limit})
-	if err != nil {
-		return nil, fmt.Errorf("filestore: %w", err)
-	}
-	var hidden []string
-	if d.store.Path != "" {
-		hidden = append(hidden, filepath.Base(d.store.Path))
-	}
-	ofs, err := overlay.New(overlay.Config{
-		Lower:           d.layer,
-		Store:           upper.NewStore(d.mf),
-		Timeout:         time.Hour,
-		HiddenRootNames: hidden,
-		HideRootName:    filestore.IsSelfName,
-		Shared:          shared,
+			fd, cmd, err := spawnGofer(lowerDir, readOnly)
+			if err != nil {
+				return -1, nil, err
+			}
+			return fd, func() { waitOrKill(cmd, 5*time.Second) }, nil
+		},
+		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
 	})
-	if err != nil {
-		return nil, err
-	}
-	if mf.upperTar != "" {
-		if err := importUpperTar(ofs, string(mf.upperTar)); err != nil {
-			return nil, err
-		}
-	}
-	d.ofs = ofs
-	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared})
-	if err != nil {
-		return nil, err
-	}
-	d.srv = srv
-	return d, nil
-}
-
-func randomID() string {
-	var b [6]byte
-	_, _ = io.ReadFull(rand.Reader, b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // spawnGofer starts `overlayfs gofer` on one end of a socketpair and returns

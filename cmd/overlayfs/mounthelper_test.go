@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -24,7 +23,7 @@ func TestMountHelperAsMountTypeFuseOverlayfs(t *testing.T) {
 	}
 	mounttest.GuardLower(t, lower)
 	mnt := t.TempDir()
-	out, err := exec.Command(helper, "overlayfs", mnt, "-o", "rw,lowerdir="+lower+",overlay2=root:memory,size=8m,nofail").CombinedOutput()
+	out, err := mounttest.Command(t, helper, "overlayfs", mnt, "-o", "rw,lowerdir="+lower+",overlay2=root:memory,size=8m,nofail").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mount helper: %v\n%s", err, out)
 	}
@@ -48,7 +47,7 @@ func TestMountHelperRejectsUnknownOption(t *testing.T) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	out, err := exec.Command(helper, t.TempDir(), mnt, "-o", "overlay=root:memory").CombinedOutput()
+	out, err := mounttest.Command(t, helper, t.TempDir(), mnt, "-o", "overlay=root:memory").CombinedOutput()
 	if err == nil {
 		t.Fatalf("an unknown option was accepted: %s", out)
 	}

@@ -31,6 +31,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"overlayfs/ctlsock"
 )
 
 // Exit statuses of run itself, as container runtimes use them.
@@ -442,7 +444,11 @@ func resolveIn(root, p string) (string, error) {
 
 // printRunChanges reports what COMMAND changed.
 func printRunChanges(rf runFlags, mnt, rootfs string) {
-	resp, err := controlCall(mnt, sockFile(mnt), "diff")
+	var changes []ctlsock.Change
+	client, err := ctlsock.Find(mnt)
+	if err == nil {
+		changes, err = client.Changes()
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "overlayfs run: cannot list the changes: %v\n", err)
 		return
@@ -450,7 +456,7 @@ func printRunChanges(rf runFlags, mnt, rootfs string) {
 	if rf.diffOut != "" {
 		f, err := os.OpenFile(string(rf.diffOut), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err == nil {
-			err = printChanges(f, resp.Changes, false)
+			err = printChanges(f, changes, false)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
@@ -464,12 +470,12 @@ func printRunChanges(rf runFlags, mnt, rootfs string) {
 	if rf.kept {
 		fate = "kept"
 	}
-	switch n := len(resp.Changes); n {
+	switch n := len(changes); n {
 	case 0:
 		fmt.Fprintf(os.Stderr, "overlayfs run: no changes to %s\n", rootfs)
 	default:
 		fmt.Fprintf(os.Stderr, "overlayfs run: %d change(s) to %s (%s):\n", n, rootfs, fate)
-		_ = printChanges(os.Stderr, resp.Changes, false)
+		_ = printChanges(os.Stderr, changes, false)
 	}
 }
 

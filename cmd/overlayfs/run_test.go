@@ -219,7 +219,7 @@ func TestRunForwardsSignals(t *testing.T) {
 			store := t.TempDir()
 			guardRun(t, rootfs, store)
 			script := `trap "exit 42" TERM; trap "exit 43" INT; echo ready; while :; do sleep 0.1; done`
-			cmd := exec.Command(mounttest.Binary(t), "run", "--overlay2", "root:dir="+store, rootfs, "--", "sh", "-c", script)
+			cmd := mounttest.Command(t, mounttest.Binary(t), "run", "--overlay2", "root:dir="+store, rootfs, "--", "sh", "-c", script)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -262,7 +262,7 @@ func TestRunKeep(t *testing.T) {
 	work := filepath.Dir(mnt)
 	t.Cleanup(func() {
 		if cliMounts(t, mnt) > 0 {
-			_ = exec.Command(mounttest.Binary(t), "umount", mnt).Run()
+			_ = mounttest.Command(t, mounttest.Binary(t), "umount", mnt).Run()
 		}
 		_ = os.RemoveAll(work)
 	})
@@ -365,7 +365,7 @@ func TestRunRealCompiler(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "changes")
 	prog := `cd /tmp && printf '#include <stdio.h>\nint main(void){puts("compiled");return 0;}\n' > h.c && gcc -o h h.c && ./h`
 	script := `mount --rbind -o ro /usr "$1/usr" && mount --bind -o ro /etc "$1/etc" && exec "$2" run --overlay2 "root:dir=$3" --diff-out "$4" "$1" -- /bin/sh -c "$5"`
-	cmd := exec.Command(unshare, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh", rootfs, mounttest.Binary(t), store, out, prog)
+	cmd := mounttest.Command(t, unshare, "-m", "--propagation", "private", "/bin/sh", "-c", script, "sh", rootfs, mounttest.Binary(t), store, out, prog)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
-
-	"overlayfs/overlay"
 )
 
 func runTar(args []string) error {
@@ -30,13 +28,13 @@ func runTar(args []string) error {
 		fl.Usage()
 		return exitError{code: 2, msg: "need MOUNTPOINT and -f FILE"}
 	}
-	mnt, sock, err := controlTarget(fl.Arg(0))
+	mnt, client, err := controlClient(fl.Arg(0))
 	if err != nil {
 		return err
 	}
 	if *file == "-" {
 		w := bufio.NewWriterSize(os.Stdout, 1<<16)
-		if err := controlTar(mnt, sock, w); err != nil {
+		if err := client.Tar(w); err != nil {
 			return err
 		}
 		return w.Flush()
@@ -53,7 +51,7 @@ func runTar(args []string) error {
 		return err
 	}
 	w := bufio.NewWriterSize(f, 1<<16)
-	err = controlTar(mnt, sock, w)
+	err = client.Tar(w)
 	if err == nil {
 		err = w.Flush()
 	}
@@ -79,18 +77,5 @@ func (p *absPath) Set(s string) error {
 		return err
 	}
 	*p = absPath(a)
-	return nil
-}
-
-// importUpperTar applies the layer in file to ofs's upper, before the mount.
-func importUpperTar(ofs *overlay.FS, file string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("--upper-tar: %w", err)
-	}
-	defer f.Close()
-	if err := ofs.ImportTar(bufio.NewReaderSize(f, 1<<16)); err != nil {
-		return fmt.Errorf("--upper-tar %s: %w", file, err)
-	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlayfs/ctlsock"
 	"overlayfs/internal/mounttest"
 )
 
@@ -208,8 +209,8 @@ func TestDiffOfKnownChanges(t *testing.T) {
 		t.Errorf("diff:\n%s\nwant:\n%s", r.stdout, strings.Join(want, "\n"))
 	}
 	j := cliRun(t, "diff", "--json", mnt)
-	var changes []changeJSON
-	if err := json.Unmarshal([]byte(j.stdout), &changes); err != nil || len(changes) != len(want) || changes[1] != (changeJSON{"A", "/bin/link"}) {
+	var changes []ctlsock.Change
+	if err := json.Unmarshal([]byte(j.stdout), &changes); err != nil || len(changes) != len(want) || changes[1] != (ctlsock.Change{Kind: "A", Path: "/bin/link"}) {
 		t.Errorf("diff --json: %v %v\n%s", changes, err, j.stdout)
 	}
 }
@@ -225,7 +226,7 @@ func TestStats(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("stats: %s", r.stderr)
 	}
-	var s statsReport
+	var s ctlsock.Stats
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
 		t.Fatalf("stats --json: %v\n%s", err, r.stdout)
 	}

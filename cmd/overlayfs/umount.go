@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
+
+	"overlayfs/ctlsock"
 )
 
 func runUmount(args []string) error {
@@ -43,8 +43,8 @@ func runUmount(args []string) error {
 	if !mounted {
 		return fmt.Errorf("%s is not an overlayfs mount", mnt)
 	}
-	pid := readPidFile(mnt)
-	alive := processAlive(pid)
+	pid := ctlsock.DaemonPid(mnt)
+	alive := pid > 0
 	if err := unmount(mnt, *lazy); err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%s is busy (a process uses it); close it or use --lazy", mnt)
@@ -52,14 +52,13 @@ func runUmount(args []string) error {
 		return fmt.Errorf("unmount %s: %w", mnt, err)
 	}
 	if !alive {
-		removePidFile(mnt)
-		_ = os.Remove(sockFile(mnt))
+		removeControlFiles(mnt)
 		fmt.Fprintf(os.Stderr, "overlayfs: the daemon of %s was not running; removed the dead mount\n", mnt)
 		return nil
 	}
 	// The daemon tears down (gofer, filestore) once the kernel lets go.
 	deadline := time.Now().Add(10 * time.Second)
-	for processAlive(pid) {
+	for ctlsock.ProcessAlive(pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("unmounted %s, but its daemon (pid %d) has not exited after 10s", mnt, pid)
 		}
@@ -139,58 +138,4 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// runtimeDir holds one pid file per mount so that umount can wait for the
-// daemon's teardown.
-func runtimeDir() string {
-	if os.Geteuid() == 0 {
-		return "/run/overlayfs"
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "overlayfs")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("overlayfs-%d", os.Geteuid()))
-}
-
-func pidFile(mnt string) string {
-	sum := sha256.Sum256([]byte(mnt))
-	return filepath.Join(runtimeDir(), hex.EncodeToString(sum[:8])+".pid")
-}
-
-func writePidFile(mnt string) error {
-	if err := os.MkdirAll(runtimeDir(), 0o700); err != nil {
-		return fmt.Errorf("pid file: %w", err)
-	}
-	return os.WriteFile(pidFile(mnt), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
-}
-
-func readPidFile(mnt string) int {
-	b, err := os.ReadFile(pidFile(mnt))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
-
-func removePidFile(mnt string) {
-	if pid := readPidFile(mnt); pid == os.Getpid() || !processAlive(pid) {
-		_ = os.Remove(pidFile(mnt))
-	}
-}
-
-// processAlive reports whether pid runs and is not a zombie waiting for a
-// parent that may reap it late.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }

@@ -9,21 +9,19 @@ package mounttest
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/treehash"
 )
 
 var (
@@ -66,6 +64,16 @@ func Binary(t testing.TB) string {
 	return buildBin
 }
 
+// Command is exec.Command(path, args...) with TMPDIR set to a directory of
+// the test's own, so that whatever the program puts in TMPDIR (a daemon's
+// default log, a default filestore) goes away with the test.
+func Command(t testing.TB, path string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	return cmd
+}
+
 // Mount mounts an overlay of lower on a new temporary mountpoint with the
 // given extra `overlayfs mount` flags, and registers its unmount. It returns
 // the mountpoint.
@@ -83,7 +91,7 @@ func MountAt(t testing.TB, lower, mnt string, flags ...string) {
 	logPath := filepath.Join(t.TempDir(), "daemon.log")
 	args := append([]string{"mount", "--log", logPath}, flags...)
 	args = append(args, lower, mnt)
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	out, err := Command(t, bin, args...).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(logPath)
 		t.Fatalf("overlayfs %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, log)
@@ -98,7 +106,7 @@ func Unmount(t testing.TB, mnt, logPath string) {
 	var out []byte
 	var err error
 	for i := 0; i < 40; i++ {
-		out, err = exec.Command(Binary(t), "umount", mnt).CombinedOutput()
+		out, err = Command(t, Binary(t), "umount", mnt).CombinedOutput()
 		if err == nil {
 			return
 		}
@@ -121,93 +129,17 @@ func Unmount(t testing.TB, mnt, logPath string) {
 	}
 }
 
-// Snapshot is a digest of a directory tree: names, types, modes, owners,
-// sizes, mtimes, contents, xattrs and symlink targets (not atimes).
-type Snapshot map[string]string
+// Snapshot is a digest of a directory tree (see treehash.Snapshot).
+type Snapshot = treehash.Snapshot
 
-// Hash walks root and records everything a change could touch.
+// Hash digests the tree at root, failing the test if it cannot.
 func Hash(t testing.TB, root string) Snapshot {
 	t.Helper()
-	snap := Snapshot{}
-	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "mode=%o uid=%d gid=%d size=%d mtime=%d.%d rdev=%d nlink=%d",
-			st.Mode, st.Uid, st.Gid, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Rdev, st.Nlink)
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " sha=%s", hex.EncodeToString(h.Sum(nil)))
-		case unix.S_IFLNK:
-			tgt, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " target=%q", tgt)
-		}
-		fmt.Fprintf(&b, " xattrs=%s", xattrs(p))
-		snap[rel] = b.String()
-		return nil
-	})
+	snap, err := treehash.Take(root)
 	if err != nil {
 		t.Fatalf("hash %s: %v", root, err)
 	}
 	return snap
-}
-
-func xattrs(p string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil || n == 0 {
-		return "{}"
-	}
-	names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
-	sort.Strings(names)
-	var b bytes.Buffer
-	for _, name := range names {
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(p, name, v)
-		if err != nil {
-			continue
-		}
-		fmt.Fprintf(&b, "%s=%x;", name, v[:m])
-	}
-	return b.String()
-}
-
-// Diff lists the paths whose digest differs between two snapshots.
-func (s Snapshot) Diff(other Snapshot) []string {
-	var out []string
-	for k, v := range s {
-		if w, ok := other[k]; !ok {
-			out = append(out, "removed "+k)
-		} else if v != w {
-			out = append(out, fmt.Sprintf("changed %s: %s -> %s", k, v, w))
-		}
-	}
-	for k := range other {
-		if _, ok := s[k]; !ok {
-			out = append(out, "added "+k)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // GuardLower hashes lower now and, when the test ends, fails it if anything

@@ -1,4 +1,4 @@
-package overlay
+package writethrough
 
 import (
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -18,18 +18,18 @@ const (
 )
 
 // Init keeps the server for notifications.
-func (p *Passthrough) Init(s *fuse.Server) { p.server = s }
+func (fs *FS) Init(s *fuse.Server) { fs.server = s }
 
 // maybePrune starts a pruning round if the table is large. The caller holds
-// p.mu.
-func (p *Passthrough) maybePruneLocked() {
-	if len(p.nodes) <= pruneHigh || p.pruning || p.server == nil {
+// fs.mu.
+func (fs *FS) maybePruneLocked() {
+	if len(fs.nodes) <= pruneHigh || fs.pruning || fs.server == nil {
 		return
 	}
-	p.pruning = true
+	fs.pruning = true
 	ids := make([]uint64, 0, pruneBatch)
-	for id, n := range p.nodes {
-		if n == p.root {
+	for id, n := range fs.nodes {
+		if n == fs.root {
 			continue
 		}
 		ids = append(ids, id)
@@ -43,14 +43,14 @@ func (p *Passthrough) maybePruneLocked() {
 		const chunk = 512
 		for len(ids) > 0 {
 			k := min(chunk, len(ids))
-			if st := p.server.PruneNotify(ids[:k]); st != fuse.OK {
-				p.cfg.Logf("passthrough: prune notification: %v", st)
+			if st := fs.server.PruneNotify(ids[:k]); st != fuse.OK {
+				fs.cfg.Logf("writethrough: prune notification: %v", st)
 				break
 			}
 			ids = ids[k:]
 		}
-		p.mu.Lock()
-		p.pruning = false
-		p.mu.Unlock()
+		fs.mu.Lock()
+		fs.pruning = false
+		fs.mu.Unlock()
 	}()
 }

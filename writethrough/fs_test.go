@@ -1,4 +1,4 @@
-package overlay
+package writethrough
 
 import (
 	"bytes"
@@ -18,37 +18,38 @@ import (
 	"github.com/hanwen/go-fuse/v2/posixtest"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lisafs"
 )
 
-// ptCallDeadline bounds every access a test makes to its own mount. A
+// callDeadline bounds every access a test makes to its own mount. A
 // mount served by the test process can deadlock; when the deadline passes
 // the FUSE connection is aborted (so the stuck call returns) and the test
 // fails.
-const ptCallDeadline = 60 * time.Second
+const callDeadline = 60 * time.Second
 
-// ptFixture is a Passthrough over a real gofer (lisafs.Server on one end of
+// fixture is an FS over a real gofer (lisafs.Server on one end of
 // a socketpair) mounted in the test process.
-type ptFixture struct {
+type fixture struct {
 	dir, mnt string
-	p        *Passthrough
+	fs       *FS
 	conn     uint32 // FUSE connection id (/sys/fs/fuse/connections/N)
 }
 
-type ptOptions struct {
+type fixtureOptions struct {
 	rpcIO bool // force PRead/PWrite RPCs
 	raw   bool // do not mount: tests drive the RawFileSystem methods
 }
 
-// ptLogger forwards to t.Logf until the test's cleanup has run, then drops
+// testLogger forwards to t.Logf until the test's cleanup has run, then drops
 // (go-fuse goroutines may log after the test returned).
-type ptLogger struct {
+type testLogger struct {
 	mu   sync.Mutex
 	t    testing.TB
 	done bool
 }
 
-func (l *ptLogger) logf(format string, args ...any) {
+func (l *testLogger) logf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.done {
@@ -56,14 +57,14 @@ func (l *ptLogger) logf(format string, args ...any) {
 	}
 }
 
-// newPassthroughFixture serves a fresh directory through a gofer and a
-// Passthrough, mounted unless o.raw.
-func newPassthroughFixture(t testing.TB, o ptOptions) *ptFixture {
+// newFixture serves a fresh directory through a gofer and a
+// write-through FS, mounted unless o.raw.
+func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts with mount(2)")
 	}
-	f := &ptFixture{dir: t.TempDir()}
+	f := &fixture{dir: t.TempDir()}
 	srv, err := lisafs.NewServer(lisafs.Config{Root: f.dir})
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
@@ -80,16 +81,16 @@ func newPassthroughFixture(t testing.TB, o ptOptions) *ptFixture {
 		<-served
 		t.Fatalf("NewClient: %v", err)
 	}
-	log := &ptLogger{t: t}
-	f.p, err = NewPassthrough(c, root, rootFD, PassthroughConfig{Timeout: time.Hour, Logf: log.logf})
+	log := &testLogger{t: t}
+	f.fs, err = New(c, root, rootFD, Config{Timeout: time.Hour, Logf: log.logf})
 	if err != nil {
-		t.Fatalf("NewPassthrough: %v", err)
+		t.Fatalf("New: %v", err)
 	}
-	f.p.rpcIO = o.rpcIO
+	f.fs.rpcIO = o.rpcIO
 	var fsrv *fuse.Server
 	if !o.raw {
 		f.mnt = t.TempDir()
-		if fsrv, err = Mount(f.p, f.mnt, MountOptions{FsName: f.dir}); err != nil {
+		if fsrv, err = fusekit.Mount(f.fs, f.mnt, fusekit.MountOptions{FsName: f.dir}); err != nil {
 			c.Close()
 			<-served
 			t.Fatalf("Mount: %v", err)
@@ -109,8 +110,8 @@ func newPassthroughFixture(t testing.TB, o ptOptions) *ptFixture {
 			}
 			fsrv.Wait()
 		}
-		if err := f.p.Close(); err != nil {
-			t.Errorf("Passthrough.Close: %v", err)
+		if err := f.fs.Close(); err != nil {
+			t.Errorf("FS.Close: %v", err)
 		}
 		c.Close()
 		if err := <-served; err != nil {
@@ -125,7 +126,7 @@ func newPassthroughFixture(t testing.TB, o ptOptions) *ptFixture {
 }
 
 // abort kills the FUSE connection so that calls stuck on it return.
-func (f *ptFixture) abort() {
+func (f *fixture) abort() {
 	if f.mnt == "" {
 		return
 	}
@@ -133,46 +134,46 @@ func (f *ptFixture) abort() {
 }
 
 // do runs fn, an access to the mount, failing the test if it does not
-// return within ptCallDeadline.
-func (f *ptFixture) do(t testing.TB, what string, fn func() error) error {
+// return within callDeadline.
+func (f *fixture) do(t testing.TB, what string, fn func() error) error {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- fn() }()
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(ptCallDeadline):
+	case <-time.After(callDeadline):
 		f.abort()
 		<-done
-		t.Fatalf("%s: no answer within %v; aborted the FUSE connection", what, ptCallDeadline)
+		t.Fatalf("%s: no answer within %v; aborted the FUSE connection", what, callDeadline)
 		return nil
 	}
 }
 
 // must is do, failing the test on an error.
-func (f *ptFixture) must(t testing.TB, what string, fn func() error) {
+func (f *fixture) must(t testing.TB, what string, fn func() error) {
 	t.Helper()
 	if err := f.do(t, what, fn); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
 }
 
-func (f *ptFixture) m(names ...string) string {
+func (f *fixture) m(names ...string) string {
 	return filepath.Join(append([]string{f.mnt}, names...)...)
 }
 
-func (f *ptFixture) h(names ...string) string {
+func (f *fixture) h(names ...string) string {
 	return filepath.Join(append([]string{f.dir}, names...)...)
 }
 
-func ptLstat(p string) (unix.Stat_t, error) {
+func lstat(p string) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	err := unix.Lstat(p, &st)
 	return st, err
 }
 
-// ptErrno extracts an errno, 0 for nil, -1 for a non-errno error.
-func ptErrno(err error) unix.Errno {
+// errnoOf extracts an errno, 0 for nil, -1 for a non-errno error.
+func errnoOf(err error) unix.Errno {
 	if err == nil {
 		return 0
 	}
@@ -183,16 +184,16 @@ func ptErrno(err error) unix.Errno {
 	return ^unix.Errno(0)
 }
 
-// TestPassthroughFileData checks that files written through the mount land
+// TestFileData checks that files written through the mount land
 // in the host directory with their contents, and read back, both with the
 // donated host fd and with PRead/PWrite RPCs.
-func TestPassthroughFileData(t *testing.T) {
+func TestFileData(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		rpcIO bool
 	}{{"hostfd", false}, {"rpc", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newPassthroughFixture(t, ptOptions{rpcIO: tc.rpcIO})
+			f := newFixture(t, fixtureOptions{rpcIO: tc.rpcIO})
 			big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10>>4) // 300 KiB, spans requests
 			files := []struct {
 				name string
@@ -211,7 +212,7 @@ func TestPassthroughFileData(t *testing.T) {
 				if !bytes.Equal(got, fl.data) {
 					t.Errorf("mount %s: read %d bytes, want %d", fl.name, len(got), len(fl.data))
 				}
-				st, err := ptLstat(f.h(fl.name))
+				st, err := lstat(f.h(fl.name))
 				if err != nil || st.Mode != unix.S_IFREG|0o640 || st.Uid != 0 {
 					t.Errorf("host %s: mode %#o uid %d (err %v), want %#o uid 0", fl.name, st.Mode, st.Uid, err, unix.S_IFREG|0o640)
 				}
@@ -239,7 +240,7 @@ func TestPassthroughFileData(t *testing.T) {
 				t.Errorf("host small after pwrite+append = %q", got)
 			}
 			f.must(t, "truncate", func() error { return os.Truncate(f.m("big"), 10) })
-			if st, _ := ptLstat(f.h("big")); st.Size != 10 {
+			if st, _ := lstat(f.h("big")); st.Size != 10 {
 				t.Errorf("host big size after truncate = %d, want 10", st.Size)
 			}
 			f.must(t, "O_TRUNC", func() error { return os.WriteFile(f.m("small"), []byte("x"), 0o600) })
@@ -250,10 +251,10 @@ func TestPassthroughFileData(t *testing.T) {
 	}
 }
 
-// TestPassthroughTree checks that namespace changes made through the mount
+// TestTree checks that namespace changes made through the mount
 // are made in the host directory.
-func TestPassthroughTree(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+func TestTree(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	steps := []struct {
 		what string
 		fn   func() error
@@ -298,7 +299,7 @@ func TestPassthroughTree(t *testing.T) {
 		{"e2", unix.S_IFDIR | 0o700, 0, 0},
 		{"e2/x", unix.S_IFREG | 0o600, 0, 0},
 	} {
-		st, err := ptLstat(f.h(w.path))
+		st, err := lstat(f.h(w.path))
 		if err != nil {
 			t.Errorf("host %s: %v", w.path, err)
 			continue
@@ -308,7 +309,7 @@ func TestPassthroughTree(t *testing.T) {
 		}
 	}
 	for _, gone := range []string{"d/a", "d/e", "gone", "tmp"} {
-		if _, err := ptLstat(f.h(gone)); err != unix.ENOENT {
+		if _, err := lstat(f.h(gone)); err != unix.ENOENT {
 			t.Errorf("host %s: %v, want ENOENT", gone, err)
 		}
 	}
@@ -325,7 +326,7 @@ func TestPassthroughTree(t *testing.T) {
 	if mtgt != "d/a" {
 		t.Errorf("mount readlink = %q", mtgt)
 	}
-	if st, _ := ptLstat(f.h("d")); st.Mtim.Sec != 2000 || st.Mtim.Nsec != 5 || st.Atim.Sec != 1000 {
+	if st, _ := lstat(f.h("d")); st.Mtim.Sec != 2000 || st.Mtim.Nsec != 5 || st.Atim.Sec != 1000 {
 		t.Errorf("host d times: atime %v mtime %v", st.Atim, st.Mtim)
 	}
 
@@ -333,8 +334,8 @@ func TestPassthroughTree(t *testing.T) {
 	// hard links sharing one inode.
 	for _, p := range []string{"d", "d/b", "hard", "e2", "e2/x", "sl"} {
 		var mst unix.Stat_t
-		f.must(t, "lstat "+p, func() (err error) { mst, err = ptLstat(f.m(p)); return err })
-		hst, _ := ptLstat(f.h(p))
+		f.must(t, "lstat "+p, func() (err error) { mst, err = lstat(f.m(p)); return err })
+		hst, _ := lstat(f.h(p))
 		if mst.Ino != hst.Ino || mst.Mode != hst.Mode || mst.Nlink != hst.Nlink || mst.Size != hst.Size ||
 			mst.Uid != hst.Uid || mst.Gid != hst.Gid || mst.Mtim != hst.Mtim {
 			t.Errorf("%s: mount ino %d mode %#o nlink %d size %d owner %d:%d mtime %v; host ino %d mode %#o nlink %d size %d owner %d:%d mtime %v",
@@ -342,15 +343,15 @@ func TestPassthroughTree(t *testing.T) {
 				hst.Ino, hst.Mode, hst.Nlink, hst.Size, hst.Uid, hst.Gid, hst.Mtim)
 		}
 	}
-	if st, _ := ptLstat(f.h("hard")); st.Nlink != 2 {
+	if st, _ := lstat(f.h("hard")); st.Nlink != 2 {
 		t.Errorf("host hard link count = %d, want 2", st.Nlink)
 	}
 }
 
-// TestPassthroughReadDir checks listings: every host name, d_ino equal to
+// TestReadDir checks listings: every host name, d_ino equal to
 // the inode number lstat reports, and d_type.
-func TestPassthroughReadDir(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+func TestReadDir(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	want := map[string]uint8{}
 	for i := range 300 { // several READDIR(PLUS) requests
 		name := fmt.Sprintf("file-%03d-%s", i, strings.Repeat("n", i%50))
@@ -374,12 +375,12 @@ func TestPassthroughReadDir(t *testing.T) {
 		got := map[string]uint8{}
 		for _, e := range ents {
 			var mst, hst unix.Stat_t
-			f.must(t, "lstat", func() (err error) { mst, err = ptLstat(f.m(e.Name())); return err })
-			hst, _ = ptLstat(f.h(e.Name()))
+			f.must(t, "lstat", func() (err error) { mst, err = lstat(f.m(e.Name())); return err })
+			hst, _ = lstat(f.h(e.Name()))
 			if mst.Ino != hst.Ino {
 				t.Errorf("round %d %s: mount ino %d, host ino %d", round, e.Name(), mst.Ino, hst.Ino)
 			}
-			got[e.Name()] = ptDT(e.Type())
+			got[e.Name()] = direntType(e.Type())
 		}
 		if len(got) != len(want) {
 			t.Errorf("round %d: %d entries, want %d", round, len(got), len(want))
@@ -392,12 +393,12 @@ func TestPassthroughReadDir(t *testing.T) {
 	}
 	// d_ino as getdents reports it.
 	var dinos map[string]uint64
-	f.must(t, "getdents", func() (err error) { dinos, err = ptGetdents(f.mnt); return err })
+	f.must(t, "getdents", func() (err error) { dinos, err = getdents(f.mnt); return err })
 	for n, ino := range dinos {
 		if n == "." || n == ".." {
 			continue
 		}
-		hst, _ := ptLstat(f.h(n))
+		hst, _ := lstat(f.h(n))
 		if ino != hst.Ino {
 			t.Errorf("%s: d_ino %d, host ino %d", n, ino, hst.Ino)
 		}
@@ -407,7 +408,7 @@ func TestPassthroughReadDir(t *testing.T) {
 	}
 }
 
-func ptDT(m os.FileMode) uint8 {
+func direntType(m os.FileMode) uint8 {
 	switch {
 	case m.IsDir():
 		return unix.DT_DIR
@@ -419,8 +420,8 @@ func ptDT(m os.FileMode) uint8 {
 	return unix.DT_UNKNOWN
 }
 
-// ptGetdents lists dir with getdents64: name → d_ino.
-func ptGetdents(dir string) (map[string]uint64, error) {
+// getdents lists dir with getdents64: name → d_ino.
+func getdents(dir string) (map[string]uint64, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -452,9 +453,9 @@ func ptGetdents(dir string) (map[string]uint64, error) {
 	}
 }
 
-// TestPassthroughErrnos checks that the host's errnos reach the caller.
-func TestPassthroughErrnos(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+// TestErrnos checks that the host's errnos reach the caller.
+func TestErrnos(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	if err := os.MkdirAll(f.h("full", "child"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +469,7 @@ func TestPassthroughErrnos(t *testing.T) {
 		want unix.Errno
 	}{
 		{"open missing", func() error { _, err := unix.Open(f.m("missing"), unix.O_RDONLY, 0); return err }, unix.ENOENT},
-		{"stat missing twice (negative entry)", func() error { _, err := ptLstat(f.m("missing")); return err }, unix.ENOENT},
+		{"stat missing twice (negative entry)", func() error { _, err := lstat(f.m("missing")); return err }, unix.ENOENT},
 		{"mkdir existing", func() error { return unix.Mkdir(f.m("full"), 0o755) }, unix.EEXIST},
 		{"create O_EXCL existing", func() error {
 			_, err := unix.Open(f.m("file"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
@@ -481,9 +482,9 @@ func TestPassthroughErrnos(t *testing.T) {
 		{"unlink dir", func() error { return unix.Unlink(f.m("full")) }, unix.EISDIR},
 		{"rename file onto dir", func() error { return unix.Rename(f.m("file"), f.m("full", "child")) }, unix.EISDIR},
 		{"rmdir file", func() error { return unix.Rmdir(f.m("file")) }, unix.ENOTDIR},
-		{"walk through file", func() error { _, err := ptLstat(f.m("file", "x")); return err }, unix.ENOTDIR},
+		{"walk through file", func() error { _, err := lstat(f.m("file", "x")); return err }, unix.ENOTDIR},
 		{"rename dir onto file", func() error { return unix.Rename(f.m("full", "child"), f.m("file")) }, unix.ENOTDIR},
-		{"long name", func() error { _, err := ptLstat(f.m(long)); return err }, unix.ENAMETOOLONG},
+		{"long name", func() error { _, err := lstat(f.m(long)); return err }, unix.ENAMETOOLONG},
 		{"create long name", func() error { return os.WriteFile(f.m(long), nil, 0o644) }, unix.ENAMETOOLONG},
 		{"mknod fifo (gofer refuses)", func() error { return unix.Mknod(f.m("fifo"), unix.S_IFIFO|0o644, 0) }, unix.EPERM},
 		{"rename noreplace", func() error {
@@ -492,7 +493,7 @@ func TestPassthroughErrnos(t *testing.T) {
 	}
 	for _, c := range cases {
 		err := f.do(t, c.what, c.fn)
-		if got := ptErrno(err); got != c.want {
+		if got := errnoOf(err); got != c.want {
 			t.Errorf("%s: %v, want %v", c.what, err, c.want)
 		}
 	}
@@ -500,15 +501,15 @@ func TestPassthroughErrnos(t *testing.T) {
 	if got, _ := os.ReadFile(f.h("file")); string(got) != "x" {
 		t.Errorf("host file changed: %q", got)
 	}
-	if _, err := ptLstat(f.h("full", "child")); err != nil {
+	if _, err := lstat(f.h("full", "child")); err != nil {
 		t.Errorf("host full/child: %v", err)
 	}
 }
 
-// TestPassthroughSetgid checks the set-group-ID directory rule: new files
+// TestSetgid checks the set-group-ID directory rule: new files
 // take the directory's group and new directories also its setgid bit.
-func TestPassthroughSetgid(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+func TestSetgid(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	if err := os.Mkdir(f.h("sg"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -525,17 +526,17 @@ func TestPassthroughSetgid(t *testing.T) {
 		name string
 		mode uint32
 	}{{"f", unix.S_IFREG | 0o644}, {"d", unix.S_IFDIR | unix.S_ISGID | 0o755}, {"l", unix.S_IFLNK | 0o777}} {
-		st, err := ptLstat(f.h("sg", c.name))
+		st, err := lstat(f.h("sg", c.name))
 		if err != nil || st.Gid != 4321 || st.Mode != c.mode {
 			t.Errorf("host sg/%s: gid %d mode %#o (err %v), want gid 4321 mode %#o", c.name, st.Gid, st.Mode, err, c.mode)
 		}
 	}
 }
 
-// TestPassthroughCallerOwner checks that files another user creates through
+// TestCallerOwner checks that files another user creates through
 // the mount belong to that user on the host.
-func TestPassthroughCallerOwner(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+func TestCallerOwner(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	// Let user 1234 reach the mount: t.TempDir's parent and the mount
 	// root are 0700.
 	if err := os.Chmod(filepath.Dir(f.mnt), 0o755); err != nil {
@@ -561,7 +562,7 @@ func TestPassthroughCallerOwner(t *testing.T) {
 		return nil
 	})
 	for _, name := range []string{"file", "dir", "link"} {
-		st, err := ptLstat(f.h("pub", name))
+		st, err := lstat(f.h("pub", name))
 		if err != nil || st.Uid != 1234 || st.Gid != 5678 {
 			t.Errorf("host pub/%s: owner %d:%d (err %v), want 1234:5678", name, st.Uid, st.Gid, err)
 		}
@@ -578,11 +579,11 @@ func TestPassthroughCallerOwner(t *testing.T) {
 	}
 }
 
-// TestPassthroughXattr checks extended attributes through the mount: they
+// TestXattr checks extended attributes through the mount: they
 // land on the host file, size probing and ERANGE behave as getxattr(2)
 // documents.
-func TestPassthroughXattr(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+func TestXattr(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	if err := os.WriteFile(f.h("file"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -612,15 +613,15 @@ func TestPassthroughXattr(t *testing.T) {
 		t.Errorf("getxattr = %q", buf[:sz])
 	}
 	err := f.do(t, "getxattr small", func() error { _, err := unix.Getxattr(m, "user.a", make([]byte, 3)); return err })
-	if ptErrno(err) != unix.ERANGE {
+	if errnoOf(err) != unix.ERANGE {
 		t.Errorf("getxattr into 3 bytes: %v, want ERANGE", err)
 	}
 	err = f.do(t, "getxattr missing", func() error { _, err := unix.Getxattr(m, "user.none", buf); return err })
-	if ptErrno(err) != unix.ENODATA {
+	if errnoOf(err) != unix.ENODATA {
 		t.Errorf("getxattr missing: %v, want ENODATA", err)
 	}
 	err = f.do(t, "setxattr create existing", func() error { return unix.Setxattr(m, "user.a", val, unix.XATTR_CREATE) })
-	if ptErrno(err) != unix.EEXIST {
+	if errnoOf(err) != unix.EEXIST {
 		t.Errorf("XATTR_CREATE on existing: %v, want EEXIST", err)
 	}
 
@@ -635,7 +636,7 @@ func TestPassthroughXattr(t *testing.T) {
 		t.Errorf("listxattr = %q", names)
 	}
 	err = f.do(t, "listxattr small", func() error { _, err := unix.Listxattr(m, make([]byte, 4)); return err })
-	if ptErrno(err) != unix.ERANGE {
+	if errnoOf(err) != unix.ERANGE {
 		t.Errorf("listxattr into 4 bytes: %v, want ERANGE", err)
 	}
 
@@ -644,15 +645,15 @@ func TestPassthroughXattr(t *testing.T) {
 		t.Errorf("host user.a after remove: %v, want ENODATA", err)
 	}
 	err = f.do(t, "removexattr missing", func() error { return unix.Removexattr(m, "user.a") })
-	if ptErrno(err) != unix.ENODATA {
+	if errnoOf(err) != unix.ENODATA {
 		t.Errorf("removexattr missing: %v, want ENODATA", err)
 	}
 }
 
-// TestPassthroughStatfsAndSync checks statfs, fsync and fallocate reach
+// TestStatfsAndSync checks statfs, fsync and fallocate reach
 // the host.
-func TestPassthroughStatfsAndSync(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{})
+func TestStatfsAndSync(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
 	var mst, hst unix.Statfs_t
 	f.must(t, "statfs", func() error { return unix.Statfs(f.mnt, &mst) })
 	if err := unix.Statfs(f.dir, &hst); err != nil {
@@ -692,7 +693,7 @@ func TestPassthroughStatfsAndSync(t *testing.T) {
 		}
 		return nil
 	})
-	if st, _ := ptLstat(f.h("f")); st.Size != 1<<20 || st.Blocks == 0 {
+	if st, _ := lstat(f.h("f")); st.Size != 1<<20 || st.Blocks == 0 {
 		t.Errorf("host f after fallocate: size %d blocks %d", st.Size, st.Blocks)
 	}
 	d := f.h("dsync")
@@ -709,12 +710,12 @@ func TestPassthroughStatfsAndSync(t *testing.T) {
 	})
 }
 
-// TestPassthroughNodeTable drives the RawFileSystem directly: names of one
+// TestNodeTable drives the RawFileSystem directly: names of one
 // file share a nodeid, lookups are counted, and the last FORGET releases
 // the control FDID.
-func TestPassthroughNodeTable(t *testing.T) {
-	f := newPassthroughFixture(t, ptOptions{raw: true})
-	p := f.p
+func TestNodeTable(t *testing.T) {
+	f := newFixture(t, fixtureOptions{raw: true})
+	fs := f.fs
 	if err := os.WriteFile(f.h("a"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -723,65 +724,65 @@ func TestPassthroughNodeTable(t *testing.T) {
 	}
 	root := &fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID}
 	var ea, eb, eneg fuse.EntryOut
-	if st := p.Lookup(nil, root, "a", &ea); st != fuse.OK {
+	if st := fs.Lookup(nil, root, "a", &ea); st != fuse.OK {
 		t.Fatalf("lookup a: %v", st)
 	}
-	if st := p.Lookup(nil, root, "b", &eb); st != fuse.OK {
+	if st := fs.Lookup(nil, root, "b", &eb); st != fuse.OK {
 		t.Fatalf("lookup b: %v", st)
 	}
 	if ea.NodeId != eb.NodeId || ea.NodeId == fuse.FUSE_ROOT_ID {
 		t.Errorf("hard links: nodeids %d and %d, want one non-root nodeid", ea.NodeId, eb.NodeId)
 	}
-	if st := p.Lookup(nil, root, "nope", &eneg); st != fuse.OK || eneg.NodeId != 0 || eneg.EntryValid == 0 {
+	if st := fs.Lookup(nil, root, "nope", &eneg); st != fuse.OK || eneg.NodeId != 0 || eneg.EntryValid == 0 {
 		t.Errorf("negative lookup: status %v nodeid %d entry valid %ds; want OK, 0, cached", st, eneg.NodeId, eneg.EntryValid)
 	}
-	hst, _ := ptLstat(f.h("a"))
+	hst, _ := lstat(f.h("a"))
 	if ea.Attr.Ino != hst.Ino || ea.Attr.Nlink != 2 || ea.Attr.Size != 1 {
 		t.Errorf("attrs: ino %d nlink %d size %d; host ino %d", ea.Attr.Ino, ea.Attr.Nlink, ea.Attr.Size, hst.Ino)
 	}
-	if n := len(p.nodes); n != 2 {
+	if n := len(fs.nodes); n != 2 {
 		t.Errorf("%d nodes, want 2 (root and a/b)", n)
 	}
 	// Two lookups: one FORGET of 1 keeps the node, the second drops it and
 	// closes its control FDID (the gofer, in this process, closes its fd).
-	fdA := p.node(ea.NodeId).fd
-	p.Forget(ea.NodeId, 1)
+	fdA := fs.node(ea.NodeId).fd
+	fs.Forget(ea.NodeId, 1)
 	var ga fuse.AttrOut
-	if st := p.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: ea.NodeId}}, &ga); st != fuse.OK {
+	if st := fs.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: ea.NodeId}}, &ga); st != fuse.OK {
 		t.Errorf("getattr after partial forget: %v", st)
 	}
-	fdsBefore := ptCountFDs(t)
-	p.Forget(ea.NodeId, 1)
-	if p.node(ea.NodeId) != nil || len(p.byKey) != 1 {
+	fdsBefore := countFDs(t)
+	fs.Forget(ea.NodeId, 1)
+	if fs.node(ea.NodeId) != nil || len(fs.byKey) != 1 {
 		t.Errorf("node still known after the last forget")
 	}
-	if _, err := p.c.FStat(fdA); err == nil {
+	if _, err := fs.c.FStat(fdA); err == nil {
 		t.Errorf("control FDID %d still open after the last forget", fdA)
 	}
-	if after := ptCountFDs(t); after != fdsBefore-1 {
+	if after := countFDs(t); after != fdsBefore-1 {
 		t.Errorf("open fds %d → %d after the last forget, want one fewer", fdsBefore, after)
 	}
 	// Forgetting the root or an unknown nodeid is harmless.
-	p.Forget(fuse.FUSE_ROOT_ID, 100)
-	p.Forget(12345, 1)
-	if p.node(fuse.FUSE_ROOT_ID) == nil {
+	fs.Forget(fuse.FUSE_ROOT_ID, 100)
+	fs.Forget(12345, 1)
+	if fs.node(fuse.FUSE_ROOT_ID) == nil {
 		t.Errorf("root dropped")
 	}
 	// A forgotten nodeid is answered ENOENT, not a panic.
-	if st := p.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: ea.NodeId}}, &ga); st != fuse.ENOENT {
+	if st := fs.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: ea.NodeId}}, &ga); st != fuse.ENOENT {
 		t.Errorf("getattr of forgotten nodeid: %v, want ENOENT", st)
 	}
 	// A new lookup gives a fresh nodeid with a working control FDID.
-	if st := p.Lookup(nil, root, "a", &ea); st != fuse.OK {
+	if st := fs.Lookup(nil, root, "a", &ea); st != fuse.OK {
 		t.Fatalf("lookup a again: %v", st)
 	}
-	if st := p.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: ea.NodeId}}, &ga); st != fuse.OK || ga.Attr.Ino != hst.Ino {
+	if st := fs.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: ea.NodeId}}, &ga); st != fuse.OK || ga.Attr.Ino != hst.Ino {
 		t.Errorf("getattr after relookup: %v ino %d", st, ga.Attr.Ino)
 	}
 }
 
-// ptCountFDs counts the process's open fds.
-func ptCountFDs(t *testing.T) int {
+// countFDs counts the process's open fds.
+func countFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -790,8 +791,8 @@ func ptCountFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// TestPassthroughPosix runs go-fuse's POSIX conformance suite on the mount.
-func TestPassthroughPosix(t *testing.T) {
+// TestPosix runs go-fuse's POSIX conformance suite on the mount.
+func TestPosix(t *testing.T) {
 	skip := map[string]string{
 		// It races a symlink swap against opens for seconds; go-fuse's own
 		// suite skips it too.
@@ -800,7 +801,7 @@ func TestPassthroughPosix(t *testing.T) {
 		// go-fuse's own suite skips it ("TODO - fix this test").
 		"FcntlFlockLocksFile": "expects same-process POSIX locks to conflict; skipped by go-fuse itself",
 	}
-	f := newPassthroughFixture(t, ptOptions{})
+	f := newFixture(t, fixtureOptions{})
 	names := make([]string, 0, len(posixtest.All))
 	for n := range posixtest.All {
 		names = append(names, n)
@@ -816,8 +817,8 @@ func TestPassthroughPosix(t *testing.T) {
 			f.must(t, "mkdir", func() error { return os.Mkdir(dir, 0o755) })
 			// The suite calls t.Fatal, so it runs on the test goroutine; a
 			// watchdog aborts the connection if it hangs on the mount.
-			timer := time.AfterFunc(ptCallDeadline, func() {
-				t.Errorf("%s: still running after %v; aborting the FUSE connection", name, ptCallDeadline)
+			timer := time.AfterFunc(callDeadline, func() {
+				t.Errorf("%s: still running after %v; aborting the FUSE connection", name, callDeadline)
 				f.abort()
 			})
 			defer timer.Stop()
@@ -827,11 +828,11 @@ func TestPassthroughPosix(t *testing.T) {
 	}
 }
 
-// BenchmarkPassthroughIO measures sequential 1 MiB writes (through the page
+// BenchmarkIO measures sequential 1 MiB writes (through the page
 // cache, which writes through without a writeback cache) and O_DIRECT reads
 // of a 64 MiB file, with the gofer's donated host fd (pread/pwrite) and with
 // PRead/PWrite RPCs.
-func BenchmarkPassthroughIO(b *testing.B) {
+func BenchmarkIO(b *testing.B) {
 	const (
 		chunk = 1 << 20
 		size  = 64 << 20
@@ -840,7 +841,7 @@ func BenchmarkPassthroughIO(b *testing.B) {
 		name  string
 		rpcIO bool
 	}{{"hostfd", false}, {"rpc", true}} {
-		f := newPassthroughFixture(b, ptOptions{rpcIO: mode.rpcIO})
+		f := newFixture(b, fixtureOptions{rpcIO: mode.rpcIO})
 		buf, err := unix.Mmap(-1, 0, chunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 		if err != nil {
 			b.Fatal(err)
@@ -889,10 +890,10 @@ func BenchmarkPassthroughIO(b *testing.B) {
 	}
 }
 
-// BenchmarkPassthroughMeta measures metadata operations through the mount
+// BenchmarkMeta measures metadata operations through the mount
 // and reports the LISAFS round trips each costs.
-func BenchmarkPassthroughMeta(b *testing.B) {
-	f := newPassthroughFixture(b, ptOptions{})
+func BenchmarkMeta(b *testing.B) {
+	f := newFixture(b, fixtureOptions{})
 	if err := os.Mkdir(f.h("big"), 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -925,17 +926,17 @@ func BenchmarkPassthroughMeta(b *testing.B) {
 		{"readdir-1000", func(int) error {
 			// A fresh mount handle each time; the kernel may serve later
 			// rounds from its directory cache.
-			_, err := ptGetdents(f.m("big"))
+			_, err := getdents(f.m("big"))
 			return err
 		}},
 	}
 	for _, op := range ops {
 		b.Run(op.name, func(b *testing.B) {
-			rt := f.p.c.RoundTrips()
+			rt := f.fs.c.RoundTrips()
 			for i := range b.N {
 				f.must(b, op.name, func() error { return op.fn(i) })
 			}
-			b.ReportMetric(float64(f.p.c.RoundTrips()-rt)/float64(b.N), "rpcs/op")
+			b.ReportMetric(float64(f.fs.c.RoundTrips()-rt)/float64(b.N), "rpcs/op")
 		})
 	}
 }

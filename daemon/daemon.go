@@ -1,0 +1,135 @@
+// Package daemon assembles one mount: a gofer connection, the file system
+// the --overlay2 spec asks for, and its FUSE server. It comes in two
+// variants, Overlay (an upper layer over the lower) and WriteThrough
+// (--overlay2=none: every change goes to the lower through the gofer);
+// Start picks one. A Daemon answers the control socket's requests
+// (ctlsocksrv.Handler), so the command line only parses flags, starts a
+// Daemon and serves its control socket.
+//
+// The library mounts in the calling process, so tests can mount with an
+// in-process gofer (lisafs.Server on one end of a socketpair) exactly as
+// the binary does with a gofer process.
+package daemon
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"overlayfs/ctlsock"
+	"overlayfs/filestore"
+	"overlayfs/internal/ctlsocksrv"
+	"overlayfs/lisafs"
+)
+
+// Config describes one mount.
+type Config struct {
+	// LowerDir and Mountpoint are absolute paths.
+	LowerDir   string
+	Mountpoint string
+	// Spec is the --overlay2 spec; a disabled one gives a WriteThrough.
+	Spec filestore.Spec
+	// Shared means LOWERDIR may change behind the mount (--file-access).
+	Shared bool
+	// Debug logs every FUSE request.
+	Debug bool
+	// UpperTar, if set, is an OCI layer applied as the upper layer before
+	// the mount (Overlay only).
+	UpperTar string
+	// Gofer connects to a gofer serving LowerDir, read-only if asked. It
+	// returns the daemon's end of the LISAFS connection, which the daemon
+	// owns from then on, and a function that waits (bounded) for the gofer
+	// to stop once that connection is closed, or nil if the daemon does
+	// not own the gofer.
+	Gofer func(readOnly bool) (fd int, wait func(), err error)
+	// Logf receives diagnostics; nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// Daemon is a running mount. Wait returns once the kernel has let go of
+// it; then Close releases everything else.
+type Daemon interface {
+	ctlsocksrv.Handler
+	// Wait blocks until the mount is gone (unmounted or aborted).
+	Wait()
+	// Unmount asks the kernel to unmount; Wait then returns.
+	Unmount() error
+	// Close releases the file system, its layers, its backing file and
+	// the gofer connection, and waits for a gofer it owns. Call it once,
+	// after Wait; it is also how Start cleans up after a failure.
+	Close()
+}
+
+// Start connects to the gofer, builds the file system cfg.Spec asks for
+// and mounts it; it returns once the kernel answers on the mountpoint.
+func Start(cfg Config) (Daemon, error) {
+	if cfg.Gofer == nil {
+		return nil, fmt.Errorf("daemon: no gofer")
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = log.Printf
+	}
+	if cfg.Spec.Enabled() {
+		return startOverlay(cfg)
+	}
+	return startWriteThrough(cfg)
+}
+
+// base is what every variant has: the gofer, its client and the server.
+type base struct {
+	cfg       Config
+	srv       *fuse.Server
+	client    *lisafs.Client
+	goferWait func()
+	closed    bool
+}
+
+// connect reaches the gofer and starts a LISAFS client on it.
+func (b *base) connect(readOnly bool) (lisafs.Inode, int, error) {
+	fd, wait, err := b.cfg.Gofer(readOnly)
+	if err != nil {
+		return lisafs.Inode{}, -1, err
+	}
+	b.goferWait = wait
+	client, root, rootFD, err := lisafs.NewClient(fd)
+	if err != nil {
+		return lisafs.Inode{}, -1, fmt.Errorf("connect to gofer: %w", err)
+	}
+	b.client = client
+	return root, rootFD, nil
+}
+
+// Wait blocks until the mount is gone.
+func (b *base) Wait() { b.srv.Wait() }
+
+// Unmount asks the kernel to unmount.
+func (b *base) Unmount() error { return b.srv.Unmount() }
+
+// closeGofer closes the connection and waits for a gofer the daemon owns.
+func (b *base) closeGofer() {
+	if b.client != nil {
+		_ = b.client.Close()
+	}
+	if b.goferWait != nil {
+		b.goferWait()
+	}
+}
+
+// stats fills what every variant reports.
+func (b *base) stats() ctlsock.Stats {
+	r := ctlsock.Stats{Mountpoint: b.cfg.Mountpoint, Upper: b.cfg.Spec.String()}
+	if b.client != nil {
+		r.GoferRoundTrips = b.client.RoundTrips()
+	}
+	if f, err := os.Open("/proc/self/status"); err == nil {
+		r.VmRSS, r.RssAnon, r.RssFile, r.RssShmem = procMemory(f)
+		f.Close()
+	}
+	return r
+}
+
+// timeout is the kernel cache lifetime with exclusive access.
+const timeout = time.Hour

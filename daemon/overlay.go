@@ -1,0 +1,158 @@
+package daemon
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"overlayfs/ctlsock"
+	"overlayfs/filestore"
+	"overlayfs/internal/fusekit"
+	"overlayfs/lower"
+	"overlayfs/memfile"
+	"overlayfs/overlay"
+	"overlayfs/upper"
+)
+
+// Overlay is the daemon of a mount with an upper layer: the lower read
+// through a read-only gofer, upper data in a filestore or memfd.
+type Overlay struct {
+	base
+	layer *lower.Layer
+	store *filestore.Store
+	mf    *memfile.File
+	fs    *overlay.FS
+}
+
+func startOverlay(cfg Config) (_ *Overlay, err error) {
+	d := &Overlay{base: base{cfg: cfg}}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	// The gofer never writes: LOWERDIR is read-only to it.
+	root, rootFD, err := d.connect(true)
+	if err != nil {
+		return nil, err
+	}
+	d.layer = lower.New(d.client, root, rootFD)
+	d.client = nil // the layer owns it now
+	d.layer.SetShared(cfg.Shared)
+	if cfg.Spec.Medium == filestore.MediumSelf {
+		removed, err := filestore.RemoveStale(cfg.LowerDir)
+		if err != nil {
+			return nil, fmt.Errorf("remove stale filestores in %s: %w", cfg.LowerDir, err)
+		}
+		for _, p := range removed {
+			cfg.Logf("overlayfs: removed stale filestore %s", p)
+		}
+	}
+	d.store, err = filestore.Open(cfg.Spec, filestore.OpenOptions{LowerRoot: cfg.LowerDir, ID: randomID()})
+	if err != nil {
+		return nil, err
+	}
+	limit, _ := cfg.Spec.SizeBytes()
+	d.mf, err = memfile.New(d.store.File, memfile.Options{Limit: limit})
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	var hidden []string
+	if d.store.Path != "" {
+		hidden = append(hidden, filepath.Base(d.store.Path))
+	}
+	d.fs, err = overlay.New(overlay.Config{
+		Lower:           d.layer,
+		Store:           upper.NewStore(d.mf),
+		Timeout:         timeout,
+		HiddenRootNames: hidden,
+		HideRootName:    filestore.IsSelfName,
+		Shared:          cfg.Shared,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.UpperTar != "" {
+		if err := importUpperTar(d.fs, cfg.UpperTar); err != nil {
+			return nil, err
+		}
+	}
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.LowerDir, Debug: cfg.Debug, Shared: cfg.Shared})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = io.ReadFull(rand.Reader, b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// importUpperTar applies the layer in file to fs's upper, before the mount.
+func importUpperTar(fs *overlay.FS, file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("--upper-tar: %w", err)
+	}
+	defer f.Close()
+	if err := fs.ImportTar(bufio.NewReaderSize(f, 1<<16)); err != nil {
+		return fmt.Errorf("--upper-tar %s: %w", file, err)
+	}
+	return nil
+}
+
+// Stats reports the upper layer, the daemon's memory, gofer round trips
+// and copy-ups.
+func (d *Overlay) Stats() ctlsock.Stats {
+	r := d.stats()
+	r.GoferRoundTrips = d.layer.RoundTrips()
+	st := d.fs.Store().Stats()
+	r.UpperInodes, r.UpperFiles = st.Inodes, st.Files
+	r.UpperBytes, r.SizeLimit = st.Usage.InUse, st.Usage.Limit
+	r.FilestoreAllocated, r.FilestoreOnDisk = st.Usage.Allocated, st.Usage.OnDisk
+	r.DataCopyUps, r.MetaCopyUps = st.DataCopyUps, st.MetaCopyUps
+	return r
+}
+
+// Changes lists what the overlay changed relative to the lower.
+func (d *Overlay) Changes() ([]ctlsock.Change, error) {
+	ch, err := d.fs.Changes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ctlsock.Change, len(ch))
+	for i, c := range ch {
+		out[i] = ctlsock.Change{Kind: string(c.Kind), Path: c.Path}
+	}
+	return out, nil
+}
+
+// ExportTar writes the upper layer as an OCI layer.
+func (d *Overlay) ExportTar(w io.Writer) error { return d.fs.ExportTar(w) }
+
+// Close releases the backing file, the filestore, the lower layer (and
+// with it the connection) and the gofer.
+func (d *Overlay) Close() {
+	if d.closed {
+		return
+	}
+	d.closed = true
+	if d.mf != nil {
+		_ = d.mf.Close()
+	}
+	if d.store != nil {
+		if err := d.store.Close(); err != nil {
+			d.cfg.Logf("overlayfs: %v", err)
+		}
+	}
+	if d.layer != nil {
+		_ = d.layer.Close()
+	}
+	d.closeGofer()
+}

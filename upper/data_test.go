@@ -1,0 +1,111 @@
+package upper
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"overlayfs/memfile"
+)
+
+// TestDataOpsKeepTimes pins which data operations set mtime and ctime (the
+// ones a system call would) and which leave the times alone.
+func TestDataOpsKeepTimes(t *testing.T) {
+	old := unix.Timespec{Sec: 1000}
+	for _, tc := range []struct {
+		name    string
+		op      func(in *Inode) error
+		touches bool
+		size    int64
+	}{
+		{"write", func(in *Inode) error { _, err := in.WriteAt([]byte("abc"), 5); return err }, true, 8},
+		{"empty write", func(in *Inode) error { _, err := in.WriteAt(nil, 5); return err }, false, 0},
+		{"truncate up", func(in *Inode) error { return in.Truncate(100) }, true, 100},
+		{"truncate same size", func(in *Inode) error { return in.Truncate(0) }, true, 0},
+		{"allocate", func(in *Inode) error { return in.Allocate(0, 4096, false) }, true, 4096},
+		{"allocate keep size", func(in *Inode) error { return in.Allocate(0, 4096, true) }, true, 0},
+		{"punch hole", func(in *Inode) error { return in.PunchHole(0, 4096) }, true, 0},
+		{"fill", func(in *Inode) error { return in.Fill([]byte("abc"), 0) }, false, 3},
+		{"set size", func(in *Inode) error { return in.SetSize(10) }, false, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			in := s.NewInode(unix.S_IFREG|0o644, 0, 0, 0)
+			in.Mtime, in.Ctime = old, old
+			if err := tc.op(in); err != nil {
+				t.Fatal(err)
+			}
+			if touched := in.Mtime != old && in.Ctime != old; touched != tc.touches {
+				t.Errorf("times changed: %v, want %v", touched, tc.touches)
+			}
+			if in.DataSize() != tc.size {
+				t.Errorf("size %d, want %d", in.DataSize(), tc.size)
+			}
+		})
+	}
+}
+
+// TestCopyFrom copies a host file with a hole and counts the copy-up; a
+// copy that does not fit leaves no data and nothing allocated.
+func TestCopyFrom(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("head"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("tail"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(1<<20 + 4)
+
+	s := newStore(t)
+	in := &Inode{Attr: Attr{Mode: unix.S_IFREG | 0o644, Nlink: 1}}
+	s.Adopt(in)
+	if err := in.CopyFrom(int(f.Fd()), size); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := in.ReadAt(got, 1<<20); err != nil || string(got) != "tail" || !in.HasData {
+		t.Errorf("after copy-up: %q %v, HasData %v", got, err, in.HasData)
+	}
+	if hole, _ := in.SeekHole(0); hole >= 1<<20 {
+		t.Errorf("the hole was filled: first hole at %d", hole)
+	}
+	if st := s.Stats(); st.DataCopyUps != 1 || st.Files != 1 {
+		t.Errorf("counters after copy-up: %+v", st)
+	}
+	if err := in.CopyFrom(int(f.Fd()), size); err == nil {
+		t.Errorf("a second copy-up over upper data succeeded")
+	}
+
+	fd, err := unix.MemfdCreate("upper-small", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := memfile.New(osFile(fd), memfile.Options{Limit: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	small := NewStore(mf)
+	in2 := &Inode{Attr: Attr{Mode: unix.S_IFREG | 0o644, Nlink: 1}}
+	small.Adopt(in2)
+	big := bytes.Repeat([]byte{1}, 256<<10)
+	if _, err := f.WriteAt(big, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := in2.CopyFrom(int(f.Fd()), size); !errors.Is(err, unix.ENOSPC) {
+		t.Errorf("copy-up past the limit: %v, want ENOSPC", err)
+	}
+	if in2.HasData || in2.DataSize() != 0 || small.Usage().InUse != 0 || small.Stats().DataCopyUps != 0 {
+		t.Errorf("a failed copy-up left data %v size %d, %d bytes in use, %d copy-ups", in2.HasData, in2.DataSize(), small.Usage().InUse, small.Stats().DataCopyUps)
+	}
+}
