@@ -8,27 +8,41 @@ import (
 	"overlayfs/internal/fuseuring/memfs"
 )
 
-func TestSmoke(t *testing.T) {
+// TestUnmountReleasesResources: after Unmount returns, the server holds no
+// file descriptor (the /dev/fuse fd, rings, eventfds) and the requests went
+// by the ring, not /dev/fuse.
+func TestUnmountReleasesResources(t *testing.T) {
 	requireURing(t)
+	before := openFDs(t)
 	mnt := t.TempDir()
-	fs := memfs.New(memfs.Options{})
-	s, err := Mount(fs, mnt, Options{Transport: IOURing})
+	s, err := Mount(memfs.New(memfs.Options{}), mnt, Options{Transport: IOURing})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := s.Unmount(); err != nil {
-			t.Error(err)
-		}
-		t.Logf("stats %+v", s.Stats())
-	}()
 	p := filepath.Join(mnt, "a")
 	if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(p)
-	if err != nil || string(b) != "hello" {
-		t.Fatalf("read %q %v", b, err)
+	if b, err := os.ReadFile(p); err != nil || string(b) != "hello" {
+		t.Fatalf("read back %q, %v", b, err)
 	}
-	t.Logf("stats %+v", s.Stats())
+	if err := s.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Ring < 5 || st.Dev > 2 {
+		t.Errorf("requests by ring %d, by /dev/fuse %d: want the ring to carry them", st.Ring, st.Dev)
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d open fds after unmount, %d before", after, before)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
 }
