@@ -110,10 +110,11 @@ func median(v []float64) float64 {
 // goTreeTar writes a tar of GOROOT/src into the test's temporary directory.
 func goTreeTar(t testing.TB) string {
 	t.Helper()
-	root := runtime.GOROOT()
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		root = strings.TrimSpace(string(out))
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
 	}
+	root := strings.TrimSpace(string(out))
 	tarball := filepath.Join(t.TempDir(), "go-src.tar")
 	if out, err := exec.Command("tar", "cf", tarball, "-C", root, "src").CombinedOutput(); err != nil {
 		t.Fatalf("tar the Go tree: %v\n%s", err, out)

@@ -101,7 +101,6 @@ func serveOnce(tr string, fs *memfs.FS, mnt string) (dev, ring uint64, err error
 // serverProc is a child server process.
 type serverProc struct {
 	cmd   *exec.Cmd
-	out   *bufio.Scanner
 	mnt   string
 	lines chan string
 }

@@ -394,7 +394,7 @@ func (fs *FS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName stri
 			return fuse.EISDIR
 		case o.children == nil && n.children != nil:
 			return fuse.ENOTDIR
-		case o.children != nil && len(o.children) > 0:
+		case len(o.children) > 0:
 			return fuse.Status(syscall.ENOTEMPTY)
 		}
 		fs.unlinkNode(dst, newName, o)
