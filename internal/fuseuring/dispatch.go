@@ -38,6 +38,9 @@ const (
 	opReaddir     = 28
 	opReleasedir  = 29
 	opFsyncdir    = 30
+	opGetlk       = 31
+	opSetlk       = 32
+	opSetlkw      = 33
 	opAccess      = 34
 	opCreate      = 35
 	opInterrupt   = 36
@@ -47,6 +50,8 @@ const (
 	opReaddirplus = 44
 	opRename2     = 45
 	opLseek       = 46
+	opCopyRange   = 47
+	opTmpfile     = 51
 	opCount       = 64
 )
 
@@ -67,7 +72,8 @@ var opInSize = [opCount]int{
 	opFlush: 24, opInit: 64, opOpendir: 8, opReaddir: 40, opReleasedir: 24,
 	opFsyncdir: 16, opAccess: 8, opCreate: 16, opInterrupt: 8,
 	opBatchForget: 8, opFallocate: 32, opReaddirplus: 40, opRename2: 16,
-	opLseek: 24,
+	opLseek: 24, opGetlk: 48, opSetlk: 48, opSetlkw: 48, opCopyRange: 56,
+	opTmpfile: 16,
 }
 
 // maxInStruct is the room for a fuse_in_header and the largest fixed
@@ -255,6 +261,21 @@ func dispatch(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	case opLseek:
 		o, n := outStruct[fuse.LseekOut](r)
 		return fs.Lseek(nil, inStruct[fuse.LseekIn](r), o), n
+	case opGetlk:
+		o, n := outStruct[fuse.LkOut](r)
+		return fs.GetLk(nil, inStruct[fuse.LkIn](r), o), n
+	case opSetlk:
+		return fs.SetLk(nil, inStruct[fuse.LkIn](r)), 0
+	case opSetlkw:
+		return fs.SetLkw(nil, inStruct[fuse.LkIn](r)), 0
+	case opCopyRange:
+		written, st := fs.CopyFileRange(nil, inStruct[fuse.CopyFileRangeIn](r))
+		o, n := outStruct[fuse.WriteOut](r)
+		o.Size = written
+		return st, n
+	case opTmpfile:
+		o, n := outStruct[fuse.CreateOut](r)
+		return fs.Tmpfile(nil, inStruct[fuse.CreateIn](r), o), n
 	case opDestroy:
 		return fuse.OK, 0
 	}

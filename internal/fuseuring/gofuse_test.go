@@ -1,0 +1,125 @@
+package fuseuring
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// mountLoopback mounts go-fuse's loopback file system (a real, complete
+// file system on go-fuse's fs package) of a new directory with NewServer,
+// and registers its unmount. It returns the backing directory, the mount
+// point, the root inode and the mount.
+func mountLoopback(t *testing.T, tr Transport, ttl time.Duration) (string, string, gofs.InodeEmbedder, *GoFuseMount) {
+	t.Helper()
+	if tr == IOURing {
+		requireURing(t)
+	} else if os.Geteuid() != 0 {
+		t.Skip("needs root to mount /dev/fuse directly")
+	}
+	backing, mnt := t.TempDir(), t.TempDir()
+	root, err := gofs.NewLoopbackRoot(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := gofs.NewNodeFS(root, &gofs.Options{EntryTimeout: &ttl, AttrTimeout: &ttl})
+	m, err := NewServer(raw, mnt, &fuse.MountOptions{Name: "loopback", MaxBackground: 12}, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		done := make(chan error, 1)
+		go func() { done <- m.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("server did not end within 10 s of unmount")
+		}
+	})
+	return backing, mnt, root, m
+}
+
+// TestGoFuseLoopbackTree copies part of the Go tree through go-fuse's
+// loopback file system and compares it with the source, over both
+// transports: go-fuse's own requests path and the rings.
+func TestGoFuseLoopbackTree(t *testing.T) {
+	root := goroot(t)
+	for _, tr := range bothTransports {
+		t.Run(tr.String(), func(t *testing.T) {
+			_, mnt, _, m := mountLoopback(t, tr, time.Second)
+			cmd := exec.Command("sh", "-c", "tar cf - -C "+root+" src/fmt src/encoding | tar xpf - -C "+mnt)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("copy: %v\n%s", err, out)
+			}
+			n := compareTrees(t, filepath.Join(root, "src"), filepath.Join(mnt, "src"), []string{"fmt", "encoding"})
+			if tr == IOURing && m.Stats().Ring < uint64(n) {
+				t.Errorf("rings carried %d requests for %d entries", m.Stats().Ring, n)
+			}
+		})
+	}
+}
+
+// TestGoFuseNotifications: while the rings carry the requests, the file
+// system's notifications (through go-fuse's Server on /dev/fuse) still
+// reach the kernel: an attribute invalidation shows a change made behind
+// the mount, an entry invalidation shows a removal.
+func TestGoFuseNotifications(t *testing.T) {
+	for _, tr := range bothTransports {
+		t.Run(tr.String(), func(t *testing.T) {
+			backing, mnt, root, m := mountLoopback(t, tr, time.Hour)
+			if err := os.WriteFile(filepath.Join(backing, "f"), []byte("abc"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			size := func() (int64, error) {
+				fi, err := os.Lstat(filepath.Join(mnt, "f"))
+				if err != nil {
+					return -1, err
+				}
+				return fi.Size(), nil
+			}
+			if s, err := size(); err != nil || s != 3 {
+				t.Fatalf("size %d, %v; want 3", s, err)
+			}
+			if err := os.WriteFile(filepath.Join(backing, "f"), []byte("abcdef"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if s, _ := size(); s != 3 {
+				t.Fatalf("size %d right after a change behind the mount: attributes not cached, the test proves nothing", s)
+			}
+			child := root.EmbeddedInode().GetChild("f")
+			if child == nil {
+				t.Fatal("no inode for f")
+			}
+			if errno := child.NotifyContent(0, 0); errno != 0 {
+				t.Fatalf("inode notify: %v", errno)
+			}
+			if s, err := size(); err != nil || s != 6 {
+				t.Errorf("size %d, %v after inode notify; want 6", s, err)
+			}
+			if err := os.Remove(filepath.Join(backing, "f")); err != nil {
+				t.Fatal(err)
+			}
+			if errno := root.EmbeddedInode().NotifyEntry("f"); errno != 0 {
+				t.Fatalf("entry notify: %v", errno)
+			}
+			if _, err := size(); !errors.Is(err, syscall.ENOENT) {
+				t.Errorf("lstat after entry notify: %v, want ENOENT", err)
+			}
+			if tr == IOURing && m.Stats().Ring == 0 {
+				t.Error("rings carried no request")
+			}
+		})
+	}
+}
