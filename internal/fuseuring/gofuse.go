@@ -1,7 +1,6 @@
 package fuseuring
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -14,29 +13,38 @@ import (
 // GoFuseMount is a file system served by go-fuse's own Server for
 // everything that travels by /dev/fuse (INIT, FORGET, INTERRUPT,
 // notifications, passthrough backing-fd registration), with the requests
-// themselves carried by this package's rings when the transport is IOURing.
+// themselves carried by this package's rings when io_uring is in use.
 // The file system sees one go-fuse Server either way (RawFileSystem.Init).
+// Wait and Unmount have *fuse.Server's signatures, so a caller can hold
+// either behind one interface.
 type GoFuseMount struct {
-	// Server is go-fuse's server; use it for notifications. Do not call
-	// its Unmount: it cannot unmount a mount it did not make.
+	// Server is go-fuse's server; use it for notifications. Call the
+	// mount's Unmount, not the Server's: with io_uring go-fuse did not
+	// make the mount and cannot unmount it.
 	Server *fuse.Server
 	mnt    string
-	rings  *Server // nil with DevFuse
-	plain  bool    // mounted by go-fuse itself (DevFuse)
+	rings  *Server // nil over /dev/fuse
+	reason string  // why not io_uring, if not
+	goMade bool    // go-fuse made the mount (and can unmount it)
+	err    error   // the first ring error, after Wait
 }
 
 // NewServer mounts fs on mnt like fuse.NewServer with DirectMount (as
-// root), serves it, and returns once the mount answers. With IOURing it
-// advertises FUSE_OVER_IO_URING through go-fuse's INIT (ExtraCapabilities)
-// and registers one ring per CPU on the same connection before returning;
-// with DevFuse it is fuse.NewServer unchanged.
-func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, tr Transport) (*GoFuseMount, error) {
+// root), serves it, and returns once the mount answers. When mode selects
+// io_uring it advertises FUSE_OVER_IO_URING through go-fuse's INIT
+// (ExtraCapabilities) and registers one ring per CPU on the connection
+// before returning; otherwise it is fuse.NewServer unchanged. With Auto,
+// Reason says why io_uring is not in use; with On, no io_uring is an error.
+func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode) (*GoFuseMount, error) {
 	o := fuse.MountOptions{MaxBackground: 12}
 	if opts != nil {
 		o = *opts
 	}
+	tr, reason, err := resolve(mode)
+	if err != nil {
+		return nil, err
+	}
 	if tr == DevFuse {
-		o.DirectMount = true
 		srv, err := fuse.NewServer(fs, mnt, &o)
 		if err != nil {
 			return nil, err
@@ -46,10 +54,7 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, tr Tr
 			srv.Unmount()
 			return nil, err
 		}
-		return &GoFuseMount{Server: srv, mnt: mnt, plain: true}, nil
-	}
-	if err := URingAvailable(); err != nil {
-		return nil, err
+		return &GoFuseMount{Server: srv, mnt: mnt, reason: reason, goMade: true}, nil
 	}
 	if o.MaxWrite <= 0 {
 		o.MaxWrite = 128 << 10
@@ -58,14 +63,11 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, tr Tr
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*GoFuseMount, error) {
-		unix.Unmount(mnt, unix.MNT_DETACH)
-		return nil, err
-	}
 	ringFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(fd)
-		return fail(fmt.Errorf("dup /dev/fuse: %w", err))
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return nil, fmt.Errorf("dup /dev/fuse: %w", err)
 	}
 	o.DirectMount, o.DirectMountStrict = false, false
 	o.ExtraCapabilities |= initOverIOUring
@@ -75,30 +77,49 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, tr Tr
 	if err != nil {
 		unix.Close(fd)
 		unix.Close(ringFD)
-		return fail(fmt.Errorf("mount %s: %w", mnt, err))
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
 	}
 	m := &GoFuseMount{Server: srv, mnt: mnt}
 	go srv.Serve()
 	if srv.KernelSettings().Flags64()&initOverIOUring == 0 {
+		// The kernel did not switch this connection to io_uring: go-fuse
+		// serves it over /dev/fuse as usual.
 		unix.Close(ringFD)
-		m.Unmount()
-		return nil, errors.New("kernel did not offer FUSE_OVER_IO_URING in INIT: echo 1 > /sys/module/fuse/parameters/enable_uring")
+		why := "kernel did not offer FUSE_OVER_IO_URING in INIT: echo 1 > /sys/module/fuse/parameters/enable_uring"
+		if mode == On {
+			m.Unmount()
+			return nil, fmt.Errorf("fuse-uring=on: %s", why)
+		}
+		m.reason = why
+	} else {
+		s := &Server{fs: fs, opts: Options{QueueDepth: 8}, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite}
+		if err := s.startQueues(); err != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+			srv.Wait()
+			s.wg.Wait()
+			s.closeDev()
+			return nil, err
+		}
+		m.rings = s
 	}
-	s := &Server{fs: fs, opts: Options{QueueDepth: 8}, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite}
-	if err := s.startQueues(); err != nil {
-		unix.Unmount(mnt, unix.MNT_DETACH)
-		srv.Wait()
-		s.wg.Wait()
-		s.closeDev()
-		return nil, err
-	}
-	m.rings = s
 	if err := srv.WaitMount(); err != nil {
 		m.Unmount()
 		return nil, err
 	}
 	return m, nil
 }
+
+// Transport reports which transport carries the requests.
+func (m *GoFuseMount) Transport() Transport {
+	if m.rings != nil {
+		return IOURing
+	}
+	return DevFuse
+}
+
+// Reason says why the requests go by /dev/fuse ("" with io_uring).
+func (m *GoFuseMount) Reason() string { return m.reason }
 
 // mountDev opens /dev/fuse and mounts it on mnt with the options go-fuse's
 // DirectMount would use.
@@ -159,25 +180,29 @@ func mountDev(mnt string, o *fuse.MountOptions) (int, error) {
 }
 
 // Wait blocks until the file system is unmounted and go-fuse's loops and
-// the rings have ended, and returns the first ring error.
-func (m *GoFuseMount) Wait() error {
+// the rings have ended. Err then returns the first ring error.
+func (m *GoFuseMount) Wait() {
 	m.Server.Wait()
 	if m.rings == nil {
-		return nil
+		return
 	}
 	m.rings.stopQueues()
-	return m.rings.Wait()
+	m.err = m.rings.Wait()
 }
+
+// Err returns the first error of the rings, once Wait has returned.
+func (m *GoFuseMount) Err() error { return m.err }
 
 // Unmount unmounts the file system and waits for the server to end.
 func (m *GoFuseMount) Unmount() error {
-	if m.plain {
+	if m.goMade {
 		return m.Server.Unmount()
 	}
 	if err := unix.Unmount(m.mnt, 0); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("unmount %s: %w", m.mnt, err)
 	}
-	return m.Wait()
+	m.Wait()
+	return m.err
 }
 
 // Stats returns the requests carried by the rings (zero with DevFuse;

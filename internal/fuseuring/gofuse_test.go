@@ -43,14 +43,18 @@ func mountLoopbackWith(t *testing.T, tr Transport, ttl time.Duration, wrap func(
 	if wrap != nil {
 		raw = wrap(raw)
 	}
-	m, err := NewServer(raw, mnt, opts, tr)
+	mode := Off
+	if tr == IOURing {
+		mode = On
+	}
+	m, err := NewServer(raw, mnt, opts, mode)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		done := make(chan error, 1)
-		go func() { done <- m.Wait() }()
+		go func() { m.Wait(); done <- m.Err() }()
 		select {
 		case err := <-done:
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -144,9 +145,10 @@ func TestDaemonDeathWithRequestInFlight(t *testing.T) {
 	}
 }
 
-// TestURingOffSaysWhy: with the kernel switch off, asking for io_uring
-// fails before mounting and names the switch.
-func TestURingOffSaysWhy(t *testing.T) {
+// switchURingOff turns /sys/module/fuse/parameters/enable_uring off for
+// the test (as root) and restores it afterwards.
+func switchURingOff(t *testing.T) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to flip /sys/module/fuse/parameters/enable_uring")
 	}
@@ -164,8 +166,16 @@ func TestURingOffSaysWhy(t *testing.T) {
 		if old == "Y" || old == "1" {
 			v = "1"
 		}
-		os.WriteFile(sw, []byte(v), 0)
+		if err := os.WriteFile(sw, []byte(v), 0); err != nil {
+			t.Errorf("restore %s: %v", sw, err)
+		}
 	})
+}
+
+// TestURingOffSaysWhy: with the kernel switch off, asking for io_uring
+// fails before mounting and names the switch.
+func TestURingOffSaysWhy(t *testing.T) {
+	switchURingOff(t)
 	mnt := t.TempDir()
 	s, err := Mount(memfs.New(memfs.Options{}), mnt, Options{Transport: IOURing})
 	if err == nil {
@@ -175,11 +185,95 @@ func TestURingOffSaysWhy(t *testing.T) {
 	if !strings.Contains(err.Error(), "enable_uring") {
 		t.Errorf("error %q does not name the switch", err)
 	}
-	var st, parent unix.Stat_t
-	unix.Stat(mnt, &st)
-	unix.Stat(filepath.Dir(mnt), &parent)
-	if st.Dev != parent.Dev {
+	if isMountPoint(t, mnt) {
 		t.Errorf("a failed Mount left %s mounted", mnt)
+	}
+}
+
+func isMountPoint(t *testing.T, p string) bool {
+	t.Helper()
+	var st, parent unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(filepath.Dir(p), &parent); err != nil {
+		t.Fatal(err)
+	}
+	return st.Dev != parent.Dev
+}
+
+// TestModes: what --fuse-uring auto|on|off does with the kernel switch
+// off and on.
+func TestModes(t *testing.T) {
+	for _, c := range []struct {
+		arg     string
+		enabled bool
+		want    Transport
+		wantErr bool
+	}{
+		{"off", true, DevFuse, false},
+		{"auto", true, IOURing, false},
+		{"on", true, IOURing, false},
+		{"auto", false, DevFuse, false},
+		{"on", false, DevFuse, true},
+	} {
+		name := c.arg + "/switch-off"
+		if c.enabled {
+			name = c.arg + "/switch-on"
+		}
+		t.Run(name, func(t *testing.T) {
+			if c.enabled {
+				requireURing(t)
+			} else {
+				switchURingOff(t)
+			}
+			mode, err := ParseMode(c.arg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			backing, mnt := t.TempDir(), t.TempDir()
+			root, err := gofs.NewLoopbackRoot(backing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := NewServer(gofs.NewNodeFS(root, nil), mnt, &fuse.MountOptions{Name: "loopback"}, mode)
+			if c.wantErr {
+				if err == nil {
+					m.Unmount()
+					t.Fatal("mounted without io_uring")
+				}
+				if !strings.Contains(err.Error(), "enable_uring") {
+					t.Errorf("error %q does not name the switch", err)
+				}
+				if isMountPoint(t, mnt) {
+					t.Errorf("failed mount left %s mounted", mnt)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := m.Unmount(); err != nil {
+					t.Error(err)
+				}
+			}()
+			if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if m.Transport() != c.want {
+				t.Errorf("transport %v, want %v", m.Transport(), c.want)
+			}
+			if c.want == DevFuse && c.arg == "auto" && !strings.Contains(m.Reason(), "enable_uring") {
+				t.Errorf("auto without io_uring says %q, not which switch is off", m.Reason())
+			}
+			if got := m.Stats().Ring > 0; got != (c.want == IOURing) {
+				t.Errorf("ring carried %d requests with transport %v", m.Stats().Ring, c.want)
+			}
+		})
+	}
+	if _, err := ParseMode("sometimes"); err == nil {
+		t.Error("ParseMode accepted sometimes")
 	}
 }
 

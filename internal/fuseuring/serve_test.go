@@ -23,14 +23,17 @@ import (
 // prints "served <dev> <ring>", and repeats for FUSEURING_SERVE_MOUNTS
 // mounts, keeping the tree between them.
 const (
-	envServe     = "FUSEURING_SERVE"        // transport: gofuse, dev or uring
+	envServe     = "FUSEURING_SERVE"        // transport: one of transports
 	envServeMnt  = "FUSEURING_SERVE_MNT"    // mount point
 	envServeTTL  = "FUSEURING_SERVE_TTL"    // entry/attr timeout, a Go duration
 	envServeRuns = "FUSEURING_SERVE_MOUNTS" // mounts in a row
 )
 
-// transports the gate compares, in the order it reports them.
-var transports = []string{"gofuse", "dev", "uring"}
+// transports the gate compares, in the order it reports them: go-fuse's
+// Server alone, this package's loop over /dev/fuse, this package's loop
+// over io_uring, and go-fuse's Server on /dev/fuse with the requests on
+// this package's rings (NewServer: the shape for the overlay).
+var transports = []string{"gofuse", "dev", "uring", "gofuse+uring"}
 
 func TestMain(m *testing.M) {
 	if tr := os.Getenv(envServe); tr != "" {
@@ -81,6 +84,14 @@ func serveOnce(tr string, fs *memfs.FS, mnt string) (dev, ring uint64, err error
 		fmt.Println("ready")
 		srv.Wait()
 		return 0, 0, nil
+	case "gofuse+uring":
+		m, err := NewServer(fs, mnt, &fuse.MountOptions{Name: "memfs", FsName: "memfs", MaxWrite: 128 << 10}, On)
+		if err != nil {
+			return 0, 0, err
+		}
+		fmt.Println("ready")
+		m.Wait()
+		return 0, m.Stats().Ring, m.Err()
 	case "dev", "uring":
 		t := DevFuse
 		if tr == "uring" {
