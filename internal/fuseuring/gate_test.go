@@ -28,7 +28,8 @@ import (
 //   - creating 20,000 4 KiB files with awk;
 //   - untarring the Go source tree;
 //   - a stat walk of everything (on a fresh mount of the same tree, so the
-//     kernel caches are cold).
+//     kernel caches are cold);
+//   - rm -rf of the Go tree (right after the walk).
 //
 // Run: FUSEURING_GATE=1 go test -run TestGate -v ./internal/fuseuring/
 // (FUSEURING_GATE_RUNS=n, default 3; medians reported). Needs root.
@@ -53,15 +54,18 @@ func TestGate(t *testing.T) {
 	for run := range runs {
 		for _, tr := range transports {
 			lat := measureLatency(t, tr, 20000)
-			add(tr, "rt-pinned-us", lat.pinned)
-			add(tr, "rt-free-us", lat.free)
+			add(tr, "rt-pinned-median-us", lat.pinned)
+			add(tr, "rt-pinned-mean-us", lat.pinnedMean)
+			add(tr, "rt-free-median-us", lat.free)
+			add(tr, "rt-free-mean-us", lat.freeMean)
 			w := measureWorkloads(t, tr, tarball)
 			add(tr, "create-s", w.create)
 			add(tr, "untar-s", w.untar)
 			add(tr, "walk-s", w.walk)
+			add(tr, "rm-tree-s", w.rm)
 			add(tr, "reqs-create+untar", float64(w.requests))
-			t.Logf("run %d %-6s rt pinned %.1f µs free %.1f µs  create %.2f s  untar %.2f s  walk %.3f s  (%d requests, %d by ring)",
-				run+1, tr, lat.pinned, lat.free, w.create, w.untar, w.walk, w.requests, w.ringRequests)
+			t.Logf("run %d %-12s rt pinned %.1f/%.1f µs free %.1f/%.1f µs (median/mean)  create %.2f s  untar %.2f s  walk %.3f s  rm %.2f s  (%d requests, %d by ring)",
+				run+1, tr, lat.pinned, lat.pinnedMean, lat.free, lat.freeMean, w.create, w.untar, w.walk, w.rm, w.requests, w.ringRequests)
 		}
 	}
 	var sb strings.Builder
@@ -71,7 +75,7 @@ func TestGate(t *testing.T) {
 		fmt.Fprintf(tw, "%s\t", tr)
 	}
 	fmt.Fprintf(tw, "gofuse÷uring\tgofuse÷(gofuse+uring)\t\n")
-	for _, k := range []string{"rt-pinned-us", "rt-free-us", "create-s", "untar-s", "walk-s"} {
+	for _, k := range []string{"rt-pinned-median-us", "rt-pinned-mean-us", "rt-free-median-us", "rt-free-mean-us", "create-s", "untar-s", "walk-s", "rm-tree-s"} {
 		fmt.Fprintf(tw, "%s\t", k)
 		for _, tr := range transports {
 			fmt.Fprintf(tw, "%.3f\t", median(res[tr][k]))
@@ -125,7 +129,9 @@ func goTreeTar(t testing.TB) string {
 	return tarball
 }
 
-type latency struct{ pinned, free float64 }
+// latency holds round-trip times in microseconds: medians (robust to a
+// busy machine) and means (what a stream of requests pays).
+type latency struct{ pinned, free, pinnedMean, freeMean float64 }
 
 // measureLatency mounts memfs with zero cache lifetimes and times n fstat
 // calls (each one GETATTR round trip) with the caller pinned to CPU 0, then
@@ -140,16 +146,16 @@ func measureLatency(t testing.TB, tr string, n int) latency {
 	}
 	fd := int(f.Fd())
 	var l latency
-	l.pinned = fstatMedian(t, fd, n, 0)
-	l.free = fstatMedian(t, fd, n, -1)
+	l.pinned, l.pinnedMean = fstatTimes(t, fd, n, 0)
+	l.free, l.freeMean = fstatTimes(t, fd, n, -1)
 	f.Close()
 	p.unmount(t)
 	return l
 }
 
-// fstatMedian times n fstat calls on fd from a locked thread pinned to cpu
-// (or free if cpu < 0) and returns the median in microseconds.
-func fstatMedian(t testing.TB, fd, n, cpu int) float64 {
+// fstatTimes times n fstat calls on fd from a locked thread pinned to cpu
+// (or free if cpu < 0) and returns the median and mean in microseconds.
+func fstatTimes(t testing.TB, fd, n, cpu int) (float64, float64) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -172,25 +178,28 @@ func fstatMedian(t testing.TB, fd, n, cpu int) float64 {
 		}
 	}
 	d := make([]float64, n)
+	sum := 0.0
 	for i := range d {
 		t0 := time.Now()
 		if err := unix.Fstat(fd, &st); err != nil {
 			t.Fatal(err)
 		}
 		d[i] = float64(time.Since(t0).Nanoseconds()) / 1000
+		sum += d[i]
 	}
-	return median(d)
+	return median(d), sum / float64(n)
 }
 
 type workloads struct {
-	create, untar, walk    float64
-	requests, ringRequests uint64
+	create, untar, walk, rm float64
+	requests, ringRequests  uint64
 }
 
 const awkCreate = `BEGIN{for(i=0;i<20000;i++){f=sprintf("f%d",i); printf "%4096s", "" > f; close(f)}}`
 
 // measureWorkloads mounts memfs with 1 h cache lifetimes: creates 20,000
-// files, untars the Go tree, remounts the same tree and walks it.
+// files, untars the Go tree, remounts the same tree, walks it and removes
+// the Go tree.
 func measureWorkloads(t testing.TB, tr, tarball string) workloads {
 	t.Helper()
 	mnt := t.TempDir()
@@ -221,6 +230,10 @@ func measureWorkloads(t testing.TB, tr, tarball string) workloads {
 	}
 	if count < 20000+10000 {
 		t.Fatalf("walk saw %d entries, want the 20,000 created files and the Go tree", count)
+	}
+	w.rm = timeCmd(t, mnt, "rm", "-rf", filepath.Join(mnt, "src"))
+	if _, err := os.Lstat(filepath.Join(mnt, "src")); !os.IsNotExist(err) {
+		t.Fatalf("rm -rf left the tree: %v", err)
 	}
 	p.unmount(t)
 	return w
