@@ -18,6 +18,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/posixtest"
 	"golang.org/x/sys/unix"
 
+	"overlayfs/internal/fuseuring"
 	"overlayfs/lisafs"
 )
 
@@ -86,7 +87,7 @@ func newPassthroughFixture(t testing.TB, o ptOptions) *ptFixture {
 		t.Fatalf("NewPassthrough: %v", err)
 	}
 	f.p.rpcIO = o.rpcIO
-	var fsrv *fuse.Server
+	var fsrv *fuseuring.GoFuseMount
 	if !o.raw {
 		f.mnt = t.TempDir()
 		if fsrv, err = Mount(f.p, f.mnt, MountOptions{FsName: f.dir}); err != nil {

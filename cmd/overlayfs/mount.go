@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/filestore"
+	"overlayfs/internal/fuseuring"
 	"overlayfs/lisafs"
 	"overlayfs/lower"
 	"overlayfs/memfile"
@@ -33,6 +34,7 @@ type mountFlags struct {
 	goferSocket string
 	debug       bool
 	upperTar    absPath
+	fuseURing   string
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -47,6 +49,25 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
+	fl.StringVar(&m.fuseURing, "fuse-uring", "auto", "`MODE` how FUSE requests travel: auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail | off: /dev/fuse")
+}
+
+// uringMode is the validated --fuse-uring.
+func (m *mountFlags) uringMode() fuseuring.Mode {
+	mode, _ := fuseuring.ParseMode(m.fuseURing)
+	return mode
+}
+
+// describeTransport says how a mount's FUSE requests travel, and why not
+// by io_uring when --fuse-uring=auto could not use it.
+func describeTransport(m *fuseuring.GoFuseMount) string {
+	if m.Transport() == fuseuring.IOURing {
+		return "io_uring"
+	}
+	if r := m.Reason(); r != "" && r != "fuse-uring=off" {
+		return "/dev/fuse; io_uring not used: " + r
+	}
+	return "/dev/fuse"
 }
 
 func (m *mountFlags) validate() error {
@@ -58,6 +79,9 @@ func (m *mountFlags) validate() error {
 	}
 	if _, err := m.overlay2.SizeBytes(); err != nil {
 		return fmt.Errorf("--overlay2: %w", err)
+	}
+	if _, err := fuseuring.ParseMode(m.fuseURing); err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	if m.upperTar != "" && !m.overlay2.Enabled() {
 		return fmt.Errorf("--upper-tar needs an upper layer; it cannot go with --overlay2=none")
@@ -223,7 +247,7 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 		fmt.Fprintf(os.Stderr, "overlayfs: %v (umount will not wait for this daemon)\n", err)
 	}
 	defer removePidFile(mnt)
-	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s)\n", lowerDir, mnt, mf.overlay2.String())
+	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s; FUSE by %s)\n", lowerDir, mnt, mf.overlay2.String(), d.transport)
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
@@ -266,6 +290,9 @@ type daemon struct {
 	ofs    *overlay.FS // nil for --overlay2=none
 	spec   filestore.Spec
 	closed bool
+
+	// transport says how FUSE requests travel, and why not by io_uring.
+	transport string
 
 	// Only for --overlay2=none.
 	client      *lisafs.Client
@@ -349,9 +376,11 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 			return nil, err
 		}
 		d.passthrough = pt
-		if d.srv, err = overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared}); err != nil {
+		m, err := overlay.Mount(pt, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared, FuseURing: mf.uringMode()})
+		if err != nil {
 			return nil, err
 		}
+		d.srv, d.transport = m, describeTransport(m)
 		return d, nil
 	}
 	d.layer = lower.New(client, root, rootFD)
@@ -397,11 +426,11 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (_ *daemon, err error) {
 		}
 	}
 	d.ofs = ofs
-	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared})
+	srv, err := overlay.Mount(ofs, mnt, overlay.MountOptions{FsName: lowerDir, Debug: mf.debug, Shared: shared, FuseURing: mf.uringMode()})
 	if err != nil {
 		return nil, err
 	}
-	d.srv = srv
+	d.srv, d.transport = srv, describeTransport(srv)
 	return d, nil
 }
 
