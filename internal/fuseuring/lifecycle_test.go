@@ -145,33 +145,6 @@ func TestDaemonDeathWithRequestInFlight(t *testing.T) {
 	}
 }
 
-// switchURingOff turns /sys/module/fuse/parameters/enable_uring off for
-// the test (as root) and restores it afterwards.
-func switchURingOff(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to flip /sys/module/fuse/parameters/enable_uring")
-	}
-	const sw = "/sys/module/fuse/parameters/enable_uring"
-	b, err := os.ReadFile(sw)
-	if err != nil {
-		t.Skipf("no FUSE over io_uring in this kernel: %v", err)
-	}
-	old := strings.TrimSpace(string(b))
-	if err := os.WriteFile(sw, []byte("0"), 0); err != nil {
-		t.Skip(err)
-	}
-	t.Cleanup(func() {
-		v := "0"
-		if old == "Y" || old == "1" {
-			v = "1"
-		}
-		if err := os.WriteFile(sw, []byte(v), 0); err != nil {
-			t.Errorf("restore %s: %v", sw, err)
-		}
-	})
-}
-
 // TestURingOffSaysWhy: with the kernel switch off, asking for io_uring
 // fails before mounting and names the switch.
 func TestURingOffSaysWhy(t *testing.T) {
