@@ -127,6 +127,9 @@ func inStruct[T any](r *request) *T { return (*T)(unsafe.Pointer(&r.in[0])) }
 // dispatch runs one request against fs and returns the FUSE status and the
 // number of reply bytes written to r.out.
 func dispatch(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+	if st, n, ok := dispatchPollHack(r); ok {
+		return st, n
+	}
 	h := r.header()
 	switch h.Opcode {
 	case opLookup, opUnlink, opRmdir, opRemovexattr:

@@ -107,6 +107,12 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 		m.Unmount()
 		return nil, err
 	}
+	// go-fuse skips its poll hack for /dev/fd/N mounts; with the rings our
+	// dispatcher serves the synthetic file, so run it here.
+	if err := pollHack(mnt); err != nil {
+		m.Unmount()
+		return nil, err
+	}
 	return m, nil
 }
 

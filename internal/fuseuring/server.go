@@ -130,8 +130,13 @@ func Mount(fs fuse.RawFileSystem, mnt string, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mount fuse on %s: %w", mnt, err)
 	}
 	s := &Server{fs: fs, opts: opts, mnt: mnt, devFD: fd, maxWrite: opts.MaxWrite}
-	if err := s.start(); err != nil {
+	err = s.start()
+	if err == nil {
+		err = pollHack(mnt)
+	}
+	if err != nil {
 		unix.Unmount(mnt, unix.MNT_DETACH)
+		s.stopQueues()
 		s.wg.Wait()
 		s.closeDev()
 		return nil, err
