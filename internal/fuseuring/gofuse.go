@@ -2,6 +2,7 @@ package fuseuring
 
 import (
 	"fmt"
+	"log"
 	"os"
 	"strings"
 	"syscall"
@@ -94,6 +95,13 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 		m.reason = why
 	} else {
 		s := &Server{fs: fs, opts: Options{QueueDepth: 8}, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite}
+		if o.Debug {
+			// go-fuse logs what comes by /dev/fuse; the rings log the rest.
+			s.debug = o.Logger
+			if s.debug == nil {
+				s.debug = log.Default()
+			}
+		}
 		if err := s.startQueues(); err != nil {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 			srv.Wait()

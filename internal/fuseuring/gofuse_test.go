@@ -3,9 +3,13 @@ package fuseuring
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -177,5 +181,38 @@ func TestGoFusePassthrough(t *testing.T) {
 				t.Errorf("%d READ requests reached the server: passthrough not in effect", n)
 			}
 		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the loggers of several threads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestGoFuseDebugLogsRingRequests: with MountOptions.Debug (overlayfs
+// --debug, "log every FUSE request") the requests that travel by the rings
+// are logged too, not only go-fuse's.
+func TestGoFuseDebugLogsRingRequests(t *testing.T) {
+	var out syncBuffer
+	opts := &fuse.MountOptions{Name: "loopback", MaxBackground: 12, Debug: true, Logger: log.New(&out, "", 0)}
+	_, mnt, _, _ := mountLoopbackWith(t, IOURing, time.Second, nil, opts)
+	if _, err := os.Lstat(filepath.Join(mnt, "no-such-name")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("lstat: %v", err)
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("opcode %d node 1: %v", opLookup, fuse.ENOENT)) {
+		t.Errorf("the failed LOOKUP is not in the debug log:\n%s", out.String())
 	}
 }

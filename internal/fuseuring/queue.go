@@ -227,6 +227,9 @@ func (q *queue) handle(r *ring, i int) {
 	if !st.Ok() {
 		n = 0
 	}
+	if q.s.debug != nil {
+		q.s.debug.Printf("ring %d: unique %d opcode %d node %d: %v, %d bytes", q.qid, unique, h.Opcode, h.NodeId, st, n)
+	}
 	putOutHeader(hdr[hdrInOut:], uint32(outHeaderSize+n), -int32(st), unique)
 	*(*uint32)(unsafe.Pointer(&hdr[entPayloadSz])) = uint32(n)
 	sqe := r.getSQE()

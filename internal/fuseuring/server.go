@@ -3,6 +3,7 @@ package fuseuring
 import (
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"strings"
 	"sync"
@@ -70,6 +71,7 @@ type Server struct {
 	devCount, ringCount atomic.Uint64
 
 	queues  []*queue
+	debug   *log.Logger // logs every ring request when set
 	wg      sync.WaitGroup
 	errMu   sync.Mutex
 	loopErr error
