@@ -94,7 +94,7 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 		}
 		m.reason = why
 	} else {
-		s := &Server{fs: fs, opts: Options{QueueDepth: 8}, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite}
+		s := &Server{fs: fs, opts: Options{QueueDepth: 8}, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite, onPanic: o.PanicHandler}
 		if o.Debug {
 			// go-fuse logs what comes by /dev/fuse; the rings log the rest.
 			s.debug = o.Logger

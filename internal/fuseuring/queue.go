@@ -223,7 +223,7 @@ func (q *queue) handle(r *ring, i int) {
 	commitID := *(*uint64)(unsafe.Pointer(&hdr[entCommitID]))
 	payloadSz := min(int(*(*uint32)(unsafe.Pointer(&hdr[entPayloadSz]))), q.payload)
 	req := request{in: q.in, payload: q.bufs[i][:payloadSz], out: q.bufs[i]}
-	st, n := dispatch(q.s.fs, &req)
+	st, n := q.s.dispatch(&req)
 	if !st.Ok() {
 		n = 0
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,10 @@ type Server struct {
 
 	queues  []*queue
 	debug   *log.Logger // logs every ring request when set
+	// onPanic turns a panic of a file system handler into the reply's
+	// status, as go-fuse's MountOptions.PanicHandler; nil logs the stack
+	// and answers EIO.
+	onPanic func(any) fuse.Status
 	wg      sync.WaitGroup
 	errMu   sync.Mutex
 	loopErr error
@@ -303,7 +308,7 @@ func (s *Server) devLoop(b *devBuffers) {
 			payload: b.read[inHeaderSize+size : n],
 			out:     b.write[outHeaderSize:],
 		}
-		st, outN := dispatch(s.fs, &req)
+		st, outN := s.dispatch(&req)
 		if noReply(h.Opcode) {
 			continue
 		}
@@ -370,4 +375,23 @@ func possibleCPUs() int {
 		}
 	}
 	return max(n, 1)
+}
+
+// dispatch runs one request; a panicking handler is answered with EIO (or
+// what onPanic says) instead of taking the daemon down, as go-fuse does.
+func (s *Server) dispatch(r *request) (st fuse.Status, n int) {
+	defer func() {
+		if p := recover(); p != nil {
+			if s.onPanic != nil {
+				st = s.onPanic(p)
+			} else {
+				log.Printf("fuseuring: panic in file system handler: %v\n%s", p, debug.Stack())
+			}
+			if st.Ok() {
+				st = fuse.EIO
+			}
+			n = 0
+		}
+	}()
+	return dispatch(s.fs, r)
 }
