@@ -71,8 +71,8 @@ type Server struct {
 
 	devCount, ringCount atomic.Uint64
 
-	queues  []*queue
-	debug   *log.Logger // logs every ring request when set
+	queues []*queue
+	debug  *log.Logger // logs every ring request when set
 	// onPanic turns a panic of a file system handler into the reply's
 	// status, as go-fuse's MountOptions.PanicHandler; nil logs the stack
 	// and answers EIO.
