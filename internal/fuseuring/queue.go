@@ -20,7 +20,8 @@ const (
 	sqePollEvents   = 28
 )
 
-// queue is one CPU's ring, its registered entries and the thread serving them.
+// queue is one ring serving a CPU's FUSE queue (qid), its registered
+// entries and the thread serving them; a CPU may have several.
 type queue struct {
 	s       *Server
 	qid     int
@@ -34,19 +35,25 @@ type queue struct {
 	in      []byte // scratch for fuse_in_header + op_in, 8-byte aligned
 }
 
-// startQueues creates one queue per possible CPU, each on its own locked,
-// pinned thread, and waits until every one has registered its entries:
-// only then does the kernel switch the connection to the rings.
+// startQueues creates RingsPerCPU rings per possible CPU, each on its own
+// locked thread pinned to that CPU, and waits until every one has
+// registered its entries: only then does the kernel switch the connection
+// to the rings.
 func (s *Server) startQueues() error {
-	n := possibleCPUs()
+	cpus := possibleCPUs()
 	// The kernel rejects payload buffers smaller than
 	// max(FUSE_MIN_READ_BUFFER, max_write, max_pages * page size).
 	payload := max(fuseMinReadBuffer, roundUp(s.maxWrite, 4096))
+	n := cpus * s.opts.RingsPerCPU
 	ready := make(chan error, n)
-	for qid := range n {
+	for i := range n {
+		qid := i % cpus
 		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 		if err != nil {
 			s.stopQueues()
+			for range i {
+				<-ready
+			}
 			return fmt.Errorf("eventfd for queue %d: %w", qid, err)
 		}
 		q := &queue{s: s, qid: qid, depth: s.opts.QueueDepth, payload: payload, stopFD: efd}

@@ -44,11 +44,32 @@ type Options struct {
 	Name string
 	// MaxWrite is the largest WRITE the kernel sends; 0 means 128 KiB.
 	MaxWrite int
-	// QueueDepth is the number of ring entries per CPU; 0 means 8.
+	// RingsPerCPU is the number of rings, each with its own pinned thread,
+	// that serve one CPU's queue; 0 means DefaultRingsPerCPU. The kernel
+	// gives a CPU's next request to any free entry of its queue, so while
+	// one thread is busy in a slow handler the others keep serving.
+	RingsPerCPU int
+	// QueueDepth is the number of entries each ring registers; 0 means 1.
+	// A busy thread holds every entry of its ring, so more than one only
+	// pays when handlers never block.
 	QueueDepth int
 	// DevReaders is the number of goroutines reading /dev/fuse with
 	// DevFuse; 0 means one per CPU.
 	DevReaders int
+}
+
+// DefaultRingsPerCPU is the number of rings serving each CPU's queue
+// unless Options say otherwise: up to this many requests from one CPU are
+// handled at once.
+const DefaultRingsPerCPU = 4
+
+func (o *Options) setDefaults() {
+	if o.RingsPerCPU <= 0 {
+		o.RingsPerCPU = DefaultRingsPerCPU
+	}
+	if o.QueueDepth <= 0 {
+		o.QueueDepth = 1
+	}
 }
 
 // Stats counts the requests a server answered, by the path they came by.
@@ -116,9 +137,7 @@ func Mount(fs fuse.RawFileSystem, mnt string, opts Options) (*Server, error) {
 	if opts.MaxWrite <= 0 {
 		opts.MaxWrite = 128 << 10
 	}
-	if opts.QueueDepth <= 0 {
-		opts.QueueDepth = 8
-	}
+	opts.setDefaults()
 	if opts.DevReaders <= 0 {
 		opts.DevReaders = possibleCPUs()
 	}
