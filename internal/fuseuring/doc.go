@@ -1,18 +1,20 @@
 // Package fuseuring serves a go-fuse fuse.RawFileSystem over FUSE-over-io_uring
 // (Linux 6.14+, CONFIG_FUSE_IO_URING, /sys/module/fuse/parameters/enable_uring).
 //
-// This is issue 15's Step 1 prototype: the measured gate. It mounts /dev/fuse
-// itself, answers INIT with FUSE_OVER_IO_URING, then runs one io_uring per
-// possible CPU, each owned by a locked OS thread pinned to that CPU. Every
-// ring holds a few entries registered with FUSE_IO_URING_CMD_REGISTER; each
-// request arrives as a completion and is answered and the next one fetched
-// in one FUSE_IO_URING_CMD_COMMIT_AND_FETCH submission. INIT, FORGET,
-// BATCH_FORGET and INTERRUPT still come through /dev/fuse (the kernel sends
-// them there), so a /dev/fuse reader runs beside the rings.
+// The server answers INIT with FUSE_OVER_IO_URING, then runs several
+// io_urings per possible CPU (Options.RingsPerCPU), each owned by a locked OS
+// thread pinned to that CPU and registering its entries with
+// FUSE_IO_URING_CMD_REGISTER. Each request arrives as a completion on a ring
+// of the CPU that made it, and is answered and the next one fetched in one
+// FUSE_IO_URING_CMD_COMMIT_AND_FETCH submission. FORGET, BATCH_FORGET and
+// INTERRUPT still come through /dev/fuse, and notifications go to it.
 //
-// The same server can run without the ring (Transport DevFuse): then every
-// request is read from and answered through /dev/fuse by the same dispatcher,
-// which separates the transport's cost from go-fuse's.
+// Two entry points:
+//   - Mount runs this package's own loop for everything, over io_uring or,
+//     for comparison, over /dev/fuse (issue 15's Step 1 gate);
+//   - NewServer leaves /dev/fuse to go-fuse's Server (INIT, FORGET,
+//     notifications, passthrough backing fds, RawFileSystem.Init) and
+//     carries the requests on the rings: what overlayfs mounts with.
 //
 // Interface references (read, not copied): include/uapi/linux/fuse.h,
 // fs/fuse/dev_uring.c and Documentation/filesystems/fuse-io-uring.rst of
