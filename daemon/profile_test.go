@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"overlayfs/daemon"
 )
 
 // The metadata benchmarks mount an overlay in the test process and drive it
@@ -99,7 +101,7 @@ func reportRequests(b *testing.B, requests uint64, files int) {
 }
 
 // startB mounts an empty lower with spec for a benchmark.
-func startB(b *testing.B, spec string) (Daemon, string) {
+func startB(b *testing.B, spec string) (daemon.Daemon, string) {
 	b.Helper()
 	return start(b, b.TempDir(), spec)
 }

@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"overlayfs/internal/fuseuring"
 )
 
 // MountOptions are the FUSE-level choices of a mount.
@@ -18,14 +20,20 @@ type MountOptions struct {
 	// Shared turns off kernel caching of symlink targets (lower files may
 	// change behind the mount).
 	Shared bool
-	// Ledger, if set, counts every request the mount answers.
+	// FuseURing chooses the transport: FUSE over io_uring or /dev/fuse
+	// (--fuse-uring auto|on|off; the zero value is auto).
+	FuseURing fuseuring.Mode
+	// Ledger, if set, counts every request the mount answers (on either
+	// transport: both call fs's methods).
 	Ledger *Ledger
 }
 
 // Mount serves fs on mountpoint and returns once the kernel answers. As root
 // it calls mount(2) itself; otherwise it needs fusermount3. The caller runs
-// until server.Wait returns, after Unmount or `umount`.
-func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Server, error) {
+// until Wait returns, after Unmount or `umount`. The requests travel by
+// io_uring or /dev/fuse as o.FuseURing and the kernel allow; the returned
+// mount says which, and why not io_uring.
+func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring.GoFuseMount, error) {
 	root := os.Geteuid() == 0
 	opts := &fuse.MountOptions{
 		FsName:            o.FsName,
@@ -51,7 +59,7 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 	if o.Ledger != nil {
 		fs = Counted(fs, o.Ledger)
 	}
-	srv, err := fuse.NewServer(fs, mountpoint, opts)
+	m, err := fuseuring.NewServer(fs, mountpoint, opts, o.FuseURing)
 	if err != nil {
 		if !root {
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
@@ -61,10 +69,5 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		_ = srv.Unmount()
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	return srv, nil
+	return m, nil
 }
