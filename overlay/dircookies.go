@@ -103,6 +103,20 @@ func (fs *FS) dirWithoutHandle(nodeid uint64) (*Node, fuse.Status) {
 	return n, fuse.OK
 }
 
+// doneReading drops d's cached listing once a read reached its end (the
+// kernel reads until a reply comes back empty), so that a walk does not keep
+// the listings of every directory it passed.
+func (fs *FS) doneReading(d *Node, ents []fusekit.Cookie[dirEnt], off uint64) {
+	if len(ents) > 0 && ents[len(ents)-1].Off > off {
+		return
+	}
+	fs.tree.Lock()
+	if l := d.listing; l != nil && len(l.ents) == len(ents) && (len(ents) == 0 || &l.ents[0] == &ents[0]) {
+		d.listing = nil
+	}
+	fs.tree.Unlock()
+}
+
 // readDirNoHandle answers READDIR with handle 0.
 func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	d, st := fs.dirWithoutHandle(in.NodeId)
@@ -114,6 +128,7 @@ func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Stat
 		return fusekit.Status(err)
 	}
 	fusekit.ReadDirCookies(ents, in.Offset, out)
+	fs.doneReading(d, ents, in.Offset)
 	return fuse.OK
 }
 
@@ -128,5 +143,6 @@ func (fs *FS) readDirPlusNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.
 		return fusekit.Status(err)
 	}
 	fusekit.ReadDirPlusCookies(ents, in.Offset, out, fs.plusLookup(d))
+	fs.doneReading(d, ents, in.Offset)
 	return fuse.OK
 }

@@ -280,16 +280,23 @@ func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
 // startDaemon mounts with the daemon library, connecting to the gofer at
 // --gofer-socket or to a gofer process of its own.
 //
-// The daemon runs with GOMAXPROCS 1 unless the environment sets it: a FUSE
-// caller waits for each reply, so a second P mostly moves the reply's
-// wake-up to the other CPU (the daemon package's metadata benchmarks on 2
-// vCPUs, medians of 5 alternating runs: 19.7 µs per request with one P,
-// 33.2 with two, creating files; 21.9 and 26.8 untarring). Blocking
-// system calls still run in parallel: they give up the P.
+// Served through /dev/fuse, the daemon runs with GOMAXPROCS 1 unless the
+// environment sets it: a FUSE caller waits for each reply, so a second P
+// mostly moves the reply's wake-up to the other CPU (the daemon package's
+// metadata benchmarks on 2 vCPUs, medians of 5 alternating runs: 19.7 µs
+// per request with one P, 33.2 with two, creating files; 21.9 and 26.8
+// untarring). Blocking system calls still run in parallel: they give up
+// the P. FUSE over io_uring keeps the default (its rings serve each CPU).
 func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
-	if os.Getenv("GOMAXPROCS") == "" {
+	d, err := startDaemonConfig(mf, lowerDir, mnt)
+	if err == nil && os.Getenv("GOMAXPROCS") == "" && strings.HasPrefix(d.Transport(), "/dev/fuse") {
 		runtime.GOMAXPROCS(1)
 	}
+	return d, err
+}
+
+// startDaemonConfig is startDaemon's daemon.Start.
+func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 	return daemon.Start(daemon.Config{
 		LowerDir:   lowerDir,
 		Mountpoint: mnt,
