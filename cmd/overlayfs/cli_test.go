@@ -139,7 +139,9 @@ func cliProcs(paths ...string) []string {
 // test left on mnt: a foreground process, a mount, a daemon.
 func cliEnsureUnmounted(t *testing.T, mnt string, fg *exec.Cmd) {
 	t.Cleanup(func() {
-		if fg != nil && fg.ProcessState == nil && fg.Process != nil {
+		if fg != nil && fg.Process != nil {
+			// Not fg.ProcessState: another goroutine may be in fg.Wait.
+			// Signalling a process that is gone is a harmless error.
 			_ = fg.Process.Signal(syscall.SIGTERM)
 		}
 		if cliMounts(t, mnt) == 0 {

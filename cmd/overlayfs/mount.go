@@ -43,7 +43,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
-	fl.StringVar(&m.fuseURing, "fuse-uring", "auto", "`MODE` how FUSE requests travel: auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail | off: /dev/fuse")
+	fl.StringVar(&m.fuseURing, "fuse-uring", "off", "`MODE` how FUSE requests travel: off: /dev/fuse | auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail. Experimental: a request was once seen to hang over io_uring under load")
 }
 
 // uringMode is the validated --fuse-uring.
