@@ -72,6 +72,7 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		HiddenRootNames: hidden,
 		HideRootName:    filestore.IsSelfName,
 		Shared:          cfg.Shared,
+		NoPassthrough:   cfg.NoPassthrough,
 	})
 	if err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -51,6 +52,9 @@ type Config struct {
 	// Shared makes changes made to the lower from outside visible (see
 	// shared.go); otherwise the lower is assumed immutable.
 	Shared bool
+	// NoPassthrough serves every read of a lower file through the daemon
+	// instead of FUSE passthrough (passthrough.go).
+	NoPassthrough bool
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -69,6 +73,11 @@ type FS struct {
 	idMu       sync.Mutex
 	nodes      map[uint64]*Node
 	nextNodeID uint64
+	retired    map[uint64]*retiredID // nodeids replaced by a re-key
+
+	ptBroken atomic.Bool // the kernel refused a backing file
+	ptOpens  atomic.Uint64
+	ptRekeys atomic.Uint64
 
 	inos      fusekit.InoMap
 	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity
@@ -139,6 +148,11 @@ func (fs *FS) register(n *Node) {
 func (fs *FS) node(id uint64) *Node {
 	fs.idMu.Lock()
 	n := fs.nodes[id]
+	if n == nil {
+		if r := fs.retired[id]; r != nil {
+			n = r.n
+		}
+	}
 	fs.idMu.Unlock()
 	return n
 }
@@ -149,6 +163,7 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	fs.idMu.Lock()
 	n := fs.nodes[nodeid]
 	if n == nil {
+		fs.forgetRetired(nodeid, nlookup)
 		fs.idMu.Unlock()
 		return
 	}

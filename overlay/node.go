@@ -53,6 +53,7 @@ type Node struct {
 	opens    int  // open file handles
 	released bool // up's data has been released
 	kept     bool // has had upper state: never dropped on FORGET
+	pt       ptState
 }
 
 func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
