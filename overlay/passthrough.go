@@ -21,10 +21,13 @@ import (
 //     ESTALE, which makes the VFS look the name up again (LOOKUP_REVAL) and
 //     find the new nodeid, a fresh kernel inode in cached mode.
 //
-// As in Linux overlayfs, a descriptor opened before the copy-up keeps
-// reading the lower data through the old kernel inode until it is closed;
-// new opens see the upper data. (Without passthrough, every handle reads
-// the file's current data, as in gVisor.)
+// So a read-only descriptor opened before the copy-up keeps reading the
+// lower data (and, from the kernel's attribute cache, the lower size)
+// through the old kernel inode until it is closed; new opens see the upper
+// data. This is what Linux overlayfs did before 4.19 and what its mmap
+// still does; its read(2) today re-opens the upper file after a copy-up.
+// Without passthrough (NoPassthrough, or a kernel that refuses it) every
+// handle reads the file's current data, as Linux overlayfs and gVisor do.
 
 // ptState is a node's passthrough binding; guarded by Node.mu.
 type ptState struct {

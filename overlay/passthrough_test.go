@@ -88,7 +88,7 @@ func TestPassthroughCopyUpWhileReading(t *testing.T) {
 		got := readAllAt(t, old, len(want))
 		switch {
 		case passthrough && !bytes.Equal(got, want):
-			t.Errorf("passthrough reader opened before the copy-up reads %q..., want the lower data (Linux overlayfs)", got[:min(len(got), 20)])
+			t.Errorf("passthrough reader opened before the copy-up reads %q..., want the lower data (the passthrough backing file cannot change)", got[:min(len(got), 20)])
 		case !passthrough && !bytes.Equal(got, upper):
 			t.Errorf("reader opened before the copy-up reads %q..., want the upper data", got[:min(len(got), 20)])
 		}

@@ -93,8 +93,9 @@ func TestOpenBeforeCopyUp(t *testing.T) {
 		}
 		mustWrite(t, f.path("f"), []byte("upper data, longer"), 0o644)
 		// A descriptor opened before the copy-up keeps reading the lower
-		// data, as in Linux overlayfs (FUSE passthrough, the default; the
-		// daemon-read path is in passthrough_test.go).
+		// data (FUSE passthrough, the default; see overlay/passthrough.go
+		// for how this differs from Linux overlayfs, and
+		// passthrough_test.go for the daemon-read path).
 		if n, _ := old.ReadAt(buf, 0); string(buf[:n]) != "lower data" {
 			t.Errorf("old descriptor after copy-up reads %q", buf[:n])
 		}
