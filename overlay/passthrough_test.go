@@ -2,7 +2,9 @@ package overlay_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlayfs/ctlsock"
 	"overlayfs/daemon"
 	"overlayfs/internal/mounttest"
 )
@@ -294,6 +297,18 @@ func TestPassthroughSharedOutsideChange(t *testing.T) {
 			}
 			if got := readString(t, filepath.Join(mnt, "f")); got != "AFTER! the change" {
 				t.Errorf("new open reads %q", got)
+			}
+			// The reads above were passthrough opens, and stats says so.
+			out, err := exec.Command(mounttest.Binary(t), "stats", "--json", mnt).Output()
+			if err != nil {
+				t.Fatalf("overlayfs stats: %v", err)
+			}
+			var st ctlsock.Stats
+			if err := json.Unmarshal(out, &st); err != nil {
+				t.Fatalf("stats --json: %v: %s", err, out)
+			}
+			if st.PassthroughOff || st.PassthroughOpens < 2 {
+				t.Errorf("stats: passthrough off=%v opens=%d, want on with at least 2 opens", st.PassthroughOff, st.PassthroughOpens)
 			}
 		})
 	}

@@ -51,5 +51,10 @@ func printStats(w io.Writer, s *ctlsock.Stats) error {
 	fmt.Fprintf(tw, "daemon memory\t%s resident (anon %s, file %s, shmem %s)\n", b(s.VmRSS), b(s.RssAnon), b(s.RssFile), b(s.RssShmem))
 	fmt.Fprintf(tw, "gofer\t%s round trips\n", humanize.Comma(int64(s.GoferRoundTrips)))
 	fmt.Fprintf(tw, "copy-ups\t%s data, %s metadata\n", humanize.Comma(s.DataCopyUps), humanize.Comma(s.MetaCopyUps))
+	if s.PassthroughOff {
+		fmt.Fprintf(tw, "passthrough\toff\n")
+	} else {
+		fmt.Fprintf(tw, "passthrough\t%s opens, %s re-keyed by copy-up\n", humanize.Comma(int64(s.PassthroughOpens)), humanize.Comma(int64(s.PassthroughRekeys)))
+	}
 	return tw.Flush()
 }
