@@ -18,17 +18,20 @@ const (
 	MediumHost          = "host"           // the host directory itself, no mount
 	MediumKernel        = "kernel-overlay" // Linux overlayfs, tmpfs upper
 	MediumFuseOverlayfs = "fuse-overlayfs" // fuse-overlayfs, upper directory on the work disk
+	// MediumMemoryURing is MediumMemory with FUSE over io_uring
+	// (--fuse-uring on); the other overlayfs media use /dev/fuse.
+	MediumMemoryURing = "memory-uring"
 )
 
 // AllMedia lists every medium in the order results are shown.
 func AllMedia() []string {
-	return []string{MediumMemory, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
+	return []string{MediumMemory, MediumMemoryURing, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
 }
 
 // isOverlayfs reports whether medium is one of this project's own media.
 func isOverlayfs(medium string) bool {
 	switch medium {
-	case MediumMemory, MediumDir, MediumSelf, MediumNone:
+	case MediumMemory, MediumMemoryURing, MediumDir, MediumSelf, MediumNone:
 		return true
 	}
 	return false

@@ -88,7 +88,7 @@ func (m *mounted) unmount() error {
 // overlaySpec is the --overlay2 value of one of overlayfs's own media.
 func overlaySpec(medium, filestoreDir string) string {
 	switch medium {
-	case MediumMemory:
+	case MediumMemory, MediumMemoryURing:
 		return "root:memory"
 	case MediumDir:
 		return "root:dir=" + filestoreDir
@@ -119,10 +119,14 @@ func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDi
 	}
 	logPath := filepath.Join(runDir, "daemon.log")
 	spec := overlaySpec(medium, filestoreDir)
-	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--log", logPath, lower, mnt).CombinedOutput()
+	uring := "off"
+	if medium == MediumMemoryURing {
+		uring = "on"
+	}
+	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--fuse-uring", uring, "--log", logPath, lower, mnt).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("overlayfs mount --overlay2 %s: %w: %s %s", spec, err, strings.TrimSpace(string(out)), daemonLog(string(log)))
+		return nil, fmt.Errorf("overlayfs mount --overlay2 %s --fuse-uring %s: %w: %s %s", spec, uring, err, strings.TrimSpace(string(out)), daemonLog(string(log)))
 	}
 	m := &mounted{medium: medium, root: mnt, fuse: true, bin: bin}
 	m.undo = func() error { return unmountOverlayfs(bin, mnt, logPath) }

@@ -17,11 +17,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
 	"overlayfs/internal/ctlsocksrv"
+	"overlayfs/internal/fuseuring"
 	"overlayfs/lisafs"
 )
 
@@ -48,6 +47,10 @@ type Config struct {
 	// to stop once that connection is closed, or nil if the daemon does
 	// not own the gofer.
 	Gofer func(readOnly bool) (fd int, wait func(), err error)
+	// FuseURing chooses the FUSE transport: io_uring when the kernel
+	// offers it (Auto), io_uring or fail (On), /dev/fuse (Off, the zero
+	// value is Auto).
+	FuseURing fuseuring.Mode
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -60,6 +63,9 @@ type Daemon interface {
 	Wait()
 	// Unmount asks the kernel to unmount; Wait then returns.
 	Unmount() error
+	// Transport says how FUSE requests travel, and why not by io_uring
+	// when FuseURing was Auto.
+	Transport() string
 	// Close releases the file system, its layers, its backing file and
 	// the gofer connection, and waits for a gofer it owns. Call it once,
 	// after Wait; it is also how Start cleans up after a failure.
@@ -84,7 +90,7 @@ func Start(cfg Config) (Daemon, error) {
 // base is what every variant has: the gofer, its client and the server.
 type base struct {
 	cfg       Config
-	srv       *fuse.Server
+	srv       *fuseuring.GoFuseMount
 	client    *lisafs.Client
 	goferWait func()
 	closed    bool
@@ -110,6 +116,19 @@ func (b *base) Wait() { b.srv.Wait() }
 
 // Unmount asks the kernel to unmount.
 func (b *base) Unmount() error { return b.srv.Unmount() }
+
+// Transport says how the mount's FUSE requests travel ("io_uring" or
+// "/dev/fuse"), and why not by io_uring when FuseURing was Auto and the
+// kernel did not offer it.
+func (b *base) Transport() string {
+	if b.srv.Transport() == fuseuring.IOURing {
+		return "io_uring"
+	}
+	if r := b.srv.Reason(); r != "" && r != "fuse-uring=off" {
+		return "/dev/fuse; io_uring not used: " + r
+	}
+	return "/dev/fuse"
+}
 
 // closeGofer closes the connection and waits for a gofer the daemon owns.
 func (b *base) closeGofer() {

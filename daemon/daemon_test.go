@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"bytes"
@@ -6,48 +6,18 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
+	"overlayfs/daemon"
 	"overlayfs/filestore"
 	"overlayfs/internal/ctlsocksrv"
-	"overlayfs/lisafs"
+	"overlayfs/internal/mounttest"
 )
 
-// inProcessGofer serves dir over LISAFS from this process, on one end of a
-// socketpair, and hands out the other end as Config.Gofer does.
-func inProcessGofer(t *testing.T, dir string) func(readOnly bool) (int, func(), error) {
-	return func(readOnly bool) (int, func(), error) {
-		srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: readOnly})
-		if err != nil {
-			return -1, nil, err
-		}
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			srv.Close()
-			return -1, nil, err
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.ServeConn(fds[0]) }()
-		wait := func() {
-			select {
-			case err := <-served:
-				if err != nil {
-					t.Errorf("gofer: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("the gofer did not stop within 10s of the connection closing")
-			}
-			srv.Close()
-		}
-		return fds[1], wait, nil
-	}
-}
-
 // start mounts lower with spec in this process and registers the unmount.
-func start(t *testing.T, lower, spec string) (Daemon, string) {
+func start(t *testing.T, lower, spec string) (daemon.Daemon, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts with mount(2)")
@@ -57,7 +27,7 @@ func start(t *testing.T, lower, spec string) (Daemon, string) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	d, err := Start(Config{LowerDir: lower, Mountpoint: mnt, Spec: sp, Gofer: inProcessGofer(t, lower), Logf: t.Logf})
+	d, err := daemon.Start(daemon.Config{LowerDir: lower, Mountpoint: mnt, Spec: sp, Gofer: mounttest.InProcessGofer(t, lower), Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -86,8 +56,8 @@ func writeLower(t *testing.T) string {
 func TestOverlayInProcess(t *testing.T) {
 	lower := writeLower(t)
 	d, mnt := start(t, lower, "root:memory")
-	if _, ok := d.(*Overlay); !ok {
-		t.Fatalf("root:memory gave a %T, want *Overlay", d)
+	if _, ok := d.(*daemon.Overlay); !ok {
+		t.Fatalf("root:memory gave a %T, want *daemon.Overlay", d)
 	}
 	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("upper"), 0o644); err != nil {
 		t.Fatal(err)
@@ -117,8 +87,8 @@ func TestOverlayInProcess(t *testing.T) {
 func TestWriteThroughInProcess(t *testing.T) {
 	lower := writeLower(t)
 	d, mnt := start(t, lower, "none")
-	if _, ok := d.(*WriteThrough); !ok {
-		t.Fatalf("none gave a %T, want *WriteThrough", d)
+	if _, ok := d.(*daemon.WriteThrough); !ok {
+		t.Fatalf("none gave a %T, want *daemon.WriteThrough", d)
 	}
 	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("changed"), 0o644); err != nil {
 		t.Fatal(err)
@@ -149,12 +119,12 @@ func TestStartFailures(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		cfg  daemon.Config
 	}{
-		{"no gofer", Config{LowerDir: lower, Spec: sp}},
-		{"gofer fails", Config{LowerDir: lower, Spec: sp, Gofer: func(bool) (int, func(), error) { return -1, nil, errors.New("no gofer today") }}},
-		{"missing upper tar", Config{LowerDir: lower, Spec: sp, UpperTar: "/nonexistent.tar", Gofer: inProcessGofer(t, lower)}},
-		{"mountpoint missing", Config{LowerDir: lower, Spec: sp, Gofer: inProcessGofer(t, lower)}},
+		{"no gofer", daemon.Config{LowerDir: lower, Spec: sp}},
+		{"gofer fails", daemon.Config{LowerDir: lower, Spec: sp, Gofer: func(bool) (int, func(), error) { return -1, nil, errors.New("no gofer today") }}},
+		{"missing upper tar", daemon.Config{LowerDir: lower, Spec: sp, UpperTar: "/nonexistent.tar", Gofer: mounttest.InProcessGofer(t, lower)}},
+		{"mountpoint missing", daemon.Config{LowerDir: lower, Spec: sp, Gofer: mounttest.InProcessGofer(t, lower)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mnt := t.TempDir()
@@ -163,7 +133,7 @@ func TestStartFailures(t *testing.T) {
 				tc.cfg.Mountpoint = filepath.Join(mnt, "absent")
 			}
 			tc.cfg.Logf = t.Logf
-			if d, err := Start(tc.cfg); err == nil {
+			if d, err := daemon.Start(tc.cfg); err == nil {
 				d.Unmount()
 				d.Wait()
 				d.Close()

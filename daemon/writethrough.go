@@ -31,7 +31,7 @@ func startWriteThrough(cfg Config) (_ *WriteThrough, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.LowerDir, Debug: cfg.Debug, Shared: cfg.Shared})
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.LowerDir, Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing})
 	if err != nil {
 		return nil, err
 	}

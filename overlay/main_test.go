@@ -77,16 +77,35 @@ func (f *fixture) lowerPath(names ...string) string {
 }
 
 // setup builds a fresh lower with build (nil: empty), guards it, and mounts
-// an overlay of it on medium m. specSuffix is appended to the --overlay2
-// value (",size=8m").
+// an overlay of it on medium m, served by this test process. specSuffix is
+// appended to the --overlay2 value (",size=8m").
 func setup(t *testing.T, m medium, build func(t *testing.T, lower string), specSuffix string) *fixture {
+	t.Helper()
+	return setupMount(t, m, build, specSuffix, true)
+}
+
+// setupDaemon is setup with the mount served by a daemon process (the
+// binary), for tests that mmap files of the mount (see
+// mounttest.InProcess).
+func setupDaemon(t *testing.T, m medium, build func(t *testing.T, lower string), specSuffix string) *fixture {
+	t.Helper()
+	return setupMount(t, m, build, specSuffix, false)
+}
+
+func setupMount(t *testing.T, m medium, build func(t *testing.T, lower string), specSuffix string, inProcess bool) *fixture {
 	t.Helper()
 	lower := t.TempDir()
 	if build != nil {
 		build(t, lower)
 	}
 	guardLower(t, lower, m.self)
-	mnt, abort := mounttest.InProcess(t, lower, m.spec(t)+specSuffix)
+	var mnt string
+	var abort func()
+	if inProcess {
+		mnt, abort = mounttest.InProcess(t, lower, m.spec(t)+specSuffix)
+	} else {
+		mnt = mounttest.Mount(t, lower, "--overlay2", m.spec(t)+specSuffix)
+	}
 	watchdog(t, mnt, abort)
 	return &fixture{lower: lower, mnt: mnt}
 }

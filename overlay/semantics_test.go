@@ -909,7 +909,8 @@ func TestTmpfileLinkat(t *testing.T) {
 func TestSharedMmap(t *testing.T) {
 	const size = 8192
 	forEachMedium(t, func(t *testing.T, m medium) {
-		f := setup(t, m, files(map[string]string{"lowerfile": strings.Repeat("l", size)}), "")
+		// mmap: the mount must be served by another process.
+		f := setupDaemon(t, m, files(map[string]string{"lowerfile": strings.Repeat("l", size)}), "")
 		mustWrite(t, f.path("upperfile"), bytes.Repeat([]byte("u"), size), 0o644)
 		for _, c := range []struct{ name, fill string }{{"lowerfile", "l"}, {"upperfile", "u"}} {
 			t.Run(c.name, func(t *testing.T) {

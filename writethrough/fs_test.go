@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fusekit"
+	"overlayfs/internal/fuseuring"
 	"overlayfs/lisafs"
 )
 
@@ -87,7 +88,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 		t.Fatalf("New: %v", err)
 	}
 	f.fs.rpcIO = o.rpcIO
-	var fsrv *fuse.Server
+	var fsrv *fuseuring.GoFuseMount
 	if !o.raw {
 		f.mnt = t.TempDir()
 		if fsrv, err = fusekit.Mount(f.fs, f.mnt, fusekit.MountOptions{FsName: f.dir}); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"overlayfs/daemon"
 	"overlayfs/filestore"
+	"overlayfs/internal/fuseuring"
 )
 
 // mountFlags are the flags shared by mount and run.
@@ -27,6 +28,7 @@ type mountFlags struct {
 	debug       bool
 	upperTar    absPath
 	passthrough bool
+	fuseURing   string
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -42,6 +44,13 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
+	fl.StringVar(&m.fuseURing, "fuse-uring", "auto", "`MODE` how FUSE requests travel: auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail | off: /dev/fuse")
+}
+
+// uringMode is the validated --fuse-uring.
+func (m *mountFlags) uringMode() fuseuring.Mode {
+	mode, _ := fuseuring.ParseMode(m.fuseURing)
+	return mode
 }
 
 func (m *mountFlags) validate() error {
@@ -53,6 +62,9 @@ func (m *mountFlags) validate() error {
 	}
 	if _, err := m.overlay2.SizeBytes(); err != nil {
 		return fmt.Errorf("--overlay2: %w", err)
+	}
+	if _, err := fuseuring.ParseMode(m.fuseURing); err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	if m.upperTar != "" && !m.overlay2.Enabled() {
 		return fmt.Errorf("--upper-tar needs an upper layer; it cannot go with --overlay2=none")
@@ -221,7 +233,7 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 		}
 	}
 	defer closeControl()
-	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s)\n", lowerDir, mnt, mf.overlay2.String())
+	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s; FUSE by %s)\n", lowerDir, mnt, mf.overlay2.String(), d.Transport())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
@@ -276,6 +288,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 		Shared:        mf.fileAccess == "shared",
 		Debug:         mf.debug,
 		UpperTar:      string(mf.upperTar),
+		FuseURing:     mf.uringMode(),
 		NoPassthrough: !mf.passthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if mf.goferSocket != "" {

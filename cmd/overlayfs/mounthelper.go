@@ -17,7 +17,7 @@ const mountHelperName = "mount.fuse.overlayfs"
 //
 // SOURCE is LOWERDIR unless -o lowerdir=DIR is given. Options:
 // lowerdir=DIR, overlay2=SPEC (a following size=N joins it), file_access=MODE,
-// gofer_socket=PATH, log=FILE. Generic mount options (rw, defaults, auto,
+// fuse_uring=auto|on|off, gofer_socket=PATH, log=FILE. Generic mount options (rw, defaults, auto,
 // noauto, user, nofail, _netdev, x-*, ...) are accepted and ignored.
 func runMountHelper(args []string) error {
 	var pos, opts []string
@@ -62,6 +62,8 @@ func runMountHelper(args []string) error {
 			flags = append(flags, "--gofer-socket="+val)
 		case "log":
 			flags = append(flags, "--log="+val)
+		case "fuse_uring", "fuse-uring":
+			flags = append(flags, "--fuse-uring="+val)
 		case "", "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev",
 			"suid", "nosuid", "dev", "nodev", "exec", "noexec", "atime", "noatime", "relatime", "async":
 		default:

@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"overlayfs/internal/fuseuring"
 )
 
 // MountOptions are the FUSE-level choices of a mount.
@@ -18,12 +20,17 @@ type MountOptions struct {
 	// Shared turns off kernel caching of symlink targets (lower files may
 	// change behind the mount).
 	Shared bool
+	// FuseURing chooses the transport: FUSE over io_uring or /dev/fuse
+	// (--fuse-uring auto|on|off; the zero value is auto).
+	FuseURing fuseuring.Mode
 }
 
 // Mount serves fs on mountpoint and returns once the kernel answers. As root
 // it calls mount(2) itself; otherwise it needs fusermount3. The caller runs
-// until server.Wait returns, after Unmount or `umount`.
-func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Server, error) {
+// until Wait returns, after Unmount or `umount`. The requests travel by
+// io_uring or /dev/fuse as o.FuseURing and the kernel allow; the returned
+// mount says which, and why not io_uring.
+func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring.GoFuseMount, error) {
 	root := os.Geteuid() == 0
 	opts := &fuse.MountOptions{
 		FsName:            o.FsName,
@@ -49,7 +56,7 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		// the times as open(2) does, unlike a SETATTR of the same size.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 	}
-	srv, err := fuse.NewServer(fs, mountpoint, opts)
+	m, err := fuseuring.NewServer(fs, mountpoint, opts, o.FuseURing)
 	if err != nil {
 		if !root {
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
@@ -59,10 +66,5 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuse.Serv
 		}
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		_ = srv.Unmount()
-		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	return srv, nil
+	return m, nil
 }

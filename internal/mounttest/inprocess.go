@@ -19,11 +19,15 @@ import (
 // process itself, as go-fuse's own tests do: daemon.Start, with the gofer
 // a lisafs.Server on one end of a socketpair (read-only, as the binary's
 // gofer is with an upper layer). It returns the new mountpoint and a
-// function that aborts the mount's FUSE connection, so that every call hung
-// on it returns ENOTCONN (what a watchdog does instead of killing a
+// function that aborts the mount's FUSE connection, so that every call
+// hung on it returns ENOTCONN (what a watchdog does instead of killing a
 // daemon), and registers the unmount, which also checks that the gofer
-// stopped. Use the binary (Mount) for what only a separate process shows:
-// its pid, its fds, its log, signals.
+// stopped.
+//
+// Use the binary (Mount) for what only a separate process shows (its pid,
+// fds, log, signals) and for mmap: a page fault on a file of this mount
+// waits for this very process's FUSE server, and if the Go runtime maps
+// memory meanwhile the process deadlocks.
 func InProcess(t testing.TB, lower, spec string) (mnt string, abort func()) {
 	t.Helper()
 	return InProcessWith(t, lower, spec, nil)
@@ -45,7 +49,7 @@ func InProcessWith(t testing.TB, lower, spec string, adjust func(*daemon.Config)
 		LowerDir:   lower,
 		Mountpoint: mnt,
 		Spec:       sp,
-		Gofer:      inProcessGofer(t, lower),
+		Gofer:      InProcessGofer(t, lower),
 		Logf:       t.Logf,
 	}
 	if adjust != nil {
@@ -59,8 +63,8 @@ func InProcessWith(t testing.TB, lower, spec string, adjust func(*daemon.Config)
 	if err := unix.Stat(mnt, &st); err != nil {
 		t.Fatalf("stat the new mount %s: %v", mnt, err)
 	}
-	abortPath := filepath.Join("/sys/fs/fuse/connections", fmt.Sprint(unix.Minor(st.Dev)), "abort")
-	abort = func() { _ = os.WriteFile(abortPath, []byte("1"), 0o200) }
+	conn := unix.Minor(st.Dev)
+	abort = func() { abortConn(t, conn) }
 	t.Cleanup(func() {
 		var err error
 		for i := 0; i < 40; i++ {
@@ -83,8 +87,10 @@ func InProcessWith(t testing.TB, lower, spec string, adjust func(*daemon.Config)
 	return mnt, abort
 }
 
-// inProcessGofer serves dir from this process for daemon.Config.Gofer.
-func inProcessGofer(t testing.TB, dir string) func(readOnly bool) (int, func(), error) {
+// InProcessGofer serves dir from this process, for daemon.Config.Gofer: a
+// lisafs.Server on one end of a socketpair. Its wait function fails the
+// test if the server does not stop within 10s of the connection closing.
+func InProcessGofer(t testing.TB, dir string) func(readOnly bool) (int, func(), error) {
 	return func(readOnly bool) (int, func(), error) {
 		srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: readOnly})
 		if err != nil {
@@ -109,5 +115,26 @@ func inProcessGofer(t testing.TB, dir string) func(readOnly bool) (int, func(), 
 			srv.Close()
 		}
 		return fds[1], wait, nil
+	}
+}
+
+// fusectlDir is where the fusectl file system shows FUSE connections.
+const fusectlDir = "/sys/fs/fuse/connections"
+
+// abortConn aborts FUSE connection conn through fusectl, mounting fusectl
+// for the moment if the host has not (it is a hang's last resort, so the
+// host's mounts change only on that path, and are restored).
+func abortConn(t testing.TB, conn uint32) {
+	p := filepath.Join(fusectlDir, fmt.Sprint(conn), "abort")
+	if err := os.WriteFile(p, []byte("1"), 0o200); err == nil {
+		return
+	}
+	if err := unix.Mount("fusectl", fusectlDir, "fusectl", 0, ""); err != nil {
+		t.Errorf("abort FUSE connection %d: fusectl is not mounted and mounting it failed: %v", conn, err)
+		return
+	}
+	defer func() { _ = unix.Unmount(fusectlDir, 0) }()
+	if err := os.WriteFile(p, []byte("1"), 0o200); err != nil {
+		t.Errorf("abort FUSE connection %d: %v", conn, err)
 	}
 }

@@ -1,0 +1,230 @@
+package fuseuring
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// GoFuseMount is a file system served by go-fuse's own Server for
+// everything that travels by /dev/fuse (INIT, FORGET, INTERRUPT,
+// notifications, passthrough backing-fd registration), with the requests
+// themselves carried by this package's rings when io_uring is in use.
+// The file system sees one go-fuse Server either way (RawFileSystem.Init).
+// Wait and Unmount have *fuse.Server's signatures, so a caller can hold
+// either behind one interface.
+type GoFuseMount struct {
+	// Server is go-fuse's server; use it for notifications. Call the
+	// mount's Unmount, not the Server's: with io_uring go-fuse did not
+	// make the mount and cannot unmount it.
+	Server *fuse.Server
+	mnt    string
+	rings  *Server // nil over /dev/fuse
+	reason string  // why not io_uring, if not
+	goMade bool    // go-fuse made the mount (and can unmount it)
+	err    error   // the first ring error, after Wait
+}
+
+// NewServer mounts fs on mnt like fuse.NewServer with DirectMount (as
+// root), serves it, and returns once the mount answers. When mode selects
+// io_uring it advertises FUSE_OVER_IO_URING through go-fuse's INIT
+// (ExtraCapabilities) and registers one ring per CPU on the connection
+// before returning; otherwise it is fuse.NewServer unchanged. With Auto,
+// Reason says why io_uring is not in use; with On, no io_uring is an error.
+func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode) (*GoFuseMount, error) {
+	o := fuse.MountOptions{MaxBackground: 12}
+	if opts != nil {
+		o = *opts
+	}
+	tr, reason, err := resolve(mode)
+	if err != nil {
+		return nil, err
+	}
+	if tr == DevFuse {
+		srv, err := fuse.NewServer(fs, mnt, &o)
+		if err != nil {
+			return nil, err
+		}
+		go srv.Serve()
+		if err := srv.WaitMount(); err != nil {
+			srv.Unmount()
+			return nil, err
+		}
+		return &GoFuseMount{Server: srv, mnt: mnt, reason: reason, goMade: true}, nil
+	}
+	if o.MaxWrite <= 0 {
+		o.MaxWrite = 128 << 10
+	}
+	fd, err := mountDev(mnt, &o)
+	if err != nil {
+		return nil, err
+	}
+	ringFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return nil, fmt.Errorf("dup /dev/fuse: %w", err)
+	}
+	o.DirectMount, o.DirectMountStrict = false, false
+	o.ExtraCapabilities |= initOverIOUring
+	// go-fuse takes over fd (and closes it when done) through its
+	// /dev/fd/N convention, and answers INIT before NewServer returns.
+	srv, err := fuse.NewServer(fs, fmt.Sprintf("/dev/fd/%d", fd), &o)
+	if err != nil {
+		unix.Close(fd)
+		unix.Close(ringFD)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	m := &GoFuseMount{Server: srv, mnt: mnt}
+	go srv.Serve()
+	if srv.KernelSettings().Flags64()&initOverIOUring == 0 {
+		// The kernel did not switch this connection to io_uring: go-fuse
+		// serves it over /dev/fuse as usual.
+		unix.Close(ringFD)
+		why := "kernel did not offer FUSE_OVER_IO_URING in INIT: echo 1 > /sys/module/fuse/parameters/enable_uring"
+		if mode == On {
+			m.Unmount()
+			return nil, fmt.Errorf("fuse-uring=on: %s", why)
+		}
+		m.reason = why
+	} else {
+		s := &Server{fs: fs, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite, onPanic: o.PanicHandler}
+		s.opts.setDefaults()
+		if o.Debug {
+			// go-fuse logs what comes by /dev/fuse; the rings log the rest.
+			s.debug = o.Logger
+			if s.debug == nil {
+				s.debug = log.Default()
+			}
+		}
+		if err := s.startQueues(); err != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+			srv.Wait()
+			s.wg.Wait()
+			s.closeDev()
+			return nil, err
+		}
+		m.rings = s
+	}
+	if err := srv.WaitMount(); err != nil {
+		m.Unmount()
+		return nil, err
+	}
+	// go-fuse skips its poll hack for /dev/fd/N mounts; with the rings our
+	// dispatcher serves the synthetic file, so run it here.
+	if err := pollHack(mnt); err != nil {
+		m.Unmount()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Transport reports which transport carries the requests.
+func (m *GoFuseMount) Transport() Transport {
+	if m.rings != nil {
+		return IOURing
+	}
+	return DevFuse
+}
+
+// Reason says why the requests go by /dev/fuse ("" with io_uring).
+func (m *GoFuseMount) Reason() string { return m.reason }
+
+// mountDev opens /dev/fuse and mounts it on mnt with the options go-fuse's
+// DirectMount would use.
+func mountDev(mnt string, o *fuse.MountOptions) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		return -1, fmt.Errorf("mount point: %w", err)
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /dev/fuse: %w", err)
+	}
+	name := o.Name
+	if name == "" {
+		name = "fuseuring"
+	}
+	source := o.FsName
+	if source == "" {
+		source = name
+	}
+	flags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV)
+	if o.DirectMountFlags != 0 {
+		flags = o.DirectMountFlags
+	}
+	data := []string{
+		fmt.Sprintf("fd=%d", fd),
+		fmt.Sprintf("rootmode=%o", st.Mode&unix.S_IFMT),
+		fmt.Sprintf("user_id=%d", os.Geteuid()),
+		fmt.Sprintf("group_id=%d", os.Getegid()),
+		fmt.Sprintf("max_read=%d", o.MaxWrite),
+	}
+	for _, opt := range o.Options {
+		switch opt {
+		case "nodev":
+			flags |= syscall.MS_NODEV
+		case "dev":
+			flags &^= syscall.MS_NODEV
+		case "nosuid":
+			flags |= syscall.MS_NOSUID
+		case "suid":
+			flags &^= syscall.MS_NOSUID
+		case "noexec":
+			flags |= syscall.MS_NOEXEC
+		case "exec":
+			flags &^= syscall.MS_NOEXEC
+		default:
+			data = append(data, opt)
+		}
+	}
+	if o.AllowOther {
+		data = append(data, "allow_other")
+	}
+	if err := unix.Mount(source, mnt, "fuse."+name, flags, strings.Join(data, ",")); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("mount fuse on %s: %w", mnt, err)
+	}
+	return fd, nil
+}
+
+// Wait blocks until the file system is unmounted and go-fuse's loops and
+// the rings have ended. Err then returns the first ring error.
+func (m *GoFuseMount) Wait() {
+	m.Server.Wait()
+	if m.rings == nil {
+		return
+	}
+	m.rings.stopQueues()
+	m.err = m.rings.Wait()
+}
+
+// Err returns the first error of the rings, once Wait has returned.
+func (m *GoFuseMount) Err() error { return m.err }
+
+// Unmount unmounts the file system and waits for the server to end.
+func (m *GoFuseMount) Unmount() error {
+	if m.goMade {
+		return m.Server.Unmount()
+	}
+	if err := unix.Unmount(m.mnt, 0); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("unmount %s: %w", m.mnt, err)
+	}
+	m.Wait()
+	return m.err
+}
+
+// Stats returns the requests carried by the rings (zero with DevFuse;
+// go-fuse does not count its own).
+func (m *GoFuseMount) Stats() Stats {
+	if m.rings == nil {
+		return Stats{}
+	}
+	return m.rings.Stats()
+}

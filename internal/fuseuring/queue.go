@@ -1,0 +1,248 @@
+package fuseuring
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// stopUserData marks the completion of the eventfd poll that wakes a queue
+// thread for shutdown.
+const stopUserData = ^uint64(0)
+
+// ioringOpPollAdd is IORING_OP_POLL_ADD; sqePollEvents is poll32_events.
+const (
+	ioringOpPollAdd = 6
+	sqePollEvents   = 28
+)
+
+// queue is one ring serving a CPU's FUSE queue (qid), its registered
+// entries and the thread serving them; a CPU may have several.
+type queue struct {
+	s       *Server
+	qid     int
+	depth   int
+	payload int // bytes of each entry's payload buffer
+	stopFD  int // eventfd; written to stop the queue, closed by Server.closeDev
+
+	mem     []byte // headers, payloads, iovecs: off the Go heap
+	headers [][]byte
+	bufs    [][]byte
+	in      []byte // scratch for fuse_in_header + op_in, 8-byte aligned
+}
+
+// startQueues creates RingsPerCPU rings per possible CPU, each on its own
+// locked thread pinned to that CPU, and waits until every one has
+// registered its entries: only then does the kernel switch the connection
+// to the rings.
+func (s *Server) startQueues() error {
+	cpus := possibleCPUs()
+	// The kernel rejects payload buffers smaller than
+	// max(FUSE_MIN_READ_BUFFER, max_write, max_pages * page size).
+	payload := max(fuseMinReadBuffer, roundUp(s.maxWrite, 4096))
+	n := cpus * s.opts.RingsPerCPU
+	ready := make(chan error, n)
+	for i := range n {
+		qid := i % cpus
+		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			s.stopQueues()
+			for range i {
+				<-ready
+			}
+			return fmt.Errorf("eventfd for queue %d: %w", qid, err)
+		}
+		q := &queue{s: s, qid: qid, depth: s.opts.QueueDepth, payload: payload, stopFD: efd}
+		s.queues = append(s.queues, q)
+		s.wg.Add(1)
+		go q.run(ready)
+	}
+	var errs []error
+	for range n {
+		if err := <-ready; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		s.stopQueues()
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// stopQueues wakes every queue thread so that it closes its ring.
+func (s *Server) stopQueues() {
+	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	for _, q := range s.queues {
+		unix.Write(q.stopFD, one)
+	}
+}
+
+func roundUp(n, to int) int { return (n + to - 1) / to * to }
+
+func (q *queue) alloc() error {
+	const page = 4096
+	per := page + q.payload
+	iovOff := per * q.depth
+	size := iovOff + roundUp(q.depth*2*16, page)
+	// Not populated: a payload page becomes resident when a request first
+	// uses it, so a 1 MiB max_write does not cost depth × CPUs MiB upfront.
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("queue %d buffers: %w", q.qid, err)
+	}
+	q.mem = mem
+	for i := range q.depth {
+		q.headers = append(q.headers, mem[per*i:per*i+page])
+		q.bufs = append(q.bufs, mem[per*i+page:per*(i+1)])
+		iov := (*[2]unix.Iovec)(unsafe.Pointer(&mem[iovOff+32*i]))
+		iov[0].Base = &q.headers[i][0]
+		iov[0].SetLen(hdrSize)
+		iov[1].Base = &q.bufs[i][0]
+		iov[1].SetLen(q.payload)
+	}
+	w := make([]uint64, maxInStruct/8)
+	q.in = unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), maxInStruct)
+	return nil
+}
+
+// run is the queue thread: it never returns its OS thread to the Go
+// scheduler's pool (the thread is pinned), so it stays locked to the end.
+func (q *queue) run(ready chan<- error) {
+	defer q.s.wg.Done()
+	runtime.LockOSThread()
+	// The kernel queues a request on the queue of the CPU its caller runs
+	// on; serving it on that CPU avoids a cross-CPU wake-up. A possible
+	// but offline CPU cannot be pinned to (EINVAL): its queue must still
+	// register, and runs unpinned.
+	var set unix.CPUSet
+	set.Set(q.qid)
+	if err := unix.SchedSetaffinity(0, &set); err != nil && err != unix.EINVAL {
+		ready <- fmt.Errorf("pin queue %d to its CPU: %w", q.qid, err)
+		return
+	}
+	r, err := newRing(uint32(q.depth+1), uint32(2*(q.depth+1)))
+	if err != nil {
+		ready <- fmt.Errorf("queue %d: %w", q.qid, err)
+		return
+	}
+	defer func() {
+		r.close()
+		if q.mem != nil {
+			unix.Munmap(q.mem)
+		}
+	}()
+	if err := q.alloc(); err != nil {
+		ready <- err
+		return
+	}
+	for i := range q.depth {
+		q.prepRegister(r.getSQE(), i)
+	}
+	sqe := r.getSQE()
+	sqe[sqeOpcode] = ioringOpPollAdd
+	*(*int32)(unsafe.Pointer(&sqe[sqeFd])) = int32(q.stopFD)
+	*(*uint32)(unsafe.Pointer(&sqe[sqePollEvents])) = unix.POLLIN
+	*(*uint64)(unsafe.Pointer(&sqe[sqeUserData])) = stopUserData
+	if err := r.submitAndWait(0); err != nil {
+		ready <- fmt.Errorf("queue %d register: %w", q.qid, err)
+		return
+	}
+	// A failed REGISTER completes at once; a good one stays queued.
+	var regErr error
+	r.forEachCQE(func(ud uint64, res int32) {
+		if res < 0 && regErr == nil {
+			regErr = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q.qid, unix.Errno(-res))
+		}
+	})
+	ready <- regErr
+	if regErr != nil {
+		return
+	}
+	q.serve(r)
+}
+
+func (q *queue) prepRegister(sqe []byte, i int) {
+	iovOff := (4096 + q.payload) * q.depth
+	q.prepCmd(sqe, i, fuseURingCmdRegister, 0)
+	*(*uint64)(unsafe.Pointer(&sqe[sqeAddr])) = uint64(uintptr(unsafe.Pointer(&q.mem[iovOff+32*i])))
+	*(*uint32)(unsafe.Pointer(&sqe[sqeLen])) = 2
+}
+
+func (q *queue) prepCmd(sqe []byte, i int, cmd uint32, commitID uint64) {
+	sqe[sqeOpcode] = ioringOpURingCmd
+	*(*int32)(unsafe.Pointer(&sqe[sqeFd])) = int32(q.s.devFD)
+	*(*uint32)(unsafe.Pointer(&sqe[sqeCmdOp])) = cmd
+	*(*uint64)(unsafe.Pointer(&sqe[sqeUserData])) = uint64(i)
+	*(*uint64)(unsafe.Pointer(&sqe[cmdCommitID])) = commitID
+	*(*uint16)(unsafe.Pointer(&sqe[cmdQid])) = uint16(q.qid)
+}
+
+// serve handles completions until the connection ends or stop is signalled.
+func (q *queue) serve(r *ring) {
+	live := q.depth
+	stop := false
+	for live > 0 && !stop {
+		if err := r.submitAndWait(1); err != nil {
+			q.s.setErr(fmt.Errorf("queue %d: %w", q.qid, err))
+			return
+		}
+		r.forEachCQE(func(ud uint64, res int32) {
+			if ud == stopUserData {
+				stop = true
+				return
+			}
+			i := int(ud)
+			switch {
+			case res == 0:
+				q.handle(r, i)
+			case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
+				q.prepRegister(r.getSQE(), i)
+			default:
+				// ENOTCONN/ECONNABORTED at unmount, anything else is a
+				// failure of this entry; either way it is gone.
+				live--
+				if e := unix.Errno(-res); e != unix.ENOTCONN && e != unix.ECONNABORTED && e != unix.ECANCELED {
+					q.s.setErr(fmt.Errorf("queue %d entry %d: %w", q.qid, i, e))
+				}
+			}
+		})
+	}
+}
+
+// handle answers the request in entry i and queues its COMMIT_AND_FETCH.
+func (q *queue) handle(r *ring, i int) {
+	q.s.ringCount.Add(1)
+	hdr := q.headers[i]
+	h := (*fuse.InHeader)(unsafe.Pointer(&hdr[hdrInOut]))
+	unique := h.Unique
+	size := 0
+	if h.Opcode < opCount {
+		size = opInSize[h.Opcode]
+	}
+	copy(q.in, hdr[hdrInOut:hdrInOut+inHeaderSize])
+	copy(q.in[inHeaderSize:], hdr[hdrOpIn:hdrOpIn+size])
+	clear(q.in[inHeaderSize+size:])
+	commitID := *(*uint64)(unsafe.Pointer(&hdr[entCommitID]))
+	payloadSz := min(int(*(*uint32)(unsafe.Pointer(&hdr[entPayloadSz]))), q.payload)
+	req := request{in: q.in, payload: q.bufs[i][:payloadSz], out: q.bufs[i]}
+	st, n := q.s.dispatch(&req)
+	if !st.Ok() {
+		n = 0
+	}
+	if q.s.debug != nil {
+		q.s.debug.Printf("ring %d: unique %d opcode %d node %d: %v, %d bytes", q.qid, unique, h.Opcode, h.NodeId, st, n)
+	}
+	putOutHeader(hdr[hdrInOut:], uint32(outHeaderSize+n), -int32(st), unique)
+	*(*uint32)(unsafe.Pointer(&hdr[entPayloadSz])) = uint32(n)
+	sqe := r.getSQE()
+	if sqe == nil { // cannot happen: one SQE per entry plus the poll
+		q.s.setErr(fmt.Errorf("queue %d: submission queue full", q.qid))
+		return
+	}
+	q.prepCmd(sqe, i, fuseURingCmdCommitAndFetch, commitID)
+}

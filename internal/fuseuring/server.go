@@ -1,0 +1,416 @@
+package fuseuring
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Transport selects how requests travel between the kernel and the server.
+type Transport int
+
+const (
+	// DevFuse reads every request from /dev/fuse and writes every reply
+	// to it: two system calls per request.
+	DevFuse Transport = iota
+	// IOURing answers a request and fetches the next in one io_uring
+	// submission, on a ring per CPU.
+	IOURing
+)
+
+// String names the transport as the benchmark reports it.
+func (t Transport) String() string {
+	if t == IOURing {
+		return "io_uring"
+	}
+	return "/dev/fuse"
+}
+
+// Options configure a mount.
+type Options struct {
+	// Transport is DevFuse or IOURing.
+	Transport Transport
+	// Name is the file system type suffix (fuse.<Name>) and source.
+	Name string
+	// MaxWrite is the largest WRITE the kernel sends; 0 means 128 KiB.
+	MaxWrite int
+	// RingsPerCPU is the number of rings, each with its own pinned thread,
+	// that serve one CPU's queue; 0 means DefaultRingsPerCPU. The kernel
+	// gives a CPU's next request to any free entry of its queue, so while
+	// one thread is busy in a slow handler the others keep serving.
+	RingsPerCPU int
+	// QueueDepth is the number of entries each ring registers; 0 means 1.
+	// A busy thread holds every entry of its ring, so more than one only
+	// pays when handlers never block.
+	QueueDepth int
+	// DevReaders is the number of goroutines reading /dev/fuse with
+	// DevFuse; 0 means one per CPU.
+	DevReaders int
+}
+
+// DefaultRingsPerCPU is the number of rings serving each CPU's queue
+// unless Options say otherwise: up to this many requests from one CPU are
+// handled at once.
+const DefaultRingsPerCPU = 4
+
+func (o *Options) setDefaults() {
+	if o.RingsPerCPU <= 0 {
+		o.RingsPerCPU = DefaultRingsPerCPU
+	}
+	if o.QueueDepth <= 0 {
+		o.QueueDepth = 1
+	}
+}
+
+// Stats counts the requests a server answered, by the path they came by.
+type Stats struct {
+	// Dev is the number of requests read from /dev/fuse (INIT, FORGETs,
+	// INTERRUPTs, and everything with DevFuse).
+	Dev uint64
+	// Ring is the number of requests that arrived as ring completions.
+	Ring uint64
+}
+
+// Server is one mounted file system. Its loops end when the file system is
+// unmounted (or the connection aborted); Wait then returns.
+type Server struct {
+	fs       fuse.RawFileSystem
+	opts     Options
+	mnt      string
+	devFD    int
+	maxWrite int
+
+	devCount, ringCount atomic.Uint64
+
+	queues []*queue
+	debug  *log.Logger // logs every ring request when set
+	// onPanic turns a panic of a file system handler into the reply's
+	// status, as go-fuse's MountOptions.PanicHandler; nil logs the stack
+	// and answers EIO.
+	onPanic func(any) fuse.Status
+	wg      sync.WaitGroup
+	errMu   sync.Mutex
+	loopErr error
+	closeFD sync.Once
+}
+
+// URingAvailable reports whether this kernel lets a FUSE server use
+// io_uring, and if not, which switch is off.
+func URingAvailable() error {
+	b, err := os.ReadFile("/sys/module/fuse/parameters/enable_uring")
+	if err != nil {
+		return fmt.Errorf("FUSE over io_uring not built into this kernel (CONFIG_FUSE_IO_URING): %w", err)
+	}
+	if v := strings.TrimSpace(string(b)); v != "Y" && v != "1" {
+		return errors.New("FUSE over io_uring is off: as root, echo 1 > /sys/module/fuse/parameters/enable_uring")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil {
+		if v := strings.TrimSpace(string(b)); v == "2" || (v == "1" && os.Geteuid() != 0) {
+			return fmt.Errorf("io_uring is disabled (kernel.io_uring_disabled=%s): as root, sysctl kernel.io_uring_disabled=0", v)
+		}
+	}
+	return nil
+}
+
+// Mount mounts fs on mnt (as root, without fusermount), answers INIT, and
+// for IOURing registers every CPU's ring before returning, so that the
+// first request after Mount already travels by the ring.
+func Mount(fs fuse.RawFileSystem, mnt string, opts Options) (*Server, error) {
+	if opts.Transport == IOURing {
+		if err := URingAvailable(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Name == "" {
+		opts.Name = "fuseuring"
+	}
+	if opts.MaxWrite <= 0 {
+		opts.MaxWrite = 128 << 10
+	}
+	opts.setDefaults()
+	if opts.DevReaders <= 0 {
+		opts.DevReaders = possibleCPUs()
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		return nil, fmt.Errorf("mount point: %w", err)
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/fuse: %w", err)
+	}
+	data := fmt.Sprintf("fd=%d,rootmode=%o,user_id=%d,group_id=%d,max_read=%d",
+		fd, st.Mode&unix.S_IFMT, os.Geteuid(), os.Getegid(), opts.MaxWrite)
+	if err := unix.Mount(opts.Name, mnt, "fuse."+opts.Name, unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount fuse on %s: %w", mnt, err)
+	}
+	s := &Server{fs: fs, opts: opts, mnt: mnt, devFD: fd, maxWrite: opts.MaxWrite}
+	err = s.start()
+	if err == nil {
+		err = pollHack(mnt)
+	}
+	if err != nil {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		s.stopQueues()
+		s.wg.Wait()
+		s.closeDev()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	buf := newDevBuffers(s.maxWrite)
+	kernelFlags, err := s.handleInit(buf)
+	if err != nil {
+		return err
+	}
+	readers := s.opts.DevReaders
+	if s.opts.Transport == IOURing {
+		if kernelFlags&initOverIOUring == 0 {
+			return errors.New("kernel did not offer FUSE_OVER_IO_URING in INIT: echo 1 > /sys/module/fuse/parameters/enable_uring")
+		}
+		readers = 1 // only FORGET and INTERRUPT come this way
+		if err := s.startQueues(); err != nil {
+			return err
+		}
+	}
+	for i := range readers {
+		b := buf
+		if i > 0 {
+			b = newDevBuffers(s.maxWrite)
+		}
+		s.wg.Add(1)
+		go s.devLoop(b)
+	}
+	return nil
+}
+
+// devBuffers are one /dev/fuse reader's request and reply buffers,
+// 8-byte aligned for go-fuse's structs.
+type devBuffers struct {
+	read  []byte
+	write []byte
+	in    []byte
+}
+
+func newDevBuffers(maxWrite int) *devBuffers {
+	aligned := func(n int) []byte {
+		w := make([]uint64, (n+7)/8)
+		return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), n)
+	}
+	size := max(fuseMinReadBuffer, maxWrite+4096)
+	return &devBuffers{read: aligned(size), write: aligned(size), in: aligned(maxInStruct)}
+}
+
+// handleInit reads the INIT request and answers it with the capabilities
+// go-fuse's Server negotiates, plus FUSE_OVER_IO_URING for IOURing.
+func (s *Server) handleInit(b *devBuffers) (uint64, error) {
+	n, err := readDev(s.devFD, b.read)
+	if err != nil {
+		return 0, fmt.Errorf("read INIT: %w", err)
+	}
+	if n < inHeaderSize+opInSize[opInit] {
+		return 0, fmt.Errorf("short INIT request: %d bytes", n)
+	}
+	in := (*fuse.InitIn)(unsafe.Pointer(&b.read[0]))
+	if in.Opcode != opInit {
+		return 0, fmt.Errorf("first request has opcode %d, want INIT", in.Opcode)
+	}
+	if in.Major != 7 || in.Minor < 12 {
+		s.reply(b, in.Unique, fuse.EIO, 0)
+		return 0, fmt.Errorf("kernel FUSE protocol %d.%d unsupported", in.Major, in.Minor)
+	}
+	kernel := in.Flags64()
+	flags := kernel & (fuse.CAP_ASYNC_READ | fuse.CAP_BIG_WRITES | fuse.CAP_FILE_OPS |
+		fuse.CAP_READDIRPLUS | fuse.CAP_NO_OPEN_SUPPORT | fuse.CAP_PARALLEL_DIROPS |
+		fuse.CAP_MAX_PAGES | fuse.CAP_AUTO_INVAL_DATA)
+	if s.opts.Transport == IOURing {
+		flags |= kernel & initOverIOUring
+	}
+	flags |= initExt
+	out := (*fuse.InitOut)(unsafe.Pointer(&b.write[outHeaderSize]))
+	*out = fuse.InitOut{
+		Major:               7,
+		Minor:               min(28, in.Minor),
+		MaxReadAhead:        in.MaxReadAhead,
+		Flags:               uint32(flags),
+		Flags2:              uint32(flags >> 32),
+		MaxBackground:       12,
+		CongestionThreshold: 9,
+		MaxWrite:            uint32(s.maxWrite),
+		MaxPages:            uint16((s.maxWrite-1)/os.Getpagesize() + 1),
+	}
+	if err := s.reply(b, in.Unique, fuse.OK, int(unsafe.Sizeof(*out))); err != nil {
+		return 0, fmt.Errorf("reply INIT: %w", err)
+	}
+	s.devCount.Add(1)
+	return kernel, nil
+}
+
+// reply writes a fuse_out_header and n bytes already in b.write after it.
+func (s *Server) reply(b *devBuffers, unique uint64, st fuse.Status, n int) error {
+	if !st.Ok() {
+		n = 0
+	}
+	total := outHeaderSize + n
+	putOutHeader(b.write, uint32(total), -int32(st), unique)
+	for {
+		_, err := unix.Write(s.devFD, b.write[:total])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ENOENT { // the request was interrupted and is gone
+			return nil
+		}
+		return err
+	}
+}
+
+func putOutHeader(b []byte, length uint32, errno int32, unique uint64) {
+	*(*uint32)(unsafe.Pointer(&b[0])) = length
+	*(*int32)(unsafe.Pointer(&b[4])) = errno
+	*(*uint64)(unsafe.Pointer(&b[8])) = unique
+}
+
+func readDev(fd int, buf []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, buf)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EINTR, unix.EAGAIN, unix.ENOENT:
+			continue
+		}
+		return 0, err
+	}
+}
+
+// devLoop serves requests read from /dev/fuse until the connection ends.
+func (s *Server) devLoop(b *devBuffers) {
+	defer s.wg.Done()
+	for {
+		n, err := readDev(s.devFD, b.read)
+		if err != nil {
+			if err != unix.ENODEV {
+				s.setErr(fmt.Errorf("read /dev/fuse: %w", err))
+			}
+			s.stopQueues()
+			return
+		}
+		if n < inHeaderSize {
+			s.setErr(fmt.Errorf("short request from /dev/fuse: %d bytes", n))
+			continue
+		}
+		s.devCount.Add(1)
+		h := (*fuse.InHeader)(unsafe.Pointer(&b.read[0]))
+		size := 0
+		if h.Opcode < opCount {
+			size = opInSize[h.Opcode]
+		}
+		size = min(size, n-inHeaderSize)
+		copy(b.in, b.read[:inHeaderSize+size])
+		clear(b.in[inHeaderSize+size:])
+		req := request{
+			in:      b.in,
+			payload: b.read[inHeaderSize+size : n],
+			out:     b.write[outHeaderSize:],
+		}
+		st, outN := s.dispatch(&req)
+		if noReply(h.Opcode) {
+			continue
+		}
+		if err := s.reply(b, h.Unique, st, outN); err != nil && err != unix.ENODEV {
+			s.setErr(fmt.Errorf("write /dev/fuse: %w", err))
+		}
+	}
+}
+
+func (s *Server) setErr(err error) {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.loopErr == nil {
+		s.loopErr = err
+	}
+}
+
+// Stats returns how many requests came by /dev/fuse and by the rings.
+func (s *Server) Stats() Stats {
+	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load()}
+}
+
+// Wait blocks until the file system is unmounted and every loop has
+// ended, then releases the connection and returns the first loop error.
+func (s *Server) Wait() error {
+	s.wg.Wait()
+	s.closeDev()
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.loopErr
+}
+
+func (s *Server) closeDev() {
+	s.closeFD.Do(func() {
+		unix.Close(s.devFD)
+		for _, q := range s.queues {
+			unix.Close(q.stopFD)
+		}
+	})
+}
+
+// Unmount unmounts the file system and waits for the server to end.
+func (s *Server) Unmount() error {
+	if err := unix.Unmount(s.mnt, 0); err != nil && err != syscall.EINVAL {
+		return fmt.Errorf("unmount %s: %w", s.mnt, err)
+	}
+	return s.Wait()
+}
+
+// possibleCPUs is the number of ring queues the kernel expects: one per
+// possible CPU (num_possible_cpus()).
+func possibleCPUs() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/possible")
+	if err != nil {
+		return 1
+	}
+	n := 0
+	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		var lo, hi int
+		if c, _ := fmt.Sscanf(part, "%d-%d", &lo, &hi); c == 2 {
+			n += hi - lo + 1
+		} else if c, _ := fmt.Sscanf(part, "%d", &lo); c == 1 {
+			n++
+		}
+	}
+	return max(n, 1)
+}
+
+// dispatch runs one request; a panicking handler is answered with EIO (or
+// what onPanic says) instead of taking the daemon down, as go-fuse does.
+func (s *Server) dispatch(r *request) (st fuse.Status, n int) {
+	defer func() {
+		if p := recover(); p != nil {
+			if s.onPanic != nil {
+				st = s.onPanic(p)
+			} else {
+				log.Printf("fuseuring: panic in file system handler: %v\n%s", p, debug.Stack())
+			}
+			if st.Ok() {
+				st = fuse.EIO
+			}
+			n = 0
+		}
+	}()
+	return dispatch(s.fs, r)
+}
