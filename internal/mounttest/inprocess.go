@@ -30,13 +30,6 @@ import (
 // memory meanwhile the process deadlocks.
 func InProcess(t testing.TB, lower, spec string) (mnt string, abort func()) {
 	t.Helper()
-	return InProcessWith(t, lower, spec, nil)
-}
-
-// InProcessWith is InProcess with the daemon's configuration adjusted by
-// adjust (nil: unchanged) before the mount.
-func InProcessWith(t testing.TB, lower, spec string, adjust func(*daemon.Config)) (mnt string, abort func()) {
-	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts with mount(2)")
 	}
@@ -45,17 +38,13 @@ func InProcessWith(t testing.TB, lower, spec string, adjust func(*daemon.Config)
 		t.Fatalf("--overlay2 %s: %v", spec, err)
 	}
 	mnt = t.TempDir()
-	cfg := daemon.Config{
+	d, err := daemon.Start(daemon.Config{
 		LowerDir:   lower,
 		Mountpoint: mnt,
 		Spec:       sp,
 		Gofer:      InProcessGofer(t, lower),
 		Logf:       t.Logf,
-	}
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	d, err := daemon.Start(cfg)
+	})
 	if err != nil {
 		t.Fatalf("mount %s on %s in process: %v", lower, mnt, err)
 	}
