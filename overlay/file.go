@@ -189,22 +189,30 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	if h == nil {
 		return 0, fuse.EBADF
 	}
-	n := h.n
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.copyUpData(n); err != nil {
-		return 0, fusekit.Status(err)
+	cnt, err := fs.write(h.n, in, data)
+	if cnt == 0 && errors.Is(err, unix.ENOSPC) && fs.awaitOrphanRelease() {
+		cnt, err = fs.write(h.n, in, data)
 	}
-	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		if err := fs.killPrivNode(n); err != nil {
-			return 0, fusekit.Status(err)
-		}
-	}
-	cnt, err := n.up.WriteAt(data, int64(in.Offset))
 	if err != nil && cnt == 0 {
 		return 0, fusekit.Status(err)
 	}
 	return uint32(cnt), fuse.OK
+}
+
+// write copies n up if needed and writes data; a short count comes with
+// the error that stopped it.
+func (fs *FS) write(n *Node, in *fuse.WriteIn, data []byte) (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.copyUpData(n); err != nil {
+		return 0, err
+	}
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if err := fs.killPrivNode(n); err != nil {
+			return 0, err
+		}
+	}
+	return n.up.WriteAt(data, int64(in.Offset))
 }
 
 // Release closes a handle.

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
@@ -70,6 +71,7 @@ type FS struct {
 
 	tree sync.Mutex
 
+	releases   atomic.Int64 // upper files whose data maybeDrop freed
 	idMu       sync.Mutex
 	nodes      map[uint64]*Node
 	nextNodeID uint64
@@ -163,8 +165,11 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	fs.idMu.Lock()
 	n := fs.nodes[nodeid]
 	if n == nil {
-		fs.forgetRetired(nodeid, nlookup)
+		gone := fs.forgetRetired(nodeid, nlookup)
 		fs.idMu.Unlock()
+		if gone != nil {
+			fs.maybeDrop(gone)
+		}
 		return
 	}
 	if n.nlookup >= nlookup {
@@ -177,23 +182,86 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	fs.maybeForget(n)
 }
 
-// maybeDrop releases a deleted node once nothing refers to it.
+// maybeDrop releases a deleted node once nothing refers to it. The data of
+// a file with no name and no open handle goes at once, without waiting for
+// the kernel's FORGET (asynchronous, and possibly much later): nothing can
+// read it any more, and `rm big; write new` on a full upper must find the
+// space.
 func (fs *FS) maybeDrop(n *Node) {
 	if n == fs.root {
 		return
 	}
 	n.mu.Lock()
+	orphan := n.opens == 0 && n.nlink() == 0
 	fs.idMu.Lock()
-	dead := n.nlookup == 0 && n.opens == 0 && n.nlink() == 0
+	dead := orphan && n.nlookup == 0 && n.retiredIDs == 0
 	if dead {
 		delete(fs.nodes, n.nodeid)
 	}
 	fs.idMu.Unlock()
-	if dead && n.up != nil && !n.released {
+	freed := false
+	switch {
+	case dead && n.up != nil && !n.released:
 		n.released = true
+		freed = !n.dataFreed
 		fs.store.Release(n.up)
+	case orphan && n.up != nil && !n.released && !n.dataFreed:
+		n.dataFreed = true
+		freed = true
+		fs.store.ReleaseData(n.up)
 	}
 	n.mu.Unlock()
+	if freed {
+		fs.releases.Add(1)
+	}
+}
+
+// openOrphans counts regular files with upper data, no name and an open
+// handle: their space comes back with their RELEASE.
+func (fs *FS) openOrphans() int {
+	fs.idMu.Lock()
+	nodes := make([]*Node, 0, len(fs.nodes))
+	for _, n := range fs.nodes {
+		if n.typ == unix.S_IFREG {
+			nodes = append(nodes, n)
+		}
+	}
+	fs.idMu.Unlock()
+	count := 0
+	for _, n := range nodes {
+		n.mu.Lock()
+		if n.up != nil && n.up.HasData && !n.released && n.opens > 0 && n.up.Nlink == 0 {
+			count++
+		}
+		n.mu.Unlock()
+	}
+	return count
+}
+
+// releaseWait bounds how long a write that ran out of space waits for the
+// RELEASE of unlinked files.
+const releaseWait = 500 * time.Millisecond
+
+// awaitOrphanRelease is called when a write found no space. The kernel
+// sends RELEASE asynchronously after the last close, so a file removed just
+// before (close; unlink; write) may still hold its space for a moment. If
+// unlinked files are still open here, it waits, bounded by releaseWait, for
+// one of them to be released, and reports whether one was (then the write
+// is worth retrying). A file a process really keeps open keeps its space,
+// as on any file system; the write then fails after the wait.
+func (fs *FS) awaitOrphanRelease() bool {
+	before := fs.releases.Load()
+	if fs.openOrphans() == 0 {
+		return false
+	}
+	deadline := time.Now().Add(releaseWait)
+	for time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+		if fs.releases.Load() != before {
+			return true
+		}
+	}
+	return false
 }
 
 // lowerIno maps a lower (dev, ino) to a stable overlay inode number (see

@@ -40,20 +40,22 @@ type Node struct {
 	seenAs string
 
 	// Guarded by FS.idMu.
-	nlookup uint64
+	nlookup    uint64
+	retiredIDs int // retired nodeids of this node the kernel still holds (passthrough.go)
 
 	// When a shared-mode revalidation last confirmed this node (nanotime).
 	validated atomic.Int64
 
 	// Guarded by mu.
-	mu       sync.Mutex
-	up       *upper.Inode
-	lazyX    bool // up's xattrs still live in the lower (metadata copy-up)
-	opaque   bool // a directory that hides all of its lower (a layer's opaque marker)
-	opens    int  // open file handles
-	released bool // up's data has been released
-	kept     bool // has had upper state: never dropped on FORGET
-	pt       ptState
+	mu        sync.Mutex
+	up        *upper.Inode
+	lazyX     bool // up's xattrs still live in the lower (metadata copy-up)
+	opaque    bool // a directory that hides all of its lower (a layer's opaque marker)
+	opens     int  // open file handles
+	released  bool // up has been released (the node is gone)
+	dataFreed bool // up's data pages were freed (no name, no open handle)
+	kept      bool // has had upper state: never dropped on FORGET
+	pt        ptState
 }
 
 func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {

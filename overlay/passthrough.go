@@ -76,6 +76,7 @@ func (fs *FS) rekeyLocked(n *Node) {
 		fs.retired = make(map[uint64]*retiredID)
 	}
 	fs.retired[old] = &retiredID{n: n, nlookup: n.nlookup}
+	n.retiredIDs++
 	delete(fs.nodes, old)
 	n.nlookup = 0
 	n.nodeid = fs.nextNodeID
@@ -84,19 +85,21 @@ func (fs *FS) rekeyLocked(n *Node) {
 	fs.ptRekeys.Add(1)
 }
 
-// forgetRetired drops kernel references to a retired nodeid; it reports
-// whether nodeid was one. The caller holds fs.idMu.
-func (fs *FS) forgetRetired(nodeid, nlookup uint64) bool {
+// forgetRetired drops kernel references to a retired nodeid; it returns
+// the node once the kernel holds none (so that it may be dropped), nil
+// otherwise. The caller holds fs.idMu.
+func (fs *FS) forgetRetired(nodeid, nlookup uint64) *Node {
 	r := fs.retired[nodeid]
 	if r == nil {
-		return false
+		return nil
 	}
 	if r.nlookup > nlookup {
 		r.nlookup -= nlookup
-	} else {
-		delete(fs.retired, nodeid)
+		return nil
 	}
-	return true
+	delete(fs.retired, nodeid)
+	r.n.retiredIDs--
+	return r.n
 }
 
 // tryPassthrough binds a read-only handle of lower data (fd is the lower

@@ -134,6 +134,20 @@ func (s *Store) Release(in *Inode) {
 	s.inodes.Add(-1)
 }
 
+// ReleaseData frees the pages of a regular file that nothing can read any
+// more (no name, no open file) while the kernel may still hold the inode:
+// the space returns to the store at once, and the file keeps its size (as
+// a hole) for a late stat. Release still has to be called when the inode
+// goes.
+func (s *Store) ReleaseData(in *Inode) {
+	if !in.HasData || in.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	size := in.data.Size()
+	in.data.Release(s.mf)
+	_ = in.data.Truncate(s.mf, size) // a hole: allocates nothing
+}
+
 // Touch sets mtime and ctime to now (a change of contents).
 func (in *Inode) Touch() {
 	now := Now()
