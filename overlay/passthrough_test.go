@@ -112,6 +112,16 @@ func TestPassthroughCopyUpWhileReading(t *testing.T) {
 		if err := unix.Stat(f.path("f"), &st); err != nil || st.Size != int64(len(upper)+5) {
 			t.Errorf("stat after append: size %d, %v; want %d", st.Size, err, len(upper)+5)
 		}
+		// Unlinked while the old reader is open: it still reads.
+		if err := os.Remove(f.path("f")); err != nil {
+			t.Fatal(err)
+		}
+		if got := readAllAt(t, old, len(want)); len(got) == 0 {
+			t.Errorf("reader of an unlinked file reads nothing")
+		}
+		if _, err := os.Stat(f.path("f")); !os.IsNotExist(err) {
+			t.Errorf("stat after unlink: %v, want ENOENT", err)
+		}
 	})
 }
 
