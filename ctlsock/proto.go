@@ -61,6 +61,11 @@ type Stats struct {
 	FuseRequestsByOp map[string]uint64 `json:"fuse_requests_by_op,omitempty"`
 	DataCopyUps      int64             `json:"data_copy_ups"`
 	MetaCopyUps      int64             `json:"metadata_copy_ups"`
+	// FUSE passthrough of lower files: opens served, kernel inodes
+	// retired by a copy-up, and whether it is off (disabled or refused).
+	PassthroughOpens  uint64 `json:"passthrough_opens"`
+	PassthroughRekeys uint64 `json:"passthrough_rekeys"`
+	PassthroughOff    bool   `json:"passthrough_off"`
 }
 
 // maxFrame is the largest frame FrameWriter sends.

@@ -36,6 +36,9 @@ type Config struct {
 	Shared bool
 	// Debug logs every FUSE request.
 	Debug bool
+	// NoPassthrough turns FUSE passthrough for lower files off (Overlay
+	// only): every read then goes through the daemon.
+	NoPassthrough bool
 	// UpperTar, if set, is an OCI layer applied as the upper layer before
 	// the mount (Overlay only).
 	UpperTar string

@@ -72,6 +72,7 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		HiddenRootNames: hidden,
 		HideRootName:    filestore.IsSelfName,
 		Shared:          cfg.Shared,
+		NoPassthrough:   cfg.NoPassthrough,
 	})
 	if err != nil {
 		return nil, err
@@ -117,6 +118,8 @@ func (d *Overlay) Stats() ctlsock.Stats {
 	r.UpperBytes, r.SizeLimit = st.Usage.InUse, st.Usage.Limit
 	r.FilestoreAllocated, r.FilestoreOnDisk = st.Usage.Allocated, st.Usage.OnDisk
 	r.DataCopyUps, r.MetaCopyUps = st.DataCopyUps, st.MetaCopyUps
+	pt := d.fs.Passthrough()
+	r.PassthroughOpens, r.PassthroughRekeys, r.PassthroughOff = pt.Opens, pt.Rekeys, pt.Off
 	return r
 }
 

@@ -39,7 +39,12 @@ func startWriteThrough(cfg Config) (_ *WriteThrough, err error) {
 }
 
 // Stats reports the daemon's memory and gofer round trips.
-func (d *WriteThrough) Stats() ctlsock.Stats { return d.stats() }
+// (No passthrough: every file is the host's, read through the daemon.)
+func (d *WriteThrough) Stats() ctlsock.Stats {
+	r := d.stats()
+	r.PassthroughOff = true
+	return r
+}
 
 // Changes fails: every change went to the lower.
 func (d *WriteThrough) Changes() ([]ctlsock.Change, error) { return nil, ctlsocksrv.ErrNoUpper }

@@ -54,10 +54,11 @@ type ourMount struct {
 // --overlay2 spec and registers its unmount: `overlayfs umount`, and a lazy
 // unmount plus a test failure if that does not work. Register it after the
 // directories it uses, so that it runs before they are removed.
-func diffMountOurs(t diffTB, bin, lower, mnt, spec, logDir string) *ourMount {
+func diffMountOurs(t diffTB, bin, lower, mnt, spec, logDir string, extra ...string) *ourMount {
 	t.Helper()
 	m := &ourMount{bin: bin, mnt: mnt, log: filepath.Join(logDir, "daemon.log")}
-	args := []string{"mount", "--log", m.log, "--overlay2", spec, lower, mnt}
+	args := append([]string{"mount", "--log", m.log, "--overlay2", spec}, extra...)
+	args = append(args, lower, mnt)
 	out, err := runBounded(bin, args...)
 	if err != nil {
 		log, _ := os.ReadFile(m.log)

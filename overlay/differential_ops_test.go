@@ -370,7 +370,21 @@ func (o diffOp) openUnlink(p, p2 string) string {
 	case 2:
 		fmt.Fprintf(&b, "rename=%s", errText(unix.Rename(p2, p)))
 	}
-	if err := unix.Fstat(fd, &st); err != nil {
+	rfd := fd
+	if o.flags == 1 {
+		// Documented difference: a descriptor opened read-only on a
+		// lower file before another open copies it up keeps reading the
+		// lower data and size with us (FUSE passthrough: the kernel
+		// inode's backing file cannot change while it is open); the
+		// kernel's overlayfs re-opens the upper file on the next read.
+		// What a new open sees is compared instead.
+		if rfd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0); err != nil {
+			fmt.Fprintf(&b, " reopen=%s", errText(err))
+			return closeResult(b.String(), fd)
+		}
+		defer unix.Close(rfd)
+	}
+	if err := unix.Fstat(rfd, &st); err != nil {
 		fmt.Fprintf(&b, " fstat=%s", errText(err))
 	} else if o.flags == 2 {
 		// Documented difference: a file opened read-only from the lower
@@ -382,7 +396,7 @@ func (o diffOp) openUnlink(p, p2 string) string {
 		fmt.Fprintf(&b, " size=%d nlink=%d", st.Size, st.Nlink)
 	}
 	buf := make([]byte, st.Size+10)
-	n, err := unix.Pread(fd, buf, 0)
+	n, err := unix.Pread(rfd, buf, 0)
 	fmt.Fprintf(&b, " pread=%s data=%s", errText(err), dataSummary(buf[:max(n, 0)]))
 	return closeResult(b.String(), fd)
 }

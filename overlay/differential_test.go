@@ -50,7 +50,9 @@ func newDiffStats() *diffStats {
 
 // diffMedia are the --overlay2 media our side is mounted with; each case
 // draws one.
-var diffMedia = []string{"memory", "dir", "self"}
+// A "+shared" suffix mounts with --file-access shared (the lower is not
+// changed from outside here, so both modes must match the kernel's).
+var diffMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared"}
 
 func TestDifferential(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -177,11 +179,16 @@ func newDiffCase(t diffTB, bin, base string, ents []lowerEntry, medium string, s
 		}
 	})
 
+	medium, shared := strings.CutSuffix(medium, "+shared")
+	var extra []string
+	if shared {
+		extra = []string{"--file-access", "shared"}
+	}
 	spec := "root:" + medium
 	if medium == "dir" {
 		spec = "root:dir=" + diffTempDir(t, base, "store-")
 	}
-	c.ours = diffMountOurs(t, bin, lowerOurs, c.mntOurs, spec, caseDir)
+	c.ours = diffMountOurs(t, bin, lowerOurs, c.mntOurs, spec, caseDir, extra...)
 	diffMountKernel(t, lowerKernel, upperBase, c.mntKernel)
 	t.Logf("ours: --overlay2 %s", spec)
 	c.history = append(c.history, "ours: --overlay2 "+spec)

@@ -15,6 +15,7 @@ type handle struct {
 	n       *Node
 	flags   uint32
 	lowerFD int                         // lower data fd held by this handle, -1 if none
+	pt      bool                        // served by FUSE passthrough (passthrough.go)
 	dir     fusekit.DirSnapshot[dirEnt] // directories
 }
 
@@ -40,11 +41,17 @@ func (fs *FS) openFlags(n *Node) uint32 {
 
 // openNode prepares n for I/O with the given open flags: O_TRUNC (with any
 // access mode) truncates without copying data, a write open copies the data
-// up, a read open of lower data takes the lower fd.
-func (fs *FS) openNode(n *Node, flags uint32) (*handle, error) {
+// up, a read open of lower data takes the lower fd and, when the kernel
+// inode nodeid allows, FUSE passthrough (nodeid 0: a file just created).
+func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 	h := &handle{n: n, flags: flags, lowerFD: -1}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.typ == unix.S_IFREG && nodeid != 0 {
+		if err := fs.openGate(n, nodeid, flags); err != nil {
+			return nil, err
+		}
+	}
 	if n.typ == unix.S_IFREG {
 		write := flags&unix.O_ACCMODE != unix.O_RDONLY
 		switch {
@@ -65,6 +72,9 @@ func (fs *FS) openNode(n *Node, flags uint32) (*handle, error) {
 				return nil, err
 			}
 			h.lowerFD = fd
+			if flags&unix.O_ACCMODE == unix.O_RDONLY && nodeid != 0 {
+				fs.tryPassthrough(n, h, nodeid, fd)
+			}
 		}
 	}
 	n.opens++
@@ -80,7 +90,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	if n.isDir() {
 		return fuse.Status(unix.EISDIR)
 	}
-	h, err := fs.openNode(n, in.Flags)
+	h, err := fs.openNode(n, in.Flags, in.NodeId)
 	if err != nil {
 		return fusekit.Status(err)
 	}
@@ -127,7 +137,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 // openCreated opens a file just made for CREATE or TMPFILE and answers
 // with its entry and handle.
 func (fs *FS) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse.Status {
-	h, err := fs.openNode(n, flags)
+	h, err := fs.openNode(n, flags, 0)
 	if err != nil {
 		return fusekit.Status(err)
 	}
@@ -139,6 +149,13 @@ func (fs *FS) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse.Statu
 // answerOpen registers h and answers an open of n with it.
 func (fs *FS) answerOpen(n *Node, h *handle, out *fuse.OpenOut) {
 	out.Fh = fs.handles.Add(h)
+	if h.pt {
+		n.mu.Lock()
+		out.BackingID = n.pt.backing
+		n.mu.Unlock()
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+		return
+	}
 	out.OpenFlags = fs.openFlags(n)
 }
 
@@ -213,6 +230,7 @@ func (fs *FS) releaseHandle(h *handle) {
 		fs.lower.ReleaseData(n.lower)
 	}
 	n.mu.Lock()
+	fs.releasePassthrough(n, h)
 	n.opens--
 	n.mu.Unlock()
 	fs.maybeDrop(n)

@@ -53,6 +53,9 @@ type Config struct {
 	// Shared makes changes made to the lower from outside visible (see
 	// shared.go); otherwise the lower is assumed immutable.
 	Shared bool
+	// NoPassthrough serves every read of a lower file through the daemon
+	// instead of FUSE passthrough (passthrough.go).
+	NoPassthrough bool
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -75,6 +78,11 @@ type FS struct {
 	idMu       sync.Mutex
 	nodes      map[uint64]*Node
 	nextNodeID uint64
+	retired    map[uint64]*retiredID // nodeids replaced by a re-key
+
+	ptBroken atomic.Bool // the kernel refused a backing file
+	ptOpens  atomic.Uint64
+	ptRekeys atomic.Uint64
 
 	inos      fusekit.InoMap
 	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity
@@ -145,6 +153,11 @@ func (fs *FS) register(n *Node) {
 func (fs *FS) node(id uint64) *Node {
 	fs.idMu.Lock()
 	n := fs.nodes[id]
+	if n == nil {
+		if r := fs.retired[id]; r != nil {
+			n = r.n
+		}
+	}
 	fs.idMu.Unlock()
 	return n
 }
@@ -155,7 +168,11 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	fs.idMu.Lock()
 	n := fs.nodes[nodeid]
 	if n == nil {
+		gone := fs.forgetRetired(nodeid, nlookup)
 		fs.idMu.Unlock()
+		if gone != nil {
+			fs.maybeDrop(gone)
+		}
 		return
 	}
 	if n.nlookup >= nlookup {
@@ -180,7 +197,7 @@ func (fs *FS) maybeDrop(n *Node) {
 	n.mu.Lock()
 	orphan := n.opens == 0 && n.nlink() == 0
 	fs.idMu.Lock()
-	dead := orphan && n.nlookup == 0
+	dead := orphan && n.nlookup == 0 && n.retiredIDs == 0
 	if dead {
 		delete(fs.nodes, n.nodeid)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -31,8 +32,9 @@ var (
 // fsxMaxSize bounds the file: large enough for several pages and extents.
 const fsxMaxSize = 300 << 10
 
-// fsxMedia are the media the test runs on; dir gets a fresh directory.
-var fsxMedia = []string{"memory", "dir", "self"}
+// fsxMedia are the media the test runs on; dir gets a fresh directory; a
+// "+shared" suffix mounts with --file-access shared.
+var fsxMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared"}
 
 func TestFsx(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -57,8 +59,13 @@ func TestFsx(t *testing.T) {
 type fsxFile struct {
 	path  string
 	fd    int // read-write
-	ro    int // read-only, opened before the first write (may see copy-up)
+	ro    int // read-only, opened before the first write
 	model []byte
+	// roModel is what ro reads when it differs from model: a lower file's
+	// data, which a descriptor opened before the copy-up keeps reading
+	// (FUSE passthrough, the binary's default as root; Linux overlayfs).
+	roModel []byte
+	roLower bool // ro reads roModel
 }
 
 // runFsxCase mounts a fresh overlay and runs one random sequence on one
@@ -77,16 +84,22 @@ func runFsxCase(t *rapid.T, bin, base, medium string) int {
 	if err := os.WriteFile(filepath.Join(lower, "lowerfile"), initial, 0o644); err != nil {
 		t.Fatalf("write lower: %v", err)
 	}
+	medium, shared := strings.CutSuffix(medium, "+shared")
+	var extra []string
+	if shared {
+		extra = []string{"--file-access", "shared"}
+	}
 	spec := "root:" + medium
 	if medium == "dir" {
 		spec = "root:dir=" + diffTempDir(t, base, "store-")
 	}
-	ours := diffMountOurs(t, bin, lower, mnt, spec, caseDir)
+	ours := diffMountOurs(t, bin, lower, mnt, spec, caseDir, extra...)
 
 	f := &fsxFile{fd: -1, ro: -1}
 	if rapid.Bool().Draw(t, "lower file") {
 		f.path = filepath.Join(mnt, "lowerfile")
 		f.model = append([]byte(nil), initial...)
+		f.roModel, f.roLower = append([]byte(nil), initial...), true
 	} else {
 		f.path = filepath.Join(mnt, "upperfile")
 		if err := os.WriteFile(f.path, initial, 0o644); err != nil {
@@ -94,7 +107,7 @@ func runFsxCase(t *rapid.T, bin, base, medium string) int {
 		}
 		f.model = append([]byte(nil), initial...)
 	}
-	t.Logf("fsx on %s (%s), initial size %d", filepath.Base(f.path), spec, initSize)
+	t.Logf("fsx on %s (%s %v), initial size %d", filepath.Base(f.path), spec, extra, initSize)
 	var err error
 	if f.ro, err = unix.Open(f.path, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 		t.Fatalf("open read-only: %v", err)
@@ -140,6 +153,9 @@ func (f *fsxFile) step(desc, kind string, off, size, seed int) error {
 	case "read":
 		return f.readAt(desc, f.fd, off, size)
 	case "roread":
+		if f.roLower {
+			return readModel(desc+" (read-only fd opened before the copy-up: lower data)", f.ro, off, size, f.roModel, f.compare)
+		}
 		return f.readAt(desc+" (read-only fd opened before the first write)", f.ro, off, size)
 	case "truncate":
 		if err := unix.Ftruncate(f.fd, int64(off)); err != nil {
@@ -200,16 +216,21 @@ func (f *fsxFile) zero(from, to int) {
 
 // readAt reads size bytes at off through fd and compares with the model.
 func (f *fsxFile) readAt(desc string, fd, off, size int) error {
+	return readModel(desc, fd, off, size, f.model, f.compare)
+}
+
+// readModel reads size bytes at off through fd and compares with model.
+func readModel(desc string, fd, off, size int, model []byte, compare func(desc string, got, want []byte, off int) error) error {
 	buf := make([]byte, size)
 	n, err := unix.Pread(fd, buf, int64(off))
 	if err != nil {
 		return fmt.Errorf("%s: pread: %v", desc, err)
 	}
 	var want []byte
-	if off < len(f.model) {
-		want = f.model[off:min(off+size, len(f.model))]
+	if off < len(model) {
+		want = model[off:min(off+size, len(model))]
 	}
-	return f.compare(desc, buf[:n], want, off)
+	return compare(desc, buf[:n], want, off)
 }
 
 // mmapStep maps the whole file shared and reads, or writes and syncs, a

@@ -150,8 +150,8 @@ func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
 func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
+	out.NodeId = n.nodeid // a re-key changes it under n.mu
 	n.mu.Unlock()
-	out.NodeId = n.nodeid
 	out.Generation = 1
 	t := fs.timeout(n)
 	out.SetEntryTimeout(t)

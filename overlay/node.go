@@ -45,7 +45,8 @@ type Node struct {
 	seenAs string
 
 	// Guarded by FS.idMu.
-	nlookup uint64
+	nlookup    uint64
+	retiredIDs int // retired nodeids of this node the kernel still holds (passthrough.go)
 
 	// When a shared-mode revalidation last confirmed this node (nanotime).
 	validated atomic.Int64
@@ -59,6 +60,7 @@ type Node struct {
 	released  bool // up has been released (the node is gone)
 	dataFreed bool // up's data pages were freed (no name, no open handle)
 	kept      bool // has had upper state: never dropped on FORGET
+	pt        ptState
 }
 
 func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {

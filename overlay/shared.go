@@ -141,7 +141,7 @@ func (fs *FS) refreshAttr(n *Node) {
 // notifyInode queues a kernel invalidation of n's attributes and pages.
 func (fs *FS) notifyInode(n *Node) {
 	select {
-	case fs.notes <- n.nodeid:
+	case fs.notes <- fs.nodeID(n):
 	default:
 		// The queue is full: the kernel refreshes attributes anyway (zero
 		// timeout) and drops stale pages when it sees the new mtime.

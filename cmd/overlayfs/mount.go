@@ -28,6 +28,7 @@ type mountFlags struct {
 	goferSocket string
 	debug       bool
 	upperTar    absPath
+	passthrough bool
 	fuseURing   string
 }
 
@@ -42,6 +43,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
+	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
 	fl.StringVar(&m.fuseURing, "fuse-uring", "off", "`MODE` how FUSE requests travel: off: /dev/fuse | auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail. Experimental: a request was once seen to hang over io_uring under load")
 }
@@ -298,13 +300,14 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 // startDaemonConfig is startDaemon's daemon.Start.
 func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 	return daemon.Start(daemon.Config{
-		LowerDir:   lowerDir,
-		Mountpoint: mnt,
-		Spec:       mf.overlay2,
-		Shared:     mf.fileAccess == "shared",
-		Debug:      mf.debug,
-		UpperTar:   string(mf.upperTar),
-		FuseURing:  mf.uringMode(),
+		LowerDir:      lowerDir,
+		Mountpoint:    mnt,
+		Spec:          mf.overlay2,
+		Shared:        mf.fileAccess == "shared",
+		Debug:         mf.debug,
+		UpperTar:      string(mf.upperTar),
+		FuseURing:     mf.uringMode(),
+		NoPassthrough: !mf.passthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if mf.goferSocket != "" {
 				fd, err := dialGofer(mf.goferSocket)

@@ -54,6 +54,11 @@ func printStats(w io.Writer, s *ctlsock.Stats) error {
 	fmt.Fprintf(tw, "gofer\t%s round trips\n", humanize.Comma(int64(s.GoferRoundTrips)))
 	fmt.Fprintf(tw, "copy-ups\t%s data, %s metadata\n", humanize.Comma(s.DataCopyUps), humanize.Comma(s.MetaCopyUps))
 	fmt.Fprintf(tw, "fuse requests\t%s%s\n", humanize.Comma(int64(s.FuseRequests)), byOp(s.FuseRequestsByOp))
+	if s.PassthroughOff {
+		fmt.Fprintf(tw, "passthrough\toff\n")
+	} else {
+		fmt.Fprintf(tw, "passthrough\t%s opens, %s re-keyed by copy-up\n", humanize.Comma(int64(s.PassthroughOpens)), humanize.Comma(int64(s.PassthroughRekeys)))
+	}
 	return tw.Flush()
 }
 

@@ -41,9 +41,12 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring
 		Options:           []string{"default_permissions"},
 		AllowOther:        root,
 		DirectMountStrict: root,
-		// 1 MiB less a page: a full-size reply with its header must fit
-		// a 1 MiB pipe, or go-fuse's splice fails and falls back to a copy.
-		MaxWrite:             1<<20 - 4096,
+		// 1 MiB, the kernel's largest (max_pages 256): a 1 MiB write(2)
+		// is one WRITE request, not two (1 MiB less a page, then a page).
+		// Buffered reads come in readahead-sized requests (128 KiB), so
+		// a reply spliced from a file still fits go-fuse's 1 MiB pipe; a
+		// 1 MiB O_DIRECT read reply falls back to a copy.
+		MaxWrite:             1 << 20,
 		EnableSymlinkCaching: !o.Shared,
 		// A root file system needs setuid programs and device nodes:
 		// mount without nosuid/nodev (MS_MGC_VAL is "no flags").

@@ -1,0 +1,177 @@
+package overlay
+
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// FUSE passthrough for lower files. A read-only open of a regular file whose
+// data is still the lower's is answered with FOPEN_PASSTHROUGH and, as its
+// backing file, the host fd the gofer donated for the lower file: the kernel
+// then serves read(2), mmap and splice from that file itself, without a
+// FUSE round trip, and without us ever opening a lower file.
+//
+// Kernel rules (go-fuse-notes.md §3.3): a kernel inode has one data mode and
+// one backing file for as long as any open of it exists, so
+//   - passthrough is granted only when the inode has no cached (FUSE READ)
+//     opens, and all passthrough opens of an inode share one backing id;
+//   - when the file's data moves to the upper layer (a write open, O_TRUNC,
+//     truncate(2)) while passthrough opens exist, the node is re-keyed: it
+//     gets a new nodeid, the old one is retired and any open of it answers
+//     ESTALE, which makes the VFS look the name up again (LOOKUP_REVAL) and
+//     find the new nodeid, a fresh kernel inode in cached mode.
+//
+// So a read-only descriptor opened before the copy-up keeps reading the
+// lower data (and, from the kernel's attribute cache, the lower size)
+// through the old kernel inode until it is closed; new opens see the upper
+// data. This is what Linux overlayfs did before 4.19 and what its mmap
+// still does; its read(2) today re-opens the upper file after a copy-up.
+// Without passthrough (NoPassthrough, or a kernel that refuses it) every
+// handle reads the file's current data, as Linux overlayfs and gVisor do.
+
+// ptState is a node's passthrough binding; guarded by Node.mu.
+type ptState struct {
+	nodeid  uint64 // the kernel inode in passthrough mode
+	backing int32  // its backing id
+	opens   int    // passthrough handles of that inode
+}
+
+// retiredID is a nodeid a re-key replaced, kept until the kernel forgets it.
+type retiredID struct {
+	n       *Node
+	nlookup uint64
+}
+
+// passthroughOn reports whether passthrough may be tried.
+func (fs *FS) passthroughOn() bool {
+	return !fs.cfg.NoPassthrough && fs.server != nil && !fs.ptBroken.Load()
+}
+
+// openGate decides, before anything changes, whether an open of a regular
+// file on nodeid can be served there. It returns ESTALE (after re-keying n
+// if needed) when the open would need a data mode the kernel inode cannot
+// take. The caller holds n.mu.
+func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
+	if nodeid != n.nodeid {
+		return unix.ESTALE // retired: the lookup finds the new one
+	}
+	if n.pt.opens == 0 || n.pt.nodeid != nodeid {
+		return nil
+	}
+	changes := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
+	if !changes && (n.up == nil || !n.up.HasData) {
+		return nil // another reader of the same lower data
+	}
+	fs.rekeyLocked(n)
+	return unix.ESTALE
+}
+
+// rekeyLocked gives n a new nodeid and retires the old one with the lookups
+// the kernel holds on it. The caller holds n.mu.
+func (fs *FS) rekeyLocked(n *Node) {
+	fs.idMu.Lock()
+	defer fs.idMu.Unlock()
+	old := n.nodeid
+	if fs.retired == nil {
+		fs.retired = make(map[uint64]*retiredID)
+	}
+	fs.retired[old] = &retiredID{n: n, nlookup: n.nlookup}
+	n.retiredIDs++
+	delete(fs.nodes, old)
+	n.nlookup = 0
+	n.nodeid = fs.nextNodeID
+	fs.nextNodeID++
+	fs.nodes[n.nodeid] = n
+	fs.ptRekeys.Add(1)
+}
+
+// forgetRetired drops kernel references to a retired nodeid; it returns
+// the node once the kernel holds none (so that it may be dropped), nil
+// otherwise. The caller holds fs.idMu.
+func (fs *FS) forgetRetired(nodeid, nlookup uint64) *Node {
+	r := fs.retired[nodeid]
+	if r == nil {
+		return nil
+	}
+	if r.nlookup > nlookup {
+		r.nlookup -= nlookup
+		return nil
+	}
+	delete(fs.retired, nodeid)
+	r.n.retiredIDs--
+	return r.n
+}
+
+// tryPassthrough binds a read-only handle of lower data (fd is the lower
+// file's host fd) to the kernel inode nodeid in passthrough mode, if the
+// kernel's rules allow. The caller holds n.mu and has not yet counted h in
+// n.opens.
+func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
+	if !fs.passthroughOn() {
+		return
+	}
+	switch {
+	case n.pt.opens > 0 && n.pt.nodeid != nodeid:
+		return // the passthrough inode is a retired one
+	case n.pt.opens == 0 && n.opens > 0:
+		return // cached opens exist on this inode
+	case n.pt.opens == 0:
+		id, errno := fs.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
+		if errno != 0 {
+			// Not CAP_SYS_ADMIN, or the kernel lacks passthrough:
+			// FUSE READ from now on.
+			if !fs.ptBroken.Swap(true) {
+				fs.cfg.Logf("overlayfs: FUSE passthrough unavailable (%v); lower files are read through the daemon", errno)
+			}
+			return
+		}
+		n.pt = ptState{nodeid: nodeid, backing: id}
+	}
+	n.pt.opens++
+	h.pt = true
+	fs.ptOpens.Add(1)
+}
+
+// releasePassthrough drops h's share of n's backing id. The caller holds
+// n.mu.
+func (fs *FS) releasePassthrough(n *Node, h *handle) {
+	if !h.pt {
+		return
+	}
+	h.pt = false
+	n.pt.opens--
+	if n.pt.opens > 0 {
+		return
+	}
+	if errno := fs.server.UnregisterBackingFd(n.pt.backing); errno != 0 {
+		fs.cfg.Logf("overlayfs: closing backing id %d: %v", n.pt.backing, errno)
+	}
+	n.pt = ptState{}
+}
+
+// PassthroughStats counts passthrough use since the mount.
+type PassthroughStats struct {
+	// Opens is the number of opens served by FUSE passthrough.
+	Opens uint64
+	// Rekeys is the number of copy-ups that retired a kernel inode in
+	// passthrough mode.
+	Rekeys uint64
+	// Off is true when passthrough is disabled or the kernel refused it.
+	Off bool
+}
+
+// Passthrough reports passthrough use.
+func (fs *FS) Passthrough() PassthroughStats {
+	return PassthroughStats{
+		Opens:  fs.ptOpens.Load(),
+		Rekeys: fs.ptRekeys.Load(),
+		Off:    fs.cfg.NoPassthrough || fs.ptBroken.Load(),
+	}
+}
+
+// nodeID is n's current nodeid (a re-key changes it).
+func (fs *FS) nodeID(n *Node) uint64 {
+	fs.idMu.Lock()
+	defer fs.idMu.Unlock()
+	return n.nodeid
+}
