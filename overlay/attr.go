@@ -19,8 +19,13 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	}
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
+	retired := fs.retiredIDLocked(n, in.NodeId)
 	n.mu.Unlock()
-	out.SetTimeout(fs.timeout(n))
+	if retired {
+		out.SetTimeout(0) // see openGate: the file changes under another id
+	} else {
+		out.SetTimeout(fs.timeout(n))
+	}
 	return fuse.OK
 }
 

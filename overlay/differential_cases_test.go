@@ -127,6 +127,22 @@ var diffRegressions = []struct {
 		},
 	},
 	{
+		// Exploration after passthrough landed: a lower file with two
+		// names, open read-only (passthrough) by one name, then written
+		// by that name (copy-up re-keys the node). The other name still
+		// led the kernel to the old inode, whose cached mtime stayed the
+		// lower's. The re-key now drops those attributes and a retired
+		// id is answered with a zero attribute timeout.
+		name:  "hard link of a file re-keyed by copy-up under a passthrough reader",
+		lower: []lowerEntry{ld("b"), lf("b/a", 0o755, 4096), {path: "c", kind: lowerHardlink, target: "b/a"}},
+		ops: []diffOp{
+			{kind: "stat", path: "c"},
+			{kind: "openunlink", path: "b/a", flags: 1, path2: "c", off: 3, size: 1, seed: 7},
+			{kind: "write", path: "b/a", off: 100, size: 10, seed: 2},
+			{kind: "stat", path: "c"},
+		},
+	},
+	{
 		// Directory link counts, now compared where Linux defines them:
 		// removing an xattr a lower directory lacks must not copy it up
 		// (it became "merged", nlink 1, where the kernel kept the

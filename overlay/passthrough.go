@@ -62,8 +62,23 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if !changes && (n.up == nil || !n.up.HasData) {
 		return nil // another reader of the same lower data
 	}
+	old := n.nodeid
 	fs.rekeyLocked(n)
+	// Other names of the file (hard links) still lead the kernel to the
+	// old inode, whose attributes it caches; they change with the data
+	// that is about to move. Drop them (attributes only: -1), and GetAttr
+	// answers a retired id with a zero timeout from now on. Sent before
+	// this OPEN is answered, so no later stat sees them.
+	fs.server.InodeNotify(old, -1, 0)
 	return unix.ESTALE
+}
+
+// retiredIDLocked reports whether id is a nodeid n no longer has (a re-key
+// retired it). The caller holds n.mu.
+func (fs *FS) retiredIDLocked(n *Node, id uint64) bool {
+	fs.idMu.Lock()
+	defer fs.idMu.Unlock()
+	return id != n.nodeid
 }
 
 // rekeyLocked gives n a new nodeid and retires the old one with the lookups
