@@ -61,6 +61,11 @@ func diffMountOurs(t diffTB, bin, lower, mnt, spec, logDir string, extra ...stri
 	args = append(args, lower, mnt)
 	out, err := runBounded(bin, args...)
 	if err != nil {
+		// A mount command killed at the bound may leave its daemon
+		// running, and mounting later: kill it and detach whatever it
+		// mounted, so that nothing outlives the test.
+		m.kill()
+		lazyUnmount(mnt)
 		log, _ := os.ReadFile(m.log)
 		t.Fatalf("overlayfs %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, log)
 	}
