@@ -206,9 +206,9 @@ func (fs *FS) maybeDrop(n *Node) {
 	switch {
 	case dead && n.up != nil && !n.released:
 		n.released = true
-		freed = !n.dataFreed
+		freed = n.up.HasData && !n.dataFreed
 		fs.store.Release(n.up)
-	case orphan && n.up != nil && !n.released && !n.dataFreed:
+	case orphan && n.up != nil && n.up.HasData && !n.released && !n.dataFreed:
 		n.dataFreed = true
 		freed = true
 		fs.store.ReleaseData(n.up)
