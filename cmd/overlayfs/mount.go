@@ -45,7 +45,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
-	fl.StringVar(&m.fuseURing, "fuse-uring", "off", "`MODE` how FUSE requests travel: off: /dev/fuse | auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail. Experimental: a request was once seen to hang over io_uring under load")
+	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "`MODE` how FUSE requests travel: off: /dev/fuse | auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail. Experimental: a request was once seen to hang over io_uring under load")
 }
 
 // uringMode is the validated --fuse-uring.
@@ -365,4 +365,15 @@ func dialGofer(path string) (int, error) {
 		return -1, fmt.Errorf("connect to gofer socket %s: %w", path, err)
 	}
 	return fd, nil
+}
+
+// fuseURingEnv, when set, is the default of --fuse-uring: a way to run a
+// whole test suite, or every mount of a script, over one transport.
+const fuseURingEnv = "OVERLAYFS_FUSE_URING"
+
+func defaultFuseURing() string {
+	if v := os.Getenv(fuseURingEnv); v != "" {
+		return v
+	}
+	return "off"
 }

@@ -94,7 +94,7 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 		}
 		m.reason = why
 	} else {
-		s := &Server{fs: fs, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite, onPanic: o.PanicHandler}
+		s := &Server{fs: fs, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite, onPanic: o.PanicHandler, log: o.Logger}
 		s.opts.setDefaults()
 		if o.Debug {
 			// go-fuse logs what comes by /dev/fuse; the rings log the rest.

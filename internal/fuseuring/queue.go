@@ -33,6 +33,19 @@ type queue struct {
 	headers [][]byte
 	bufs    [][]byte
 	in      []byte // scratch for fuse_in_header + op_in, 8-byte aligned
+
+	// sent is what each entry last submitted: the command and, for a
+	// COMMIT_AND_FETCH, the request it answers. A command io_uring gives
+	// back with EAGAIN or EINTR never reached FUSE and is submitted again
+	// as it was: a reply must not be replaced by a new REGISTER, or the
+	// request it answers would wait in the kernel for ever.
+	sent []sentCmd
+}
+
+// sentCmd is one entry's last command.
+type sentCmd struct {
+	cmd      uint32
+	commitID uint64
 }
 
 // startQueues creates RingsPerCPU rings per possible CPU, each on its own
@@ -105,6 +118,7 @@ func (q *queue) alloc() error {
 		iov[1].Base = &q.bufs[i][0]
 		iov[1].SetLen(q.payload)
 	}
+	q.sent = make([]sentCmd, q.depth)
 	w := make([]uint64, maxInStruct/8)
 	q.in = unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), maxInStruct)
 	return nil
@@ -173,7 +187,17 @@ func (q *queue) prepRegister(sqe []byte, i int) {
 	*(*uint32)(unsafe.Pointer(&sqe[sqeLen])) = 2
 }
 
+// resubmit sends entry i's last command again.
+func (q *queue) resubmit(sqe []byte, i int) {
+	if last := q.sent[i]; last.cmd == fuseURingCmdCommitAndFetch {
+		q.prepCmd(sqe, i, fuseURingCmdCommitAndFetch, last.commitID)
+		return
+	}
+	q.prepRegister(sqe, i)
+}
+
 func (q *queue) prepCmd(sqe []byte, i int, cmd uint32, commitID uint64) {
+	q.sent[i] = sentCmd{cmd: cmd, commitID: commitID}
 	sqe[sqeOpcode] = ioringOpURingCmd
 	*(*int32)(unsafe.Pointer(&sqe[sqeFd])) = int32(q.s.devFD)
 	*(*uint32)(unsafe.Pointer(&sqe[sqeCmdOp])) = cmd
@@ -201,14 +225,28 @@ func (q *queue) serve(r *ring) {
 			case res == 0:
 				q.handle(r, i)
 			case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
-				q.prepRegister(r.getSQE(), i)
+				q.s.retries.Add(1)
+				q.resubmit(r.getSQE(), i)
 			default:
-				// ENOTCONN/ECONNABORTED at unmount, anything else is a
-				// failure of this entry; either way it is gone.
-				live--
-				if e := unix.Errno(-res); e != unix.ENOTCONN && e != unix.ECONNABORTED && e != unix.ECANCELED {
-					q.s.setErr(fmt.Errorf("queue %d entry %d: %w", q.qid, i, e))
+				e := unix.Errno(-res)
+				if e == unix.ENOTCONN || e == unix.ECONNABORTED || e == unix.ECANCELED {
+					// The connection is going: so is the entry.
+					live--
+					return
 				}
+				last := q.sent[i]
+				err := fmt.Errorf("queue %d entry %d: command %d (commit %d): %w", q.qid, i, last.cmd, last.commitID, e)
+				q.s.logf("fuseuring: %v", err)
+				q.s.setErr(err)
+				if last.cmd == fuseURingCmdCommitAndFetch {
+					// The kernel refused a reply, so this entry is no
+					// longer armed; register its buffers again so that
+					// the CPU keeps every entry it had.
+					q.s.retries.Add(1)
+					q.prepRegister(r.getSQE(), i)
+					return
+				}
+				live--
 			}
 		})
 	}

@@ -79,6 +79,10 @@ type Stats struct {
 	Dev uint64
 	// Ring is the number of requests that arrived as ring completions.
 	Ring uint64
+	// Resubmits is the number of ring commands sent again: given back by
+	// io_uring with EAGAIN or EINTR, or an entry re-registered after the
+	// kernel refused its reply (logged). Zero in normal operation.
+	Resubmits uint64
 }
 
 // Server is one mounted file system. Its loops end when the file system is
@@ -91,9 +95,11 @@ type Server struct {
 	maxWrite int
 
 	devCount, ringCount atomic.Uint64
+	retries             atomic.Uint64 // commands io_uring gave back with EAGAIN/EINTR
 
 	queues []*queue
 	debug  *log.Logger // logs every ring request when set
+	log    *log.Logger // logs what should not happen; nil: log.Default()
 	// onPanic turns a panic of a file system handler into the reply's
 	// status, as go-fuse's MountOptions.PanicHandler; nil logs the stack
 	// and answers EIO.
@@ -337,6 +343,16 @@ func (s *Server) devLoop(b *devBuffers) {
 	}
 }
 
+// logf logs what the rings met that should not happen, at once: a loop
+// error is otherwise seen only after the mount ends.
+func (s *Server) logf(format string, args ...any) {
+	l := s.log
+	if l == nil {
+		l = log.Default()
+	}
+	l.Printf(format, args...)
+}
+
 func (s *Server) setErr(err error) {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
@@ -347,7 +363,7 @@ func (s *Server) setErr(err error) {
 
 // Stats returns how many requests came by /dev/fuse and by the rings.
 func (s *Server) Stats() Stats {
-	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load()}
+	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load(), Resubmits: s.retries.Load()}
 }
 
 // Wait blocks until the file system is unmounted and every loop has

@@ -12,6 +12,7 @@ import (
 
 	"overlayfs/daemon"
 	"overlayfs/filestore"
+	"overlayfs/internal/fuseuring"
 	"overlayfs/lisafs"
 )
 
@@ -44,6 +45,7 @@ func InProcess(t testing.TB, lower, spec string) (mnt string, abort func()) {
 		Spec:       sp,
 		Gofer:      InProcessGofer(t, lower),
 		Logf:       t.Logf,
+		FuseURing:  FuseURing(t),
 	})
 	if err != nil {
 		t.Fatalf("mount %s on %s in process: %v", lower, mnt, err)
@@ -126,4 +128,25 @@ func abortConn(t testing.TB, conn uint32) {
 	if err := os.WriteFile(p, []byte("1"), 0o200); err != nil {
 		t.Errorf("abort FUSE connection %d: %v", conn, err)
 	}
+}
+
+// FuseURingEnv names the environment variable that chooses the FUSE
+// transport of every mount a test makes: the binary takes it as the
+// default of --fuse-uring, and InProcess mounts read it here. Unset means
+// /dev/fuse, as the binary's default.
+const FuseURingEnv = "OVERLAYFS_FUSE_URING"
+
+// FuseURing is the transport FuseURingEnv asks for; a value the binary
+// would refuse fails the test.
+func FuseURing(t testing.TB) fuseuring.Mode {
+	t.Helper()
+	v := os.Getenv(FuseURingEnv)
+	if v == "" {
+		return fuseuring.Off
+	}
+	m, err := fuseuring.ParseMode(v)
+	if err != nil {
+		t.Fatalf("%s: %v", FuseURingEnv, err)
+	}
+	return m
 }
