@@ -40,6 +40,9 @@ type queue struct {
 	// as it was: a reply must not be replaced by a new REGISTER, or the
 	// request it answers would wait in the kernel for ever.
 	sent []sentCmd
+	// givenBack are entries whose reply Server.giveBack held back: they
+	// complete with EINTR before the thread next waits.
+	givenBack []int
 }
 
 // sentCmd is one entry's last command.
@@ -211,45 +214,58 @@ func (q *queue) serve(r *ring) {
 	live := q.depth
 	stop := false
 	for live > 0 && !stop {
-		if err := r.submitAndWait(1); err != nil {
+		wait := uint32(1)
+		if len(q.givenBack) > 0 {
+			wait = 0 // completions of our own to handle first
+		}
+		if err := r.submitAndWait(wait); err != nil {
 			q.s.setErr(fmt.Errorf("queue %d: %w", q.qid, err))
 			return
+		}
+		for len(q.givenBack) > 0 {
+			i := q.givenBack[0]
+			q.givenBack = q.givenBack[1:]
+			live -= q.complete(r, i, -int32(unix.EINTR))
 		}
 		r.forEachCQE(func(ud uint64, res int32) {
 			if ud == stopUserData {
 				stop = true
 				return
 			}
-			i := int(ud)
-			switch {
-			case res == 0:
-				q.handle(r, i)
-			case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
-				q.s.retries.Add(1)
-				q.resubmit(r.getSQE(), i)
-			default:
-				e := unix.Errno(-res)
-				if e == unix.ENOTCONN || e == unix.ECONNABORTED || e == unix.ECANCELED {
-					// The connection is going: so is the entry.
-					live--
-					return
-				}
-				last := q.sent[i]
-				err := fmt.Errorf("queue %d entry %d: command %d (commit %d): %w", q.qid, i, last.cmd, last.commitID, e)
-				q.s.logf("fuseuring: %v", err)
-				q.s.setErr(err)
-				if last.cmd == fuseURingCmdCommitAndFetch {
-					// The kernel refused a reply, so this entry is no
-					// longer armed; register its buffers again so that
-					// the CPU keeps every entry it had.
-					q.s.retries.Add(1)
-					q.prepRegister(r.getSQE(), i)
-					return
-				}
-				live--
-			}
+			live -= q.complete(r, int(ud), res)
 		})
 	}
+}
+
+// complete handles entry i's completion with result res, and returns 1 if
+// the entry is gone (0 if it is armed again or busy).
+func (q *queue) complete(r *ring, i int, res int32) int {
+	switch {
+	case res == 0:
+		q.handle(r, i)
+		return 0
+	case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
+		q.s.retries.Add(1)
+		q.resubmit(r.getSQE(), i)
+		return 0
+	}
+	e := unix.Errno(-res)
+	if e == unix.ENOTCONN || e == unix.ECONNABORTED || e == unix.ECANCELED {
+		return 1 // the connection is going: so is the entry
+	}
+	last := q.sent[i]
+	err := fmt.Errorf("queue %d entry %d: command %d (commit %d): %w", q.qid, i, last.cmd, last.commitID, e)
+	q.s.logf("fuseuring: %v", err)
+	q.s.setErr(err)
+	if last.cmd == fuseURingCmdCommitAndFetch {
+		// The kernel refused a reply, so this entry is no longer armed;
+		// register its buffers again so that the CPU keeps every entry
+		// it had.
+		q.s.retries.Add(1)
+		q.prepRegister(r.getSQE(), i)
+		return 0
+	}
+	return 1
 }
 
 // handle answers the request in entry i and queues its COMMIT_AND_FETCH.
@@ -277,6 +293,12 @@ func (q *queue) handle(r *ring, i int) {
 	}
 	putOutHeader(hdr[hdrInOut:], uint32(outHeaderSize+n), -int32(st), unique)
 	*(*uint32)(unsafe.Pointer(&hdr[entPayloadSz])) = uint32(n)
+	if q.s.giveBack != nil && q.s.giveBack() {
+		// As if io_uring had given the command back unsent (EINTR).
+		q.sent[i] = sentCmd{cmd: fuseURingCmdCommitAndFetch, commitID: commitID}
+		q.givenBack = append(q.givenBack, i)
+		return
+	}
 	sqe := r.getSQE()
 	if sqe == nil { // cannot happen: one SQE per entry plus the poll
 		q.s.setErr(fmt.Errorf("queue %d: submission queue full", q.qid))

@@ -56,6 +56,8 @@ type Options struct {
 	// DevReaders is the number of goroutines reading /dev/fuse with
 	// DevFuse; 0 means one per CPU.
 	DevReaders int
+
+	giveBack func() bool // Server.giveBack, for tests
 }
 
 // DefaultRingsPerCPU is the number of rings serving each CPU's queue
@@ -100,6 +102,10 @@ type Server struct {
 	queues []*queue
 	debug  *log.Logger // logs every ring request when set
 	log    *log.Logger // logs what should not happen; nil: log.Default()
+	// giveBack, a test's fault, says whether to treat the reply about to
+	// be sent as given back by io_uring with EINTR: a fault the kernel
+	// does not cause on demand. Called from every queue thread.
+	giveBack func() bool
 	// onPanic turns a panic of a file system handler into the reply's
 	// status, as go-fuse's MountOptions.PanicHandler; nil logs the stack
 	// and answers EIO.
@@ -161,7 +167,7 @@ func Mount(fs fuse.RawFileSystem, mnt string, opts Options) (*Server, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("mount fuse on %s: %w", mnt, err)
 	}
-	s := &Server{fs: fs, opts: opts, mnt: mnt, devFD: fd, maxWrite: opts.MaxWrite}
+	s := &Server{fs: fs, opts: opts, mnt: mnt, devFD: fd, maxWrite: opts.MaxWrite, giveBack: opts.giveBack}
 	err = s.start()
 	if err == nil {
 		err = pollHack(mnt)
