@@ -3,6 +3,7 @@ package fuseuring
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -97,7 +98,11 @@ func (r *ring) getSQE() []byte {
 }
 
 // submitAndWait publishes the prepared SQEs and enters the kernel, waiting
-// for at least waitNr completions. EINTR is retried.
+// for at least waitNr completions. EINTR is retried. EAGAIN and EBUSY
+// (the kernel could not take the submissions now: no memory for them, or
+// completions to reap first) return nil after a short pause: the caller
+// reaps what completed and calls again, and the SQEs not taken stay
+// queued, so a transient failure costs no entry.
 func (r *ring) submitAndWait(waitNr uint32) error {
 	atomic.StoreUint32(r.sqTail, r.sqLocalTail)
 	for {
@@ -112,6 +117,9 @@ func (r *ring) submitAndWait(waitNr uint32) error {
 			return nil
 		case unix.EINTR:
 			continue
+		case unix.EAGAIN, unix.EBUSY:
+			time.Sleep(time.Millisecond)
+			return nil
 		default:
 			return fmt.Errorf("io_uring_enter: %w", errno)
 		}
