@@ -40,9 +40,16 @@ type queue struct {
 	// as it was: a reply must not be replaced by a new REGISTER, or the
 	// request it answers would wait in the kernel for ever.
 	sent []sentCmd
-	// givenBack are entries whose reply Server.giveBack held back: they
-	// complete with EINTR before the thread next waits.
-	givenBack []int
+	// pending are completions in hand that serve handles before it next
+	// waits: requests that arrived while the entries registered, and
+	// replies Server.giveBack held back (completed with EINTR).
+	pending []completion
+}
+
+// completion is one CQE's user data and result.
+type completion struct {
+	userData uint64
+	res      int32
 }
 
 // sentCmd is one entry's last command.
@@ -165,16 +172,35 @@ func (q *queue) run(ready chan<- error) {
 	*(*int32)(unsafe.Pointer(&sqe[sqeFd])) = int32(q.stopFD)
 	*(*uint32)(unsafe.Pointer(&sqe[sqePollEvents])) = unix.POLLIN
 	*(*uint64)(unsafe.Pointer(&sqe[sqeUserData])) = stopUserData
-	if err := r.submitAndWait(0); err != nil {
-		ready <- fmt.Errorf("queue %d register: %w", q.qid, err)
-		return
+	// Until the kernel has taken every REGISTER (io_uring_enter may
+	// take none for a moment: EAGAIN), so that a bad one fails the
+	// mount here.
+	for tries := 0; r.unsubmitted() > 0; tries++ {
+		if tries == 1000 {
+			ready <- fmt.Errorf("queue %d register: io_uring took no submission in 1000 tries", q.qid)
+			return
+		}
+		if err := r.submitAndWait(0); err != nil {
+			ready <- fmt.Errorf("queue %d register: %w", q.qid, err)
+			return
+		}
 	}
-	// A failed REGISTER completes at once; a good one stays queued.
+	// A failed REGISTER completes at once; a good one stays queued until
+	// the kernel hands its entry a request. That can be at once: callers
+	// that waited for the rings are sent as soon as every CPU's queue has
+	// an entry, perhaps this one. So a completion here that is not an
+	// error is a request, and serve answers it first. (Discarding it
+	// left its caller waiting for ever: the entry was the kernel's to
+	// answer through, and no reply ever came.)
 	var regErr error
 	r.forEachCQE(func(ud uint64, res int32) {
-		if res < 0 && regErr == nil {
-			regErr = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q.qid, unix.Errno(-res))
+		if ud != stopUserData && res < 0 && res != -int32(unix.EAGAIN) && res != -int32(unix.EINTR) {
+			if regErr == nil {
+				regErr = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q.qid, unix.Errno(-res))
+			}
+			return
 		}
+		q.pending = append(q.pending, completion{userData: ud, res: res})
 	})
 	ready <- regErr
 	if regErr != nil {
@@ -215,17 +241,21 @@ func (q *queue) serve(r *ring) {
 	stop := false
 	for live > 0 && !stop {
 		wait := uint32(1)
-		if len(q.givenBack) > 0 {
-			wait = 0 // completions of our own to handle first
+		if len(q.pending) > 0 {
+			wait = 0 // completions already in hand come first
 		}
 		if err := r.submitAndWait(wait); err != nil {
 			q.s.setErr(fmt.Errorf("queue %d: %w", q.qid, err))
 			return
 		}
-		for len(q.givenBack) > 0 {
-			i := q.givenBack[0]
-			q.givenBack = q.givenBack[1:]
-			live -= q.complete(r, i, -int32(unix.EINTR))
+		for len(q.pending) > 0 && !stop {
+			c := q.pending[0]
+			q.pending = q.pending[1:]
+			if c.userData == stopUserData {
+				stop = true
+				break
+			}
+			live -= q.complete(r, int(c.userData), c.res)
 		}
 		r.forEachCQE(func(ud uint64, res int32) {
 			if ud == stopUserData {
@@ -296,7 +326,7 @@ func (q *queue) handle(r *ring, i int) {
 	if q.s.giveBack != nil && q.s.giveBack() {
 		// As if io_uring had given the command back unsent (EINTR).
 		q.sent[i] = sentCmd{cmd: fuseURingCmdCommitAndFetch, commitID: commitID}
-		q.givenBack = append(q.givenBack, i)
+		q.pending = append(q.pending, completion{userData: uint64(i), res: -int32(unix.EINTR)})
 		return
 	}
 	sqe := r.getSQE()

@@ -126,6 +126,11 @@ func (r *ring) submitAndWait(waitNr uint32) error {
 	}
 }
 
+// unsubmitted is the number of prepared SQEs the kernel has not taken.
+func (r *ring) unsubmitted() uint32 {
+	return r.sqLocalTail - atomic.LoadUint32(r.sqHead)
+}
+
 // forEachCQE calls fn for every completion ready now and consumes them.
 func (r *ring) forEachCQE(fn func(userData uint64, res int32)) int {
 	head := atomic.LoadUint32(r.cqHead)
