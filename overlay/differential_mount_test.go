@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"pgregory.net/rapid"
+
+	"overlayfs/internal/mounttest"
 )
 
 // diffOpDeadline bounds one operation on a mount: a call still running after
@@ -77,6 +79,7 @@ func diffMountOurs(t diffTB, bin, lower, mnt, spec, logDir string, extra ...stri
 // diffOpDeadline.
 func runBounded(bin string, args ...string) ([]byte, error) {
 	cmd := exec.Command(bin, args...)
+	cmd.Env = mounttest.Environ()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

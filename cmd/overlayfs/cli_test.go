@@ -345,6 +345,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"MOUNTPOINT a file", []string{lower, file}, []string{"MOUNTPOINT", file, "not a directory"}},
 		{"MOUNTPOINT already mounted", []string{lower, busy}, []string{"MOUNTPOINT", busy, "already"}},
 		{"bad medium", []string{"--overlay2", "root:floppy", lower, mnt}, []string{"--overlay2", "floppy"}},
+		{"bad transport", []string{"--fuse-uring", "sometimes", lower, mnt}, []string{"--fuse-uring", "sometimes", "auto, on or off"}},
 		{"bad mount specifier", []string{"--overlay2", "nowhere:memory", lower, mnt}, []string{"--overlay2", "nowhere"}},
 		{"relative dir=", []string{"--overlay2", "root:dir=rel/dir", lower, mnt}, []string{"--overlay2", "rel/dir"}},
 		{"bad size", []string{"--overlay2", "root:memory,size=lots", lower, mnt}, []string{"--overlay2", "lots"}},

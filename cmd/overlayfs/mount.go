@@ -45,7 +45,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
-	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "`MODE` how FUSE requests travel: off: /dev/fuse | auto: by io_uring when the kernel offers it (root; /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail. Experimental: a request was once seen to hang over io_uring under load")
+	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "`MODE` how FUSE requests travel: auto: by io_uring when the kernel offers it (root, Linux 6.14+, /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail, naming what to change | off: /dev/fuse. Default: $OVERLAYFS_FUSE_URING if set, else auto")
 }
 
 // uringMode is the validated --fuse-uring.
@@ -65,6 +65,9 @@ func (m *mountFlags) validate() error {
 		return fmt.Errorf("--overlay2: %w", err)
 	}
 	if _, err := fuseuring.ParseMode(m.fuseURing); err != nil {
+		if v := os.Getenv(fuseURingEnv); v != "" && v == m.fuseURing {
+			return fmt.Errorf("--%w (the default, from %s)", err, fuseURingEnv)
+		}
 		return fmt.Errorf("--%w", err)
 	}
 	if m.upperTar != "" && !m.overlay2.Enabled() {
@@ -375,5 +378,5 @@ func defaultFuseURing() string {
 	if v := os.Getenv(fuseURingEnv); v != "" {
 		return v
 	}
-	return "off"
+	return "auto"
 }

@@ -9,8 +9,9 @@ import (
 type Mode int
 
 const (
-	// Off uses /dev/fuse. It is the zero value: io_uring is opt-in while a
-	// request hang seen once under load (see README.md) is open.
+	// Off uses /dev/fuse. It is the zero value, so that a library user or
+	// a test gets io_uring only by asking for it (the command line's
+	// default is Auto).
 	Off Mode = iota
 	// Auto uses io_uring when the kernel offers it and /dev/fuse otherwise,
 	// saying why (GoFuseMount.Reason).

@@ -64,13 +64,26 @@ func Binary(t testing.TB) string {
 	return buildBin
 }
 
+// Environ is the environment to run the binary in: this process's, with
+// FuseURingEnv set to off unless the test run sets it. The binary's own
+// default is auto, which follows the kernel switch that some tests flip
+// for a moment: a test's transport is chosen by FuseURingEnv or its own
+// flags, never by timing.
+func Environ() []string {
+	env := os.Environ()
+	if os.Getenv(FuseURingEnv) == "" {
+		env = append(env, FuseURingEnv+"=off")
+	}
+	return env
+}
+
 // Command is exec.Command(path, args...) with TMPDIR set to a directory of
 // the test's own, so that whatever the program puts in TMPDIR (a daemon's
 // default log, a default filestore) goes away with the test.
 func Command(t testing.TB, path string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+	cmd.Env = append(Environ(), "TMPDIR="+t.TempDir())
 	return cmd
 }
 
