@@ -197,6 +197,11 @@ func (q *queue) run(ready chan<- error) {
 		if ud != stopUserData && res < 0 && res != -int32(unix.EAGAIN) && res != -int32(unix.EINTR) {
 			if regErr == nil {
 				regErr = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q.qid, unix.Errno(-res))
+				if unix.Errno(-res) == unix.EOPNOTSUPP {
+					// The kernel offered io_uring at INIT; the switch
+					// was turned off since.
+					regErr = fmt.Errorf("%w (was /sys/module/fuse/parameters/enable_uring turned off while mounting? mount again)", regErr)
+				}
 			}
 			return
 		}
