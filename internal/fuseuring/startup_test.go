@@ -44,8 +44,7 @@ func TestCallersWaitingForTheRingsAreAnswered(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
+				defer lockThread()()
 				var one unix.CPUSet
 				one.Set(c % runtime.NumCPU())
 				_ = unix.SchedSetaffinity(0, &one)

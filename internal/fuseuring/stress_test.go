@@ -86,11 +86,7 @@ func stress(t *testing.T, mnt string, dur time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			var all unix.CPUSet
-			_ = unix.SchedGetaffinity(0, &all)
-			defer unix.SchedSetaffinity(0, &all)
+			defer lockThread()()
 			s := &slots[w]
 			s.tid.Store(int32(unix.Gettid()))
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
@@ -174,6 +170,19 @@ func stress(t *testing.T, mnt string, dur time.Duration) {
 	default:
 	}
 	t.Logf("%d operations in %v by %d threads on %d CPUs", ops.Load(), dur, workers, cpus)
+}
+
+// lockThread locks the calling goroutine to its thread, which it may then
+// pin to CPUs; the returned function gives the thread back as it was (its
+// CPU set restored, unlocked).
+func lockThread() (unlock func()) {
+	runtime.LockOSThread()
+	var all unix.CPUSet
+	_ = unix.SchedGetaffinity(0, &all)
+	return func() {
+		_ = unix.SchedSetaffinity(0, &all)
+		runtime.UnlockOSThread()
+	}
 }
 
 // stressOp picks one operation for a worker; each worker has its own
