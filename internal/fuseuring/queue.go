@@ -209,6 +209,14 @@ func (q *queue) run(ready chan<- error) {
 	})
 	ready <- regErr
 	if regErr != nil {
+		// Answer what the good entries were already handed, so that no
+		// caller waits on a ring that is closing.
+		for _, c := range q.pending {
+			if c.userData != stopUserData && c.res == 0 {
+				q.handle(r, int(c.userData))
+			}
+		}
+		_ = r.submitAndWait(0)
 		return
 	}
 	q.serve(r)
