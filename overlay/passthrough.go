@@ -158,7 +158,12 @@ func (fs *FS) releasePassthrough(n *Node, h *handle) {
 	if n.pt.opens > 0 {
 		return
 	}
-	if errno := fs.server.UnregisterBackingFd(n.pt.backing); errno != 0 {
+	switch errno := fs.server.UnregisterBackingFd(n.pt.backing); errno {
+	case 0, unix.EBADF, unix.ENODEV:
+		// EBADF, ENODEV: the connection is gone (a RELEASE served by a
+		// ring after go-fuse closed its /dev/fuse fd at unmount), and
+		// the kernel dropped its backing ids with it.
+	default:
 		fs.cfg.Logf("overlayfs: closing backing id %d: %v", n.pt.backing, errno)
 	}
 	n.pt = ptState{}
