@@ -61,23 +61,34 @@ func diffMountOurs(t diffTB, bin, lower, mnt, spec, logDir string, extra ...stri
 	m := &ourMount{bin: bin, mnt: mnt, log: filepath.Join(logDir, "daemon.log")}
 	args := append([]string{"mount", "--log", m.log, "--overlay2", spec}, extra...)
 	args = append(args, lower, mnt)
-	out, err := runBounded(bin, args...)
+	out, err := runBoundedFor(diffMountDeadline, bin, args...)
 	if err != nil {
 		// A mount command killed at the bound may leave its daemon
-		// running, and mounting later: kill it and detach whatever it
-		// mounted, so that nothing outlives the test.
+		// running, and mounting later: say where it was, kill it and
+		// detach whatever it mounted, so that nothing outlives the test.
+		stuck := m.dumpStuck()
 		m.kill()
 		lazyUnmount(mnt)
 		log, _ := os.ReadFile(m.log)
-		t.Fatalf("overlayfs %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, log)
+		t.Fatalf("overlayfs %s: %v\n%s\ndaemon log:\n%s%s", strings.Join(args, " "), err, out, log, stuck)
 	}
 	t.Cleanup(func() { m.unmount(t) })
 	return m
 }
 
+// diffMountDeadline bounds `overlayfs mount`: starting a gofer and a
+// daemon while -race test processes load the machine can take longer than
+// one operation.
+const diffMountDeadline = 60 * time.Second
+
 // runBounded runs the binary and kills it if it has not finished within
 // diffOpDeadline.
 func runBounded(bin string, args ...string) ([]byte, error) {
+	return runBoundedFor(diffOpDeadline, bin, args...)
+}
+
+// runBoundedFor is runBounded with its own bound.
+func runBoundedFor(bound time.Duration, bin string, args ...string) ([]byte, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = mounttest.Environ()
 	var out bytes.Buffer
@@ -90,11 +101,33 @@ func runBounded(bin string, args ...string) ([]byte, error) {
 	select {
 	case err := <-done:
 		return out.Bytes(), err
-	case <-time.After(diffOpDeadline):
+	case <-time.After(bound):
 		_ = cmd.Process.Kill()
 		<-done
-		return out.Bytes(), fmt.Errorf("%s %v: still running after %v, killed", bin, args, diffOpDeadline)
+		return out.Bytes(), fmt.Errorf("%s %v: still running after %v, killed", bin, args, bound)
 	}
+}
+
+// dumpStuck is what a mount that did not come up leaves to look at: the
+// kernel stack of every thread of its daemon, then the daemon's goroutines
+// (SIGQUIT makes the Go runtime write them to its log, which the caller
+// reads next).
+func (m *ourMount) dumpStuck() string {
+	var b strings.Builder
+	for _, pid := range daemonPids(m.mnt) {
+		fmt.Fprintf(&b, "\ndaemon %d threads (kernel stacks):\n", pid)
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+		for _, task := range tasks {
+			stack, _ := os.ReadFile(task + "/stack")
+			fmt.Fprintf(&b, "-- %s\n%s", filepath.Base(task), stack)
+		}
+		_ = unix.Kill(pid, unix.SIGQUIT)
+	}
+	// Give the runtime a moment to write the dump.
+	for i := 0; i < 20 && len(daemonPids(m.mnt)) > 0; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return b.String()
 }
 
 func (m *ourMount) unmount(t diffTB) {
