@@ -117,8 +117,9 @@ func (fs *FS) doneReading(d *Node, ents []fusekit.Cookie[dirEnt], off uint64) {
 	fs.tree.Unlock()
 }
 
-// readDirNoHandle answers READDIR with handle 0.
-func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+// readDirNoHandle answers READDIR (plus false) or READDIRPLUS (plus true)
+// with handle 0.
+func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
 	d, st := fs.dirWithoutHandle(in.NodeId)
 	if !st.Ok() {
 		return st
@@ -127,22 +128,11 @@ func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Stat
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	fusekit.ReadDirCookies(ents, in.Offset, out)
-	fs.doneReading(d, ents, in.Offset)
-	return fuse.OK
-}
-
-// readDirPlusNoHandle answers READDIRPLUS with handle 0.
-func (fs *FS) readDirPlusNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	d, st := fs.dirWithoutHandle(in.NodeId)
-	if !st.Ok() {
-		return st
+	if plus {
+		fusekit.ReadDirPlusCookies(ents, in.Offset, out, fs.plusLookup(d))
+	} else {
+		fusekit.ReadDirCookies(ents, in.Offset, out)
 	}
-	ents, err := fs.cookieListing(d)
-	if err != nil {
-		return fusekit.Status(err)
-	}
-	fusekit.ReadDirPlusCookies(ents, in.Offset, out, fs.plusLookup(d))
 	fs.doneReading(d, ents, in.Offset)
 	return fuse.OK
 }

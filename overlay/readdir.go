@@ -150,7 +150,7 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 // ReadDir lists names and inode numbers.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	if in.Fh == 0 {
-		return fs.readDirNoHandle(in, out)
+		return fs.readDirNoHandle(in, out, false)
 	}
 	h := fs.handle(in.Fh)
 	if h == nil {
@@ -163,7 +163,7 @@ func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 // lookup.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	if in.Fh == 0 {
-		return fs.readDirPlusNoHandle(in, out)
+		return fs.readDirNoHandle(in, out, true)
 	}
 	h := fs.handle(in.Fh)
 	if h == nil {

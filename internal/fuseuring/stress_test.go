@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fuseuring/memfs"
@@ -263,5 +262,3 @@ func stressDiagnostics(conn string) string {
 	}
 	return b.String()
 }
-
-var _ fuse.RawFileSystem = (*memfs.FS)(nil)
