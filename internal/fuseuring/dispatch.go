@@ -3,6 +3,7 @@ package fuseuring
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -54,6 +55,33 @@ const (
 	opTmpfile     = 51
 	opCount       = 64
 )
+
+// opNotifyReply is FUSE_NOTIFY_REPLY: the kernel's answer to a
+// NOTIFY_RETRIEVE, which over io_uring arrives on a ring.
+const opNotifyReply = 41
+
+// opNames names the opcodes this package serves, for logs.
+var opNames = [opCount]string{
+	opLookup: "LOOKUP", opForget: "FORGET", opGetattr: "GETATTR", opSetattr: "SETATTR",
+	opReadlink: "READLINK", opSymlink: "SYMLINK", opMknod: "MKNOD", opMkdir: "MKDIR",
+	opUnlink: "UNLINK", opRmdir: "RMDIR", opRename: "RENAME", opLink: "LINK",
+	opOpen: "OPEN", opRead: "READ", opWrite: "WRITE", opStatfs: "STATFS",
+	opRelease: "RELEASE", opFsync: "FSYNC", opSetxattr: "SETXATTR", opGetxattr: "GETXATTR",
+	opListxattr: "LISTXATTR", opRemovexattr: "REMOVEXATTR", opFlush: "FLUSH", opInit: "INIT",
+	opOpendir: "OPENDIR", opReaddir: "READDIR", opReleasedir: "RELEASEDIR", opFsyncdir: "FSYNCDIR",
+	opGetlk: "GETLK", opSetlk: "SETLK", opSetlkw: "SETLKW", opAccess: "ACCESS",
+	opCreate: "CREATE", opInterrupt: "INTERRUPT", opDestroy: "DESTROY", opNotifyReply: "NOTIFY_REPLY",
+	opBatchForget: "BATCH_FORGET", opFallocate: "FALLOCATE", opReaddirplus: "READDIRPLUS",
+	opRename2: "RENAME2", opLseek: "LSEEK", opCopyRange: "COPY_FILE_RANGE", opTmpfile: "TMPFILE",
+}
+
+// opName names opcode op, for logs.
+func opName(op uint32) string {
+	if op < opCount && opNames[op] != "" {
+		return opNames[op]
+	}
+	return fmt.Sprintf("opcode %d", op)
+}
 
 // inHeaderSize is sizeof(struct fuse_in_header).
 const inHeaderSize = int(unsafe.Sizeof(fuse.InHeader{}))

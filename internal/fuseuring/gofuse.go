@@ -1,10 +1,12 @@
 package fuseuring
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -21,13 +23,17 @@ import (
 type GoFuseMount struct {
 	// Server is go-fuse's server; use it for notifications. Call the
 	// mount's Unmount, not the Server's: with io_uring go-fuse did not
-	// make the mount and cannot unmount it.
+	// make the mount and cannot unmount it. Call the mount's
+	// InodeRetrieveCache, not the Server's: over io_uring the kernel's
+	// answer comes by a ring, where go-fuse cannot see it.
 	Server *fuse.Server
 	mnt    string
 	rings  *Server // nil over /dev/fuse
 	reason string  // why not io_uring, if not
 	goMade bool    // go-fuse made the mount (and can unmount it)
-	err    error   // the first ring error, after Wait
+
+	waitOnce sync.Once
+	err      error // the first ring error, set once by Wait
 }
 
 // NewServer mounts fs on mnt like fuse.NewServer with DirectMount (as
@@ -76,7 +82,9 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 	// /dev/fd/N convention, and answers INIT before NewServer returns.
 	srv, err := fuse.NewServer(fs, fmt.Sprintf("/dev/fd/%d", fd), &o)
 	if err != nil {
-		unix.Close(fd)
+		// go-fuse owns fd from the moment it parses /dev/fd/N, and has
+		// closed it on every error after that: closing it here could
+		// close a descriptor that has since reused the number.
 		unix.Close(ringFD)
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		return nil, fmt.Errorf("mount %s: %w", mnt, err)
@@ -94,8 +102,10 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 		}
 		m.reason = why
 	} else {
-		s := &Server{fs: fs, mnt: mnt, devFD: ringFD, maxWrite: o.MaxWrite, onPanic: o.PanicHandler, log: o.Logger}
-		s.opts.setDefaults()
+		ropts := Options{Transport: IOURing, MaxWrite: o.MaxWrite}
+		ropts.setDefaults()
+		s := newServer(fs, mnt, ringFD, ropts)
+		s.onPanic, s.log = o.PanicHandler, o.Logger
 		if o.Debug {
 			// go-fuse logs what comes by /dev/fuse; the rings log the rest.
 			s.debug = o.Logger
@@ -104,13 +114,22 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 			}
 		}
 		if err := s.startQueues(); err != nil {
-			unix.Unmount(mnt, unix.MNT_DETACH)
-			srv.Wait()
-			s.wg.Wait()
-			s.closeDev()
-			return nil, err
+			// startQueues has stopped the rings that did start. No
+			// queue was ever ready, so the kernel kept the connection
+			// on /dev/fuse, where go-fuse serves it.
+			if werr := s.Wait(); werr != nil {
+				err = errors.Join(err, werr)
+			}
+			if mode == On {
+				unix.Unmount(mnt, unix.MNT_DETACH)
+				srv.Wait()
+				return nil, err
+			}
+			m.reason = fmt.Sprintf("registering the rings failed: %v", err)
+			logf(o.Logger, "fuseuring: %s; serving %s over /dev/fuse", m.reason, mnt)
+		} else {
+			m.rings = s
 		}
-		m.rings = s
 	}
 	if err := srv.WaitMount(); err != nil {
 		m.Unmount()
@@ -195,14 +214,38 @@ func mountDev(mnt string, o *fuse.MountOptions) (int, error) {
 }
 
 // Wait blocks until the file system is unmounted and go-fuse's loops and
-// the rings have ended. Err then returns the first ring error.
+// the rings have ended, or a ring handler is still running
+// DefaultShutdownWait after the connection ended (Err then names it). Err
+// then returns the first ring error. Safe to call from several goroutines
+// at once, and more than once.
 func (m *GoFuseMount) Wait() {
-	m.Server.Wait()
-	if m.rings == nil {
-		return
+	m.waitOnce.Do(func() {
+		m.Server.Wait()
+		if m.rings == nil {
+			return
+		}
+		m.rings.stopQueues()
+		m.err = m.rings.Wait()
+	})
+}
+
+// InodeRetrieveCache is go-fuse's Server.InodeRetrieveCache over
+// /dev/fuse. Over io_uring it returns ENOTSUP at once: the kernel sends its
+// answer (NOTIFY_REPLY) by a ring, where go-fuse's server, which waits for
+// it, never sees it.
+func (m *GoFuseMount) InodeRetrieveCache(node uint64, offset int64, dest []byte) (int, fuse.Status) {
+	if m.rings != nil {
+		return 0, fuse.ENOTSUP
 	}
-	m.rings.stopQueues()
-	m.err = m.rings.Wait()
+	return m.Server.InodeRetrieveCache(node, offset, dest)
+}
+
+// logf logs to l, or to the standard logger if l is nil.
+func logf(l *log.Logger, format string, args ...any) {
+	if l == nil {
+		l = log.Default()
+	}
+	l.Printf(format, args...)
 }
 
 // Err returns the first error of the rings, once Wait has returned.

@@ -3,6 +3,7 @@ package fuseuring
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"unsafe"
 
@@ -29,10 +30,11 @@ type queue struct {
 	payload int // bytes of each entry's payload buffer
 	stopFD  int // eventfd; written to stop the queue, closed by Server.closeDev
 
-	mem     []byte // headers, payloads, iovecs: off the Go heap
+	mem     []byte // headers, payloads, iovecs: off the Go heap; unmapped by Server.closeDev
 	headers [][]byte
 	bufs    [][]byte
 	in      []byte // scratch for fuse_in_header + op_in, 8-byte aligned
+	cur     inflight
 
 	// sent is what each entry last submitted: the command and, for a
 	// COMMIT_AND_FETCH, the request it answers. A command io_uring gives
@@ -64,28 +66,19 @@ type sentCmd struct {
 // to the rings.
 func (s *Server) startQueues() error {
 	cpus := possibleCPUs()
-	// The kernel rejects payload buffers smaller than
-	// max(FUSE_MIN_READ_BUFFER, max_write, max_pages * page size).
-	payload := max(fuseMinReadBuffer, roundUp(s.maxWrite, 4096))
+	s.cpus = make([]cpuRings, cpus)
 	n := cpus * s.opts.RingsPerCPU
-	ready := make(chan error, n)
-	for i := range n {
-		qid := i % cpus
-		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
-		if err != nil {
-			s.stopQueues()
-			for range i {
-				<-ready
-			}
-			return fmt.Errorf("eventfd for queue %d: %w", qid, err)
-		}
-		q := &queue{s: s, qid: qid, depth: s.opts.QueueDepth, payload: payload, stopFD: efd}
-		s.queues = append(s.queues, q)
-		s.wg.Add(1)
-		go q.run(ready)
-	}
+	var readies []<-chan error
 	var errs []error
-	for range n {
+	for i := range n {
+		_, ready, err := s.startQueue(i % cpus)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		readies = append(readies, ready)
+	}
+	for _, ready := range readies {
 		if err := <-ready; err != nil {
 			errs = append(errs, err)
 		}
@@ -94,24 +87,33 @@ func (s *Server) startQueues() error {
 		s.stopQueues()
 		return errors.Join(errs...)
 	}
+	for i := range s.cpus {
+		s.cpus[i].rings.Store(int32(s.opts.RingsPerCPU))
+	}
 	return nil
 }
 
-// stopQueues wakes every queue thread so that it closes its ring.
-func (s *Server) stopQueues() {
-	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-	for _, q := range s.queues {
-		unix.Write(q.stopFD, one)
-	}
+// payloadSize is the size of each entry's payload buffer. The kernel
+// rejects buffers smaller than max(FUSE_MIN_READ_BUFFER, max_write,
+// max_pages * page size), and max_pages counts real pages.
+func (s *Server) payloadSize() int {
+	return max(fuseMinReadBuffer, roundUp(s.maxWrite, os.Getpagesize()))
 }
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
 
-func (q *queue) alloc() error {
-	const page = 4096
+// entryLayout gives where entry i's header, payload and iovec pair sit in
+// a queue's buffer mapping: one header page and the payload per entry,
+// then the iovecs of every entry.
+func (q *queue) entryLayout(i int) (header, payload, iovec int) {
+	page := os.Getpagesize()
 	per := page + q.payload
-	iovOff := per * q.depth
-	size := iovOff + roundUp(q.depth*2*16, page)
+	return per * i, per*i + page, per*q.depth + 32*i
+}
+
+func (q *queue) alloc() error {
+	_, _, iovEnd := q.entryLayout(q.depth)
+	size := roundUp(iovEnd, os.Getpagesize())
 	// Not populated: a payload page becomes resident when a request first
 	// uses it, so a 1 MiB max_write does not cost depth × CPUs MiB upfront.
 	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -120,9 +122,10 @@ func (q *queue) alloc() error {
 	}
 	q.mem = mem
 	for i := range q.depth {
-		q.headers = append(q.headers, mem[per*i:per*i+page])
-		q.bufs = append(q.bufs, mem[per*i+page:per*(i+1)])
-		iov := (*[2]unix.Iovec)(unsafe.Pointer(&mem[iovOff+32*i]))
+		h, p, iv := q.entryLayout(i)
+		q.headers = append(q.headers, mem[h:p])
+		q.bufs = append(q.bufs, mem[p:p+q.payload])
+		iov := (*[2]unix.Iovec)(unsafe.Pointer(&mem[iv]))
 		iov[0].Base = &q.headers[i][0]
 		iov[0].SetLen(hdrSize)
 		iov[1].Base = &q.bufs[i][0]
@@ -154,12 +157,9 @@ func (q *queue) run(ready chan<- error) {
 		ready <- fmt.Errorf("queue %d: %w", q.qid, err)
 		return
 	}
-	defer func() {
-		r.close()
-		if q.mem != nil {
-			unix.Munmap(q.mem)
-		}
-	}()
+	// The buffers stay mapped until Server.closeDev, after the
+	// connection is gone.
+	defer r.close()
 	if err := q.alloc(); err != nil {
 		ready <- err
 		return
@@ -223,9 +223,9 @@ func (q *queue) run(ready chan<- error) {
 }
 
 func (q *queue) prepRegister(sqe []byte, i int) {
-	iovOff := (4096 + q.payload) * q.depth
+	_, _, iov := q.entryLayout(i)
 	q.prepCmd(sqe, i, fuseURingCmdRegister, 0)
-	*(*uint64)(unsafe.Pointer(&sqe[sqeAddr])) = uint64(uintptr(unsafe.Pointer(&q.mem[iovOff+32*i])))
+	*(*uint64)(unsafe.Pointer(&sqe[sqeAddr])) = uint64(uintptr(unsafe.Pointer(&q.mem[iov])))
 	*(*uint32)(unsafe.Pointer(&sqe[sqeLen])) = 2
 }
 
@@ -248,7 +248,10 @@ func (q *queue) prepCmd(sqe []byte, i int, cmd uint32, commitID uint64) {
 	*(*uint16)(unsafe.Pointer(&sqe[cmdQid])) = uint16(q.qid)
 }
 
-// serve handles completions until the connection ends or stop is signalled.
+// serve handles completions until the connection ends or stop is
+// signalled. Replies prepared when it stops are still submitted. If the
+// ring itself fails, the CPU gets a new ring in its place (logged), so that
+// it keeps as many entries as it had.
 func (q *queue) serve(r *ring) {
 	live := q.depth
 	stop := false
@@ -258,7 +261,7 @@ func (q *queue) serve(r *ring) {
 			wait = 0 // completions already in hand come first
 		}
 		if err := r.submitAndWait(wait); err != nil {
-			q.s.setErr(fmt.Errorf("queue %d: %w", q.qid, err))
+			q.fail(err)
 			return
 		}
 		for len(q.pending) > 0 && !stop {
@@ -278,6 +281,28 @@ func (q *queue) serve(r *ring) {
 			live -= q.complete(r, int(ud), res)
 		})
 	}
+	// Replies prepared in the last batch answer requests whose callers
+	// wait for them.
+	if r.unsubmitted() > 0 {
+		if err := r.submitAndWait(0); err != nil {
+			q.s.setErr(fmt.Errorf("queue %d: submitting the last replies: %w", q.qid, err))
+		}
+	}
+}
+
+// fail handles a ring that can no longer enter the kernel: the replies it
+// had prepared are lost (their callers get an error when the connection
+// ends) and its entries go with it, so a new ring takes its place.
+func (q *queue) fail(err error) {
+	err = fmt.Errorf("queue %d: %w", q.qid, err)
+	q.s.setErr(err)
+	c := &q.s.cpus[q.qid]
+	c.rings.Add(-1)
+	if rerr := q.s.addRing(q.qid); rerr != nil && !errors.Is(rerr, errStopping) {
+		q.s.logf("fuseuring: %v; starting a ring in its place: %v", err, rerr)
+		return
+	}
+	q.s.logf("fuseuring: %v; a new ring took its place", err)
 }
 
 // complete handles entry i's completion with result res, and returns 1 if
@@ -327,7 +352,11 @@ func (q *queue) handle(r *ring, i int) {
 	commitID := *(*uint64)(unsafe.Pointer(&hdr[entCommitID]))
 	payloadSz := min(int(*(*uint32)(unsafe.Pointer(&hdr[entPayloadSz]))), q.payload)
 	req := request{in: q.in, payload: q.bufs[i][:payloadSz], out: q.bufs[i]}
+	q.s.enter(q.qid)
+	q.cur.begin(h)
 	st, n := q.s.dispatch(&req)
+	q.cur.end()
+	q.s.leave(q.qid)
 	if !st.Ok() {
 		n = 0
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -56,6 +57,12 @@ type Options struct {
 	// DevReaders is the number of goroutines reading /dev/fuse with
 	// DevFuse; 0 means one per CPU.
 	DevReaders int
+	// ShutdownWait bounds how long Wait waits, once the connection has
+	// ended, for handlers still running; 0 means DefaultShutdownWait.
+	// Wait then returns an error naming each request still in its
+	// handler, and the server's resources are released when the last of
+	// them returns.
+	ShutdownWait time.Duration
 
 	giveBack func() bool // Server.giveBack, for tests
 }
@@ -65,7 +72,14 @@ type Options struct {
 // handled at once.
 const DefaultRingsPerCPU = 4
 
+// DefaultShutdownWait is how long Wait waits for handlers still running
+// after the connection has ended, unless Options say otherwise.
+const DefaultShutdownWait = 5 * time.Second
+
 func (o *Options) setDefaults() {
+	if o.ShutdownWait <= 0 {
+		o.ShutdownWait = DefaultShutdownWait
+	}
 	if o.RingsPerCPU <= 0 {
 		o.RingsPerCPU = DefaultRingsPerCPU
 	}
@@ -85,6 +99,10 @@ type Stats struct {
 	// io_uring with EAGAIN or EINTR, or an entry re-registered after the
 	// kernel refused its reply (logged). Zero in normal operation.
 	Resubmits uint64
+	// AddedRings is the number of rings started after the mount: while
+	// every ring of a CPU was in a handler (see Options.RingsPerCPU), or
+	// in place of a ring that failed (logged).
+	AddedRings uint64
 }
 
 // Server is one mounted file system. Its loops end when the file system is
@@ -113,7 +131,23 @@ type Server struct {
 	wg      sync.WaitGroup
 	errMu   sync.Mutex
 	loopErr error
-	closeFD sync.Once
+
+	// cpus counts each CPU's rings and how many of them are in a handler
+	// (see growCPU).
+	cpus       []cpuRings
+	addedRings atomic.Uint64
+	dev        []*inflight // the /dev/fuse readers' requests in handlers
+
+	// qmu guards queues, stopping and fdsClosed: no eventfd is written
+	// after it is closed, and no ring is added once the server stops.
+	qmu       sync.Mutex
+	stopping  bool
+	fdsClosed bool
+	stopped   chan struct{} // closed when the server starts to stop
+	waitOnce  sync.Once
+	waitErr   error
+	// afterClose, a test's probe, runs once closeDev has closed the fds.
+	afterClose func()
 }
 
 // URingAvailable reports whether this kernel lets a FUSE server use
@@ -167,7 +201,7 @@ func Mount(fs fuse.RawFileSystem, mnt string, opts Options) (*Server, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("mount fuse on %s: %w", mnt, err)
 	}
-	s := &Server{fs: fs, opts: opts, mnt: mnt, devFD: fd, maxWrite: opts.MaxWrite, giveBack: opts.giveBack}
+	s := newServer(fs, mnt, fd, opts)
 	err = s.start()
 	if err == nil {
 		err = pollHack(mnt)
@@ -175,11 +209,19 @@ func Mount(fs fuse.RawFileSystem, mnt string, opts Options) (*Server, error) {
 	if err != nil {
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		s.stopQueues()
-		s.wg.Wait()
-		s.closeDev()
+		if werr := s.Wait(); werr != nil {
+			err = errors.Join(err, werr)
+		}
 		return nil, err
 	}
 	return s, nil
+}
+
+// newServer returns a server for the connection on devFD; opts must have
+// their defaults set.
+func newServer(fs fuse.RawFileSystem, mnt string, devFD int, opts Options) *Server {
+	return &Server{fs: fs, opts: opts, mnt: mnt, devFD: devFD, maxWrite: opts.MaxWrite,
+		giveBack: opts.giveBack, stopped: make(chan struct{})}
 }
 
 func (s *Server) start() error {
@@ -203,6 +245,7 @@ func (s *Server) start() error {
 		if i > 0 {
 			b = newDevBuffers(s.maxWrite)
 		}
+		s.dev = append(s.dev, &b.cur)
 		s.wg.Add(1)
 		go s.devLoop(b)
 	}
@@ -215,6 +258,7 @@ type devBuffers struct {
 	read  []byte
 	write []byte
 	in    []byte
+	cur   inflight // the request in a handler, if any
 }
 
 func newDevBuffers(maxWrite int) *devBuffers {
@@ -339,7 +383,9 @@ func (s *Server) devLoop(b *devBuffers) {
 			payload: b.read[inHeaderSize+size : n],
 			out:     b.write[outHeaderSize:],
 		}
+		b.cur.begin(h)
 		st, outN := s.dispatch(&req)
+		b.cur.end()
 		if noReply(h.Opcode) {
 			continue
 		}
@@ -369,26 +415,7 @@ func (s *Server) setErr(err error) {
 
 // Stats returns how many requests came by /dev/fuse and by the rings.
 func (s *Server) Stats() Stats {
-	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load(), Resubmits: s.retries.Load()}
-}
-
-// Wait blocks until the file system is unmounted and every loop has
-// ended, then releases the connection and returns the first loop error.
-func (s *Server) Wait() error {
-	s.wg.Wait()
-	s.closeDev()
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.loopErr
-}
-
-func (s *Server) closeDev() {
-	s.closeFD.Do(func() {
-		unix.Close(s.devFD)
-		for _, q := range s.queues {
-			unix.Close(q.stopFD)
-		}
-	})
+	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load(), Resubmits: s.retries.Load(), AddedRings: s.addedRings.Load()}
 }
 
 // Unmount unmounts the file system and waits for the server to end.
