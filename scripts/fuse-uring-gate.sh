@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15, Step 1: FUSE over io_uring against /dev/fuse, the same in-memory
+# FUSE over io_uring against /dev/fuse, the same in-memory
 # file system behind each transport, in one run: round-trip cost (caller
 # pinned and free), awk creating 20,000 files, untar of the Go tree, cold
 # stat walk. Prints medians; turns the kernel switch on for the run and
@@ -8,5 +8,5 @@ set -eu
 RUNS=${1:-3}
 OUT=${2:-}
 cd "$(dirname "$0")/.."
-FUSEURING_GATE=1 FUSEURING_GATE_RUNS=$RUNS FUSEURING_GATE_OUT=$OUT \
-  go test -run '^TestGate$' -v -count=1 -timeout 60m ./internal/fuseuring/
+FUSEURING_GATE_RUNS=$RUNS FUSEURING_GATE_OUT=$OUT \
+  go test -run '^$' -bench '^BenchmarkTransports$' -benchtime 1x -v -count=1 -timeout 60m ./internal/fuseuring/

@@ -9,12 +9,12 @@
 // FUSE_IO_URING_CMD_COMMIT_AND_FETCH submission. FORGET, BATCH_FORGET and
 // INTERRUPT still come through /dev/fuse, and notifications go to it.
 //
-// Two entry points:
-//   - Mount runs this package's own loop for everything, over io_uring or,
-//     for comparison, over /dev/fuse (issue 15's Step 1 gate);
-//   - NewServer leaves /dev/fuse to go-fuse's Server (INIT, FORGET,
-//     notifications, passthrough backing fds, RawFileSystem.Init) and
-//     carries the requests on the rings: what overlayfs mounts with.
+// NewServer leaves /dev/fuse to go-fuse's Server (INIT, FORGET,
+// notifications, passthrough backing fds, RawFileSystem.Init) and carries
+// the requests on the rings: what overlayfs mounts with. The package's
+// tests also run an INIT-to-unmount loop of their own (Mount, in
+// ownloop_test.go) over either transport, to measure the transport apart
+// from go-fuse.
 //
 // Interface references (read, not copied): include/uapi/linux/fuse.h,
 // fs/fuse/dev_uring.c and Documentation/filesystems/fuse-io-uring.rst of

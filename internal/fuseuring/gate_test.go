@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The gate (issue 15, Step 1): the same memfs served by go-fuse's Server
+// BenchmarkTransports: the same memfs served by go-fuse's Server
 // over /dev/fuse ("gofuse"), by this package's loop over /dev/fuse ("dev"),
 // by this package's loop over io_uring ("uring") and by go-fuse's Server
 // with the requests on this package's rings ("gofuse+uring"), measured in
@@ -31,13 +31,11 @@ import (
 //     kernel caches are cold);
 //   - rm -rf of the Go tree (right after the walk).
 //
-// Run: FUSEURING_GATE=1 go test -run TestGate -v ./internal/fuseuring/
-// (FUSEURING_GATE_RUNS=n, default 3; medians reported). Needs root.
-
-func TestGate(t *testing.T) {
-	if os.Getenv("FUSEURING_GATE") == "" {
-		t.Skip("the measured gate takes minutes: FUSEURING_GATE=1 to run it")
-	}
+// Run: go test -run XXX -bench Transports -benchtime 1x -v ./internal/fuseuring/
+// (FUSEURING_GATE_RUNS=n rounds, default 3; medians reported, the table
+// also to FUSEURING_GATE_OUT if set). Needs root; takes minutes.
+func BenchmarkTransports(b *testing.B) {
+	t := b
 	requireURing(t)
 	runs := 3
 	if v := os.Getenv("FUSEURING_GATE_RUNS"); v != "" {
@@ -98,6 +96,8 @@ func TestGate(t *testing.T) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(&sb, "requests for create+untar: %.0f; load average at the end: %s", reqs, load)
 	t.Logf("\n%s", sb.String())
+	b.ReportMetric(per["gofuse"], "us/req-gofuse")
+	b.ReportMetric(per["uring"], "us/req-uring")
 	if out := os.Getenv("FUSEURING_GATE_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(sb.String()), 0o644); err != nil {
 			t.Error(err)
