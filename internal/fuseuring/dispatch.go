@@ -60,25 +60,10 @@ const (
 // NOTIFY_RETRIEVE, which over io_uring arrives on a ring.
 const opNotifyReply = 41
 
-// opNames names the opcodes this package serves, for logs.
-var opNames = [opCount]string{
-	opLookup: "LOOKUP", opForget: "FORGET", opGetattr: "GETATTR", opSetattr: "SETATTR",
-	opReadlink: "READLINK", opSymlink: "SYMLINK", opMknod: "MKNOD", opMkdir: "MKDIR",
-	opUnlink: "UNLINK", opRmdir: "RMDIR", opRename: "RENAME", opLink: "LINK",
-	opOpen: "OPEN", opRead: "READ", opWrite: "WRITE", opStatfs: "STATFS",
-	opRelease: "RELEASE", opFsync: "FSYNC", opSetxattr: "SETXATTR", opGetxattr: "GETXATTR",
-	opListxattr: "LISTXATTR", opRemovexattr: "REMOVEXATTR", opFlush: "FLUSH", opInit: "INIT",
-	opOpendir: "OPENDIR", opReaddir: "READDIR", opReleasedir: "RELEASEDIR", opFsyncdir: "FSYNCDIR",
-	opGetlk: "GETLK", opSetlk: "SETLK", opSetlkw: "SETLKW", opAccess: "ACCESS",
-	opCreate: "CREATE", opInterrupt: "INTERRUPT", opDestroy: "DESTROY", opNotifyReply: "NOTIFY_REPLY",
-	opBatchForget: "BATCH_FORGET", opFallocate: "FALLOCATE", opReaddirplus: "READDIRPLUS",
-	opRename2: "RENAME2", opLseek: "LSEEK", opCopyRange: "COPY_FILE_RANGE", opTmpfile: "TMPFILE",
-}
-
 // opName names opcode op, for logs.
 func opName(op uint32) string {
-	if op < opCount && opNames[op] != "" {
-		return opNames[op]
+	if op < opCount && ops[op].name != "" {
+		return ops[op].name
 	}
 	return fmt.Sprintf("opcode %d", op)
 }
@@ -88,21 +73,6 @@ const inHeaderSize = int(unsafe.Sizeof(fuse.InHeader{}))
 
 // outHeaderSize is sizeof(struct fuse_out_header).
 const outHeaderSize = 16
-
-// opInSize is the size of each opcode's fixed argument (the kernel's
-// in_args[0]) at the protocol minor this server negotiates (28, without
-// FUSE_SETXATTR_EXT). Over /dev/fuse names and data follow it; over the
-// ring it sits in op_in and names and data are in the payload.
-var opInSize = [opCount]int{
-	opForget: 8, opGetattr: 16, opSetattr: 88, opMknod: 16, opMkdir: 8,
-	opRename: 8, opLink: 8, opOpen: 8, opRead: 40, opWrite: 40,
-	opRelease: 24, opFsync: 16, opSetxattr: 8, opGetxattr: 8, opListxattr: 8,
-	opFlush: 24, opInit: 64, opOpendir: 8, opReaddir: 40, opReleasedir: 24,
-	opFsyncdir: 16, opAccess: 8, opCreate: 16, opInterrupt: 8,
-	opBatchForget: 8, opFallocate: 32, opReaddirplus: 40, opRename2: 16,
-	opLseek: 24, opGetlk: 48, opSetlk: 48, opSetlkw: 48, opCopyRange: 56,
-	opTmpfile: 16,
-}
 
 // maxInStruct is the room for a fuse_in_header and the largest fixed
 // argument a request can carry over the ring.
@@ -152,33 +122,164 @@ func outStruct[T any](r *request) (*T, int) {
 
 func inStruct[T any](r *request) *T { return (*T)(unsafe.Pointer(&r.in[0])) }
 
+// opInSize is the size of opcode op's fixed argument (the kernel's
+// in_args[0]) at the protocol minor this server negotiates (28, without
+// FUSE_SETXATTR_EXT). Over /dev/fuse names and data follow it; over the
+// ring it sits in op_in and names and data are in the payload.
+func opInSize(op uint32) int {
+	if op < opCount {
+		return ops[op].inSize
+	}
+	return 0
+}
+
 // dispatch runs one request against fs and returns the FUSE status and the
 // number of reply bytes written to r.out.
 func dispatch(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	if st, n, ok := dispatchPollHack(r); ok {
 		return st, n
 	}
-	h := r.header()
-	switch h.Opcode {
-	case opLookup, opUnlink, opRmdir, opRemovexattr:
-		ns, ok := r.names(1)
-		if !ok {
-			return fuse.EINVAL, 0
-		}
-		switch h.Opcode {
-		case opUnlink:
-			return fs.Unlink(nil, h, ns[0]), 0
-		case opRmdir:
-			return fs.Rmdir(nil, h, ns[0]), 0
-		case opRemovexattr:
-			return fs.RemoveXAttr(nil, h, ns[0]), 0
-		}
+	op := r.header().Opcode
+	if op >= opCount || ops[op].serve == nil {
+		return fuse.ENOSYS, 0
+	}
+	return ops[op].serve(fs, r)
+}
+
+// opSpec is how this server decodes and answers one opcode.
+type opSpec struct {
+	name   string
+	inSize int // see opInSize
+	serve  func(fs fuse.RawFileSystem, r *request) (fuse.Status, int)
+}
+
+// argSize is the size of a go-fuse In struct's fixed argument: the struct
+// less its fuse_in_header.
+func argSize[T any]() int { return int(unsafe.Sizeof(*new(T))) - inHeaderSize }
+
+// Sizes of the kernel's fixed arguments where go-fuse's struct is longer
+// (it serves later protocol minors with the same struct).
+const (
+	renameInSize      = 8 // fuse_rename_in: newdir
+	setxattrInSize    = 8 // fuse_setxattr_in without FUSE_SETXATTR_EXT: size, flags
+	batchForgetInSize = 8 // fuse_batch_forget_in: count, dummy
+)
+
+// ops is the opcode table: one row per opcode this server answers; the
+// rest get ENOSYS.
+var ops = [opCount]opSpec{
+	opLookup: {"LOOKUP", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
 		o, n := outStruct[fuse.EntryOut](r)
-		return fs.Lookup(nil, h, ns[0], o), n
-	case opForget:
-		fs.Forget(h.NodeId, inStruct[fuse.ForgetIn](r).Nlookup)
+		return fs.Lookup(nil, r.header(), name, o), n
+	})},
+	opForget: {"FORGET", argSize[fuse.ForgetIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		fs.Forget(r.header().NodeId, inStruct[fuse.ForgetIn](r).Nlookup)
 		return fuse.OK, 0
-	case opBatchForget:
+	}},
+	opGetattr: {"GETATTR", argSize[fuse.GetAttrIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		o, n := outStruct[fuse.AttrOut](r)
+		return fs.GetAttr(nil, inStruct[fuse.GetAttrIn](r), o), n
+	}},
+	opSetattr: {"SETATTR", argSize[fuse.SetAttrIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		o, n := outStruct[fuse.AttrOut](r)
+		return fs.SetAttr(nil, inStruct[fuse.SetAttrIn](r), o), n
+	}},
+	opReadlink: {"READLINK", 0, func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		data, st := fs.Readlink(nil, r.header())
+		if !st.Ok() {
+			return st, 0
+		}
+		return st, copy(r.out, data)
+	}},
+	opSymlink: {"SYMLINK", 0, withNames(func(fs fuse.RawFileSystem, r *request, name, target string) (fuse.Status, int) {
+		o, n := outStruct[fuse.EntryOut](r)
+		return fs.Symlink(nil, r.header(), target, name, o), n
+	})},
+	opMknod: {"MKNOD", argSize[fuse.MknodIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		o, n := outStruct[fuse.EntryOut](r)
+		return fs.Mknod(nil, inStruct[fuse.MknodIn](r), name, o), n
+	})},
+	opMkdir: {"MKDIR", argSize[fuse.MkdirIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		o, n := outStruct[fuse.EntryOut](r)
+		return fs.Mkdir(nil, inStruct[fuse.MkdirIn](r), name, o), n
+	})},
+	opUnlink: {"UNLINK", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		return fs.Unlink(nil, r.header(), name), 0
+	})},
+	opRmdir: {"RMDIR", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		return fs.Rmdir(nil, r.header(), name), 0
+	})},
+	opRename:  {"RENAME", renameInSize, withNames(serveRename)},
+	opRename2: {"RENAME2", argSize[fuse.RenameIn](), withNames(serveRename)},
+	opLink: {"LINK", argSize[fuse.LinkIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		o, n := outStruct[fuse.EntryOut](r)
+		return fs.Link(nil, inStruct[fuse.LinkIn](r), name, o), n
+	})},
+	opOpen: {"OPEN", argSize[fuse.OpenIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		o, n := outStruct[fuse.OpenOut](r)
+		return fs.Open(nil, inStruct[fuse.OpenIn](r), o), n
+	}},
+	opRead:  {"READ", argSize[fuse.ReadIn](), doRead},
+	opWrite: {"WRITE", argSize[fuse.WriteIn](), doWrite},
+	opStatfs: {"STATFS", 0, func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		o, n := outStruct[fuse.StatfsOut](r)
+		return fs.StatFs(nil, r.header(), o), n
+	}},
+	opRelease: {"RELEASE", argSize[fuse.ReleaseIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		fs.Release(nil, inStruct[fuse.ReleaseIn](r))
+		return fuse.OK, 0
+	}},
+	opFsync: {"FSYNC", argSize[fuse.FsyncIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		return fs.Fsync(nil, inStruct[fuse.FsyncIn](r)), 0
+	}},
+	opSetxattr:  {"SETXATTR", setxattrInSize, doSetXAttr},
+	opGetxattr:  {"GETXATTR", argSize[fuse.GetXAttrIn](), doXAttr},
+	opListxattr: {"LISTXATTR", argSize[fuse.GetXAttrIn](), doXAttr},
+	opRemovexattr: {"REMOVEXATTR", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		return fs.RemoveXAttr(nil, r.header(), name), 0
+	})},
+	opFlush: {"FLUSH", argSize[fuse.FlushIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		return fs.Flush(nil, inStruct[fuse.FlushIn](r)), 0
+	}},
+	opInit: {"INIT", argSize[fuse.InitIn](), nil}, // answered before serving starts
+	opOpendir: {"OPENDIR", argSize[fuse.OpenIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		o, n := outStruct[fuse.OpenOut](r)
+		return fs.OpenDir(nil, inStruct[fuse.OpenIn](r), o), n
+	}},
+	opReaddir: {"READDIR", argSize[fuse.ReadIn](), doReadDir},
+	opReleasedir: {"RELEASEDIR", argSize[fuse.ReleaseIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		fs.ReleaseDir(inStruct[fuse.ReleaseIn](r))
+		return fuse.OK, 0
+	}},
+	opFsyncdir: {"FSYNCDIR", argSize[fuse.FsyncIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		return fs.FsyncDir(nil, inStruct[fuse.FsyncIn](r)), 0
+	}},
+	opGetlk: {"GETLK", argSize[fuse.LkIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		o, n := outStruct[fuse.LkOut](r)
+		return fs.GetLk(nil, inStruct[fuse.LkIn](r), o), n
+	}},
+	opSetlk: {"SETLK", argSize[fuse.LkIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		return fs.SetLk(nil, inStruct[fuse.LkIn](r)), 0
+	}},
+	opSetlkw: {"SETLKW", argSize[fuse.LkIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		return fs.SetLkw(nil, inStruct[fuse.LkIn](r)), 0
+	}},
+	opAccess: {"ACCESS", argSize[fuse.AccessIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		return fs.Access(nil, inStruct[fuse.AccessIn](r)), 0
+	}},
+	opCreate: {"CREATE", argSize[fuse.CreateIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
+		o, n := outStruct[fuse.CreateOut](r)
+		return fs.Create(nil, inStruct[fuse.CreateIn](r), name, o), n
+	})},
+	opInterrupt: {"INTERRUPT", argSize[fuse.InterruptIn](), func(fuse.RawFileSystem, *request) (fuse.Status, int) {
+		// Handlers here get no cancel channel: nothing to interrupt.
+		return fuse.OK, 0
+	}},
+	opDestroy: {"DESTROY", 0, func(fuse.RawFileSystem, *request) (fuse.Status, int) { return fuse.OK, 0 }},
+	// NOTIFY_REPLY answers go-fuse's InodeRetrieveCache; see
+	// GoFuseMount.InodeRetrieveCache.
+	opNotifyReply: {"NOTIFY_REPLY", 0, nil},
+	opBatchForget: {"BATCH_FORGET", batchForgetInSize, func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		count := int(binary.LittleEndian.Uint32(r.in[inHeaderSize:]))
 		count = min(count, len(r.payload)/16)
 		for i := range count {
@@ -186,131 +287,91 @@ func dispatch(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 			fs.Forget(binary.LittleEndian.Uint64(e), binary.LittleEndian.Uint64(e[8:]))
 		}
 		return fuse.OK, 0
-	case opGetattr:
-		o, n := outStruct[fuse.AttrOut](r)
-		return fs.GetAttr(nil, inStruct[fuse.GetAttrIn](r), o), n
-	case opSetattr:
-		o, n := outStruct[fuse.AttrOut](r)
-		return fs.SetAttr(nil, inStruct[fuse.SetAttrIn](r), o), n
-	case opReadlink:
-		data, st := fs.Readlink(nil, h)
-		if !st.Ok() {
-			return st, 0
-		}
-		return st, copy(r.out, data)
-	case opSymlink, opRename, opRename2:
-		ns, ok := r.names(2)
-		if !ok {
-			return fuse.EINVAL, 0
-		}
-		if h.Opcode == opSymlink {
-			o, n := outStruct[fuse.EntryOut](r)
-			return fs.Symlink(nil, h, ns[1], ns[0], o), n
-		}
-		return fs.Rename(nil, inStruct[fuse.RenameIn](r), ns[0], ns[1]), 0
-	case opMknod, opMkdir, opLink, opCreate:
-		ns, ok := r.names(1)
-		if !ok {
-			return fuse.EINVAL, 0
-		}
-		switch h.Opcode {
-		case opMknod:
-			o, n := outStruct[fuse.EntryOut](r)
-			return fs.Mknod(nil, inStruct[fuse.MknodIn](r), ns[0], o), n
-		case opMkdir:
-			o, n := outStruct[fuse.EntryOut](r)
-			return fs.Mkdir(nil, inStruct[fuse.MkdirIn](r), ns[0], o), n
-		case opLink:
-			o, n := outStruct[fuse.EntryOut](r)
-			return fs.Link(nil, inStruct[fuse.LinkIn](r), ns[0], o), n
-		}
-		o, n := outStruct[fuse.CreateOut](r)
-		return fs.Create(nil, inStruct[fuse.CreateIn](r), ns[0], o), n
-	case opOpen, opOpendir:
-		o, n := outStruct[fuse.OpenOut](r)
-		if h.Opcode == opOpendir {
-			return fs.OpenDir(nil, inStruct[fuse.OpenIn](r), o), n
-		}
-		return fs.Open(nil, inStruct[fuse.OpenIn](r), o), n
-	case opRead:
-		return doRead(fs, r)
-	case opWrite:
-		in := inStruct[fuse.WriteIn](r)
-		if int(in.Size) > len(r.payload) {
-			return fuse.EINVAL, 0
-		}
-		data := r.payload[:in.Size]
-		written, st := fs.Writev(nil, in, [][]byte{data})
-		if st == fuse.ENOSYS {
-			written, st = fs.Write(nil, in, data)
-		}
-		o, n := outStruct[fuse.WriteOut](r)
-		o.Size = written
-		return st, n
-	case opStatfs:
-		o, n := outStruct[fuse.StatfsOut](r)
-		return fs.StatFs(nil, h, o), n
-	case opRelease:
-		fs.Release(nil, inStruct[fuse.ReleaseIn](r))
-		return fuse.OK, 0
-	case opReleasedir:
-		fs.ReleaseDir(inStruct[fuse.ReleaseIn](r))
-		return fuse.OK, 0
-	case opFsync:
-		return fs.Fsync(nil, inStruct[fuse.FsyncIn](r)), 0
-	case opFsyncdir:
-		return fs.FsyncDir(nil, inStruct[fuse.FsyncIn](r)), 0
-	case opFlush:
-		return fs.Flush(nil, inStruct[fuse.FlushIn](r)), 0
-	case opAccess:
-		return fs.Access(nil, inStruct[fuse.AccessIn](r)), 0
-	case opSetxattr:
-		in := inStruct[fuse.SetXAttrIn](r)
-		i := bytes.IndexByte(r.payload, 0)
-		if i < 0 || len(r.payload)-i-1 < int(in.Size) {
-			return fuse.EINVAL, 0
-		}
-		return fs.SetXAttr(nil, in, string(r.payload[:i]), r.payload[i+1:i+1+int(in.Size)]), 0
-	case opGetxattr, opListxattr:
-		return doXAttr(fs, r)
-	case opReaddir, opReaddirplus:
-		in := inStruct[fuse.ReadIn](r)
-		size := min(int(in.Size), len(r.out))
-		l := fuse.NewDirEntryList(r.out[:size], in.Offset)
-		var st fuse.Status
-		if h.Opcode == opReaddir {
-			st = fs.ReadDir(nil, in, l)
-		} else {
-			st = fs.ReadDirPlus(nil, in, l)
-		}
-		if !st.Ok() {
-			return st, 0
-		}
-		return st, len(l.Bytes())
-	case opFallocate:
+	}},
+	opFallocate: {"FALLOCATE", argSize[fuse.FallocateIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		return fs.Fallocate(nil, inStruct[fuse.FallocateIn](r)), 0
-	case opLseek:
+	}},
+	opReaddirplus: {"READDIRPLUS", argSize[fuse.ReadIn](), doReadDir},
+	opLseek: {"LSEEK", argSize[fuse.LseekIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.LseekOut](r)
 		return fs.Lseek(nil, inStruct[fuse.LseekIn](r), o), n
-	case opGetlk:
-		o, n := outStruct[fuse.LkOut](r)
-		return fs.GetLk(nil, inStruct[fuse.LkIn](r), o), n
-	case opSetlk:
-		return fs.SetLk(nil, inStruct[fuse.LkIn](r)), 0
-	case opSetlkw:
-		return fs.SetLkw(nil, inStruct[fuse.LkIn](r)), 0
-	case opCopyRange:
+	}},
+	opCopyRange: {"COPY_FILE_RANGE", argSize[fuse.CopyFileRangeIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		written, st := fs.CopyFileRange(nil, inStruct[fuse.CopyFileRangeIn](r))
 		o, n := outStruct[fuse.WriteOut](r)
 		o.Size = written
 		return st, n
-	case opTmpfile:
+	}},
+	opTmpfile: {"TMPFILE", argSize[fuse.CreateIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.CreateOut](r)
 		return fs.Tmpfile(nil, inStruct[fuse.CreateIn](r), o), n
-	case opDestroy:
-		return fuse.OK, 0
+	}},
+}
+
+// withName adapts a handler of a request whose payload is one name.
+func withName(f func(fuse.RawFileSystem, *request, string) (fuse.Status, int)) func(fuse.RawFileSystem, *request) (fuse.Status, int) {
+	return func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		ns, ok := r.names(1)
+		if !ok {
+			return fuse.EINVAL, 0
+		}
+		return f(fs, r, ns[0])
 	}
-	return fuse.ENOSYS, 0
+}
+
+// withNames adapts a handler of a request whose payload is two names.
+func withNames(f func(fuse.RawFileSystem, *request, string, string) (fuse.Status, int)) func(fuse.RawFileSystem, *request) (fuse.Status, int) {
+	return func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+		ns, ok := r.names(2)
+		if !ok {
+			return fuse.EINVAL, 0
+		}
+		return f(fs, r, ns[0], ns[1])
+	}
+}
+
+func serveRename(fs fuse.RawFileSystem, r *request, oldName, newName string) (fuse.Status, int) {
+	return fs.Rename(nil, inStruct[fuse.RenameIn](r), oldName, newName), 0
+}
+
+func doWrite(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+	in := inStruct[fuse.WriteIn](r)
+	if int(in.Size) > len(r.payload) {
+		return fuse.EINVAL, 0
+	}
+	data := r.payload[:in.Size]
+	written, st := fs.Writev(nil, in, [][]byte{data})
+	if st == fuse.ENOSYS {
+		written, st = fs.Write(nil, in, data)
+	}
+	o, n := outStruct[fuse.WriteOut](r)
+	o.Size = written
+	return st, n
+}
+
+func doSetXAttr(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+	in := inStruct[fuse.SetXAttrIn](r)
+	i := bytes.IndexByte(r.payload, 0)
+	if i < 0 || len(r.payload)-i-1 < int(in.Size) {
+		return fuse.EINVAL, 0
+	}
+	return fs.SetXAttr(nil, in, string(r.payload[:i]), r.payload[i+1:i+1+int(in.Size)]), 0
+}
+
+func doReadDir(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
+	in := inStruct[fuse.ReadIn](r)
+	size := min(int(in.Size), len(r.out))
+	l := fuse.NewDirEntryList(r.out[:size], in.Offset)
+	var st fuse.Status
+	if r.header().Opcode == opReaddir {
+		st = fs.ReadDir(nil, in, l)
+	} else {
+		st = fs.ReadDirPlus(nil, in, l)
+	}
+	if !st.Ok() {
+		return st, 0
+	}
+	return st, len(l.Bytes())
 }
 
 func doRead(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {

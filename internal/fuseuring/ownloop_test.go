@@ -118,7 +118,7 @@ func (s *Server) handleInit(b *devBuffers) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read INIT: %w", err)
 	}
-	if n < inHeaderSize+opInSize[opInit] {
+	if n < inHeaderSize+opInSize(opInit) {
 		return 0, fmt.Errorf("short INIT request: %d bytes", n)
 	}
 	in := (*fuse.InitIn)(unsafe.Pointer(&b.read[0]))
@@ -208,7 +208,7 @@ func (s *Server) devLoop(b *devBuffers) {
 		h := (*fuse.InHeader)(unsafe.Pointer(&b.read[0]))
 		size := 0
 		if h.Opcode < opCount {
-			size = opInSize[h.Opcode]
+			size = opInSize(h.Opcode)
 		}
 		size = min(size, n-inHeaderSize)
 		copy(b.in, b.read[:inHeaderSize+size])

@@ -189,9 +189,8 @@ func (q *queue) run(ready chan<- error) {
 	// the kernel hands its entry a request. That can be at once: callers
 	// that waited for the rings are sent as soon as every CPU's queue has
 	// an entry, perhaps this one. So a completion here that is not an
-	// error is a request, and serve answers it first. (Discarding it
-	// left its caller waiting for ever: the entry was the kernel's to
-	// answer through, and no reply ever came.)
+	// error is a request, and serve answers it first: the kernel waits
+	// for its answer through this entry and no other.
 	var regErr error
 	r.forEachCQE(func(ud uint64, res int32) {
 		if ud != stopUserData && res < 0 && res != -int32(unix.EAGAIN) && res != -int32(unix.EINTR) {
@@ -344,7 +343,7 @@ func (q *queue) handle(r *ring, i int) {
 	unique := h.Unique
 	size := 0
 	if h.Opcode < opCount {
-		size = opInSize[h.Opcode]
+		size = opInSize(h.Opcode)
 	}
 	copy(q.in, hdr[hdrInOut:hdrInOut+inHeaderSize])
 	copy(q.in[inHeaderSize:], hdr[hdrOpIn:hdrOpIn+size])
