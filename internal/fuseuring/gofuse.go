@@ -43,6 +43,12 @@ type GoFuseMount struct {
 // before returning; otherwise it is fuse.NewServer unchanged. With Auto,
 // Reason says why io_uring is not in use; with On, no io_uring is an error.
 func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode) (*GoFuseMount, error) {
+	return newServer2(fs, mnt, opts, mode, nil)
+}
+
+// newServer2 is NewServer with a test's probe run on the rings' server
+// after INIT and before the rings register.
+func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode, beforeRegister func(*Server)) (*GoFuseMount, error) {
 	o := fuse.MountOptions{MaxBackground: 12}
 	if opts != nil {
 		o = *opts
@@ -112,6 +118,9 @@ func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode 
 			if s.debug == nil {
 				s.debug = log.Default()
 			}
+		}
+		if beforeRegister != nil {
+			beforeRegister(s)
 		}
 		if err := s.startQueues(); err != nil {
 			// startQueues has stopped the rings that did start. No

@@ -297,3 +297,51 @@ func waitStopped(t *testing.T, pid int) {
 	}
 	t.Fatalf("process %d did not stop within 10 s", pid)
 }
+
+// TestAutoFallsBackWhenRegisterFails: in auto mode, rings whose REGISTER
+// the kernel refuses (here: payload buffers smaller than the connection's
+// max_write, EINVAL) leave the mount on /dev/fuse, served by go-fuse, with
+// the reason, instead of failing it; in on mode the mount fails.
+func TestAutoFallsBackWhenRegisterFails(t *testing.T) {
+	for _, mode := range []Mode{Auto, On} {
+		t.Run(mode.String(), func(t *testing.T) {
+			requireURing(t)
+			backing, mnt := t.TempDir(), t.TempDir()
+			if err := os.WriteFile(filepath.Join(backing, "f"), []byte("data"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			root, err := gofs.NewLoopbackRoot(backing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := newServer2(gofs.NewNodeFS(root, &gofs.Options{}), mnt,
+				&fuse.MountOptions{Name: "loopback", MaxBackground: 12, DirectMount: true}, mode,
+				func(s *Server) { s.maxWrite = 4096 })
+			if mode == On {
+				if err == nil {
+					m.Unmount()
+					t.Fatal("on mode mounted although no ring could register")
+				}
+				if isMountPoint(t, mnt) {
+					unix.Unmount(mnt, unix.MNT_DETACH)
+					t.Error("failed mount left its mount point mounted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("auto mode failed the mount when REGISTER failed: %v", err)
+			}
+			t.Cleanup(func() {
+				if err := m.Unmount(); err != nil {
+					t.Errorf("unmount: %v", err)
+				}
+			})
+			if m.Transport() != DevFuse || !strings.Contains(m.Reason(), "REGISTER") {
+				t.Errorf("transport %v, reason %q; want /dev/fuse with the REGISTER failure as reason", m.Transport(), m.Reason())
+			}
+			if b, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(b) != "data" {
+				t.Errorf("read through the fallen-back mount: %q, %v", b, err)
+			}
+		})
+	}
+}

@@ -83,9 +83,13 @@ func (s *Server) startQueues() error {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) > 0 {
+	switch {
+	case len(errs) == 1:
 		s.stopQueues()
-		return errors.Join(errs...)
+		return errs[0]
+	case len(errs) > 1:
+		s.stopQueues()
+		return fmt.Errorf("%w (and %d more queues)", errs[0], len(errs)-1)
 	}
 	for i := range s.cpus {
 		s.cpus[i].rings.Store(int32(s.opts.RingsPerCPU))
