@@ -227,3 +227,32 @@ func TestCPUWithEveryRingBlockedStillServes(t *testing.T) {
 		}
 	}
 }
+
+// TestRetrieveCacheRefusedOverRings: go-fuse's InodeRetrieveCache waits
+// for the kernel's NOTIFY_REPLY, which over io_uring comes by a ring where
+// go-fuse never sees it. The mount's InodeRetrieveCache must answer at
+// once instead of leaving its caller waiting for ever.
+func TestRetrieveCacheRefusedOverRings(t *testing.T) {
+	_, mnt, _, m := mountLoopback(t, IOURing, time.Second)
+	p := filepath.Join(mnt, "f")
+	if err := os.WriteFile(p, []byte("cached"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan fuse.Status, 1)
+	go func() {
+		_, s := m.InodeRetrieveCache(st.Ino, 0, make([]byte, 16))
+		done <- s
+	}()
+	select {
+	case s := <-done:
+		if s != fuse.ENOTSUP {
+			t.Errorf("InodeRetrieveCache over io_uring: %v, want ENOTSUP", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("InodeRetrieveCache over io_uring never returned")
+	}
+}
