@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // onCPU runs f on a locked thread pinned to cpu.
@@ -39,7 +37,7 @@ func onCPU(t *testing.T, cpu int, f func() error) <-chan error {
 // slow handler, another request from CPU 0 is still answered (the CPU's
 // queue has several rings), over io_uring.
 func TestSlowHandlerDoesNotHoldItsCPU(t *testing.T) {
-	fsys := &stallFS{FS: memfs.New(memfs.Options{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	fsys := &stallFS{memFS: newMemFS(memFSOptions{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	mnt, _ := mountMem(t, IOURing, fsys)
 	released := false
 	defer func() {

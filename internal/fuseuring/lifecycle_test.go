@@ -15,14 +15,12 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // stallFS is memfs whose GETATTR on a file named "stall" waits until
 // released: a request held in flight by the server.
 type stallFS struct {
-	*memfs.FS
+	*memFS
 	stallIno atomic.Uint64
 	entered  chan struct{}
 	release  chan struct{}
@@ -33,7 +31,7 @@ func (s *stallFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 		s.entered <- struct{}{}
 		<-s.release
 	}
-	return s.FS.GetAttr(c, in, out)
+	return s.memFS.GetAttr(c, in, out)
 }
 
 // TestUnmountWithRequestInFlight detaches the mount while the server holds
@@ -42,7 +40,7 @@ func (s *stallFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 func TestUnmountWithRequestInFlight(t *testing.T) {
 	for _, tr := range bothTransports {
 		t.Run(tr.String(), func(t *testing.T) {
-			fsys := &stallFS{FS: memfs.New(memfs.Options{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
+			fsys := &stallFS{memFS: newMemFS(memFSOptions{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
 			mnt, s := mountMem(t, tr, fsys)
 			p := filepath.Join(mnt, "stall")
 			f, err := os.Create(p)
@@ -150,7 +148,7 @@ func TestDaemonDeathWithRequestInFlight(t *testing.T) {
 func TestURingOffSaysWhy(t *testing.T) {
 	switchURingOff(t)
 	mnt := t.TempDir()
-	s, err := Mount(memfs.New(memfs.Options{}), mnt, Options{Transport: IOURing})
+	s, err := Mount(newMemFS(memFSOptions{}), mnt, Options{Transport: IOURing})
 	if err == nil {
 		s.Unmount()
 		t.Fatal("Mount with io_uring switched off succeeded")

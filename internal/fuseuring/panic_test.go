@@ -8,18 +8,16 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // panicFS is memfs whose LOOKUP of "boom" panics.
-type panicFS struct{ *memfs.FS }
+type panicFS struct{ *memFS }
 
 func (p panicFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	if name == "boom" {
 		panic("boom")
 	}
-	return p.FS.Lookup(c, h, name, out)
+	return p.memFS.Lookup(c, h, name, out)
 }
 
 // TestHandlerPanic: a panicking handler costs its caller EIO, as with
@@ -27,7 +25,7 @@ func (p panicFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *f
 func TestHandlerPanic(t *testing.T) {
 	for _, tr := range bothTransports {
 		t.Run(tr.String(), func(t *testing.T) {
-			mnt, _ := mountMem(t, tr, panicFS{memfs.New(memfs.Options{})})
+			mnt, _ := mountMem(t, tr, panicFS{newMemFS(memFSOptions{})})
 			if _, err := os.Lstat(filepath.Join(mnt, "boom")); !errors.Is(err, syscall.EIO) {
 				t.Errorf("lstat of a panicking name: %v, want EIO", err)
 			}

@@ -6,8 +6,6 @@ import (
 	"runtime"
 	"testing"
 	"time"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // TestOpenWhileCollecting opens files on an in-process mount while the
@@ -19,7 +17,7 @@ import (
 func TestOpenWhileCollecting(t *testing.T) {
 	for _, tr := range bothTransports {
 		t.Run(tr.String(), func(t *testing.T) {
-			mnt, _ := mountMem(t, tr, memfs.New(memfs.Options{}))
+			mnt, _ := mountMem(t, tr, newMemFS(memFSOptions{}))
 			stop := make(chan struct{})
 			defer close(stop)
 			go func() {

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // TestReplyGivenBackIsSentAgain: a reply (COMMIT_AND_FETCH) that io_uring
@@ -26,7 +24,7 @@ func TestReplyGivenBackIsSentAgain(t *testing.T) {
 	var armed atomic.Bool
 	var n atomic.Int64
 	giveBack := func() bool { return armed.Load() && n.Add(1)%3 == 0 }
-	s, err := Mount(memfs.New(memfs.Options{}), mnt, Options{Transport: IOURing, giveBack: giveBack})
+	s, err := Mount(newMemFS(memFSOptions{}), mnt, Options{Transport: IOURing, giveBack: giveBack})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // The gate's servers run in a child process (this test binary re-executed),
@@ -56,7 +54,7 @@ func serveMain(tr string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", envServeRuns, err)
 	}
-	fs := memfs.New(memfs.Options{EntryTimeout: ttl, AttrTimeout: ttl})
+	fs := newMemFS(memFSOptions{EntryTimeout: ttl, AttrTimeout: ttl})
 	for range mounts {
 		dev, ring, err := serveOnce(tr, fs, mnt)
 		if err != nil {
@@ -68,7 +66,7 @@ func serveMain(tr string) error {
 	return nil
 }
 
-func serveOnce(tr string, fs *memfs.FS, mnt string) (dev, ring uint64, err error) {
+func serveOnce(tr string, fs *memFS, mnt string) (dev, ring uint64, err error) {
 	switch tr {
 	case "gofuse":
 		srv, err := fuse.NewServer(fs, mnt, &fuse.MountOptions{

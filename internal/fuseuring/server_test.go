@@ -15,8 +15,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // mountMem mounts a fresh memfs in-process with transport tr and registers
@@ -58,7 +56,7 @@ func TestTreeCopy(t *testing.T) {
 	root := goroot(t)
 	for _, tr := range bothTransports {
 		t.Run(tr.String(), func(t *testing.T) {
-			mnt, s := mountMem(t, tr, memfs.New(memfs.Options{EntryTimeout: time.Second, AttrTimeout: time.Second}))
+			mnt, s := mountMem(t, tr, newMemFS(memFSOptions{EntryTimeout: time.Second, AttrTimeout: time.Second}))
 			cmd := exec.Command("sh", "-c", "tar cf - -C "+root+" src/fmt src/encoding src/strings | tar xpf - -C "+mnt)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("copy: %v\n%s", err, out)
@@ -159,7 +157,7 @@ func hashFile(t *testing.T, p string) [32]byte {
 func TestOperations(t *testing.T) {
 	for _, tr := range bothTransports {
 		t.Run(tr.String(), func(t *testing.T) {
-			mnt, _ := mountMem(t, tr, memfs.New(memfs.Options{}))
+			mnt, _ := mountMem(t, tr, newMemFS(memFSOptions{}))
 			p := func(s string) string { return filepath.Join(mnt, s) }
 			big := bytes.Repeat([]byte("0123456789abcdef"), 40000) // 640 KiB: several WRITEs and READs
 			steps := []struct {

@@ -4,8 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // TestUnmountReleasesResources: after Unmount returns, the server holds no
@@ -15,7 +13,7 @@ func TestUnmountReleasesResources(t *testing.T) {
 	requireURing(t)
 	before := openFDs(t)
 	mnt := t.TempDir()
-	s, err := Mount(memfs.New(memfs.Options{}), mnt, Options{Transport: IOURing})
+	s, err := Mount(newMemFS(memFSOptions{}), mnt, Options{Transport: IOURing})
 	if err != nil {
 		t.Fatal(err)
 	}

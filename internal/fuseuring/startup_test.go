@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // TestCallersWaitingForTheRingsAreAnswered: a caller that touches the
@@ -64,7 +62,7 @@ func TestCallersWaitingForTheRingsAreAnswered(t *testing.T) {
 			}()
 		}
 		time.Sleep(time.Millisecond) // let the callers spin
-		s, err := Mount(memfs.New(memfs.Options{}), mnt, Options{Transport: IOURing})
+		s, err := Mount(newMemFS(memFSOptions{}), mnt, Options{Transport: IOURing})
 		if err != nil {
 			close(stop)
 			wg.Wait()

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"overlayfs/internal/fuseuring/memfs"
 )
 
 // stressEnv sets how long TestStressNoRequestLost runs (a Go duration);
@@ -48,7 +46,7 @@ func TestStressNoRequestLost(t *testing.T) {
 		stress(t, mnt, dur)
 	})
 	t.Run("ownloop", func(t *testing.T) {
-		mnt, _ := mountMem(t, IOURing, memfs.New(memfs.Options{}))
+		mnt, _ := mountMem(t, IOURing, newMemFS(memFSOptions{}))
 		stress(t, mnt, dur)
 	})
 }

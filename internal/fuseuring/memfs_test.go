@@ -1,10 +1,11 @@
-// Package memfs is a minimal in-memory file system on go-fuse's raw API,
+package fuseuring
+
+// memFS is a minimal in-memory file system on go-fuse's raw API,
 // the fixed load for comparing FUSE transports: every transport serves the
 // very same code. It keeps everything in one map under one lock, counts
 // lookups, and keeps its tree across mounts (Reset forgets the kernel's
 // references between them), so a tree written on one mount can be walked
 // with cold kernel caches on the next.
-package memfs
 
 import (
 	"sort"
@@ -15,14 +16,14 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// Options set the cache lifetimes the kernel is told.
-type Options struct {
+// memFSOptions set the cache lifetimes the kernel is told.
+type memFSOptions struct {
 	// EntryTimeout and AttrTimeout are the kernel's cache lifetimes for
 	// names and attributes; zero makes every stat a GETATTR.
 	EntryTimeout, AttrTimeout time.Duration
 }
 
-type node struct {
+type memNode struct {
 	attr     fuse.Attr
 	children map[string]uint64
 	data     []byte
@@ -30,35 +31,35 @@ type node struct {
 	lookups  uint64
 }
 
-type dirHandle struct {
+type memDirHandle struct {
 	entries []fuse.DirEntry
 }
 
-// FS is the file system. It is safe for concurrent use.
-type FS struct {
+// memFS is the file system. It is safe for concurrent use.
+type memFS struct {
 	fuse.RawFileSystem
-	opts Options
+	opts memFSOptions
 
 	mu      sync.Mutex
-	nodes   map[uint64]*node
+	nodes   map[uint64]*memNode
 	nextIno uint64
-	dirs    map[uint64]*dirHandle
+	dirs    map[uint64]*memDirHandle
 	nextFh  uint64
 }
 
-// New returns an empty file system whose root is owned by the caller's
+// newMemFS returns an empty file system whose root is owned by the caller's
 // uid and gid.
-func New(opts Options) *FS {
-	fs := &FS{
+func newMemFS(opts memFSOptions) *memFS {
+	fs := &memFS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		opts:          opts,
-		nodes:         map[uint64]*node{},
+		nodes:         map[uint64]*memNode{},
 		nextIno:       2,
-		dirs:          map[uint64]*dirHandle{},
+		dirs:          map[uint64]*memDirHandle{},
 		nextFh:        1,
 	}
 	now := time.Now()
-	root := &node{children: map[string]uint64{}}
+	root := &memNode{children: map[string]uint64{}}
 	root.attr = fuse.Attr{Ino: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2,
 		Owner: fuse.Owner{Uid: uint32(syscall.Getuid()), Gid: uint32(syscall.Getgid())}}
 	root.attr.SetTimes(&now, &now, &now)
@@ -67,11 +68,11 @@ func New(opts Options) *FS {
 }
 
 // String names the file system.
-func (fs *FS) String() string { return "memfs" }
+func (fs *memFS) String() string { return "memfs" }
 
 // Reset drops all kernel references, as after an unmount: the next mount
 // starts from lookup counts of zero; unlinked files are freed.
-func (fs *FS) Reset() {
+func (fs *memFS) Reset() {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	for ino, n := range fs.nodes {
@@ -84,13 +85,13 @@ func (fs *FS) Reset() {
 }
 
 // Count returns the number of live inodes (the root included).
-func (fs *FS) Count() int {
+func (fs *memFS) Count() int {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	return len(fs.nodes)
 }
 
-func (fs *FS) fillEntry(n *node, out *fuse.EntryOut) {
+func (fs *memFS) fillEntry(n *memNode, out *fuse.EntryOut) {
 	n.lookups++
 	out.NodeId = n.attr.Ino
 	out.Attr = n.attr
@@ -98,7 +99,7 @@ func (fs *FS) fillEntry(n *node, out *fuse.EntryOut) {
 	out.SetAttrTimeout(fs.opts.AttrTimeout)
 }
 
-func (fs *FS) dir(ino uint64) (*node, fuse.Status) {
+func (fs *memFS) dir(ino uint64) (*memNode, fuse.Status) {
 	d := fs.nodes[ino]
 	if d == nil {
 		return nil, fuse.ENOENT
@@ -110,7 +111,7 @@ func (fs *FS) dir(ino uint64) (*node, fuse.Status) {
 }
 
 // Lookup finds name in a directory.
-func (fs *FS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+func (fs *memFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	d, st := fs.dir(h.NodeId)
@@ -128,7 +129,7 @@ func (fs *FS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse
 
 // Forget drops n kernel references; an unlinked inode without references
 // is freed.
-func (fs *FS) Forget(ino, n uint64) {
+func (fs *memFS) Forget(ino, n uint64) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	nd := fs.nodes[ino]
@@ -142,7 +143,7 @@ func (fs *FS) Forget(ino, n uint64) {
 }
 
 // GetAttr returns an inode's attributes.
-func (fs *FS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+func (fs *memFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n := fs.nodes[in.NodeId]
@@ -155,7 +156,7 @@ func (fs *FS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) 
 }
 
 // SetAttr changes mode, owner, size and times.
-func (fs *FS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+func (fs *memFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n := fs.nodes[in.NodeId]
@@ -192,7 +193,7 @@ func (fs *FS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) 
 	return fuse.OK
 }
 
-func (n *node) resize(size int) {
+func (n *memNode) resize(size int) {
 	if size <= len(n.data) {
 		n.data = n.data[:size]
 	} else {
@@ -202,9 +203,9 @@ func (n *node) resize(size int) {
 	n.attr.Blocks = (uint64(size) + 511) / 512
 }
 
-func (fs *FS) newNode(h *fuse.InHeader, mode uint32) *node {
+func (fs *memFS) newNode(h *fuse.InHeader, mode uint32) *memNode {
 	now := time.Now()
-	n := &node{}
+	n := &memNode{}
 	n.attr = fuse.Attr{Ino: fs.nextIno, Mode: mode, Nlink: 1, Blksize: 4096,
 		Owner: fuse.Owner{Uid: h.Uid, Gid: h.Gid}}
 	n.attr.SetTimes(&now, &now, &now)
@@ -217,8 +218,8 @@ func (fs *FS) newNode(h *fuse.InHeader, mode uint32) *node {
 	return n
 }
 
-// add creates a node called name in directory h.NodeId.
-func (fs *FS) add(h *fuse.InHeader, name string, mode uint32, out *fuse.EntryOut) (*node, fuse.Status) {
+// add creates a memNode called name in directory h.NodeId.
+func (fs *memFS) add(h *fuse.InHeader, name string, mode uint32, out *fuse.EntryOut) (*memNode, fuse.Status) {
 	d, st := fs.dir(h.NodeId)
 	if !st.Ok() {
 		return nil, st
@@ -238,7 +239,7 @@ func (fs *FS) add(h *fuse.InHeader, name string, mode uint32, out *fuse.EntryOut
 }
 
 // Mkdir makes a directory.
-func (fs *FS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+func (fs *memFS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	_, st := fs.add(&in.InHeader, name, syscall.S_IFDIR|(in.Mode&^in.Umask&0o7777), out)
@@ -246,7 +247,7 @@ func (fs *FS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.
 }
 
 // Mknod makes a regular file, FIFO or socket (no devices).
-func (fs *FS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+func (fs *memFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	switch in.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG, syscall.S_IFIFO, syscall.S_IFSOCK:
 	default:
@@ -259,7 +260,7 @@ func (fs *FS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.
 }
 
 // Create makes and opens a regular file; the file handle is unused.
-func (fs *FS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+func (fs *memFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	_, st := fs.add(&in.InHeader, name, syscall.S_IFREG|(in.Mode&^in.Umask&0o7777), &out.EntryOut)
@@ -267,7 +268,7 @@ func (fs *FS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fus
 }
 
 // Symlink makes a symbolic link.
-func (fs *FS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+func (fs *memFS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n, st := fs.add(h, name, syscall.S_IFLNK|0o777, out)
@@ -280,7 +281,7 @@ func (fs *FS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, 
 }
 
 // Readlink returns a symbolic link's target.
-func (fs *FS) Readlink(_ <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+func (fs *memFS) Readlink(_ <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n := fs.nodes[h.NodeId]
@@ -291,7 +292,7 @@ func (fs *FS) Readlink(_ <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status
 }
 
 // Link adds a hard link to a non-directory.
-func (fs *FS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+func (fs *memFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	d, st := fs.dir(in.NodeId)
@@ -314,7 +315,7 @@ func (fs *FS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.En
 	return fuse.OK
 }
 
-func (fs *FS) remove(h *fuse.InHeader, name string, wantDir bool) fuse.Status {
+func (fs *memFS) remove(h *fuse.InHeader, name string, wantDir bool) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	d, st := fs.dir(h.NodeId)
@@ -338,7 +339,7 @@ func (fs *FS) remove(h *fuse.InHeader, name string, wantDir bool) fuse.Status {
 	return fuse.OK
 }
 
-func (fs *FS) unlinkNode(d *node, name string, n *node) {
+func (fs *memFS) unlinkNode(d *memNode, name string, n *memNode) {
 	delete(d.children, name)
 	now := time.Now()
 	d.attr.SetTimes(nil, &now, &now)
@@ -355,17 +356,17 @@ func (fs *FS) unlinkNode(d *node, name string, n *node) {
 }
 
 // Unlink removes a non-directory name.
-func (fs *FS) Unlink(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+func (fs *memFS) Unlink(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	return fs.remove(h, name, false)
 }
 
 // Rmdir removes an empty directory.
-func (fs *FS) Rmdir(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+func (fs *memFS) Rmdir(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	return fs.remove(h, name, true)
 }
 
 // Rename moves a name, replacing a compatible target (no flags supported).
-func (fs *FS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+func (fs *memFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	if in.Flags != 0 {
 		return fuse.EINVAL
 	}
@@ -413,7 +414,7 @@ func (fs *FS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName stri
 }
 
 // Open opens a file; the handle is unused.
-func (fs *FS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (fs *memFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n := fs.nodes[in.NodeId]
@@ -430,7 +431,7 @@ func (fs *FS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.S
 }
 
 // Read copies file data.
-func (fs *FS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+func (fs *memFS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n := fs.nodes[in.NodeId]
@@ -445,7 +446,7 @@ func (fs *FS) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadRes
 }
 
 // Write stores file data.
-func (fs *FS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+func (fs *memFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	n := fs.nodes[in.NodeId]
@@ -463,26 +464,26 @@ func (fs *FS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, f
 }
 
 // Flush succeeds.
-func (fs *FS) Flush(_ <-chan struct{}, _ *fuse.FlushIn) fuse.Status { return fuse.OK }
+func (fs *memFS) Flush(_ <-chan struct{}, _ *fuse.FlushIn) fuse.Status { return fuse.OK }
 
 // Fsync succeeds.
-func (fs *FS) Fsync(_ <-chan struct{}, _ *fuse.FsyncIn) fuse.Status { return fuse.OK }
+func (fs *memFS) Fsync(_ <-chan struct{}, _ *fuse.FsyncIn) fuse.Status { return fuse.OK }
 
 // Release does nothing: file handles are unused.
-func (fs *FS) Release(_ <-chan struct{}, _ *fuse.ReleaseIn) {}
+func (fs *memFS) Release(_ <-chan struct{}, _ *fuse.ReleaseIn) {}
 
 // Access allows everything the kernel's own checks allowed.
-func (fs *FS) Access(_ <-chan struct{}, _ *fuse.AccessIn) fuse.Status { return fuse.OK }
+func (fs *memFS) Access(_ <-chan struct{}, _ *fuse.AccessIn) fuse.Status { return fuse.OK }
 
 // OpenDir snapshots a directory's entries, sorted by name.
-func (fs *FS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (fs *memFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	d, st := fs.dir(in.NodeId)
 	if !st.Ok() {
 		return st
 	}
-	h := &dirHandle{entries: make([]fuse.DirEntry, 0, len(d.children))}
+	h := &memDirHandle{entries: make([]fuse.DirEntry, 0, len(d.children))}
 	for name, ino := range d.children {
 		h.entries = append(h.entries, fuse.DirEntry{Name: name, Ino: ino, Mode: fs.nodes[ino].attr.Mode})
 	}
@@ -496,7 +497,7 @@ func (fs *FS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fus
 	return fuse.OK
 }
 
-func (fs *FS) readDir(in *fuse.ReadIn, l *fuse.DirEntryList, plus bool) fuse.Status {
+func (fs *memFS) readDir(in *fuse.ReadIn, l *fuse.DirEntryList, plus bool) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	h := fs.dirs[in.Fh]
@@ -522,27 +523,27 @@ func (fs *FS) readDir(in *fuse.ReadIn, l *fuse.DirEntryList, plus bool) fuse.Sta
 }
 
 // ReadDir lists names from the snapshot.
-func (fs *FS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, l *fuse.DirEntryList) fuse.Status {
+func (fs *memFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, l *fuse.DirEntryList) fuse.Status {
 	return fs.readDir(in, l, false)
 }
 
 // ReadDirPlus lists names with their attributes, counting a lookup for each.
-func (fs *FS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, l *fuse.DirEntryList) fuse.Status {
+func (fs *memFS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, l *fuse.DirEntryList) fuse.Status {
 	return fs.readDir(in, l, true)
 }
 
 // ReleaseDir drops the snapshot.
-func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) {
+func (fs *memFS) ReleaseDir(in *fuse.ReleaseIn) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	delete(fs.dirs, in.Fh)
 }
 
 // FsyncDir succeeds.
-func (fs *FS) FsyncDir(_ <-chan struct{}, _ *fuse.FsyncIn) fuse.Status { return fuse.OK }
+func (fs *memFS) FsyncDir(_ <-chan struct{}, _ *fuse.FsyncIn) fuse.Status { return fuse.OK }
 
 // StatFs reports a large, mostly free file system.
-func (fs *FS) StatFs(_ <-chan struct{}, _ *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+func (fs *memFS) StatFs(_ <-chan struct{}, _ *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	out.Bsize, out.Frsize, out.NameLen = 4096, 4096, 255
