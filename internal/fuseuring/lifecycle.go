@@ -96,7 +96,7 @@ func (s *Server) firstErr() error {
 	return s.loopErr
 }
 
-// inHandlers describes every request now in a handler, oldest first.
+// inHandlers describes every request now in a handler.
 func (s *Server) inHandlers() []string {
 	s.qmu.Lock()
 	all := make([]*inflight, 0, len(s.queues)+len(s.dev))
@@ -105,26 +105,11 @@ func (s *Server) inHandlers() []string {
 	}
 	all = append(all, s.dev...)
 	s.qmu.Unlock()
-	now := time.Now()
-	type entry struct {
-		since time.Time
-		desc  string
-	}
-	var es []entry
+	var out []string
 	for _, f := range all {
-		if since, desc, ok := f.describe(now); ok {
-			es = append(es, entry{since, desc})
+		if desc, ok := f.describe(); ok {
+			out = append(out, desc)
 		}
-	}
-	// Oldest first: the likeliest cause of the others.
-	for i := 1; i < len(es); i++ {
-		for j := i; j > 0 && es[j].since.Before(es[j-1].since); j-- {
-			es[j], es[j-1] = es[j-1], es[j]
-		}
-	}
-	out := make([]string, len(es))
-	for i, e := range es {
-		out[i] = e.desc
 	}
 	if len(out) == 0 {
 		// Every handler returned in the meantime; a thread is ending.
@@ -159,30 +144,26 @@ func (s *Server) closeDev() {
 // inflight records the request a thread is handling, for the shutdown
 // report. Written by its thread, read by Wait.
 type inflight struct {
-	since  atomic.Int64 // UnixNano when the handler was entered; 0: idle
+	unique atomic.Uint64 // 0: idle (the kernel numbers requests from 1)
 	opcode atomic.Uint32
-	unique atomic.Uint64
 	node   atomic.Uint64
 }
 
 func (f *inflight) begin(h *fuse.InHeader) {
 	f.opcode.Store(h.Opcode)
-	f.unique.Store(h.Unique)
 	f.node.Store(h.NodeId)
-	f.since.Store(time.Now().UnixNano())
+	f.unique.Store(h.Unique)
 }
 
-func (f *inflight) end() { f.since.Store(0) }
+func (f *inflight) end() { f.unique.Store(0) }
 
-// describe says which request f is handling and for how long, if any.
-func (f *inflight) describe(now time.Time) (time.Time, string, bool) {
-	ns := f.since.Load()
-	if ns == 0 {
-		return time.Time{}, "", false
+// describe says which request f is handling, if any.
+func (f *inflight) describe() (string, bool) {
+	u := f.unique.Load()
+	if u == 0 {
+		return "", false
 	}
-	since := time.Unix(0, ns)
-	return since, fmt.Sprintf("%s (unique %d, node %d) for %v",
-		opName(f.opcode.Load()), f.unique.Load(), f.node.Load(), now.Sub(since).Round(time.Millisecond)), true
+	return fmt.Sprintf("%s (unique %d, node %d)", opName(f.opcode.Load()), u, f.node.Load()), true
 }
 
 // cpuRings counts one CPU's registered rings and how many of them are in
