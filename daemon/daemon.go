@@ -52,6 +52,10 @@ type Config struct {
 	// offers it (Auto), io_uring or fail (On), /dev/fuse (Off, the zero
 	// value is Auto).
 	FuseURing fuseuring.Mode
+	// Flags are the generic mount options (ro, nosuid, noexec, ...). With
+	// ro the daemon refuses every change with EROFS, and a --overlay2=none
+	// mount's gofer opens LOWERDIR read-only.
+	Flags fusekit.VFSFlags
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }

@@ -30,6 +30,8 @@ type mountFlags struct {
 	upperTar    absPath
 	passthrough bool
 	fuseURing   string
+	// options are the generic mount options (-o); only mount has them.
+	options mountOptions
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -82,6 +84,7 @@ func runMount(args []string) error {
 	mf.register(fl)
 	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
 	logPath := fl.String("log", "", "`FILE` the background daemon logs to (default $TMPDIR/overlayfs-<mountpoint>.log)")
+	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
 	fl.Usage = func() {
@@ -310,6 +313,7 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 		Debug:         mf.debug,
 		UpperTar:      string(mf.upperTar),
 		FuseURing:     mf.uringMode(),
+		Flags:         mf.options.flags,
 		NoPassthrough: !mf.passthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if mf.goferSocket != "" {
