@@ -19,7 +19,7 @@ import (
 
 func runUmount(args []string) error {
 	fl := pflag.NewFlagSet("umount", pflag.ContinueOnError)
-	lazy := fl.BoolP("lazy", "l", false, "detach the mount even if it is busy (open files keep working until closed)")
+	lazy := fl.BoolP("lazy", "l", false, "detach the mount even if it is busy: open files keep working, and the daemon exits once the last of them is closed (umount does not wait for that)")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: overlayfs umount [flags] MOUNTPOINT\n\n"+
 			"Unmounts an overlay; its daemon then stops its gofer and removes its filestore.\n"+
@@ -45,7 +45,15 @@ func runUmount(args []string) error {
 	}
 	pid := ctlsock.DaemonPid(mnt)
 	alive := pid > 0
-	if err := unmount(mnt, *lazy); err != nil {
+	// Even with --lazy, try a plain unmount first: if nothing uses the
+	// mount, umount then waits for the daemon's cleanup as usual.
+	err = unmount(mnt, false)
+	detached := false
+	if errors.Is(err, unix.EBUSY) && *lazy {
+		err = unmount(mnt, true)
+		detached = err == nil
+	}
+	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%s is busy (a process uses it); close it or use --lazy", mnt)
 		}
@@ -54,6 +62,12 @@ func runUmount(args []string) error {
 	if !alive {
 		removeControlFiles(mnt)
 		fmt.Fprintf(os.Stderr, "overlayfs: the daemon of %s was not running; removed the dead mount\n", mnt)
+		return nil
+	}
+	if detached {
+		// The kernel keeps the file system until its last user lets go;
+		// only then does the daemon see the unmount.
+		fmt.Fprintf(os.Stderr, "overlayfs: detached %s; it is still in use, so its daemon (pid %d) goes on serving the open files and exits, stopping its gofer and removing its filestore, once the last of them is closed\n", mnt, pid)
 		return nil
 	}
 	// The daemon tears down (gofer, filestore) once the kernel lets go.
@@ -85,6 +99,9 @@ func unmount(mnt string, lazy bool) error {
 	}
 	out, err := exec.Command(bin, append(args, mnt)...).CombinedOutput()
 	if err != nil {
+		if strings.Contains(string(out), "busy") {
+			return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), unix.EBUSY)
+		}
 		return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), err)
 	}
 	return nil
