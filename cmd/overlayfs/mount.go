@@ -41,7 +41,8 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 		"  dir=/abs/dir: an unlinked filestore file in that directory (data on disk)\n"+
 		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR, removed at unmount\n"+
 		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
-		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC")
+		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
+		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")

@@ -322,3 +322,28 @@ func TestMountReadOnlyDaemonRefusesWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestMountSizeZeroIsRefused checks that size=0 fails with a message that
+// says why, by flag and by mount helper, and leaves nothing mounted.
+func TestMountSizeZeroIsRefused(t *testing.T) {
+	helper := filepath.Join(t.TempDir(), mountHelperName)
+	if err := os.Symlink(mounttest.Binary(t), helper); err != nil {
+		t.Fatal(err)
+	}
+	lower := optLower(t)
+	mounttest.GuardLower(t, lower)
+	for _, args := range [][]string{
+		{mounttest.Binary(t), "mount", "--overlay2=root:memory,size=0", lower},
+		{helper, "overlayfs", "-o", "lowerdir=" + lower + ",overlay2=root:memory,size=0"},
+	} {
+		mnt := t.TempDir()
+		out, err := mounttest.Command(t, args[0], append(args[1:], mnt)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "zero budget") || !strings.Contains(string(out), "leave size= out for no limit") {
+			t.Errorf("%v: %v, %q: want a failure explaining size=0", args, err, out)
+		}
+		if n := cliMounts(t, mnt); n != 0 {
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+			t.Errorf("%v left %d mounts", args, n)
+		}
+	}
+}
