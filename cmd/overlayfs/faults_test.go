@@ -1247,7 +1247,7 @@ func TestHostileGofer(t *testing.T) {
 	for _, hc := range hostileCases() {
 		t.Run(strings.NewReplacer(" ", "_", "(", "", ")", "").Replace(hc.name), func(t *testing.T) {
 			h := startHostile(t, hc.behave)
-			lower, mnt := t.TempDir(), t.TempDir()
+			mnt := t.TempDir()
 			log := filepath.Join(t.TempDir(), "daemon.log")
 			cliEnsureUnmounted(t, mnt, nil)
 			// Registered after the hostile server's cleanup: the daemon is
@@ -1259,7 +1259,7 @@ func TestHostileGofer(t *testing.T) {
 					_ = unix.Kill(pid, unix.SIGKILL)
 				}
 			})
-			r := cliRun(t, "mount", "--overlay2", "root:memory", "--gofer-socket", h.sock, "--log", log, lower, mnt)
+			r := cliRun(t, "mount", "--overlay2", "root:memory", "--gofer-socket", h.sock, "--log", log, mnt)
 			if r.code != 0 {
 				msg := strings.TrimSpace(r.stderr)
 				if msg == "" || strings.Contains(msg, "\n") {

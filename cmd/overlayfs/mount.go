@@ -89,23 +89,44 @@ func runMount(args []string) error {
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
 	fl.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: overlayfs mount [flags] LOWERDIR MOUNTPOINT\n\n"+
+		fmt.Fprintf(os.Stderr, "Usage: overlayfs mount [flags] LOWERDIR MOUNTPOINT\n"+
+			"       overlayfs mount --gofer-socket PATH [flags] [LOWERDIR] MOUNTPOINT\n\n"+
 			"Mounts a writable overlay of LOWERDIR on MOUNTPOINT. Every change lands in the upper layer\n"+
 			"(metadata in memory, file data in a memfd or filestore); LOWERDIR is never modified.\n"+
-			"LOWERDIR is read through a separate `overlayfs gofer` process confined to it.\n"+
-			"Unmount with `overlayfs umount MOUNTPOINT`.\n\nFlags:\n%s", fl.FlagUsages())
+			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it. With\n"+
+			"--gofer-socket the lower is what that gofer serves: LOWERDIR may be left out (the mount\n"+
+			"table then shows the socket as the source); if given, it must be the gofer's directory.\n"+
+			"Unmount with 'overlayfs umount MOUNTPOINT'.\n\nFlags:\n%s", fl.FlagUsages())
 	}
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	if fl.NArg() != 2 {
+	var lowerArg, mntArg string
+	switch {
+	case fl.NArg() == 2:
+		lowerArg, mntArg = fl.Arg(0), fl.Arg(1)
+	case fl.NArg() == 1 && mf.goferSocket != "":
+		mntArg = fl.Arg(0)
+	default:
 		fl.Usage()
+		if mf.goferSocket != "" {
+			return exitError{code: 2, msg: "need [LOWERDIR] MOUNTPOINT"}
+		}
 		return exitError{code: 2, msg: "need LOWERDIR and MOUNTPOINT"}
 	}
 	if err := mf.validate(); err != nil {
 		return err
 	}
-	lowerDir, mnt, err := checkMountArgs(fl.Arg(0), fl.Arg(1))
+	if mf.goferSocket != "" {
+		// The background daemon runs in /.
+		abs, err := filepath.Abs(mf.goferSocket)
+		if err != nil {
+			return fmt.Errorf("--gofer-socket %s: %w", mf.goferSocket, err)
+		}
+		mf.goferSocket = abs
+		_ = fl.Set("gofer-socket", abs)
+	}
+	lowerDir, mnt, err := checkMountArgs(lowerArg, mntArg)
 	if err != nil {
 		return err
 	}
@@ -122,16 +143,24 @@ func runMount(args []string) error {
 			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
-	daemonArgs = append(daemonArgs, "--", lowerDir, mnt)
+	daemonArgs = append(daemonArgs, "--")
+	if lowerDir != "" {
+		daemonArgs = append(daemonArgs, lowerDir)
+	}
+	daemonArgs = append(daemonArgs, mnt)
 	return daemonize(daemonArgs, *logPath)
 }
 
 // checkMountArgs resolves LOWERDIR and MOUNTPOINT and refuses bad ones with
 // an error that names the path.
+// An empty lowerArg (LOWERDIR left out with --gofer-socket) stays empty.
 func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
-	lowerDir, err := existingDir(lowerArg, "LOWERDIR")
-	if err != nil {
-		return "", "", err
+	var lowerDir string
+	if lowerArg != "" {
+		var err error
+		if lowerDir, err = existingDir(lowerArg, "LOWERDIR"); err != nil {
+			return "", "", err
+		}
 	}
 	mnt, err := existingDir(mntArg, "MOUNTPOINT")
 	if err != nil {
@@ -144,7 +173,7 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	// before the mount hides it. A mountpoint strictly inside LOWERDIR is
 	// not: the overlay would contain itself, and the gofer, walking into
 	// it, would wait on the very daemon that waits on the gofer.
-	if mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
+	if lowerDir != "" && mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
 		return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
 	}
 	return lowerDir, mnt, nil
@@ -241,7 +270,7 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 		}
 	}
 	defer closeControl()
-	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s; FUSE by %s)\n", lowerDir, mnt, mf.overlay2.String(), d.Transport())
+	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s; FUSE by %s)\n", mountSource(mf, lowerDir), mnt, mf.overlay2.String(), d.Transport())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
@@ -308,6 +337,7 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 	return daemon.Start(daemon.Config{
 		LowerDir:      lowerDir,
+		Source:        mountSource(mf, lowerDir),
 		Mountpoint:    mnt,
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",
@@ -384,4 +414,13 @@ func defaultFuseURing() string {
 		return v
 	}
 	return "auto"
+}
+
+// mountSource is the mount table's source column: LOWERDIR, or the gofer's
+// socket when LOWERDIR was left out.
+func mountSource(mf mountFlags, lowerDir string) string {
+	if lowerDir == "" {
+		return mf.goferSocket
+	}
+	return lowerDir
 }

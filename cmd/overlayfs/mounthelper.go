@@ -16,7 +16,9 @@ const mountHelperName = "mount.fuse.overlayfs"
 //
 //	mount.fuse.overlayfs SOURCE MOUNTPOINT [-o opt[,opt...]] [-n] [-s] [-f] [-v] [-t TYPE]
 //
-// SOURCE is LOWERDIR unless -o lowerdir=DIR is given. Options:
+// SOURCE is LOWERDIR unless -o lowerdir=DIR is given; with gofer_socket=
+// a SOURCE that is not a directory (such as "overlayfs") means no LOWERDIR.
+// Options:
 // lowerdir=DIR, overlay2=SPEC (a following size=N joins it), file_access=MODE,
 // fuse_uring=auto|on|off, gofer_socket=PATH, log=FILE, and the generic
 // mount options `overlayfs mount -o` takes (ro, nosuid, nodev, noexec,
@@ -56,7 +58,7 @@ func runMountHelper(args []string) error {
 		return exitError{code: 2, msg: "usage: mount.fuse.overlayfs SOURCE MOUNTPOINT [-o OPTIONS]"}
 	}
 	source, mnt := pos[0], pos[1]
-	lowerDir, hasLowerDir := "", false
+	lowerDir, hasLowerDir, hasGofer := "", false, false
 	var flags, generic []string
 	for i := 0; i < len(opts); i++ {
 		key, val, _ := strings.Cut(opts[i], "=")
@@ -74,6 +76,7 @@ func runMountHelper(args []string) error {
 			flags = append(flags, "--file-access="+val)
 		case "gofer_socket", "gofer-socket":
 			flags = append(flags, "--gofer-socket="+val)
+			hasGofer = true
 		case "log":
 			flags = append(flags, "--log="+val)
 		case "fuse_uring", "fuse-uring":
@@ -90,10 +93,17 @@ func runMountHelper(args []string) error {
 		flags = append(flags, "--options="+strings.Join(generic, ","))
 	}
 	if !hasLowerDir {
-		lowerDir = source
-		if st, err := os.Stat(source); err != nil || !st.IsDir() {
+		st, err := os.Stat(source)
+		switch {
+		case err == nil && st.IsDir():
+			lowerDir = source
+		case !hasGofer:
 			return fmt.Errorf("SOURCE %q is not a directory: name the lower directory with -o lowerdir=DIR, or give it as SOURCE", source)
 		}
 	}
-	return runMount(append(flags, "--", lowerDir, mnt))
+	flags = append(flags, "--")
+	if lowerDir != "" {
+		flags = append(flags, lowerDir)
+	}
+	return runMount(append(flags, mnt))
 }
