@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
+	"overlayfs/filestore"
 )
 
 func runUmount(args []string) error {
@@ -36,7 +37,7 @@ func runUmount(args []string) error {
 	if err != nil {
 		return err
 	}
-	mounted, err := isOverlayMount(mnt)
+	source, mounted, err := overlayMount(mnt)
 	if err != nil {
 		return err
 	}
@@ -62,6 +63,19 @@ func runUmount(args []string) error {
 	if !alive {
 		removeControlFiles(mnt)
 		fmt.Fprintf(os.Stderr, "overlayfs: the daemon of %s was not running; removed the dead mount\n", mnt)
+		// A dead daemon of the self medium left its filestore in LOWERDIR
+		// (the mount's source); remove it now rather than at the next mount.
+		if filepath.IsAbs(source) {
+			if st, err := os.Stat(source); err == nil && st.IsDir() {
+				removed, err := filestore.RemoveStale(source)
+				for _, p := range removed {
+					fmt.Fprintf(os.Stderr, "overlayfs: removed its stale filestore %s\n", p)
+				}
+				if err != nil {
+					return fmt.Errorf("removed the dead mount %s, but not its stale filestore: %w", mnt, err)
+				}
+			}
+		}
 		return nil
 	}
 	if detached {
@@ -110,9 +124,17 @@ func unmount(mnt string, lazy bool) error {
 // isOverlayMount reports whether mnt is the mountpoint of an overlayfs FUSE
 // mount, from /proc/self/mountinfo.
 func isOverlayMount(mnt string) (bool, error) {
+	_, ok, err := overlayMount(mnt)
+	return ok, err
+}
+
+// overlayMount reports whether mnt is the mountpoint of an overlayfs FUSE
+// mount, from /proc/self/mountinfo, and its source (LOWERDIR, or the gofer
+// socket of a mount without one).
+func overlayMount(mnt string) (source string, ok bool, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -129,13 +151,16 @@ func isOverlayMount(mnt string) (bool, error) {
 		for i := 5; i < len(fields)-1; i++ {
 			if fields[i] == "-" {
 				if fields[i+1] == "fuse.overlayfs" {
-					return true, nil
+					if i+2 < len(fields) {
+						source = unescapeMount(fields[i+2])
+					}
+					return source, true, nil
 				}
 				break
 			}
 		}
 	}
-	return false, sc.Err()
+	return "", false, sc.Err()
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
