@@ -84,10 +84,12 @@ func runMount(args []string) error {
 	var mf mountFlags
 	mf.register(fl)
 	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
-	logPath := fl.String("log", "", "`FILE` the background daemon logs to (default $TMPDIR/overlayfs-<mountpoint>.log)")
+	logPath := fl.String("log", "", "`FILE` the background daemon logs to, kept after unmount (default: $TMPDIR/overlayfs-<mountpoint>.log while mounted, removed at a clean unmount, kept if the mount fails or the daemon dies)")
 	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
+	tempLog := fl.String("temp-log", "", "internal: remove this log file at a clean unmount")
+	_ = fl.MarkHidden("temp-log")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: overlayfs mount [flags] LOWERDIR MOUNTPOINT\n"+
 			"       overlayfs mount --gofer-socket PATH [flags] [LOWERDIR] MOUNTPOINT\n\n"+
@@ -131,9 +133,10 @@ func runMount(args []string) error {
 		return err
 	}
 	if *foreground || *readyFD >= 0 {
-		return serveMount(mf, lowerDir, mnt, *readyFD)
+		return serveMount(mf, lowerDir, mnt, *readyFD, *tempLog)
 	}
-	if *logPath == "" {
+	asked := *logPath != ""
+	if !asked {
 		*logPath = filepath.Join(os.TempDir(), "overlayfs-"+strings.ReplaceAll(strings.Trim(mnt, "/"), "/", "_")+".log")
 	}
 	// The daemon runs in / : hand it the flags as parsed and the absolute paths.
@@ -143,12 +146,37 @@ func runMount(args []string) error {
 			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
+	logf, created, err := openLog(*logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	if !asked && created {
+		// A log nobody asked for goes with a clean unmount; one that
+		// was there before (a failed mount's) stays.
+		daemonArgs = append(daemonArgs, "--temp-log="+*logPath)
+	}
 	daemonArgs = append(daemonArgs, "--")
 	if lowerDir != "" {
 		daemonArgs = append(daemonArgs, lowerDir)
 	}
 	daemonArgs = append(daemonArgs, mnt)
-	return daemonize(daemonArgs, *logPath)
+	return daemonize(daemonArgs, logf, *logPath)
+}
+
+// openLog opens the daemon's log for appending, creating it if need be,
+// and reports whether it did.
+func openLog(path string) (*os.File, bool, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err == nil {
+		return f, true, nil
+	}
+	if errors.Is(err, os.ErrExist) {
+		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			return f, false, nil
+		}
+	}
+	return nil, false, fmt.Errorf("open log %s: %w", path, err)
 }
 
 // checkMountArgs resolves LOWERDIR and MOUNTPOINT and refuses bad ones with
@@ -202,12 +230,8 @@ func existingDir(p, what string) (string, error) {
 
 // daemonize starts this command again in the background with a readiness
 // pipe and returns once it reports the mount ready, or its error.
-func daemonize(args []string, logPath string) error {
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open log %s: %w", logPath, err)
-	}
-	defer logf.Close()
+// A failed mount's error names the log, which is kept.
+func daemonize(args []string, logf *os.File, logPath string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -235,13 +259,16 @@ func daemonize(args []string, logPath string) error {
 	}
 	_ = cmd.Wait()
 	if line == "" {
-		return fmt.Errorf("the daemon exited before the mount was ready; see %s", logPath)
+		return fmt.Errorf("the daemon exited before the mount was ready; see its log %s", logPath)
 	}
-	return errors.New(line)
+	return fmt.Errorf("%s (daemon log: %s)", line, logPath)
 }
 
 // serveMount runs the overlay until it is unmounted or signalled.
-func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error) {
+//
+// A tempLog names a log nobody asked for: it is removed once the mount is
+// cleanly gone, and kept if serveMount fails.
+func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int, tempLog string) (retErr error) {
 	var ready *os.File
 	if readyFD >= 0 {
 		ready = os.NewFile(uintptr(readyFD), "ready")
@@ -301,6 +328,9 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 	closeControl()
 	d.Close()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
+	if tempLog != "" {
+		_ = os.Remove(tempLog)
+	}
 	return nil
 }
 
