@@ -48,15 +48,19 @@ func runUmount(args []string) error {
 	alive := pid > 0
 	// Even with --lazy, try a plain unmount first: if nothing uses the
 	// mount, umount then waits for the daemon's cleanup as usual.
-	err = unmount(mnt, false)
 	detached := false
-	if errors.Is(err, unix.EBUSY) && *lazy {
-		err = unmount(mnt, true)
-		detached = err == nil
+	if *lazy {
+		err = unmount(mnt, false)
+		if errors.Is(err, unix.EBUSY) {
+			err = unmount(mnt, true)
+			detached = err == nil
+		}
+	} else {
+		err = unmountWhenFree(mnt)
 	}
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("%s is busy (a process uses it); close it or use --lazy", mnt)
+			return err
 		}
 		return fmt.Errorf("unmount %s: %w", mnt, err)
 	}
@@ -93,6 +97,51 @@ func runUmount(args []string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// How long umount waits for a busy mount to be let go. A process that
+// uses it gets a moment: it may be closing its file, or be a child between
+// fork and exec holding a copy of its parent's descriptors. A mount that no
+// process uses is held by the kernel itself, finishing the release of a
+// file already closed (its last reference dropped after close returned,
+// such as a deferred fput); that gets longer.
+const (
+	busyWaitUsers  = 2 * time.Second
+	busyWaitKernel = 10 * time.Second
+)
+
+// unmountWhenFree unmounts mnt, retrying while it is busy for as long as
+// busyWaitUsers or busyWaitKernel allows, and saying so once. A mount that
+// stays busy is an error matching unix.EBUSY that names its users.
+func unmountWhenFree(mnt string) error {
+	start := time.Now()
+	said := false
+	for {
+		err := unmount(mnt, false)
+		if !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		users := mountUsers(mnt)
+		bound := busyWaitUsers
+		if len(users) == 0 {
+			bound = busyWaitKernel
+		}
+		if time.Since(start) >= bound {
+			if len(users) == 0 {
+				return fmt.Errorf("%s is still busy after %v, though no process uses it (try again, or use --lazy): %w", mnt, bound, unix.EBUSY)
+			}
+			return fmt.Errorf("%s is busy: %s; close them or use --lazy: %w", mnt, strings.Join(users, "; "), unix.EBUSY)
+		}
+		if !said {
+			who := "the kernel to finish releasing a closed file"
+			if len(users) > 0 {
+				who = "its users to let go (" + strings.Join(users, "; ") + ")"
+			}
+			fmt.Fprintf(os.Stderr, "overlayfs: %s is busy; waiting up to %v for %s\n", mnt, bound, who)
+			said = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func unmount(mnt string, lazy bool) error {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,5 +78,65 @@ func TestUmountLazyBusyReturnsAtOnce(t *testing.T) {
 	waitFor(t, "the filestore is removed", func() bool {
 		ents, err := os.ReadDir(store)
 		return err == nil && len(ents) == 0
+	})
+}
+
+// TestUmountBusy holds a file open on a mount while `overlayfs umount`
+// runs: umount waits, saying so and naming the user, and succeeds once the
+// file is closed; while the file stays open it fails naming this process
+// and the file.
+func TestUmountBusy(t *testing.T) {
+	lower := cliLower(t)
+	mounttest.GuardLower(t, lower)
+	mnt := t.TempDir()
+	cliEnsureUnmounted(t, mnt, nil)
+	if r := cliRun(t, "mount", "--log", filepath.Join(t.TempDir(), "log"), "--overlay2=root:memory", lower, mnt); r.code != 0 {
+		t.Fatalf("mount: %d %s", r.code, r.stderr)
+	}
+	held := filepath.Join(mnt, "hello")
+	self := fmt.Sprintf("pid %d ", os.Getpid())
+
+	t.Run("stays busy", func(t *testing.T) {
+		f, err := os.Open(held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		r := cliRun(t, "umount", mnt)
+		if r.code == 0 {
+			t.Fatal("umount of a mount with a file open succeeded")
+		}
+		if !strings.Contains(r.stderr, "is busy: "+self) || !strings.Contains(r.stderr, held) {
+			t.Errorf("umount of a busy mount says %q; want it to name pid %d and %s", r.stderr, os.Getpid(), held)
+		}
+	})
+	t.Run("let go while umount waits", func(t *testing.T) {
+		f, err := os.Open(held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd := mounttest.Command(t, mounttest.Binary(t), "umount", mnt)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(stderr).ReadString('\n')
+		if err != nil || !strings.Contains(line, "is busy; waiting") || !strings.Contains(line, self) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("umount's first words on a busy mount: %q %v; want it to say it waits for pid %d", line, err, os.Getpid())
+		}
+		f.Close()
+		rest, _ := io.ReadAll(stderr)
+		if err := cliWait(t, cmd); err != nil {
+			t.Fatalf("umount after the file was closed: %v\n%s%s", err, line, rest)
+		}
+		if n := cliMounts(t, mnt); n != 0 {
+			t.Errorf("%s still mounted", mnt)
+		}
 	})
 }
