@@ -17,6 +17,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
 	"overlayfs/internal/ctlsocksrv"
@@ -27,9 +29,15 @@ import (
 
 // Config describes one mount.
 type Config struct {
-	// LowerDir and Mountpoint are absolute paths.
+	// LowerDir and Mountpoint are absolute paths. LowerDir is the
+	// directory the gofer serves: Start refuses a gofer whose root is
+	// another directory. It may be empty when Gofer reaches a gofer
+	// elsewhere; the self medium, whose filestore lives in LowerDir, then
+	// cannot be used.
 	LowerDir   string
 	Mountpoint string
+	// Source is the mount table's source column; empty means LowerDir.
+	Source string
 	// Spec is the --overlay2 spec; a disabled one gives a WriteThrough.
 	Spec filestore.Spec
 	// Shared means LOWERDIR may change behind the mount (--file-access).
@@ -52,6 +60,10 @@ type Config struct {
 	// offers it (Auto), io_uring or fail (On), /dev/fuse (Off, the zero
 	// value is Auto).
 	FuseURing fuseuring.Mode
+	// Flags are the generic mount options (ro, nosuid, noexec, ...). With
+	// ro the daemon refuses every change with EROFS, and a --overlay2=none
+	// mount's gofer opens LOWERDIR read-only.
+	Flags fusekit.VFSFlags
 	// Logf receives diagnostics; nil means log.Printf.
 	Logf func(format string, args ...any)
 }
@@ -110,7 +122,32 @@ func (b *base) connect(readOnly bool) (lisafs.Inode, int, error) {
 		return lisafs.Inode{}, -1, fmt.Errorf("connect to gofer: %w", err)
 	}
 	b.client = client
+	if b.cfg.LowerDir != "" {
+		if err := sameDir(b.cfg.LowerDir, root.Stat); err != nil {
+			return lisafs.Inode{}, -1, err
+		}
+	}
 	return root, rootFD, nil
+}
+
+// sameDir fails unless the gofer's root (its Statx) is the directory dir.
+func sameDir(dir string, root lisafs.Statx) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return fmt.Errorf("LOWERDIR %s: %w", dir, err)
+	}
+	if unix.Major(st.Dev) != root.DevMajor || unix.Minor(st.Dev) != root.DevMinor || st.Ino != root.Ino {
+		return fmt.Errorf("LOWERDIR %s is not the directory the gofer serves (device %d:%d inode %d, the gofer's root is %d:%d inode %d): give the gofer's directory, or leave LOWERDIR out", dir, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, root.DevMajor, root.DevMinor, root.Ino)
+	}
+	return nil
+}
+
+// source is the mount table's source column.
+func (c Config) source() string {
+	if c.Source != "" {
+		return c.Source
+	}
+	return c.LowerDir
 }
 
 // Wait blocks until the mount is gone.

@@ -43,6 +43,9 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 	d.layer = lower.New(d.client, root, rootFD)
 	d.client = nil // the layer owns it now
 	d.layer.SetShared(cfg.Shared)
+	if cfg.Spec.Medium == filestore.MediumSelf && cfg.LowerDir == "" {
+		return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR: name the gofer's directory as LOWERDIR, or use another medium")
+	}
 	if cfg.Spec.Medium == filestore.MediumSelf {
 		removed, err := filestore.RemoveStale(cfg.LowerDir)
 		if err != nil {
@@ -82,7 +85,7 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 			return nil, err
 		}
 	}
-	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.LowerDir, Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, Ledger: &d.ledger})
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, Ledger: &d.ledger, Flags: cfg.Flags})
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func startWriteThrough(cfg Config) (_ *WriteThrough, err error) {
 			d.Close()
 		}
 	}()
-	root, rootFD, err := d.connect(false)
+	root, rootFD, err := d.connect(cfg.Flags.ReadOnly())
 	if err != nil {
 		return nil, err
 	}
@@ -31,7 +31,7 @@ func startWriteThrough(cfg Config) (_ *WriteThrough, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.LowerDir, Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, Ledger: &d.ledger})
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, Ledger: &d.ledger, Flags: cfg.Flags})
 	if err != nil {
 		return nil, err
 	}

@@ -13,11 +13,28 @@ import (
 // ParseSize resolves a size= value to bytes: a decimal integer with an
 // optional suffix k, m, g, t, p or e (either case, powers of 1024), or an
 // integer percentage of the host's total memory ("50%"). The result is
-// rounded up to whole 4 KiB pages. "" and "0" mean unlimited (0).
+// rounded up to whole 4 KiB pages. "" means unlimited (0).
+//
+// A size that comes to zero ("0", "0k", "0%") is an error. runsc's
+// --overlay2 parser passes size=0 through to the sentry's tmpfs, which
+// takes it as a budget of zero pages: an upper that holds no file data,
+// where every write fails with ENOSPC. Linux tmpfs reads size=0 as no limit
+// instead. Either reading surprises someone, and an upper that can hold
+// nothing is never what is wanted (a mount with -o ro takes no changes),
+// so the error says so and names the alternatives.
 func ParseSize(s string) (uint64, error) {
 	if s == "" {
 		return 0, nil
 	}
+	v, err := parseSize(s)
+	if err == nil && v == 0 {
+		return 0, fmt.Errorf("invalid size %q: a zero budget leaves no room for file data (runsc's tmpfs takes size=0 as zero pages, every write failing with ENOSPC; Linux tmpfs as no limit): leave size= out for no limit, or give a size", s)
+	}
+	return v, err
+}
+
+// parseSize is ParseSize without the check for zero.
+func parseSize(s string) (uint64, error) {
 	num, mult := s, uint64(1)
 	percent := false
 	switch last := s[len(s)-1]; last {

@@ -1,6 +1,7 @@
 package filestore
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -105,7 +106,6 @@ func TestParseSize(t *testing.T) {
 		want uint64
 	}{
 		{"", 0},
-		{"0", 0},
 		{"1", 4096},
 		{"4096", 4096},
 		{"4097", 8192},
@@ -119,12 +119,16 @@ func TestParseSize(t *testing.T) {
 		{"1e", 1 << 60},
 		{"100%", roundPage(mem)},
 		{"50%", roundPage(mem / 2)},
-		{"0%", 0},
 	}
 	for _, c := range cases {
 		got, err := ParseSize(c.in)
 		if err != nil || got != c.want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+	}
+	for _, zero := range []string{"0", "0k", "0%", "00"} {
+		if v, err := ParseSize(zero); err == nil || !strings.Contains(err.Error(), "zero budget") {
+			t.Errorf("ParseSize(%q) = %d, %v; want an error explaining a zero budget", zero, v, err)
 		}
 	}
 	for _, bad := range []string{"%", "1.5g", "+1", " 1", "1 g", "1kb", "16e", "18446744073709551615"} {

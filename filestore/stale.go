@@ -14,8 +14,12 @@ import (
 // RemoveStale removes the self filestores in lowerRoot whose owner process
 // is gone (the OwnerXattr pid no longer runs, or runs a process started at a
 // different time) and returns their paths. Files without a readable owner
-// tag are left alone. Pids are those of the caller's pid namespace.
+// tag are left alone. Pids are those of the caller's pid namespace. The
+// root's atime and mtime are set back after each removal (see Open).
 func RemoveStale(lowerRoot string) ([]string, error) {
+	// The times before the listing, which moves the atime.
+	var root unix.Stat_t
+	haveTimes := unix.Stat(lowerRoot, &root) == nil
 	ents, err := os.ReadDir(lowerRoot)
 	if err != nil {
 		return nil, fmt.Errorf("filestore: list %s: %w", lowerRoot, err)
@@ -40,6 +44,11 @@ func RemoveStale(lowerRoot string) ([]string, error) {
 				errs = append(errs, fmt.Errorf("filestore: remove stale %s: %w", path, err))
 			}
 			continue
+		}
+		if haveTimes {
+			// The file's owner had put the root's times back after
+			// creating it; do the same after removing it.
+			setTimes(lowerRoot, [2]unix.Timespec{root.Atim, root.Mtim})
 		}
 		removed = append(removed, path)
 	}

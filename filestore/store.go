@@ -33,6 +33,8 @@ type Store struct {
 	Spec Spec
 
 	dev, ino uint64 // identity of the self file, checked before unlinking
+	root     string // the lower root holding the self file
+	rootTime [2]unix.Timespec // the root's atime and mtime before Open
 }
 
 // OpenOptions adjusts Open.
@@ -52,7 +54,9 @@ type OpenOptions struct {
 // NoTmpfile is set), which the kernel reclaims however the process exits;
 // for MediumSelf the named file LowerRoot/SelfPrefix+ID, created exclusively
 // (an existing one is an error) and tagged with the owner's pid, which Close
-// removes. MediumNone is an error: there is nothing to back.
+// removes; LowerRoot's atime and mtime are set back after the file is
+// created and after it is removed (its ctime cannot be). MediumNone is an
+// error: there is nothing to back.
 func Open(spec Spec, opts OpenOptions) (*Store, error) {
 	switch spec.Medium {
 	case MediumMemory:
@@ -117,6 +121,10 @@ func openSelf(spec Spec, opts OpenOptions) (*Store, error) {
 		return nil, fmt.Errorf("filestore: invalid filestore id %q: %w", opts.ID, unix.EINVAL)
 	}
 	path := filepath.Join(opts.LowerRoot, SelfPrefix+opts.ID)
+	var root unix.Stat_t
+	if err := unix.Stat(opts.LowerRoot, &root); err != nil {
+		return nil, fmt.Errorf("filestore: stat %s: %w", opts.LowerRoot, err)
+	}
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("filestore: %s already exists: another overlay uses this lower root with the same id, or a dead one left it (see RemoveStale): %w", path, err)
@@ -131,7 +139,11 @@ func openSelf(spec Spec, opts OpenOptions) (*Store, error) {
 		unix.Unlink(path)
 		return nil, fmt.Errorf("filestore: stat %s: %w", path, err)
 	}
-	s := &Store{File: f, Path: path, Spec: spec, dev: st.Dev, ino: st.Ino}
+	s := &Store{File: f, Path: path, Spec: spec, dev: st.Dev, ino: st.Ino,
+		root: opts.LowerRoot, rootTime: [2]unix.Timespec{root.Atim, root.Mtim}}
+	// Creating the file changed the root's mtime: put it back, so that the
+	// lower (and the overlay's root, which shows it) looks untouched.
+	setTimes(opts.LowerRoot, s.rootTime)
 	if owner, err := ownerTag(os.Getpid()); err == nil {
 		// Best effort: without the tag RemoveStale leaves the file alone.
 		_ = unix.Fsetxattr(fd, OwnerXattr, []byte(owner), 0)
@@ -156,8 +168,15 @@ func (s *Store) Close() error {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("filestore: stat %s: %w", s.Path, err))
 		case st.Dev == s.dev && st.Ino == s.ino:
+			// Put the root's times back after the unlink, unless someone
+			// else changed the directory meanwhile: then its mtime is
+			// newer than Open left it, and the unlink's is as right.
+			var root unix.Stat_t
+			untouched := unix.Stat(s.root, &root) == nil && root.Mtim == s.rootTime[1]
 			if err := unix.Unlink(s.Path); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("filestore: remove %s: %w", s.Path, err))
+			} else if untouched {
+				setTimes(s.root, s.rootTime)
 			}
 		}
 		s.Path = ""
@@ -169,4 +188,11 @@ func (s *Store) Close() error {
 // self filestore, which the overlay hides.
 func IsSelfName(name string) bool {
 	return strings.HasPrefix(name, SelfPrefix) && validID(name[len(SelfPrefix):])
+}
+
+// setTimes sets dir's atime and mtime, best effort: it needs the owner's
+// uid or CAP_FOWNER, and a failure only leaves the times the change made.
+// The ctime cannot be set back; it keeps the time of the change.
+func setTimes(dir string, times [2]unix.Timespec) {
+	_ = unix.UtimesNanoAt(unix.AT_FDCWD, dir, times[:], 0)
 }

@@ -340,3 +340,72 @@ func TestSizeLimitENOSPC(t *testing.T) {
 		})
 	}
 }
+
+// rootTimes returns dir's atime and mtime.
+func rootTimes(t *testing.T, dir string) [2]unix.Timespec {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return [2]unix.Timespec{st.Atim, st.Mtim}
+}
+
+// TestSelfKeepsLowerRootTimes checks that creating and removing a self
+// filestore (by Close, or by RemoveStale after its owner died) leaves the
+// lower root's atime and mtime as they were.
+func TestSelfKeepsLowerRootTimes(t *testing.T) {
+	old := [2]unix.Timespec{{Sec: 1_000_000_000}, {Sec: 1_000_000_000, Nsec: 123}}
+	t.Run("Open and Close", func(t *testing.T) {
+		lower := t.TempDir()
+		if err := unix.UtimesNano(lower, old[:]); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Spec{Mount: "root", Medium: MediumSelf}, OpenOptions{LowerRoot: lower, ID: "times"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rootTimes(t, lower); got != old {
+			t.Errorf("with the filestore open the root's times are %v, want %v", got, old)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := rootTimes(t, lower); got != old {
+			t.Errorf("after Close the root's times are %v, want %v", got, old)
+		}
+	})
+	t.Run("RemoveStale", func(t *testing.T) {
+		lower := t.TempDir()
+		cmd := startHelper(t, "root:self", "FILESTORE_LOWER="+lower)
+		killHelper(t, cmd)
+		if err := unix.UtimesNano(lower, old[:]); err != nil {
+			t.Fatal(err)
+		}
+		if removed, err := RemoveStale(lower); err != nil || len(removed) != 1 {
+			t.Fatalf("RemoveStale = %v, %v", removed, err)
+		}
+		if got := rootTimes(t, lower); got != old {
+			t.Errorf("after RemoveStale the root's times are %v, want %v", got, old)
+		}
+	})
+	t.Run("a change by someone else stands", func(t *testing.T) {
+		lower := t.TempDir()
+		if err := unix.UtimesNano(lower, old[:]); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Spec{Mount: "root", Medium: MediumSelf}, OpenOptions{LowerRoot: lower, ID: "times"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(lower, "theirs"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := rootTimes(t, lower); got[1] == old[1] {
+			t.Errorf("Close set the root's mtime back over another writer's change")
+		}
+	})
+}

@@ -30,6 +30,8 @@ type mountFlags struct {
 	upperTar    absPath
 	passthrough bool
 	fuseURing   string
+	// options are the generic mount options (-o); only mount has them.
+	options mountOptions
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -39,7 +41,8 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 		"  dir=/abs/dir: an unlinked filestore file in that directory (data on disk)\n"+
 		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR, removed at unmount\n"+
 		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
-		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC")
+		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
+		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
@@ -81,34 +84,59 @@ func runMount(args []string) error {
 	var mf mountFlags
 	mf.register(fl)
 	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
-	logPath := fl.String("log", "", "`FILE` the background daemon logs to (default $TMPDIR/overlayfs-<mountpoint>.log)")
+	logPath := fl.String("log", "", "`FILE` the background daemon logs to, kept after unmount (default: $TMPDIR/overlayfs-<mountpoint>.log while mounted, removed at a clean unmount, kept if the mount fails or the daemon dies)")
+	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
+	tempLog := fl.String("temp-log", "", "internal: remove this log file at a clean unmount")
+	_ = fl.MarkHidden("temp-log")
 	fl.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: overlayfs mount [flags] LOWERDIR MOUNTPOINT\n\n"+
+		fmt.Fprintf(os.Stderr, "Usage: overlayfs mount [flags] LOWERDIR MOUNTPOINT\n"+
+			"       overlayfs mount --gofer-socket PATH [flags] [LOWERDIR] MOUNTPOINT\n\n"+
 			"Mounts a writable overlay of LOWERDIR on MOUNTPOINT. Every change lands in the upper layer\n"+
 			"(metadata in memory, file data in a memfd or filestore); LOWERDIR is never modified.\n"+
-			"LOWERDIR is read through a separate `overlayfs gofer` process confined to it.\n"+
-			"Unmount with `overlayfs umount MOUNTPOINT`.\n\nFlags:\n%s", fl.FlagUsages())
+			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it. With\n"+
+			"--gofer-socket the lower is what that gofer serves: LOWERDIR may be left out (the mount\n"+
+			"table then shows the socket as the source); if given, it must be the gofer's directory.\n"+
+			"Unmount with 'overlayfs umount MOUNTPOINT'.\n\nFlags:\n%s", fl.FlagUsages())
 	}
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	if fl.NArg() != 2 {
+	var lowerArg, mntArg string
+	switch {
+	case fl.NArg() == 2:
+		lowerArg, mntArg = fl.Arg(0), fl.Arg(1)
+	case fl.NArg() == 1 && mf.goferSocket != "":
+		mntArg = fl.Arg(0)
+	default:
 		fl.Usage()
+		if mf.goferSocket != "" {
+			return exitError{code: 2, msg: "need [LOWERDIR] MOUNTPOINT"}
+		}
 		return exitError{code: 2, msg: "need LOWERDIR and MOUNTPOINT"}
 	}
 	if err := mf.validate(); err != nil {
 		return err
 	}
-	lowerDir, mnt, err := checkMountArgs(fl.Arg(0), fl.Arg(1))
+	if mf.goferSocket != "" {
+		// The background daemon runs in /.
+		abs, err := filepath.Abs(mf.goferSocket)
+		if err != nil {
+			return fmt.Errorf("--gofer-socket %s: %w", mf.goferSocket, err)
+		}
+		mf.goferSocket = abs
+		_ = fl.Set("gofer-socket", abs)
+	}
+	lowerDir, mnt, err := checkMountArgs(lowerArg, mntArg)
 	if err != nil {
 		return err
 	}
 	if *foreground || *readyFD >= 0 {
-		return serveMount(mf, lowerDir, mnt, *readyFD)
+		return serveMount(mf, lowerDir, mnt, *readyFD, *tempLog)
 	}
-	if *logPath == "" {
+	asked := *logPath != ""
+	if !asked {
 		*logPath = filepath.Join(os.TempDir(), "overlayfs-"+strings.ReplaceAll(strings.Trim(mnt, "/"), "/", "_")+".log")
 	}
 	// The daemon runs in / : hand it the flags as parsed and the absolute paths.
@@ -118,16 +146,49 @@ func runMount(args []string) error {
 			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
-	daemonArgs = append(daemonArgs, "--", lowerDir, mnt)
-	return daemonize(daemonArgs, *logPath)
+	logf, created, err := openLog(*logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	if !asked && created {
+		// A log nobody asked for goes with a clean unmount; one that
+		// was there before (a failed mount's) stays.
+		daemonArgs = append(daemonArgs, "--temp-log="+*logPath)
+	}
+	daemonArgs = append(daemonArgs, "--")
+	if lowerDir != "" {
+		daemonArgs = append(daemonArgs, lowerDir)
+	}
+	daemonArgs = append(daemonArgs, mnt)
+	return daemonize(daemonArgs, logf, *logPath)
+}
+
+// openLog opens the daemon's log for appending, creating it if need be,
+// and reports whether it did.
+func openLog(path string) (*os.File, bool, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err == nil {
+		return f, true, nil
+	}
+	if errors.Is(err, os.ErrExist) {
+		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			return f, false, nil
+		}
+	}
+	return nil, false, fmt.Errorf("open log %s: %w", path, err)
 }
 
 // checkMountArgs resolves LOWERDIR and MOUNTPOINT and refuses bad ones with
 // an error that names the path.
+// An empty lowerArg (LOWERDIR left out with --gofer-socket) stays empty.
 func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
-	lowerDir, err := existingDir(lowerArg, "LOWERDIR")
-	if err != nil {
-		return "", "", err
+	var lowerDir string
+	if lowerArg != "" {
+		var err error
+		if lowerDir, err = existingDir(lowerArg, "LOWERDIR"); err != nil {
+			return "", "", err
+		}
 	}
 	mnt, err := existingDir(mntArg, "MOUNTPOINT")
 	if err != nil {
@@ -140,7 +201,7 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	// before the mount hides it. A mountpoint strictly inside LOWERDIR is
 	// not: the overlay would contain itself, and the gofer, walking into
 	// it, would wait on the very daemon that waits on the gofer.
-	if mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
+	if lowerDir != "" && mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
 		return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
 	}
 	return lowerDir, mnt, nil
@@ -169,12 +230,8 @@ func existingDir(p, what string) (string, error) {
 
 // daemonize starts this command again in the background with a readiness
 // pipe and returns once it reports the mount ready, or its error.
-func daemonize(args []string, logPath string) error {
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open log %s: %w", logPath, err)
-	}
-	defer logf.Close()
+// A failed mount's error names the log, which is kept.
+func daemonize(args []string, logf *os.File, logPath string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -202,13 +259,16 @@ func daemonize(args []string, logPath string) error {
 	}
 	_ = cmd.Wait()
 	if line == "" {
-		return fmt.Errorf("the daemon exited before the mount was ready; see %s", logPath)
+		return fmt.Errorf("the daemon exited before the mount was ready; see its log %s", logPath)
 	}
-	return errors.New(line)
+	return fmt.Errorf("%s (daemon log: %s)", line, logPath)
 }
 
 // serveMount runs the overlay until it is unmounted or signalled.
-func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error) {
+//
+// A tempLog names a log nobody asked for: it is removed once the mount is
+// cleanly gone, and kept if serveMount fails.
+func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int, tempLog string) (retErr error) {
 	var ready *os.File
 	if readyFD >= 0 {
 		ready = os.NewFile(uintptr(readyFD), "ready")
@@ -237,7 +297,7 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 		}
 	}
 	defer closeControl()
-	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s; FUSE by %s)\n", lowerDir, mnt, mf.overlay2.String(), d.Transport())
+	fmt.Fprintf(os.Stderr, "overlayfs: %s mounted on %s (upper: %s; FUSE by %s)\n", mountSource(mf, lowerDir), mnt, mf.overlay2.String(), d.Transport())
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
@@ -268,6 +328,9 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int) (retErr error)
 	closeControl()
 	d.Close()
 	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
+	if tempLog != "" {
+		_ = os.Remove(tempLog)
+	}
 	return nil
 }
 
@@ -304,12 +367,14 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 	return daemon.Start(daemon.Config{
 		LowerDir:      lowerDir,
+		Source:        mountSource(mf, lowerDir),
 		Mountpoint:    mnt,
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",
 		Debug:         mf.debug,
 		UpperTar:      string(mf.upperTar),
 		FuseURing:     mf.uringMode(),
+		Flags:         mf.options.flags,
 		NoPassthrough: !mf.passthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if mf.goferSocket != "" {
@@ -379,4 +444,13 @@ func defaultFuseURing() string {
 		return v
 	}
 	return "auto"
+}
+
+// mountSource is the mount table's source column: LOWERDIR, or the gofer's
+// socket when LOWERDIR was left out.
+func mountSource(mf mountFlags, lowerDir string) string {
+	if lowerDir == "" {
+		return mf.goferSocket
+	}
+	return lowerDir
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -13,12 +14,17 @@ const mountHelperName = "mount.fuse.overlayfs"
 // runMountHelper translates mount(8)'s calling convention into `overlayfs
 // mount` flags:
 //
-//	mount.fuse.overlayfs SOURCE MOUNTPOINT [-o opt[,opt...]] [-n] [-s] [-f] [-v]
+//	mount.fuse.overlayfs SOURCE MOUNTPOINT [-o opt[,opt...]] [-n] [-s] [-f] [-v] [-t TYPE]
 //
-// SOURCE is LOWERDIR unless -o lowerdir=DIR is given. Options:
+// SOURCE is LOWERDIR unless -o lowerdir=DIR is given; with gofer_socket=
+// a SOURCE that is not a directory (such as "overlayfs") means no LOWERDIR.
+// Options:
 // lowerdir=DIR, overlay2=SPEC (a following size=N joins it), file_access=MODE,
-// fuse_uring=auto|on|off, gofer_socket=PATH, log=FILE. Generic mount options (rw, defaults, auto,
-// noauto, user, nofail, _netdev, x-*, ...) are accepted and ignored.
+// fuse_uring=auto|on|off, gofer_socket=PATH, log=FILE, and the generic
+// mount options `overlayfs mount -o` takes (ro, nosuid, nodev, noexec,
+// noatime, ...), which become mount(2) flags. defaults and the options
+// fstab tools consume (auto, noauto, user, users, nofail, _netdev, x-*)
+// are accepted and ignored; anything else is an error naming it.
 func runMountHelper(args []string) error {
 	var pos, opts []string
 	for i := 0; i < len(args); i++ {
@@ -31,6 +37,15 @@ func runMountHelper(args []string) error {
 			i++
 		case strings.HasPrefix(a, "-o"):
 			opts = append(opts, strings.Split(a[2:], ",")...)
+		case a == "-t":
+			// mount(8) names the type when the helper's name does not.
+			if i+1 >= len(args) {
+				return fmt.Errorf("-t needs a type")
+			}
+			if t := args[i+1]; t != "fuse.overlayfs" && t != "overlayfs" {
+				return fmt.Errorf("this helper mounts fuse.overlayfs, not %q", t)
+			}
+			i++
 		case a == "-n", a == "-s", a == "-f", a == "-v":
 			// no mtab, sloppy, fake, verbose: nothing to do
 		case strings.HasPrefix(a, "-"):
@@ -42,13 +57,14 @@ func runMountHelper(args []string) error {
 	if len(pos) != 2 {
 		return exitError{code: 2, msg: "usage: mount.fuse.overlayfs SOURCE MOUNTPOINT [-o OPTIONS]"}
 	}
-	lowerDir, mnt := pos[0], pos[1]
-	var flags []string
+	source, mnt := pos[0], pos[1]
+	lowerDir, hasLowerDir, hasGofer := "", false, false
+	var flags, generic []string
 	for i := 0; i < len(opts); i++ {
-		key, val, hasVal := strings.Cut(opts[i], "=")
+		key, val, _ := strings.Cut(opts[i], "=")
 		switch key {
 		case "lowerdir":
-			lowerDir = val
+			lowerDir, hasLowerDir = val, true
 		case "overlay2":
 			spec := val
 			if i+1 < len(opts) && strings.HasPrefix(opts[i+1], "size=") {
@@ -60,21 +76,34 @@ func runMountHelper(args []string) error {
 			flags = append(flags, "--file-access="+val)
 		case "gofer_socket", "gofer-socket":
 			flags = append(flags, "--gofer-socket="+val)
+			hasGofer = true
 		case "log":
 			flags = append(flags, "--log="+val)
 		case "fuse_uring", "fuse-uring":
 			flags = append(flags, "--fuse-uring="+val)
-		case "", "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev",
-			"suid", "nosuid", "dev", "nodev", "exec", "noexec", "atime", "noatime", "relatime", "async":
 		default:
-			if strings.HasPrefix(key, "x-") || strings.HasPrefix(key, "comment") {
-				continue
+			var check mountOptions
+			if err := check.Set(opts[i]); err != nil {
+				return err
 			}
-			if hasVal {
-				return fmt.Errorf("unknown mount option %q", opts[i])
-			}
-			return fmt.Errorf("unknown mount option %q", key)
+			generic = append(generic, opts[i])
 		}
 	}
-	return runMount(append(flags, lowerDir, mnt))
+	if len(generic) > 0 {
+		flags = append(flags, "--options="+strings.Join(generic, ","))
+	}
+	if !hasLowerDir {
+		st, err := os.Stat(source)
+		switch {
+		case err == nil && st.IsDir():
+			lowerDir = source
+		case !hasGofer:
+			return fmt.Errorf("SOURCE %q is not a directory: name the lower directory with -o lowerdir=DIR, or give it as SOURCE", source)
+		}
+	}
+	flags = append(flags, "--")
+	if lowerDir != "" {
+		flags = append(flags, lowerDir)
+	}
+	return runMount(append(flags, mnt))
 }

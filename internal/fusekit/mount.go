@@ -26,6 +26,11 @@ type MountOptions struct {
 	// Ledger, if set, counts every request the mount answers (on either
 	// transport: both call fs's methods).
 	Ledger *Ledger
+	// Flags are the generic mount options (ro, nosuid, noexec, ...). A
+	// read-only mount is read-only twice: the kernel refuses writes
+	// (MS_RDONLY) and so does the daemon, should the mount be remounted
+	// read-write.
+	Flags VFSFlags
 }
 
 // Mount serves fs on mountpoint and returns once the kernel answers. As root
@@ -49,8 +54,8 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring
 		MaxWrite:             1 << 20,
 		EnableSymlinkCaching: !o.Shared,
 		// A root file system needs setuid programs and device nodes:
-		// mount without nosuid/nodev (MS_MGC_VAL is "no flags").
-		DirectMountFlags: syscall.MS_MGC_VAL,
+		// mount without nosuid/nodev unless asked.
+		DirectMountFlags: directMountFlags(o.Flags),
 		Debug:            o.Debug,
 		MaxBackground:    64,
 		// We clear set-id bits and capabilities ourselves (killpriv.go):
@@ -58,6 +63,13 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring
 		// ATOMIC_O_TRUNC: O_TRUNC arrives with OPEN, so that it can set
 		// the times as open(2) does, unlike a SETATTR of the same size.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
+	}
+	if !root {
+		// fusermount3 takes them by name (and adds nosuid,nodev itself).
+		opts.Options = append(opts.Options, o.Flags.Options()...)
+	}
+	if o.Flags.ReadOnly() {
+		fs = readOnly{fs}
 	}
 	if o.Ledger != nil {
 		fs = Counted(fs, o.Ledger)
@@ -73,4 +85,16 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	return m, nil
+}
+
+// directMountFlags is go-fuse's DirectMountFlags for f. go-fuse reads 0
+// as nosuid,nodev, so no flags at all is MS_MGC_VAL, the old "no flags"
+// magic the kernel strips; it must not be combined with flags: the kernel
+// strips the magic only when the upper 16 bits are exactly it, and would
+// take it for MS_NOUSER (EINVAL) next to MS_STRICTATIME or MS_RELATIME.
+func directMountFlags(f VFSFlags) uintptr {
+	if f == 0 {
+		return syscall.MS_MGC_VAL
+	}
+	return uintptr(f)
 }
