@@ -300,7 +300,8 @@ func runHost(plan *runPlan) error {
 	if err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
 	}
-	cmd := exec.Command(self, "run", "--ns-child")
+	// ROOTFS on the command line only says, in ps, what the process is for.
+	cmd := exec.Command(self, "run", "--ns-child", "--", plan.Rootfs)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{planR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
