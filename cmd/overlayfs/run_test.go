@@ -38,7 +38,7 @@ func busyboxRootfs(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), bb, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{"sh", "ls", "echo", "cat", "rm", "mkdir", "touch", "mv", "sleep", "ln", "chmod"} {
+	for _, a := range []string{"sh", "ls", "echo", "cat", "rm", "mkdir", "touch", "mv", "sleep", "ln", "chmod", "hostname", "id", "env", "grep", "pwd", "mount", "kill", "tty", "cut", "tr", "basename", "sort"} {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
 			t.Fatal(err)
 		}
