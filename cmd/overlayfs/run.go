@@ -292,7 +292,7 @@ func runHost(plan *runPlan) error {
 			for i := len(kept) - 1; i >= 0; i-- {
 				_ = exec.Command(self, "umount", kept[i]).Run()
 			}
-			_ = os.RemoveAll(work) // only empty mountpoints and logs remain
+			removeWork(work)
 			return exitError{code: exitRunError, msg: err.Error()}
 		}
 	}
@@ -356,11 +356,18 @@ func runHost(plan *runPlan) error {
 			for i := len(kept) - 1; i >= 0; i-- {
 				_ = exec.Command(self, "umount", kept[i]).Run()
 			}
-			_ = os.RemoveAll(plan.Work)
+			removeWork(plan.Work)
 		} else {
-			fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s stays mounted on %s (daemon log %s);\n"+
+			logNote := "daemon log " + plan.Log
+			if plan.Log == "" {
+				// Nobody asked for it and nothing failed: the daemons
+				// write on into the unlinked file.
+				_ = os.Remove(keptLog(plan))
+				logNote = "no daemon log kept; --log FILE keeps one"
+			}
+			fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s stays mounted on %s (%s);\n"+
 				"  inspect it, `overlayfs diff %s`, `overlayfs tar %s -f FILE`, then `overlayfs umount %s`\n",
-				plan.Rootfs, kept[0], keptLog(plan), kept[0], kept[0], kept[0])
+				plan.Rootfs, kept[0], logNote, kept[0], kept[0], kept[0])
 			for i, m := range bindOverlays(plan) {
 				fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s (bound on %s) stays mounted on %s\n", m.Source, m.Dest, kept[i+1])
 			}
@@ -421,6 +428,17 @@ func bindOverlays(plan *runPlan) []sandbox.Mount {
 	return out
 }
 
+// removeWork removes --keep's work directory after its mounts are gone:
+// the log and empty mountpoints only, never through a mount.
+func removeWork(work string) {
+	_ = os.Remove(filepath.Join(work, "daemon.log"))
+	ents, _ := os.ReadDir(work)
+	for _, e := range ents {
+		_ = os.Remove(filepath.Join(work, e.Name()))
+	}
+	_ = os.Remove(work)
+}
+
 func keptLog(plan *runPlan) string {
 	if plan.Log != "" {
 		return plan.Log
@@ -436,7 +454,9 @@ func mountKept(self string, plan *runPlan) ([]string, error) {
 		if err := os.Mkdir(mnt, 0o755); err != nil {
 			return err
 		}
-		a := append([]string{"mount", "--log", keptLog(plan)}, args...)
+		// Once unmounted, the daemon removes its mountpoint, and the last
+		// one the work directory.
+		a := append([]string{"mount", "--log", keptLog(plan), "--remove-dirs=" + mnt + string(filepath.ListSeparator) + plan.Work}, args...)
 		out, err := exec.Command(self, append(a, "--", lower, mnt)...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("mount %s: %s", lower, strings.TrimSpace(string(out)))

@@ -279,11 +279,17 @@ func TestRunKeep(t *testing.T) {
 	if d.code != 0 || d.stdout != "C /tmp\nA /tmp/k\n" {
 		t.Errorf("diff of the kept mount: %d %q %s", d.code, d.stdout, d.stderr)
 	}
+	if strings.Contains(res.stderr, "daemon log") && !strings.Contains(res.stderr, "no daemon log kept") {
+		t.Errorf("--keep without --log kept a log:\n%s", res.stderr)
+	}
 	if u := cliRun(t, "umount", mnt); u.code != 0 {
 		t.Fatalf("umount: %s", u.stderr)
 	}
-	if err := os.RemoveAll(work); err != nil {
-		t.Fatal(err)
+	// Once unmounted, nothing of the run stays: not the mountpoint, not
+	// the work directory, not a log.
+	if _, err := os.Stat(work); err == nil {
+		ents, _ := os.ReadDir(work)
+		t.Errorf("after umount, %s stays, holding %v", work, ents)
 	}
 }
 
