@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -23,10 +24,10 @@ const (
 	ExitNotFound    = 127 // the command is not in the sandbox
 )
 
-// Init is the sandbox's PID 1. It reads the Spec from descriptor specFD,
+// RunInit is the sandbox's PID 1. It reads the Spec from descriptor specFD,
 // sets the sandbox up, runs the command and returns the status to exit
 // with. It refuses to run unless it is PID 1 of its PID namespace.
-func Init(specFD int) int {
+func RunInit(specFD int) int {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "overlayfs run: "+format+"\n", args...)
 		return code
@@ -38,6 +39,9 @@ func Init(specFD int) int {
 	var spec Spec
 	err := json.NewDecoder(f).Decode(&spec)
 	f.Close()
+	if err == io.EOF {
+		return ExitSetupFailed // the caller gave up before sending it
+	}
 	if err != nil {
 		return fail(ExitSetupFailed, "read the sandbox spec: %v", err)
 	}

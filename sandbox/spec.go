@@ -16,8 +16,9 @@
 //     devpts relayed to the caller's terminal when standard input is one,
 //     and with the capabilities of RetainedCaps only.
 //
-// The caller starts the init with Command (a re-execution of its own binary
-// that calls Init), in namespaces CloneFlags lists. The caller owns the
+// The caller starts the init with Start (a re-execution of its own binary
+// that calls RunInit), in the namespaces CloneFlags lists, and hands it the
+// Spec with Send. The caller owns the
 // mounts the sandbox is built from; the sandbox's own mounts live in its
 // mount namespace and vanish with it.
 package sandbox
@@ -88,36 +89,54 @@ func CloneFlags(spec *Spec) uintptr {
 	return f
 }
 
-// Command prepares the init: path is a binary that calls Init when started
-// with args. It starts in CloneFlags(spec) and dies with the calling
-// thread (SIGKILL), which the caller should keep locked (see Start). The
-// spec travels on a pipe given as descriptor 3.
-func Command(spec *Spec, path string, args []string) (*exec.Cmd, *os.File, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, nil, fmt.Errorf("sandbox: spec pipe: %w", err)
-	}
-	cmd := exec.Command(path, args...)
-	cmd.ExtraFiles = []*os.File{r}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: CloneFlags(spec),
-		Pdeathsig:  syscall.SIGKILL,
-	}
-	return cmd, w, nil
+// Init is a started sandbox init waiting for its Spec.
+type Init struct {
+	Cmd *exec.Cmd
+	w   *os.File
 }
 
-// Start starts cmd (from Command) and writes spec to w, then closes both
-// pipe ends. The caller's goroutine must stay on its OS thread until the
-// init has exited (runtime.LockOSThread): the init's death signal follows
-// the thread that started it.
-func Start(cmd *exec.Cmd, w *os.File, spec *Spec) error {
-	defer cmd.ExtraFiles[0].Close()
-	defer w.Close()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("sandbox: start the init in new namespaces: %w", err)
+// Start starts the init: path is a binary that calls RunInit (descriptor
+// 3) when started with args; stdio are its standard input, output and
+// error. It starts in the namespaces of every sandbox (and a network
+// namespace if noNetwork), and dies by SIGKILL with the calling thread,
+// which the caller must keep locked (runtime.LockOSThread) until the
+// init has exited. The init waits for Send before it does anything: the
+// caller may prepare the root meanwhile, in a mount that propagates to
+// the init's mount namespace (MS_SHARED), and start it this early to
+// overlap the init's start-up with that work.
+func Start(path string, args []string, noNetwork bool, stdio [3]*os.File) (*Init, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: spec pipe: %w", err)
 	}
-	if err := json.NewEncoder(w).Encode(spec); err != nil {
+	defer r.Close()
+	cmd := exec.Command(path, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
+	cmd.ExtraFiles = []*os.File{r}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: CloneFlags(&Spec{NoNetwork: noNetwork}),
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sandbox: start the init in new namespaces: %w", err)
+	}
+	return &Init{Cmd: cmd, w: w}, nil
+}
+
+// Send hands the init its spec; it then sets the sandbox up and runs the
+// command.
+func (in *Init) Send(spec *Spec) error {
+	defer in.w.Close()
+	if err := json.NewEncoder(in.w).Encode(spec); err != nil {
 		return fmt.Errorf("sandbox: hand the spec to the init: %w", err)
 	}
 	return nil
+}
+
+// Abort kills an init that has not been sent its spec and waits for it.
+func (in *Init) Abort() {
+	in.w.Close()
+	_ = in.Cmd.Process.Kill()
+	_ = in.Cmd.Wait()
 }

@@ -10,22 +10,23 @@ package main
 //     stage 1 by PR_SET_PDEATHSIG. With --keep it first mounts the
 //     overlays in the host namespace (background `overlayfs mount`s).
 //   - Stage 2 is PID 1 of that PID namespace. It makes every mount private,
-//     hides /run under a tmpfs of its own (mountpoints, logs and control
-//     sockets live there), starts the overlay daemons as its children
-//     (`overlayfs mount --ready-fd`), then starts stage 3, prints what
-//     changed and unmounts. The daemons and gofers are out of COMMAND's
-//     sight (a PID namespace above its own), and when stage 2 dies, even
-//     by SIGKILL, the kernel kills everything in its namespace; the mounts
-//     vanish with the mount namespaces.
+//     hides /run under a tmpfs of its own (the mountpoints and the log live
+//     there), mounts the overlays and serves them itself (package daemon,
+//     a gofer process each), then starts stage 3, prints what changed and
+//     unmounts. Stage 2 and the gofers are out of COMMAND's sight (a PID
+//     namespace above its own), and when stage 2 dies, even by SIGKILL,
+//     the kernel kills everything in its namespace; the mounts vanish with
+//     the mount namespaces.
 //   - Stage 3 is the sandbox's init (package sandbox): new PID, mount,
 //     UTS, IPC (and network) namespaces, pivot_root into the overlay,
 //     COMMAND as its child.
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -41,6 +42,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
+	"overlayfs/daemon"
 	"overlayfs/filestore"
 	"overlayfs/sandbox"
 )
@@ -160,7 +162,7 @@ func runRun(args []string) error {
 		return exitError{code: exitRunError, msg: err.Error()}
 	}
 	if sandboxInit {
-		return exitError{code: sandbox.Init(3)}
+		return exitError{code: sandbox.RunInit(3)}
 	}
 	if nsChild {
 		return exitError{code: runNamespace()}
@@ -500,14 +502,14 @@ func waitForwarding(cmd *exec.Cmd, sigs <-chan os.Signal) int {
 
 // runDaemon is an overlay daemon stage 2 started.
 type runDaemon struct {
-	cmd  *exec.Cmd
+	d    daemon.Daemon // nil for a kept mount (its daemon is on its own)
 	mnt  string
 	dest string // "" for the root, else the bind's DST
 }
 
 // runNamespace is stage 2, PID 1 of a new PID namespace with a new mount
 // namespace; it returns the exit status.
-func runNamespace() int {
+func runNamespace() (code int) {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "overlayfs run: "+format+"\n", args...)
 		return code
@@ -519,68 +521,87 @@ func runNamespace() int {
 	if err != nil {
 		return fail(exitRunError, "read the run plan: %v", err)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(exitRunError, "%v", err)
+	}
 	// Nothing mounted from here on may reach the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail(exitRunError, "make mounts private: %v", err)
 	}
 	sp := plan.Sandbox
 	var daemons []runDaemon
-	logPath := plan.Log
+	scratch := plan.Work
 	if plan.Keep {
-		sp.Root = filepath.Join(plan.Work, "root")
-		daemons = append(daemons, runDaemon{mnt: sp.Root})
+		daemons = append(daemons, runDaemon{mnt: filepath.Join(plan.Work, "root")})
 		for i, m := range bindOverlays(&plan) {
 			daemons = append(daemons, runDaemon{mnt: filepath.Join(plan.Work, fmt.Sprintf("bind-%d", i)), dest: m.Dest})
 		}
 	} else {
-		scratch, cleanupScratch, err := runScratch(&plan)
+		var cleanupScratch func()
+		scratch, cleanupScratch, err = runScratch(&plan)
 		if err != nil {
 			return fail(exitRunError, "%v", err)
 		}
+		defer cleanupScratch()
+	}
+	// The init starts now, while the overlays mount: they reach its
+	// namespace through the shared scratch mount.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+	runtime.LockOSThread() // the init's death signal follows this thread
+	defer runtime.UnlockOSThread()
+	init, err := sandbox.Start(self, []string{"run", "--sandbox-init"}, sp.NoNetwork, [3]*os.File{os.Stdin, os.Stdout, os.Stderr})
+	if err != nil {
+		return fail(exitRunError, "%v", err)
+	}
+	if !plan.Keep {
+		logPath := plan.Log
 		if logPath == "" {
 			logPath = filepath.Join(scratch, "daemon.log")
 		}
-		code := -1
+		logw, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			init.Abort()
+			return fail(exitRunError, "open the log: %v", err)
+		}
+		// go-fuse and the daemon library log there too.
+		log.SetOutput(logw)
+		raiseNoFile()
 		defer func() {
 			for i := len(daemons) - 1; i >= 0; i-- {
-				stopRunDaemon(daemons[i].cmd, daemons[i].mnt)
+				stopRunDaemon(daemons[i].d, daemons[i].mnt)
 			}
+			logw.Close()
 			if code == exitRunError && plan.Log == "" {
 				saveRunLog(logPath)
 			}
-			cleanupScratch()
 		}()
 		start := func(args []string, lower, mnt, dest string) error {
 			if err := os.Mkdir(mnt, 0o755); err != nil {
 				return err
 			}
-			d, err := startRunDaemon(args, lower, mnt, logPath)
+			d, err := startRunDaemon(args, lower, mnt, logw)
 			if err != nil {
 				return err
 			}
-			daemons = append(daemons, runDaemon{cmd: d, mnt: mnt, dest: dest})
+			daemons = append(daemons, runDaemon{d: d, mnt: mnt, dest: dest})
 			return nil
 		}
-		sp.Root = filepath.Join(scratch, "root")
-		if err := start(plan.MountArgs, plan.Rootfs, sp.Root, ""); err != nil {
-			code = fail(exitRunError, "%v", err)
-			return code
-		}
+		err = start(plan.MountArgs, plan.Rootfs, filepath.Join(scratch, "root"), "")
 		for i, m := range bindOverlays(&plan) {
-			if err := start(plan.BindArgs, m.Source, filepath.Join(scratch, fmt.Sprintf("bind-%d", i)), m.Dest); err != nil {
-				code = fail(exitRunError, "%v", err)
-				return code
+			if err == nil {
+				err = start(plan.BindArgs, m.Source, filepath.Join(scratch, fmt.Sprintf("bind-%d", i)), m.Dest)
 			}
 		}
-		code = runInSandbox(&plan, &sp, daemons)
-		return code
+		if err != nil {
+			init.Abort()
+			return fail(exitRunError, "%v", err)
+		}
 	}
-	return runInSandbox(&plan, &sp, daemons)
-}
-
-// runInSandbox binds each --bind from its overlay under all:, runs the
-// sandbox and prints what changed.
-func runInSandbox(plan *runPlan, sp *sandbox.Spec, daemons []runDaemon) int {
+	sp.Root = daemons[0].mnt
+	// Under all:, a --bind is bound from its overlay.
 	bi := 1
 	for i, m := range sp.Mounts {
 		if plan.AllBinds && m.Kind == "bind" && !m.ReadOnly {
@@ -588,9 +609,13 @@ func runInSandbox(plan *runPlan, sp *sandbox.Spec, daemons []runDaemon) int {
 			bi++
 		}
 	}
-	code, started := runSandbox(sp)
-	if started {
-		printRunChanges(plan, daemons)
+	if err := init.Send(&sp); err != nil {
+		init.Abort()
+		return fail(exitRunError, "%v", err)
+	}
+	code = waitForwarding(init.Cmd, sigs)
+	if code != exitRunError {
+		printRunChanges(&plan, daemons)
 	}
 	return code
 }
@@ -615,10 +640,12 @@ func saveRunLog(logPath string) {
 }
 
 // runScratch mounts a tmpfs of stage 2's own on /run, where the overlays'
-// mountpoints, the daemons' log and their control sockets go: nothing of
-// the run is then on the host's file systems, not even after a SIGKILL.
-// Where a path run needs lies under /run, it uses a new directory in
-// $TMPDIR instead (root only), which cleanup removes.
+// mountpoints and the log go: nothing of the run is then on the host's
+// file systems, not even after a SIGKILL. Where a path run needs lies
+// under /run, the tmpfs goes on a new directory in $TMPDIR instead (root
+// only), which cleanup removes. The tmpfs is shared, so that mounts made
+// on it reach a mount namespace copied from this one before they were
+// made (the sandbox init's).
 func runScratch(plan *runPlan) (dir string, cleanup func(), err error) {
 	need := []string{plan.Rootfs, plan.Log, plan.DiffOut}
 	for _, m := range plan.Sandbox.Mounts {
@@ -639,108 +666,74 @@ func runScratch(plan *runPlan) (dir string, cleanup func(), err error) {
 			}
 		}
 	}
+	base := "/run"
+	cleanup = func() {}
 	for _, p := range need {
 		if p == "/run" || strings.HasPrefix(p, "/run/") {
 			if plan.Sandbox.UserNS {
 				return "", nil, fmt.Errorf("without root, run keeps its mounts under a private /run, so %s (under /run) cannot be used", p)
 			}
-			dir, err := os.MkdirTemp("", "overlayfs-run-")
-			if err != nil {
+			if base, err = os.MkdirTemp("", "overlayfs-run-"); err != nil {
 				return "", nil, err
 			}
-			return dir, func() {
-				// Only what run made, and never through a mount.
-				ents, _ := os.ReadDir(dir)
-				for _, e := range ents {
-					if mounted, _ := isOverlayMount(filepath.Join(dir, e.Name())); !mounted {
-						_ = os.Remove(filepath.Join(dir, e.Name()))
-					}
-				}
-				_ = os.Remove(dir)
-			}, nil
+			cleanup = func() {
+				_ = unix.Unmount(base, unix.MNT_DETACH)
+				_ = os.Remove(base)
+			}
+			break
 		}
 	}
-	if err := unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return "", nil, fmt.Errorf("mount a private tmpfs on /run: %w", err)
+	if err := unix.Mount("tmpfs", base, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("mount a private tmpfs on %s: %w", base, err)
 	}
-	return "/run/overlayfs-run", func() {}, os.Mkdir("/run/overlayfs-run", 0o755)
+	if err := unix.Mount("", base, "", unix.MS_SHARED, ""); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("make %s shared: %w", base, err)
+	}
+	return base, cleanup, nil
 }
 
-// runSandbox runs the sandbox's init (stage 3) and returns its exit status
-// and whether COMMAND could have started (run itself did not fail).
-func runSandbox(sp *sandbox.Spec) (int, bool) {
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: %v\n", err)
-		return exitRunError, false
-	}
-	cmd, w, err := sandbox.Command(sp, self, []string{"run", "--sandbox-init"})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: %v\n", err)
-		return exitRunError, false
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	defer signal.Stop(sigs)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := sandbox.Start(cmd, w, sp); err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: %v\n", err)
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		return exitRunError, false
-	}
-	code := waitForwarding(cmd, sigs)
-	return code, code != exitRunError
-}
-
-// startRunDaemon starts an overlay daemon in this namespace and waits until
-// the mount answers.
-func startRunDaemon(mountArgs []string, lower, mnt, logPath string) (*exec.Cmd, error) {
-	self, err := os.Executable()
-	if err != nil {
+// startRunDaemon mounts an overlay of lower on mnt, served by this
+// process (package daemon) with a gofer process of its own, and returns
+// once the mount answers. The daemon's diagnostics go to logw.
+func startRunDaemon(mountArgs []string, lower, mnt string, logw io.Writer) (daemon.Daemon, error) {
+	fs := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	var mf mountFlags
+	mf.register(fs)
+	if err := fs.Parse(mountArgs); err != nil {
 		return nil, err
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	d, err := daemon.Start(daemon.Config{
+		LowerDir:      lower,
+		Mountpoint:    mnt,
+		Spec:          mf.overlay2,
+		Shared:        mf.fileAccess == "shared",
+		Debug:         mf.debug,
+		UpperTar:      string(mf.upperTar),
+		FuseURing:     mf.uringMode(),
+		NoPassthrough: !mf.passthrough,
+		Gofer: func(readOnly bool) (int, func(), error) {
+			if mf.goferSocket != "" {
+				fd, err := dialGofer(mf.goferSocket)
+				return fd, nil, err
+			}
+			fd, cmd, err := spawnGofer(lower, readOnly)
+			if err != nil {
+				return -1, nil, err
+			}
+			return fd, func() { waitOrKill(cmd, 5*time.Second) }, nil
+		},
+		Logf: func(format string, args ...any) { fmt.Fprintf(logw, format+"\n", args...) },
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open the log: %w", err)
+		return nil, fmt.Errorf("mount %s: %w", lower, err)
 	}
-	defer logf.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	args := append([]string{"mount", "--ready-fd", "3"}, mountArgs...)
-	cmd := exec.Command(self, append(args, "--", lower, mnt)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Dir = "/"
-	// Its own process group: a Ctrl-C meant for COMMAND must not unmount.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("start the overlay daemon: %w", err)
-	}
-	w.Close()
-	line, _ := bufio.NewReader(r).ReadString('\n')
-	line = strings.TrimSpace(line)
-	if line == "ok" {
-		return cmd, nil
-	}
-	_ = cmd.Wait()
-	if line == "" {
-		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("the overlay daemon exited before the mount was ready:\n%s", log)
-	}
-	return nil, fmt.Errorf("mount %s: %s", lower, line)
+	return d, nil
 }
 
-// stopRunDaemon unmounts an overlay and waits for its daemon to clean up.
-func stopRunDaemon(daemon *exec.Cmd, mnt string) {
+// stopRunDaemon unmounts an overlay and releases its daemon.
+func stopRunDaemon(d daemon.Daemon, mnt string) {
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
@@ -748,15 +741,19 @@ func stopRunDaemon(daemon *exec.Cmd, mnt string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err == unix.EBUSY {
-		fmt.Fprintf(os.Stderr, "overlayfs run: %s is still in use; detaching it\n", mnt)
+	if err != nil {
+		// Only stage 2 and the sandbox (gone by now) ever used it.
+		fmt.Fprintf(os.Stderr, "overlayfs run: unmount %s: %v; detaching it\n", mnt, err)
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-	} else if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: unmount %s: %v\n", mnt, err)
-		_ = daemon.Process.Signal(syscall.SIGTERM)
 	}
-	waitOrKill(daemon, 15*time.Second)
+	done := make(chan struct{})
+	go func() { d.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		fmt.Fprintf(os.Stderr, "overlayfs run: the kernel did not release %s within 15s\n", mnt)
+	}
+	d.Close()
 }
 
 // printRunChanges reports what COMMAND changed: the root's overlay, then
@@ -764,10 +761,16 @@ func stopRunDaemon(daemon *exec.Cmd, mnt string) {
 func printRunChanges(plan *runPlan, daemons []runDaemon) {
 	var changes []ctlsock.Change
 	for _, d := range daemons {
-		client, err := ctlsock.Find(d.mnt)
 		var ch []ctlsock.Change
-		if err == nil {
-			ch, err = client.Changes()
+		var err error
+		if d.d != nil {
+			ch, err = d.d.Changes()
+		} else {
+			var client *ctlsock.Client
+			client, err = ctlsock.Find(d.mnt)
+			if err == nil {
+				ch, err = client.Changes()
+			}
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "overlayfs run: cannot list the changes under %s: %v\n", orRoot(d.dest), err)
