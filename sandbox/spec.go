@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -111,6 +112,8 @@ func Start(path string, args []string, noNetwork bool, stdio [3]*os.File) (*Init
 	}
 	defer r.Close()
 	cmd := exec.Command(path, args...)
+	// ps inside shows the program's name, not where it lives on the host.
+	cmd.Args[0] = filepath.Base(path)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio[0], stdio[1], stdio[2]
 	cmd.ExtraFiles = []*os.File{r}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
