@@ -32,6 +32,9 @@ type mountFlags struct {
 	fuseURing   string
 	// options are the generic mount options (-o); only mount has them.
 	options mountOptions
+	// removeDirs lists (as PATH does) directories to remove once the
+	// mount is gone (run --keep's mountpoint and work directory), if empty.
+	removeDirs string
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -48,6 +51,8 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
 	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
+	fl.StringVar(&m.removeDirs, "remove-dirs", "", "internal: remove these directories (a list like PATH), if empty, once the mount is gone")
+	_ = fl.MarkHidden("remove-dirs")
 	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "`MODE` how FUSE requests travel: auto: by io_uring when the kernel offers it (root, Linux 6.14+, /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail, naming what to change | off: /dev/fuse. Default: $OVERLAYFS_FUSE_URING if set, else auto")
 }
 
@@ -330,6 +335,9 @@ func serveMount(mf mountFlags, lowerDir, mnt string, readyFD int, tempLog string
 	fmt.Fprintf(os.Stderr, "overlayfs: %s unmounted\n", mnt)
 	if tempLog != "" {
 		_ = os.Remove(tempLog)
+	}
+	for _, dir := range filepath.SplitList(mf.removeDirs) {
+		_ = os.Remove(dir) // only if empty: never anything of the user's
 	}
 	return nil
 }

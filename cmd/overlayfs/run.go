@@ -1,30 +1,39 @@
 package main
 
-// overlayfs run: a command on a throw-away overlay of a rootfs.
+// overlayfs run: a command isolated on a throw-away overlay of a rootfs.
 //
-// Three processes take part. The host process (stage 1) checks the
-// arguments, makes a work directory holding the mountpoint, and re-executes
-// itself with CLONE_NEWNS (stage 2). Stage 2 makes every mount private,
-// starts the overlay daemon as its own child (`overlayfs mount --ready-fd`,
-// never serving its own accesses), mounts /proc, a minimal /dev and a
-// read-only /sys on top of the overlay, runs COMMAND chrooted there, prints
-// what changed and unmounts. The mounts exist only in stage 2's namespace,
-// so nothing is left on the host even if everything is killed.
+// Three processes take part, besides the overlay daemons and COMMAND.
 //
-// With --keep, stage 1 mounts the overlay in the host namespace (a normal
-// background `overlayfs mount`) before stage 2 starts; stage 2 then only adds
-// /proc, /dev and /sys in its private namespace, and the overlay stays for
-// inspection until `overlayfs umount`.
+//   - Stage 1, `run` itself, in the caller's namespaces, checks the
+//     arguments and starts stage 2 in new mount and PID namespaces (and,
+//     without root, a user namespace mapping the caller to 0), bound to
+//     stage 1 by PR_SET_PDEATHSIG. With --keep it first mounts the
+//     overlays in the host namespace (background `overlayfs mount`s).
+//   - Stage 2 is PID 1 of that PID namespace. It makes every mount private,
+//     hides /run under a tmpfs of its own (the mountpoints and the log live
+//     there), mounts the overlays and serves them itself (package daemon,
+//     a gofer process each), then starts stage 3, prints what changed and
+//     unmounts. Stage 2 and the gofers are out of COMMAND's sight (a PID
+//     namespace above its own), and when stage 2 dies, even by SIGKILL,
+//     the kernel kills everything in its namespace; the mounts vanish with
+//     the mount namespaces.
+//   - Stage 3 is the sandbox's init (package sandbox): new PID, mount,
+//     UTS, IPC (and network) namespaces, pivot_root into the overlay,
+//     COMMAND as its child.
 
 import (
-	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,52 +42,130 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
+	"overlayfs/daemon"
+	"overlayfs/filestore"
+	"overlayfs/sandbox"
 )
 
 // Exit statuses of run itself, as container runtimes use them.
 const (
-	exitRunError   = 125 // run failed (bad ROOTFS, mount failed, ...)
-	exitCannotExec = 126 // COMMAND exists but could not be executed
-	exitNotFound   = 127 // COMMAND not found in ROOTFS
+	exitRunError   = sandbox.ExitSetupFailed // run failed (bad ROOTFS, mount failed, ...)
+	exitCannotExec = sandbox.ExitCannotExec  // COMMAND exists but could not be executed
+	exitNotFound   = sandbox.ExitNotFound    // COMMAND not found in ROOTFS
 )
 
-// runFlags are run's own flags.
-type runFlags struct {
-	keep    bool
-	diffOut absPath
-	// Internal: stage 2.
-	nsChild bool
-	mnt     string
-	kept    bool
+// runPlan is what stage 1 hands stage 2.
+type runPlan struct {
+	Rootfs    string
+	MountArgs []string // flags for each `overlayfs mount`
+	BindArgs  []string // flags for the overlays of binds under all:
+	AllBinds  bool     // under all:, every --bind gets an overlay
+	Keep      bool
+	Work      string // --keep: the host work directory holding the mounts
+	Log       string // --log, or ""
+	DiffOut   string // --diff-out, or ""
+	Sandbox   sandbox.Spec
+}
+
+// mountList collects --bind, --ro-bind and --tmpfs in the order given.
+type mountList struct {
+	kind string
+	ro   bool
+	list *[]sandbox.Mount
+}
+
+func (m mountList) String() string { return "" }
+func (m mountList) Type() string {
+	if m.kind == "tmpfs" {
+		return "DST"
+	}
+	return "SRC:DST"
+}
+func (m mountList) Set(v string) error {
+	mnt := sandbox.Mount{Kind: m.kind, ReadOnly: m.ro}
+	if m.kind == "tmpfs" {
+		mnt.Dest = v
+	} else {
+		src, dst, ok := strings.Cut(v, ":")
+		if !ok || src == "" || dst == "" {
+			return fmt.Errorf("want SRC:DST, got %q", v)
+		}
+		abs, err := filepath.Abs(src)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("SRC %s: %w", src, err)
+		}
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+		mnt.Source, mnt.Dest = abs, dst
+	}
+	if !path.IsAbs(mnt.Dest) || path.Clean(mnt.Dest) == "/" {
+		return fmt.Errorf("DST must be an absolute path below /, got %q", mnt.Dest)
+	}
+	mnt.Dest = path.Clean(mnt.Dest)
+	*m.list = append(*m.list, mnt)
+	return nil
 }
 
 func runRun(args []string) error {
 	fl := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	fl.SetInterspersed(true)
 	mfs := pflag.NewFlagSet("mount flags", pflag.ContinueOnError)
 	var mf mountFlags
 	mf.register(mfs)
 	fl.AddFlagSet(mfs)
-	var rf runFlags
-	fl.BoolVar(&rf.keep, "keep", false, "leave the overlay mounted (in the host mount namespace) for inspection, and say where")
-	fl.Var(&rf.diffOut, "diff-out", "write the summary of changes (`overlayfs diff` lines) to FILE instead of standard error")
-	fl.BoolVar(&rf.nsChild, "ns-child", false, "internal")
-	fl.StringVar(&rf.mnt, "mnt", "", "internal")
-	fl.BoolVar(&rf.kept, "kept", false, "internal")
-	for _, n := range []string{"ns-child", "mnt", "kept"} {
+	var (
+		keep, clearEnv, nsChild, sandboxInit bool
+		diffOut, logPath                     absPath
+		hostname, netMode, chdir, user       string
+		env                                  []string
+		mounts                               []sandbox.Mount
+	)
+	fl.BoolVar(&keep, "keep", false, "leave the overlays mounted (in the host mount namespace) for inspection, and say where (root only)")
+	fl.Var(&diffOut, "diff-out", "write the summary of changes (`overlayfs diff` lines) to FILE instead of standard error")
+	fl.Var(&logPath, "log", "keep the overlay daemons' log in FILE (default: kept only if run fails, and then its place is printed)")
+	fl.StringVar(&hostname, "hostname", sandbox.DefaultHostname, "host name in COMMAND's UTS namespace")
+	fl.StringVar(&netMode, "net", "host", "`MODE` host: the host's network | none: a network namespace with only lo, up")
+	fl.StringVar(&chdir, "chdir", "/", "COMMAND's working `DIR` inside the sandbox")
+	fl.StringArrayVar(&env, "env", nil, "set `K=V` in COMMAND's environment (repeatable)")
+	fl.BoolVar(&clearEnv, "clear-env", false, "start COMMAND with an empty environment (then --env); PATH, if unset, is searched as /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	fl.StringVar(&user, "user", "", "run COMMAND as `UID[:GID]` (numbers; GID defaults to UID), without supplementary groups")
+	fl.Var(mountList{kind: "bind", list: &mounts}, "bind", "bind host directory or file SRC on DST; under --overlay2 all:… SRC gets an overlay of its own (changes listed under DST, then discarded), under root:… changes reach SRC (repeatable)")
+	fl.Var(mountList{kind: "bind", ro: true, list: &mounts}, "ro-bind", "bind SRC on DST read-only (repeatable)")
+	fl.Var(mountList{kind: "tmpfs", list: &mounts}, "tmpfs", "mount an empty tmpfs on DST (repeatable)")
+	fl.BoolVar(&nsChild, "ns-child", false, "internal")
+	fl.BoolVar(&sandboxInit, "sandbox-init", false, "internal")
+	for _, n := range []string{"ns-child", "sandbox-init"} {
 		_ = fl.MarkHidden(n)
 	}
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: overlayfs run [flags] ROOTFS -- COMMAND [ARGS...]\n\n"+
-			"Runs COMMAND chrooted in a writable overlay of ROOTFS, in a private mount namespace with\n"+
-			"/proc, a minimal /dev (null zero full random urandom tty pts shm) and a read-only /sys.\n"+
-			"COMMAND gets this process's standard input, output, error and environment. When it ends,\n"+
-			"run prints what it changed (`overlayfs diff` format) and discards the overlay: ROOTFS is\n"+
-			"never modified. The exit status is COMMAND's (128+N if killed by signal N); 125 means run\n"+
-			"itself failed, 126 that COMMAND could not be executed, 127 that it was not found.\n"+
-			"Needs root.\n\nFlags:\n%s", fl.FlagUsages())
+			"Runs COMMAND in a writable overlay of ROOTFS, isolated as bubblewrap or systemd-nspawn\n"+
+			"would: new PID, mount, UTS and IPC namespaces (and a network namespace with --net none),\n"+
+			"pivot_root into the overlay, a fresh /proc, a minimal /dev (null zero full random urandom\n"+
+			"tty pts shm), a read-only /sys, and a small init as PID 1 that forwards SIGINT, SIGTERM and\n"+
+			"SIGHUP. As root, COMMAND keeps Docker's default capabilities only; without root, a user\n"+
+			"namespace maps the caller to root inside. Under a terminal COMMAND gets a terminal of its\n"+
+			"own, relayed. When COMMAND ends, run prints what it changed (`overlayfs diff` format) and\n"+
+			"discards the overlay: ROOTFS is never modified. When run dies, even by SIGKILL, COMMAND,\n"+
+			"its processes and every mount die with it. The exit status is COMMAND's (128+N if killed\n"+
+			"by signal N); 125 means run itself failed, 126 that COMMAND could not be executed, 127 that\n"+
+			"it was not found. Not a security boundary against kernel exploits.\n\nFlags:\n%s", fl.FlagUsages())
 	}
 	if err := fl.Parse(args); err != nil {
-		return err
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return exitError{code: exitRunError, msg: err.Error()}
+	}
+	if sandboxInit {
+		return exitError{code: sandbox.RunInit(3)}
+	}
+	if nsChild {
+		return exitError{code: runNamespace()}
 	}
 	if err := mf.validate(); err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
@@ -87,90 +174,206 @@ func runRun(args []string) error {
 		fl.Usage()
 		return exitError{code: 2, msg: "need ROOTFS -- COMMAND [ARGS...]"}
 	}
-	rootArg, command := fl.Arg(0), fl.Args()[1:]
-	var mountArgs []string
+	rootfs, err := existingDir(fl.Arg(0), "ROOTFS")
+	if err != nil {
+		return exitError{code: exitRunError, msg: err.Error()}
+	}
+	plan := runPlan{Rootfs: rootfs, Keep: keep, Log: string(logPath), DiffOut: string(diffOut),
+		AllBinds: mf.overlay2.Enabled() && mf.overlay2.Mount == "all"}
 	fl.Visit(func(f *pflag.Flag) {
 		if mfs.Lookup(f.Name) != nil {
-			mountArgs = append(mountArgs, "--"+f.Name+"="+f.Value.String())
+			plan.MountArgs = append(plan.MountArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
-	if rf.nsChild {
-		return exitError{code: runNamespace(rf, mountArgs, rootArg, command)}
+	plan.BindArgs = bindMountArgs(plan.MountArgs, mf.overlay2)
+	sp := &plan.Sandbox
+	sp.Args = fl.Args()[1:]
+	sp.Hostname = hostname
+	sp.Dir = chdir
+	sp.Mounts = mounts
+	switch netMode {
+	case "host":
+	case "none":
+		sp.NoNetwork = true
+	default:
+		return exitError{code: exitRunError, msg: fmt.Sprintf("--net must be host or none, got %q", netMode)}
 	}
-	return runHost(rf, mountArgs, rootArg, command)
+	if !path.IsAbs(chdir) {
+		return exitError{code: exitRunError, msg: fmt.Sprintf("--chdir wants an absolute path inside the sandbox, got %q", chdir)}
+	}
+	if !clearEnv {
+		sp.Env = os.Environ()
+	}
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return exitError{code: exitRunError, msg: fmt.Sprintf("--env wants K=V, got %q", kv)}
+		}
+		sp.Env = append(sp.Env, kv)
+	}
+	if user != "" {
+		c, err := parseUser(user)
+		if err != nil {
+			return exitError{code: exitRunError, msg: err.Error()}
+		}
+		sp.User = c
+	}
+	if plan.AllBinds {
+		for _, m := range mounts {
+			if m.Kind == "bind" && !m.ReadOnly {
+				if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+					return exitError{code: exitRunError, msg: fmt.Sprintf("--bind %s:%s: under --overlay2 all:… a bound SRC gets an overlay, which needs a directory; bind a file with --ro-bind, or use root:…", m.Source, m.Dest)}
+				}
+			}
+		}
+	}
+	return runHost(&plan)
 }
 
-// runHost is stage 1, in the caller's mount namespace.
-func runHost(rf runFlags, mountArgs []string, rootArg string, command []string) error {
-	if os.Geteuid() != 0 {
-		return exitError{code: exitRunError, msg: "run needs root: it makes a mount namespace and mounts /proc, /dev and /sys"}
-	}
-	rootfs, err := existingDir(rootArg, "ROOTFS")
-	if err != nil {
-		return exitError{code: exitRunError, msg: err.Error()}
-	}
-	work, err := os.MkdirTemp("", "overlayfs-run-")
-	if err != nil {
-		return exitError{code: exitRunError, msg: err.Error()}
-	}
-	mnt := filepath.Join(work, "root")
-	logPath := filepath.Join(work, "daemon.log")
-	cleanup := func() {
-		// Only what run made, and never through a mount.
-		if mounted, _ := isOverlayMount(mnt); mounted {
-			return
+// bindMountArgs are the mount flags of the overlay of a --bind under all:
+// those of the root, in shared file access (SRC may change behind it),
+// and never with the filestore in SRC itself (self becomes memory).
+func bindMountArgs(mountArgs []string, spec filestore.Spec) []string {
+	var out []string
+	for _, a := range mountArgs {
+		if strings.HasPrefix(a, "--file-access=") || strings.HasPrefix(a, "--upper-tar=") {
+			continue
 		}
-		_ = os.Remove(mnt)
-		_ = os.Remove(logPath)
-		_ = os.Remove(work)
+		if strings.HasPrefix(a, "--overlay2=") && spec.Medium == filestore.MediumSelf {
+			s := spec
+			s.Medium = filestore.MediumMemory
+			a = "--overlay2=" + s.String()
+		}
+		out = append(out, a)
 	}
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		cleanup()
-		return exitError{code: exitRunError, msg: err.Error()}
+	return append(out, "--file-access=shared")
+}
+
+func parseUser(v string) (*sandbox.Credential, error) {
+	us, gs, hasG := strings.Cut(v, ":")
+	uid, err := strconv.ParseUint(us, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("--user wants UID[:GID] as numbers, got %q", v)
+	}
+	gid := uid
+	if hasG {
+		if gid, err = strconv.ParseUint(gs, 10, 32); err != nil {
+			return nil, fmt.Errorf("--user wants UID[:GID] as numbers, got %q", v)
+		}
+	}
+	return &sandbox.Credential{UID: uint32(uid), GID: uint32(gid)}, nil
+}
+
+// runHost is stage 1, in the caller's namespaces.
+func runHost(plan *runPlan) error {
+	rootless := os.Geteuid() != 0
+	if rootless {
+		if plan.Keep {
+			return exitError{code: exitRunError, msg: "--keep needs root: the overlays would be mounted in the host's mount namespace"}
+		}
+		if err := rootlessPreflight(); err != nil {
+			return exitError{code: exitRunError, msg: err.Error()}
+		}
+		plan.Sandbox.UserNS = true
+		if u := plan.Sandbox.User; u != nil && (u.UID != 0 || u.GID != 0) {
+			return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: without root only uid and gid 0 are mapped in the sandbox (the caller)", u.UID, u.GID)}
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
-		cleanup()
 		return exitError{code: exitRunError, msg: err.Error()}
 	}
-	if rf.keep {
-		args := append([]string{"mount", "--log", logPath}, mountArgs...)
-		out, err := exec.Command(self, append(args, "--", rootfs, mnt)...).CombinedOutput()
+	var kept []string
+	if plan.Keep {
+		work, err := os.MkdirTemp("", "overlayfs-run-")
 		if err != nil {
-			cleanup()
-			return exitError{code: exitRunError, msg: fmt.Sprintf("mount %s: %s", rootfs, strings.TrimSpace(string(out)))}
+			return exitError{code: exitRunError, msg: err.Error()}
+		}
+		plan.Work = work
+		kept, err = mountKept(self, plan)
+		if err != nil {
+			for i := len(kept) - 1; i >= 0; i-- {
+				_ = exec.Command(self, "umount", kept[i]).Run()
+			}
+			removeWork(work)
+			return exitError{code: exitRunError, msg: err.Error()}
 		}
 	}
-	args := []string{"run", "--ns-child", "--mnt", mnt}
-	if rf.keep {
-		args = append(args, "--kept")
+	planR, planW, err := os.Pipe()
+	if err != nil {
+		return exitError{code: exitRunError, msg: err.Error()}
 	}
-	if rf.diffOut != "" {
-		args = append(args, "--diff-out", string(rf.diffOut))
-	}
-	args = append(args, mountArgs...)
-	args = append(args, rootfs, "--")
-	args = append(args, command...)
-	cmd := exec.Command(self, args...)
+	// ROOTFS on the command line only says, in ps, what the process is for.
+	cmd := exec.Command(self, "run", "--ns-child", "--", plan.Rootfs)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS, Pdeathsig: syscall.SIGTERM}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
-	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		if rf.keep {
-			_ = exec.Command(self, "umount", mnt).Run()
-		}
-		cleanup()
-		return exitError{code: exitRunError, msg: fmt.Sprintf("start a mount namespace: %v", err)}
+	cmd.ExtraFiles = []*os.File{planR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
+	if rootless {
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
 	}
-	code := waitForwarding(cmd, sigs)
-	if rf.keep {
-		fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s stays mounted on %s (daemon log %s);\n"+
-			"  inspect it, `overlayfs diff %s`, `overlayfs tar %s -f FILE`, then `overlayfs umount %s`\n",
-			rootfs, mnt, logPath, mnt, mnt, mnt)
+	tty := isTerminal(0)
+	var saved *unix.Termios
+	if tty {
+		// The sandbox puts this terminal in raw mode to relay it; put it
+		// back even if the sandbox is killed.
+		saved, _ = unix.IoctlGetTermios(0, unix.TCGETS)
 	} else {
-		cleanup()
+		// A Ctrl-C on a controlling terminal reaches this process only;
+		// it passes it on once.
+		cmd.SysProcAttr.Setpgid = true
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+	// The death signal follows the thread that started stage 2.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	err = cmd.Start()
+	planR.Close()
+	if err == nil {
+		err = json.NewEncoder(planW).Encode(plan)
+		if err != nil {
+			_ = cmd.Process.Kill()
+		}
+	} else {
+		err = explainNamespaceError(err, rootless)
+	}
+	planW.Close()
+	code := exitRunError
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "overlayfs run: start the sandbox: %v\n", err)
+		if cmd.Process != nil {
+			_ = cmd.Wait()
+		}
+	} else {
+		code = waitForwarding(cmd, sigs)
+	}
+	if saved != nil {
+		_ = unix.IoctlSetTermios(0, unix.TCSETS, saved)
+	}
+	if plan.Keep {
+		if err != nil {
+			for i := len(kept) - 1; i >= 0; i-- {
+				_ = exec.Command(self, "umount", kept[i]).Run()
+			}
+			removeWork(plan.Work)
+		} else {
+			logNote := "daemon log " + plan.Log
+			if plan.Log == "" {
+				// Nobody asked for it and nothing failed: the daemons
+				// write on into the unlinked file.
+				_ = os.Remove(keptLog(plan))
+				logNote = "no daemon log kept; --log FILE keeps one"
+			}
+			fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s stays mounted on %s (%s);\n"+
+				"  inspect it, `overlayfs diff %s`, `overlayfs tar %s -f FILE`, then `overlayfs umount %s`\n",
+				plan.Rootfs, kept[0], logNote, kept[0], kept[0], kept[0])
+			for i, m := range bindOverlays(plan) {
+				fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s (bound on %s) stays mounted on %s\n", m.Source, m.Dest, kept[i+1])
+			}
+		}
 	}
 	if code == 0 {
 		return nil
@@ -178,8 +381,104 @@ func runHost(rf runFlags, mountArgs []string, rootArg string, command []string) 
 	return exitError{code: code}
 }
 
-// waitForwarding waits for cmd, passing SIGINT and SIGTERM on, and returns
-// its exit status, 128+N if signal N killed it.
+// explainNamespaceError names what to change when the kernel refuses the
+// namespaces.
+func explainNamespaceError(err error, rootless bool) error {
+	if !rootless || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
+		return err
+	}
+	var why []string
+	if b, e := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); e == nil && strings.TrimSpace(string(b)) == "0" {
+		why = append(why, "sysctl kernel.unprivileged_userns_clone=0 (set it to 1)")
+	}
+	if b, e := os.ReadFile("/proc/sys/user/max_user_namespaces"); e == nil && strings.TrimSpace(string(b)) == "0" {
+		why = append(why, "sysctl user.max_user_namespaces=0 (raise it)")
+	}
+	if b, e := os.ReadFile("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"); e == nil && strings.TrimSpace(string(b)) == "1" {
+		why = append(why, "AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for overlayfs that allows userns)")
+	}
+	if len(why) == 0 {
+		why = append(why, "the kernel or a security policy (seccomp, SELinux, AppArmor) forbids unprivileged user namespaces here")
+	}
+	return fmt.Errorf("%w: without root, run needs a user namespace, and %s", err, strings.Join(why, "; "))
+}
+
+// rootlessPreflight checks what a run without root needs and names what to
+// change.
+func rootlessPreflight() error {
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		mode := ""
+		if fi, e := os.Stat("/dev/fuse"); e == nil {
+			mode = fmt.Sprintf(" (mode %v)", fi.Mode().Perm())
+		}
+		return fmt.Errorf("without root, run mounts FUSE in a user namespace and needs read-write access to /dev/fuse%s: %v; most distributions ship it as 0666 (chmod 0666 /dev/fuse, or a udev rule)", mode, err)
+	}
+	return nil
+}
+
+// bindOverlays are the --binds that get an overlay of their own.
+func bindOverlays(plan *runPlan) []sandbox.Mount {
+	if !plan.AllBinds {
+		return nil
+	}
+	var out []sandbox.Mount
+	for _, m := range plan.Sandbox.Mounts {
+		if m.Kind == "bind" && !m.ReadOnly {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// removeWork removes --keep's work directory after its mounts are gone:
+// the log and empty mountpoints only, never through a mount.
+func removeWork(work string) {
+	_ = os.Remove(filepath.Join(work, "daemon.log"))
+	ents, _ := os.ReadDir(work)
+	for _, e := range ents {
+		_ = os.Remove(filepath.Join(work, e.Name()))
+	}
+	_ = os.Remove(work)
+}
+
+func keptLog(plan *runPlan) string {
+	if plan.Log != "" {
+		return plan.Log
+	}
+	return filepath.Join(plan.Work, "daemon.log")
+}
+
+// mountKept mounts the root's overlay and the binds' on plan.Work in the
+// host namespace (--keep) and returns the mountpoints, the root's first.
+func mountKept(self string, plan *runPlan) ([]string, error) {
+	var done []string
+	mount := func(args []string, lower, mnt string) error {
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			return err
+		}
+		// Once unmounted, the daemon removes its mountpoint, and the last
+		// one the work directory.
+		a := append([]string{"mount", "--log", keptLog(plan), "--remove-dirs=" + mnt + string(filepath.ListSeparator) + plan.Work}, args...)
+		out, err := exec.Command(self, append(a, "--", lower, mnt)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("mount %s: %s", lower, strings.TrimSpace(string(out)))
+		}
+		done = append(done, mnt)
+		return nil
+	}
+	if err := mount(plan.MountArgs, plan.Rootfs, filepath.Join(plan.Work, "root")); err != nil {
+		return done, err
+	}
+	for i, m := range bindOverlays(plan) {
+		if err := mount(plan.BindArgs, m.Source, filepath.Join(plan.Work, fmt.Sprintf("bind-%d", i))); err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// waitForwarding waits for cmd, passing SIGINT, SIGTERM and SIGHUP on, and
+// returns its exit status, 128+N if signal N killed it.
 func waitForwarding(cmd *exec.Cmd, sigs <-chan os.Signal) int {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -201,97 +500,240 @@ func waitForwarding(cmd *exec.Cmd, sigs <-chan os.Signal) int {
 	}
 }
 
-// runNamespace is stage 2, in a new mount namespace; it returns the exit
-// status.
-func runNamespace(rf runFlags, mountArgs []string, rootfs string, command []string) int {
+// runDaemon is an overlay daemon stage 2 started.
+type runDaemon struct {
+	d    daemon.Daemon // nil for a kept mount (its daemon is on its own)
+	mnt  string
+	dest string // "" for the root, else the bind's DST
+}
+
+// runNamespace is stage 2, PID 1 of a new PID namespace with a new mount
+// namespace; it returns the exit status.
+func runNamespace() (code int) {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "overlayfs run: "+format+"\n", args...)
 		return code
 	}
-	if rf.mnt == "" {
-		return fail(exitRunError, "--ns-child needs --mnt")
+	var plan runPlan
+	f := os.NewFile(3, "plan")
+	err := json.NewDecoder(f).Decode(&plan)
+	f.Close()
+	if err != nil {
+		return fail(exitRunError, "read the run plan: %v", err)
 	}
-	mnt := rf.mnt
+	self, err := os.Executable()
+	if err != nil {
+		return fail(exitRunError, "%v", err)
+	}
 	// Nothing mounted from here on may reach the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail(exitRunError, "make mounts private: %v", err)
 	}
-	var daemon *exec.Cmd
-	if !rf.kept {
-		var err error
-		daemon, err = startRunDaemon(mountArgs, rootfs, mnt)
+	sp := plan.Sandbox
+	var daemons []runDaemon
+	scratch := plan.Work
+	if plan.Keep {
+		daemons = append(daemons, runDaemon{mnt: filepath.Join(plan.Work, "root")})
+		for i, m := range bindOverlays(&plan) {
+			daemons = append(daemons, runDaemon{mnt: filepath.Join(plan.Work, fmt.Sprintf("bind-%d", i)), dest: m.Dest})
+		}
+	} else {
+		var cleanupScratch func()
+		scratch, cleanupScratch, err = runScratch(&plan)
 		if err != nil {
 			return fail(exitRunError, "%v", err)
 		}
+		defer cleanupScratch()
 	}
-	specials, warnings, err := mountSpecials(mnt)
-	for _, w := range warnings {
-		fmt.Fprintf(os.Stderr, "overlayfs run: %s\n", w)
-	}
-	code := 0
+	// The init starts now, while the overlays mount: they reach its
+	// namespace through the shared scratch mount.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	defer signal.Stop(sigs)
+	runtime.LockOSThread() // the init's death signal follows this thread
+	defer runtime.UnlockOSThread()
+	init, err := sandbox.Start(self, []string{"run", "--sandbox-init"}, sp.NoNetwork, [3]*os.File{os.Stdin, os.Stdout, os.Stderr})
 	if err != nil {
-		code = fail(exitRunError, "%v", err)
-	} else {
-		var started bool
-		code, started = runChrooted(mnt, rootfs, command)
-		if started {
-			printRunChanges(rf, mnt, rootfs)
+		return fail(exitRunError, "%v", err)
+	}
+	if !plan.Keep {
+		logPath := plan.Log
+		if logPath == "" {
+			logPath = filepath.Join(scratch, "daemon.log")
+		}
+		logw, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			init.Abort()
+			return fail(exitRunError, "open the log: %v", err)
+		}
+		// go-fuse and the daemon library log there too.
+		log.SetOutput(logw)
+		raiseNoFile()
+		defer func() {
+			for i := len(daemons) - 1; i >= 0; i-- {
+				stopRunDaemon(daemons[i].d, daemons[i].mnt)
+			}
+			logw.Close()
+			if code == exitRunError && plan.Log == "" {
+				saveRunLog(logPath)
+			}
+		}()
+		start := func(args []string, lower, mnt, dest string) error {
+			if err := os.Mkdir(mnt, 0o755); err != nil {
+				return err
+			}
+			d, err := startRunDaemon(args, lower, mnt, logw)
+			if err != nil {
+				return err
+			}
+			daemons = append(daemons, runDaemon{d: d, mnt: mnt, dest: dest})
+			return nil
+		}
+		err = start(plan.MountArgs, plan.Rootfs, filepath.Join(scratch, "root"), "")
+		for i, m := range bindOverlays(&plan) {
+			if err == nil {
+				err = start(plan.BindArgs, m.Source, filepath.Join(scratch, fmt.Sprintf("bind-%d", i)), m.Dest)
+			}
+		}
+		if err != nil {
+			init.Abort()
+			return fail(exitRunError, "%v", err)
 		}
 	}
-	for i := len(specials) - 1; i >= 0; i-- {
-		_ = unix.Unmount(specials[i], unix.MNT_DETACH)
+	sp.Root = daemons[0].mnt
+	// Under all:, a --bind is bound from its overlay.
+	bi := 1
+	for i, m := range sp.Mounts {
+		if plan.AllBinds && m.Kind == "bind" && !m.ReadOnly {
+			sp.Mounts[i].Source = daemons[bi].mnt
+			bi++
+		}
 	}
-	if daemon != nil {
-		stopRunDaemon(daemon, mnt)
+	if err := init.Send(&sp); err != nil {
+		init.Abort()
+		return fail(exitRunError, "%v", err)
+	}
+	code = waitForwarding(init.Cmd, sigs)
+	if code != exitRunError {
+		printRunChanges(&plan, daemons)
 	}
 	return code
 }
 
-// startRunDaemon starts the overlay daemon in this namespace and waits until
-// the mount answers.
-func startRunDaemon(mountArgs []string, rootfs, mnt string) (*exec.Cmd, error) {
-	self, err := os.Executable()
+// saveRunLog keeps the daemons' log of a failed run and says where.
+func saveRunLog(logPath string) {
+	b, _ := os.ReadFile(logPath)
+	if len(b) == 0 {
+		return
+	}
+	f, err := os.CreateTemp("", "overlayfs-run-*.log")
 	if err != nil {
-		return nil, err
+		return
 	}
-	logPath := filepath.Join(filepath.Dir(mnt), "daemon.log")
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	defer logf.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "overlayfs run: the overlay daemons' log is in %s\n", f.Name())
 	}
-	defer r.Close()
-	args := append([]string{"mount", "--ready-fd", "3"}, mountArgs...)
-	cmd := exec.Command(self, append(args, "--", rootfs, mnt)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Dir = "/"
-	// Its own process group: a Ctrl-C meant for COMMAND must not unmount.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("start the overlay daemon: %w", err)
-	}
-	w.Close()
-	line, _ := bufio.NewReader(r).ReadString('\n')
-	line = strings.TrimSpace(line)
-	if line == "ok" {
-		return cmd, nil
-	}
-	_ = cmd.Wait()
-	if line == "" {
-		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("the overlay daemon exited before the mount was ready:\n%s", log)
-	}
-	return nil, fmt.Errorf("mount %s: %s", rootfs, line)
 }
 
-// stopRunDaemon unmounts the overlay and waits for its daemon to clean up.
-func stopRunDaemon(daemon *exec.Cmd, mnt string) {
+// runScratch mounts a tmpfs of stage 2's own on /run, where the overlays'
+// mountpoints and the log go: nothing of the run is then on the host's
+// file systems, not even after a SIGKILL. Where a path run needs lies
+// under /run, the tmpfs goes on a new directory in $TMPDIR instead (root
+// only), which cleanup removes. The tmpfs is shared, so that mounts made
+// on it reach a mount namespace copied from this one before they were
+// made (the sandbox init's).
+func runScratch(plan *runPlan) (dir string, cleanup func(), err error) {
+	need := []string{plan.Rootfs, plan.Log, plan.DiffOut}
+	for _, m := range plan.Sandbox.Mounts {
+		need = append(need, m.Source)
+	}
+	if self, err := os.Executable(); err == nil {
+		need = append(need, self)
+	}
+	for _, a := range plan.MountArgs {
+		if v, ok := strings.CutPrefix(a, "--overlay2="); ok {
+			if sp, err := filestore.Parse(v); err == nil {
+				need = append(need, sp.Dir)
+			}
+		}
+		for _, flag := range []string{"--upper-tar=", "--gofer-socket="} {
+			if v, ok := strings.CutPrefix(a, flag); ok {
+				need = append(need, v)
+			}
+		}
+	}
+	base := "/run"
+	cleanup = func() {}
+	for _, p := range need {
+		if p == "/run" || strings.HasPrefix(p, "/run/") {
+			if plan.Sandbox.UserNS {
+				return "", nil, fmt.Errorf("without root, run keeps its mounts under a private /run, so %s (under /run) cannot be used", p)
+			}
+			if base, err = os.MkdirTemp("", "overlayfs-run-"); err != nil {
+				return "", nil, err
+			}
+			cleanup = func() {
+				_ = unix.Unmount(base, unix.MNT_DETACH)
+				_ = os.Remove(base)
+			}
+			break
+		}
+	}
+	if err := unix.Mount("tmpfs", base, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("mount a private tmpfs on %s: %w", base, err)
+	}
+	if err := unix.Mount("", base, "", unix.MS_SHARED, ""); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("make %s shared: %w", base, err)
+	}
+	return base, cleanup, nil
+}
+
+// startRunDaemon mounts an overlay of lower on mnt, served by this
+// process (package daemon) with a gofer process of its own, and returns
+// once the mount answers. The daemon's diagnostics go to logw.
+func startRunDaemon(mountArgs []string, lower, mnt string, logw io.Writer) (daemon.Daemon, error) {
+	fs := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	var mf mountFlags
+	mf.register(fs)
+	if err := fs.Parse(mountArgs); err != nil {
+		return nil, err
+	}
+	d, err := daemon.Start(daemon.Config{
+		LowerDir:      lower,
+		Mountpoint:    mnt,
+		Spec:          mf.overlay2,
+		Shared:        mf.fileAccess == "shared",
+		Debug:         mf.debug,
+		UpperTar:      string(mf.upperTar),
+		FuseURing:     mf.uringMode(),
+		NoPassthrough: !mf.passthrough,
+		Gofer: func(readOnly bool) (int, func(), error) {
+			if mf.goferSocket != "" {
+				fd, err := dialGofer(mf.goferSocket)
+				return fd, nil, err
+			}
+			fd, cmd, err := spawnGofer(lower, readOnly)
+			if err != nil {
+				return -1, nil, err
+			}
+			return fd, func() { waitOrKill(cmd, 5*time.Second) }, nil
+		},
+		Logf: func(format string, args ...any) { fmt.Fprintf(logw, format+"\n", args...) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", lower, err)
+	}
+	return d, nil
+}
+
+// stopRunDaemon unmounts an overlay and releases its daemon.
+func stopRunDaemon(d daemon.Daemon, mnt string) {
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
@@ -299,262 +741,88 @@ func stopRunDaemon(daemon *exec.Cmd, mnt string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err == unix.EBUSY {
-		// A process COMMAND left behind still uses the overlay.
-		fmt.Fprintf(os.Stderr, "overlayfs run: %s is still in use by a leftover process; detaching it\n", mnt)
+	if err != nil {
+		// Only stage 2 and the sandbox (gone by now) ever used it.
+		fmt.Fprintf(os.Stderr, "overlayfs run: unmount %s: %v; detaching it\n", mnt, err)
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-	} else if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: unmount %s: %v\n", mnt, err)
-		_ = daemon.Process.Signal(syscall.SIGTERM)
 	}
-	waitOrKill(daemon, 15*time.Second)
+	done := make(chan struct{})
+	go func() { d.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		fmt.Fprintf(os.Stderr, "overlayfs run: the kernel did not release %s within 15s\n", mnt)
+	}
+	d.Close()
 }
 
-// runChrooted runs COMMAND in the overlay and returns its exit status and
-// whether it started at all.
-func runChrooted(mnt, rootfs string, command []string) (int, bool) {
-	pathEnv := os.Getenv("PATH")
-	if pathEnv == "" {
-		pathEnv = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	}
-	prog, err := lookPathIn(mnt, command[0], pathEnv)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: %v\n", err)
-		if errors.Is(err, errNotExecutable) {
-			return exitCannotExec, false
-		}
-		return exitNotFound, false
-	}
-	cmd := &exec.Cmd{Path: prog, Args: command, Env: os.Environ(), Dir: "/",
-		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: mnt}
-	tty := isTerminal(0)
-	if tty {
-		// COMMAND gets the terminal: Ctrl-C goes to it alone.
-		cmd.SysProcAttr.Setpgid = true
-		cmd.SysProcAttr.Foreground = true
-		cmd.SysProcAttr.Ctty = 0
-	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
-	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: cannot execute %s in %s: %v\n", command[0], rootfs, err)
-		return exitCannotExec, false
-	}
-	code := waitForwarding(cmd, sigs)
-	if tty {
-		// Take the terminal back (we are a background group now).
-		signal.Ignore(unix.SIGTTOU)
-		_ = unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp())
-		signal.Reset(unix.SIGTTOU)
-	}
-	return code, true
-}
-
-func isTerminal(fd int) bool {
-	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	return err == nil
-}
-
-// errNotExecutable marks a COMMAND that exists but is not an executable file.
-var errNotExecutable = errors.New("not executable")
-
-// lookPathIn finds name as PATH lookup would inside root, following
-// symlinks within root, and returns its path as seen from inside root.
-func lookPathIn(root, name, pathEnv string) (string, error) {
-	var cands []string
-	if strings.Contains(name, "/") {
-		cands = []string{path.Clean("/" + name)}
-	} else {
-		for _, dir := range filepath.SplitList(pathEnv) {
-			if dir == "" {
-				dir = "."
-			}
-			cands = append(cands, path.Join("/", dir, name))
-		}
-	}
-	for _, c := range cands {
-		host, err := resolveIn(root, c)
-		if err != nil {
-			continue
-		}
-		fi, err := os.Stat(host)
-		if err != nil {
-			continue
-		}
-		if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-			if strings.Contains(name, "/") {
-				return "", fmt.Errorf("COMMAND %s in ROOTFS is %w", name, errNotExecutable)
-			}
-			continue
-		}
-		return c, nil
-	}
-	if strings.Contains(name, "/") {
-		return "", fmt.Errorf("COMMAND %s not found in ROOTFS", name)
-	}
-	return "", fmt.Errorf("COMMAND %s not found in ROOTFS (searched PATH=%s)", name, pathEnv)
-}
-
-// resolveIn resolves p inside root as a chrooted process would (absolute
-// symlinks and ".." stay within root) and returns the host path.
-func resolveIn(root, p string) (string, error) {
-	cur := "" // resolved so far, "" for root
-	rest := strings.Split(p, "/")
-	for hops := 0; len(rest) > 0; {
-		c := rest[0]
-		rest = rest[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if cur != "" {
-				cur = path.Dir(cur)
-				if cur == "/" {
-					cur = ""
-				}
-			}
-			continue
-		}
-		next := cur + "/" + c
-		fi, err := os.Lstat(root + next)
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode()&os.ModeSymlink == 0 {
-			cur = next
-			continue
-		}
-		if hops++; hops > 40 {
-			return "", unix.ELOOP
-		}
-		t, err := os.Readlink(root + next)
-		if err != nil {
-			return "", err
-		}
-		if strings.HasPrefix(t, "/") {
-			cur = ""
-		}
-		rest = append(strings.Split(t, "/"), rest...)
-	}
-	return root + cur, nil
-}
-
-// printRunChanges reports what COMMAND changed.
-func printRunChanges(rf runFlags, mnt, rootfs string) {
+// printRunChanges reports what COMMAND changed: the root's overlay, then
+// each bind's under its DST.
+func printRunChanges(plan *runPlan, daemons []runDaemon) {
 	var changes []ctlsock.Change
-	client, err := ctlsock.Find(mnt)
-	if err == nil {
-		changes, err = client.Changes()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: cannot list the changes: %v\n", err)
-		return
-	}
-	if rf.diffOut != "" {
-		f, err := os.OpenFile(string(rf.diffOut), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err == nil {
-			err = printChanges(f, changes, false)
-			if cerr := f.Close(); err == nil {
-				err = cerr
+	for _, d := range daemons {
+		var ch []ctlsock.Change
+		var err error
+		if d.d != nil {
+			ch, err = d.d.Changes()
+		} else {
+			var client *ctlsock.Client
+			client, err = ctlsock.Find(d.mnt)
+			if err == nil {
+				ch, err = client.Changes()
 			}
 		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "overlayfs run: cannot list the changes under %s: %v\n", orRoot(d.dest), err)
+			continue
+		}
+		for _, c := range ch {
+			if d.dest != "" {
+				c.Path = d.dest + c.Path
+			}
+			changes = append(changes, c)
+		}
+	}
+	if plan.DiffOut != "" {
+		err := writeChangesFile(plan.DiffOut, changes)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "overlayfs run: --diff-out: %v\n", err)
 		}
 		return
 	}
 	fate := "discarded"
-	if rf.kept {
+	if plan.Keep {
 		fate = "kept"
 	}
 	switch n := len(changes); n {
 	case 0:
-		fmt.Fprintf(os.Stderr, "overlayfs run: no changes to %s\n", rootfs)
+		fmt.Fprintf(os.Stderr, "overlayfs run: no changes to %s\n", plan.Rootfs)
 	default:
-		fmt.Fprintf(os.Stderr, "overlayfs run: %d change(s) to %s (%s):\n", n, rootfs, fate)
+		fmt.Fprintf(os.Stderr, "overlayfs run: %d change(s) to %s (%s):\n", n, plan.Rootfs, fate)
 		_ = printChanges(os.Stderr, changes, false)
 	}
 }
 
-// mountSpecials mounts /proc, a minimal /dev and a read-only /sys on top of
-// the overlay at root (in this namespace only: nothing lands in the upper
-// layer). It returns the mountpoints made, in order, for unmounting, and a
-// warning for each it had to skip because ROOTFS lacks the directory.
-func mountSpecials(root string) (mounted, warnings []string, err error) {
-	isDir := func(p string) bool {
-		fi, err := os.Lstat(p)
-		return err == nil && fi.IsDir()
+func writeChangesFile(name string, changes []ctlsock.Change) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
 	}
-	mount := func(src, target, fstype string, flags uintptr, data string) error {
-		if err := unix.Mount(src, target, fstype, flags, data); err != nil {
-			return fmt.Errorf("mount %s (%s) on %s: %w", src, fstype, target, err)
-		}
-		mounted = append(mounted, target)
-		return nil
+	err = printChanges(f, changes, false)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	const nosuid = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	if p := root + "/proc"; isDir(p) {
-		if err := mount("proc", p, "proc", nosuid, ""); err != nil {
-			return mounted, warnings, err
-		}
-	} else {
-		warnings = append(warnings, "ROOTFS has no /proc directory; COMMAND runs without /proc")
+	return err
+}
+
+func orRoot(dest string) string {
+	if dest == "" {
+		return "/"
 	}
-	if p := root + "/sys"; isDir(p) {
-		if err := unix.Mount("sysfs", p, "sysfs", nosuid|unix.MS_RDONLY, ""); err == nil {
-			mounted = append(mounted, p)
-		} else {
-			// Where sysfs cannot be mounted afresh, a read-only bind does.
-			if err := mount("/sys", p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-				return mounted, warnings, err
-			}
-			if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|nosuid, ""); err != nil {
-				return mounted, warnings, fmt.Errorf("make %s read-only: %w", p, err)
-			}
-		}
-	} else {
-		warnings = append(warnings, "ROOTFS has no /sys directory; COMMAND runs without /sys")
-	}
-	dev := root + "/dev"
-	if !isDir(dev) {
-		warnings = append(warnings, "ROOTFS has no /dev directory; COMMAND runs without /dev")
-		return mounted, warnings, nil
-	}
-	if err := mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=65536k"); err != nil {
-		return mounted, warnings, err
-	}
-	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
-		p := dev + "/" + name
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o666)
-		if err != nil {
-			return mounted, warnings, err
-		}
-		f.Close()
-		if err := mount("/dev/"+name, p, "", unix.MS_BIND, ""); err != nil {
-			return mounted, warnings, err
-		}
-	}
-	for name, target := range map[string]string{
-		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-		"stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx",
-	} {
-		if err := os.Symlink(target, dev+"/"+name); err != nil {
-			return mounted, warnings, err
-		}
-	}
-	for _, d := range []string{"pts", "shm"} {
-		if err := os.Mkdir(dev+"/"+d, 0o755); err != nil {
-			return mounted, warnings, err
-		}
-	}
-	if err := mount("devpts", dev+"/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
-		return mounted, warnings, err
-	}
-	if err := mount("tmpfs", dev+"/shm", "tmpfs", nosuid, "mode=1777"); err != nil {
-		return mounted, warnings, err
-	}
-	return mounted, warnings, nil
+	return dest
+}
+
+func isTerminal(fd int) bool {
+	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	return err == nil
 }
