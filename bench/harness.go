@@ -170,6 +170,8 @@ func amountOf(w workload, sc scale, as *assets) float64 {
 		return float64(sc.randomReads)
 	case "create-small":
 		return float64(sc.smallFiles)
+	case "create-parallel":
+		return float64(sc.smallFiles / 4 * 4)
 	case "stat-tree", "rm-tree":
 		return float64(as.treeEntries)
 	case "untar":

@@ -77,6 +77,7 @@ func workloads() []workload {
 		{name: "read-seq-lower", desc: "sequential 4 KiB reads of a large lower file", unit: UnitBytes, parts: []string{partBig}, setup: dropCache(partBig), run: readSeq(partBig)},
 		{name: "read-rand-lower", desc: "random 4 KiB reads of a large lower file", unit: UnitReads, parts: []string{partBig}, setup: dropCache(partBig), run: readRand(partBig)},
 		{name: "create-small", desc: "create many 4 KiB files in 50 new directories", unit: UnitFiles, mutates: true, run: createSmall},
+		{name: "create-parallel", desc: "create many 4 KiB files from 4 threads at once, each in a directory of its own", unit: UnitFiles, mutates: true, run: createParallel},
 		{name: "stat-tree", desc: "lstat every entry of a large lower source tree", unit: UnitEntries, parts: []string{partTree}, run: statTree},
 		{name: "untar", desc: "tar -x of a real source tree into a new directory", unit: UnitFiles, mutates: true, run: untar},
 		{name: "rm-tree", desc: "rm -rf of a large lower source tree (whiteout-heavy)", unit: UnitEntries, parts: []string{partTree}, mutates: true, run: rmTree},
@@ -220,6 +221,46 @@ func createSmall(ctx context.Context, e *env) (float64, error) {
 		}
 	}
 	return float64(e.sc.smallFiles), nil
+}
+
+// createParallel is createSmall from 4 writers at once, one directory
+// each: what a per-directory lock lets run side by side, and what the
+// rings of several CPUs serve at once.
+func createParallel(ctx context.Context, e *env) (float64, error) {
+	const writers = 4
+	data := fillRandom(4096, 3)
+	per := e.sc.smallFiles / writers
+	errs := make(chan error, writers)
+	for w := range writers {
+		dir := filepath.Join(e.root, "parallel", fmt.Sprintf("w%d", w))
+		go func() {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				errs <- err
+				return
+			}
+			for i := range per {
+				if i%256 == 0 && ctx.Err() != nil {
+					errs <- ctx.Err()
+					return
+				}
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%06d", i)), data, 0o644); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range writers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return 0, first
+	}
+	return float64(per * writers), nil
 }
 
 func statTree(ctx context.Context, e *env) (float64, error) {
