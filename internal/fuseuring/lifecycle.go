@@ -190,7 +190,8 @@ func (s *Server) enter(qid int) {
 	if c.busy.Add(1) >= c.rings.Load() && c.rings.Load() < maxRingsPerCPU && c.growing.CompareAndSwap(false, true) {
 		go func() {
 			defer c.growing.Store(false)
-			if err := s.addRing(qid); err != nil {
+			err := s.addRing(qid)
+			if err != nil && !connectionEnding(err) {
 				s.logf("fuseuring: every ring of CPU %d is in a handler; adding one: %v", qid, err)
 			}
 		}()
@@ -202,6 +203,12 @@ func (s *Server) leave(qid int) { s.cpus[qid].busy.Add(-1) }
 
 // errStopping is addRing's answer once the server stops.
 var errStopping = errors.New("server is stopping")
+
+// connectionEnding reports whether err only says that the server or its
+// connection is going away: nothing to log.
+func connectionEnding(err error) bool {
+	return errors.Is(err, errStopping) || errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+}
 
 // addRing starts one more ring for CPU qid and waits until it has
 // registered its entries.

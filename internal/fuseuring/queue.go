@@ -1,7 +1,6 @@
 package fuseuring
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -301,7 +300,7 @@ func (q *queue) fail(err error) {
 	q.s.setErr(err)
 	c := &q.s.cpus[q.qid]
 	c.rings.Add(-1)
-	if rerr := q.s.addRing(q.qid); rerr != nil && !errors.Is(rerr, errStopping) {
+	if rerr := q.s.addRing(q.qid); rerr != nil && !connectionEnding(rerr) {
 		q.s.logf("fuseuring: %v; starting a ring in its place: %v", err, rerr)
 		return
 	}
