@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -262,7 +263,7 @@ func (q *queue) serve(r *ring) {
 		if len(q.pending) > 0 {
 			wait = 0 // completions already in hand come first
 		}
-		if err := r.submitAndWait(wait); err != nil {
+		if err := q.enter(r, wait); err != nil {
 			q.fail(err)
 			return
 		}
@@ -290,6 +291,22 @@ func (q *queue) serve(r *ring) {
 			q.s.setErr(fmt.Errorf("queue %d: submitting the last replies: %w", q.qid, err))
 		}
 	}
+}
+
+// enter submits the prepared commands and waits for wait completions. An
+// error is tried again a few times (ENOMEM, for one, passes), so that the
+// replies prepared are not given up for a passing failure.
+func (q *queue) enter(r *ring, wait uint32) error {
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * time.Millisecond)
+		}
+		if err = r.submitAndWait(wait); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // fail handles a ring that can no longer enter the kernel: the replies it
