@@ -245,3 +245,37 @@ func TestRunNamespacesAndProcessSetup(t *testing.T) {
 		t.Errorf("the host's name changed from %q to %q", host, h)
 	}
 }
+
+// TestRunRefusesBadFlags: a bad flag fails with status 125 and a message
+// naming it, before anything is mounted.
+func TestRunRefusesBadFlags(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flags []string
+		like  string
+	}{
+		{[]string{"--net", "bridge"}, `--net must be host or none, got "bridge"`},
+		{[]string{"--bind", "nocolon"}, `want SRC:DST, got "nocolon"`},
+		{[]string{"--bind", "/nonexistent/src:/x"}, `SRC /nonexistent/src`},
+		{[]string{"--bind", rootfs + ":relative"}, `DST must be an absolute path below /`},
+		{[]string{"--tmpfs", "/"}, `DST must be an absolute path below /`},
+		{[]string{"--user", "root"}, `--user wants UID\[:GID\] as numbers`},
+		{[]string{"--env", "NOVALUE"}, `--env wants K=V`},
+		{[]string{"--chdir", "etc"}, `--chdir wants an absolute path`},
+		{[]string{"--overlay2", "all:memory", "--bind", file + ":/f"}, `needs a directory; bind a file with --ro-bind`},
+	} {
+		t.Run(strings.Join(tc.flags, " "), func(t *testing.T) {
+			store := t.TempDir()
+			guardRun(t, rootfs, store)
+			args := append([]string{"run", "--overlay2", "root:dir=" + store}, tc.flags...)
+			res := cliRun(t, append(args, rootfs, "--", "true")...)
+			if res.code != 125 || !regexp.MustCompile(tc.like).MatchString(res.stderr) {
+				t.Errorf("exit status %d, stderr:\n%s\nwant 125 and %q", res.code, res.stderr, tc.like)
+			}
+		})
+	}
+}
