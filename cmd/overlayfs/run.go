@@ -119,7 +119,7 @@ func runRun(args []string) error {
 	mf.register(mfs)
 	fl.AddFlagSet(mfs)
 	var (
-		keep, clearEnv, nsChild, sandboxInit bool
+		keep, clearEnv, nsChild, sandboxInit, mapped bool
 		diffOut, logPath                     absPath
 		hostname, netMode, chdir, user       string
 		env                                  []string
@@ -139,7 +139,8 @@ func runRun(args []string) error {
 	fl.Var(mountList{kind: "tmpfs", list: &mounts}, "tmpfs", "mount an empty tmpfs on DST (repeatable)")
 	fl.BoolVar(&nsChild, "ns-child", false, "internal")
 	fl.BoolVar(&sandboxInit, "sandbox-init", false, "internal")
-	for _, n := range []string{"ns-child", "sandbox-init"} {
+	fl.BoolVar(&mapped, "mapped", false, "internal")
+	for _, n := range []string{"ns-child", "sandbox-init", "mapped"} {
 		_ = fl.MarkHidden(n)
 	}
 	fl.Usage = func() {
@@ -166,7 +167,7 @@ func runRun(args []string) error {
 		return exitError{code: sandbox.RunInit(3)}
 	}
 	if nsChild {
-		return exitError{code: runNamespace()}
+		return exitError{code: runNamespace(mapped)}
 	}
 	if err := mf.validate(); err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
@@ -274,9 +275,20 @@ func runHost(plan *runPlan) error {
 		if err := rootlessPreflight(); err != nil {
 			return exitError{code: exitRunError, msg: err.Error()}
 		}
-		plan.Sandbox.UserNS = true
-		if u := plan.Sandbox.User; u != nil && (u.UID != 0 || u.GID != 0) {
-			return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: without root only uid and gid 0 are mapped in the sandbox (the caller)", u.UID, u.GID)}
+	}
+	var subUIDs, subGIDs sandbox.IDRange
+	subIDs := false
+	if rootless {
+		subUIDs, subGIDs, subIDs = sandbox.SubordinateIDs()
+		// With one uid and gid mapped, setgroups(2) must stay denied.
+		plan.Sandbox.UserNS = !subIDs
+		if u := plan.Sandbox.User; u != nil {
+			switch {
+			case !subIDs && (u.UID != 0 || u.GID != 0):
+				return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: without root only uid and gid 0 (you) are mapped in the sandbox; with subordinate ids in /etc/subuid and /etc/subgid and newuidmap/newgidmap (package uidmap) installed, 1 to their count are too", u.UID, u.GID)}
+			case subIDs && (u.UID > subUIDs.Count || u.GID > subGIDs.Count):
+				return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: only uids 0 to %d and gids 0 to %d are mapped in the sandbox (you, then your subordinate ids)", u.UID, u.GID, subUIDs.Count, subGIDs.Count)}
+			}
 		}
 	}
 	self, err := os.Executable()
@@ -310,6 +322,8 @@ func runHost(plan *runPlan) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
 	if rootless {
 		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
+	}
+	if rootless && !subIDs {
 		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
 		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
@@ -333,12 +347,18 @@ func runHost(plan *runPlan) error {
 	defer runtime.UnlockOSThread()
 	err = cmd.Start()
 	planR.Close()
+	if err == nil && subIDs {
+		// Stage 2 waits for its plan, so it starts mapped.
+		if err = sandbox.MapIDs(cmd.Process.Pid, subUIDs, subGIDs); err != nil {
+			_ = cmd.Process.Kill()
+		}
+	}
 	if err == nil {
 		err = json.NewEncoder(planW).Encode(plan)
 		if err != nil {
 			_ = cmd.Process.Kill()
 		}
-	} else {
+	} else if cmd.Process == nil {
 		err = explainNamespaceError(err, rootless)
 	}
 	planW.Close()
@@ -510,7 +530,7 @@ type runDaemon struct {
 
 // runNamespace is stage 2, PID 1 of a new PID namespace with a new mount
 // namespace; it returns the exit status.
-func runNamespace() (code int) {
+func runNamespace(mapped bool) (code int) {
 	fail := func(code int, format string, args ...any) int {
 		fmt.Fprintf(os.Stderr, "overlayfs run: "+format+"\n", args...)
 		return code
@@ -525,6 +545,21 @@ func runNamespace() (code int) {
 	self, err := os.Executable()
 	if err != nil {
 		return fail(exitRunError, "%v", err)
+	}
+	if !hasCapSysAdmin() {
+		// Ids mapped by newuidmap after this process started: it
+		// executed as an unmapped user and lost its capabilities in the
+		// user namespace. Executed again as the 0 it now is, it has them.
+		if mapped {
+			return fail(exitRunError, "no CAP_SYS_ADMIN in the user namespace, even after its ids were mapped")
+		}
+		return reexecMapped(self, &plan)
+	}
+	if mapped {
+		// A gain of capabilities cleared the death signal.
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+			return fail(exitRunError, "set the death signal: %v", err)
+		}
 	}
 	// Nothing mounted from here on may reach the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -619,6 +654,39 @@ func runNamespace() (code int) {
 		printRunChanges(&plan, daemons)
 	}
 	return code
+}
+
+// hasCapSysAdmin says whether this process may mount in its user
+// namespace.
+func hasCapSysAdmin() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) != 0
+}
+
+// reexecMapped executes stage 2 again, in place (same PID), with its plan
+// on descriptor 3 (a memfd); it returns only on failure.
+func reexecMapped(self string, plan *runPlan) int {
+	fd, err := unix.MemfdCreate("overlayfs-run-plan", 0)
+	if err == nil {
+		f := os.NewFile(uintptr(fd), "plan")
+		err = json.NewEncoder(f).Encode(plan)
+		if err == nil {
+			_, err = f.Seek(0, io.SeekStart)
+		}
+		if err == nil && fd != 3 {
+			err = unix.Dup2(fd, 3)
+		}
+		if err == nil {
+			err = unix.Exec(self, []string{filepath.Base(self), "run", "--ns-child", "--mapped", "--", plan.Rootfs}, os.Environ())
+		}
+		runtime.KeepAlive(f) // its finalizer must not close the plan first
+	}
+	fmt.Fprintf(os.Stderr, "overlayfs run: execute stage 2 again with its ids mapped: %v\n", err)
+	return exitRunError
 }
 
 // saveRunLog keeps the daemons' log of a failed run and says where.
