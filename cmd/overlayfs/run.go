@@ -233,11 +233,12 @@ func runRun(args []string) error {
 
 // bindMountArgs are the mount flags of the overlay of a --bind under all:
 // those of the root, in shared file access (SRC may change behind it),
-// and never with the filestore in SRC itself (self becomes memory).
+// never with the filestore in SRC itself (self becomes memory), and
+// without what belongs to ROOTFS only (--upper-tar, --gofer-socket).
 func bindMountArgs(mountArgs []string, spec filestore.Spec) []string {
 	var out []string
 	for _, a := range mountArgs {
-		if strings.HasPrefix(a, "--file-access=") || strings.HasPrefix(a, "--upper-tar=") {
+		if strings.HasPrefix(a, "--file-access=") || strings.HasPrefix(a, "--upper-tar=") || strings.HasPrefix(a, "--gofer-socket=") {
 			continue
 		}
 		if strings.HasPrefix(a, "--overlay2=") && spec.Medium == filestore.MediumSelf {
