@@ -43,8 +43,8 @@ import (
 
 	"overlayfs/ctlsock"
 	"overlayfs/daemon"
-	"overlayfs/lisafs"
 	"overlayfs/filestore"
+	"overlayfs/lisafs"
 	"overlayfs/sandbox"
 )
 
@@ -120,10 +120,10 @@ func runRun(args []string) error {
 	fl.AddFlagSet(mfs)
 	var (
 		keep, clearEnv, nsChild, sandboxInit, mapped bool
-		diffOut, logPath                     absPath
-		hostname, netMode, chdir, user       string
-		env                                  []string
-		mounts                               []sandbox.Mount
+		diffOut, logPath                             absPath
+		hostname, netMode, chdir, user               string
+		env                                          []string
+		mounts                                       []sandbox.Mount
 	)
 	fl.BoolVar(&keep, "keep", false, "leave the overlays mounted (in the host mount namespace) for inspection, and say where (root only)")
 	fl.Var(&diffOut, "diff-out", "write the summary of changes (`overlayfs diff` lines) to FILE instead of standard error")
