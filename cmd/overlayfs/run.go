@@ -188,6 +188,18 @@ func runRun(args []string) error {
 		}
 	})
 	plan.BindArgs = bindMountArgs(plan.MountArgs, mf.overlay2)
+	if mf.overlay2.Medium == filestore.MediumSelf && !keep {
+		// The upper data goes on ROOTFS's file system, as self asks, but
+		// in an unlinked file (O_TMPFILE): it leaves nothing in ROOTFS even
+		// if run is killed before it can clean up.
+		sp := mf.overlay2
+		sp.Medium, sp.Dir = filestore.MediumDir, rootfs
+		for i, a := range plan.MountArgs {
+			if strings.HasPrefix(a, "--overlay2=") {
+				plan.MountArgs[i] = "--overlay2=" + sp.String()
+			}
+		}
+	}
 	sp := &plan.Sandbox
 	sp.Args = fl.Args()[1:]
 	sp.Hostname = hostname

@@ -160,16 +160,27 @@ func TestRunHostileScriptLeavesHostUnchanged(t *testing.T) {
 	}
 }
 
-// TestRunSIGKILLLeavesNothing: SIGKILL to run while COMMAND runs leaves no
-// process (COMMAND, its children, daemon, gofer), no mount and no
-// filestore file.
+// TestRunSIGKILLLeavesNothing: SIGKILL to run while COMMAND runs (and
+// writes) leaves no process (COMMAND, its children, the daemon), no mount
+// and no filestore file, whatever the medium; under self ROOTFS stays
+// unchanged.
 func TestRunSIGKILLLeavesNothing(t *testing.T) {
+	for _, medium := range []string{"dir", "self", "memory"} {
+		t.Run(medium, func(t *testing.T) { testRunSIGKILL(t, medium) })
+	}
+}
+
+func testRunSIGKILL(t *testing.T, medium string) {
 	rootfs := busyboxRootfs(t)
 	store := t.TempDir()
-	guardRun(t, rootfs, store)
+	guardRun(t, rootfs, store) // ROOTFS unchanged: no self filestore left in it
+	spec := "root:" + medium
+	if medium == "dir" {
+		spec = "root:dir=" + store
+	}
 	marker := fmt.Sprintf("%d", 100000+os.Getpid()%100000)
-	cmd := mounttest.Command(t, mounttest.Binary(t), "run", "--overlay2", "root:dir="+store, rootfs, "--",
-		"sh", "-c", "sleep "+marker+" & echo data > /tmp/f; echo ready; sleep "+marker)
+	cmd := mounttest.Command(t, mounttest.Binary(t), "run", "--overlay2", spec, rootfs, "--",
+		"sh", "-c", "sleep "+marker+" & echo data > /tmp/f; busybox dd if=/dev/zero of=/tmp/big bs=64k count=16 2>/dev/null; echo ready; sleep "+marker)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
