@@ -6,7 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RetainedCaps are the capabilities a command that runs as root in the
+// RetainedCaps returns the capabilities a command that runs as root in the
 // sandbox keeps: Docker's default set, which package managers and
 // installers are known to work with (chown, setuid programs, chroot,
 // binding low ports). Every other capability is dropped from the bounding
@@ -15,19 +15,21 @@ import (
 // CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_BOOT, CAP_NET_ADMIN and
 // CAP_SYS_RAWIO. systemd-nspawn keeps more (CAP_SYS_ADMIN among them);
 // that is safe only with a user namespace, which root does not get here.
-var RetainedCaps = []uintptr{
-	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER,
-	unix.CAP_MKNOD, unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
-	unix.CAP_SETFCAP, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
-	unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
+func RetainedCaps() []uintptr {
+	return []uintptr{
+		unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER,
+		unix.CAP_MKNOD, unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
+		unix.CAP_SETFCAP, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
+		unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
+	}
 }
 
 // dropBoundingSet removes every capability not in RetainedCaps from the
 // calling thread's bounding set and clears its ambient set, so that a
 // program it executes, even as root, gets RetainedCaps at most.
 func dropBoundingSet() error {
-	keep := make(map[uintptr]bool, len(RetainedCaps))
-	for _, c := range RetainedCaps {
+	keep := make(map[uintptr]bool)
+	for _, c := range RetainedCaps() {
 		keep[c] = true
 	}
 	for c := uintptr(0); c <= 63; c++ {

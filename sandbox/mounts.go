@@ -206,7 +206,7 @@ func makeIn(root, p string, file bool) (string, error) {
 		made := false
 		for i := range parts {
 			prefix := "/" + strings.Join(parts[:i+1], "/")
-			h, err := ResolveIn(root, prefix)
+			_, err := ResolveIn(root, prefix)
 			if err == nil {
 				continue
 			}
@@ -217,7 +217,7 @@ func makeIn(root, p string, file bool) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			h = parent + "/" + parts[i]
+			h := parent + "/" + parts[i]
 			if _, lerr := os.Lstat(h); lerr == nil {
 				return "", fmt.Errorf("%s: a dangling symlink in the root", prefix)
 			}

@@ -1,6 +1,14 @@
-// Package sandbox runs a command isolated in a root file system that is
-// already mounted (for overlayfs run: an overlay of ROOTFS), the way
-// bubblewrap or `unshare --fork --pid --mount-proc` plus pivot_root do:
+// Package sandbox runs a command isolated on throw-away overlays of a root
+// file system, the way bubblewrap or `unshare --fork --pid --mount-proc`
+// plus pivot_root do, for overlayfs run. Two processes of the caller's
+// binary take part (see supervisor.go):
+//
+// The supervisor (StartSupervisor, Supervise) runs in new mount and PID
+// namespaces, and without root in a user namespace mapping the caller to 0.
+// It mounts the overlays and serves them (package daemon) out of the
+// command's sight, starts the init, collects what changed and unmounts.
+//
+// The init (Start, RunInit) is PID 1 of the sandbox:
 //
 //   - new PID, mount, UTS and IPC namespaces, and optionally a network
 //     namespace with only a loopback interface;
@@ -9,18 +17,15 @@
 //     read-only /sys, bind mounts and tmpfs mounts the caller asks for;
 //   - pivot_root(2) into the root, the old root detached, so no path and no
 //     /proc entry leads back to the host's tree;
-//   - a small init as PID 1 that reaps orphans, forwards SIGINT, SIGTERM and
-//     SIGHUP to the command, and exits with the command's status; when it
-//     exits, the kernel kills every other process of the namespace;
+//   - it reaps orphans, forwards SIGINT, SIGTERM and SIGHUP to the command,
+//     and exits with the command's status; when it exits, the kernel kills
+//     every other process of the namespace;
 //   - the command in its own session, with a pseudo-terminal of the new
 //     devpts relayed to the caller's terminal when standard input is one,
 //     and with the capabilities of RetainedCaps only.
 //
-// The caller starts the init with Start (a re-execution of its own binary
-// that calls RunInit), in the namespaces CloneFlags lists, and hands it the
-// Spec with Send. The caller owns the
-// mounts the sandbox is built from; the sandbox's own mounts live in its
-// mount namespace and vanish with it.
+// Each process dies with its parent (PR_SET_PDEATHSIG), so a SIGKILL of the
+// caller leaves no process and no mount.
 package sandbox
 
 import (

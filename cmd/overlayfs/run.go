@@ -1,32 +1,16 @@
 package main
 
 // overlayfs run: a command isolated on a throw-away overlay of a rootfs.
-//
-// Three processes take part, besides the overlay daemons and COMMAND.
-//
-//   - Stage 1, `run` itself, in the caller's namespaces, checks the
-//     arguments and starts stage 2 in new mount and PID namespaces (and,
-//     without root, a user namespace mapping the caller to 0), bound to
-//     stage 1 by PR_SET_PDEATHSIG. With --keep it first mounts the
-//     overlays in the host namespace (background `overlayfs mount`s).
-//   - Stage 2 is PID 1 of that PID namespace. It makes every mount private,
-//     hides /run under a tmpfs of its own (the mountpoints and the log live
-//     there), mounts the overlays and serves them itself (package daemon,
-//     a gofer process each), then starts stage 3, prints what changed and
-//     unmounts. Stage 2 and the gofers are out of COMMAND's sight (a PID
-//     namespace above its own), and when stage 2 dies, even by SIGKILL,
-//     the kernel kills everything in its namespace; the mounts vanish with
-//     the mount namespaces.
-//   - Stage 3 is the sandbox's init (package sandbox): new PID, mount,
-//     UTS, IPC (and network) namespaces, pivot_root into the overlay,
-//     COMMAND as its child.
+// This file is the command line: it parses the flags into a
+// sandbox.Plan, mounts the overlays in the host namespace for --keep, and
+// prints what changed. Package sandbox does the rest (see its
+// StartSupervisor, Supervise and RunInit): this binary is executed again
+// as the supervisor (`run --ns-child`) and as the sandbox's init
+// (`run --sandbox-init`).
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -35,14 +19,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
-	"overlayfs/daemon"
 	"overlayfs/filestore"
 	"overlayfs/sandbox"
 )
@@ -54,17 +35,14 @@ const (
 	exitNotFound   = sandbox.ExitNotFound    // COMMAND not found in ROOTFS
 )
 
-// runPlan is what stage 1 hands stage 2.
+// runPlan is a run as the command line sees it.
 type runPlan struct {
-	Rootfs    string
-	MountArgs []string // flags for each `overlayfs mount`
-	BindArgs  []string // flags for the overlays of binds under all:
-	AllBinds  bool     // under all:, every --bind gets an overlay
+	sandbox.Plan
 	Keep      bool
-	Work      string // --keep: the host work directory holding the mounts
-	Log       string // --log, or ""
-	DiffOut   string // --diff-out, or ""
-	Sandbox   sandbox.Spec
+	Work      string   // --keep: the host work directory holding the mounts
+	MountArgs []string // --keep: flags for the root's `overlayfs mount`
+	BindArgs  []string // --keep: flags for the binds' under all:
+	DiffOut   string
 }
 
 // mountList collects --bind, --ro-bind and --tmpfs in the order given.
@@ -118,11 +96,11 @@ func runRun(args []string) error {
 	mf.register(mfs)
 	fl.AddFlagSet(mfs)
 	var (
-		keep, clearEnv, nsChild, sandboxInit bool
-		diffOut, logPath                     absPath
-		hostname, netMode, chdir, user       string
-		env                                  []string
-		mounts                               []sandbox.Mount
+		keep, clearEnv, nsChild, sandboxInit, mapped bool
+		diffOut, logPath                             absPath
+		hostname, netMode, chdir, user               string
+		env                                          []string
+		mounts                                       []sandbox.Mount
 	)
 	fl.BoolVar(&keep, "keep", false, "leave the overlays mounted (in the host mount namespace) for inspection, and say where (root only)")
 	fl.Var(&diffOut, "diff-out", "write the summary of changes (`overlayfs diff` lines) to FILE instead of standard error")
@@ -138,7 +116,8 @@ func runRun(args []string) error {
 	fl.Var(mountList{kind: "tmpfs", list: &mounts}, "tmpfs", "mount an empty tmpfs on DST (repeatable)")
 	fl.BoolVar(&nsChild, "ns-child", false, "internal")
 	fl.BoolVar(&sandboxInit, "sandbox-init", false, "internal")
-	for _, n := range []string{"ns-child", "sandbox-init"} {
+	fl.BoolVar(&mapped, "mapped", false, "internal")
+	for _, n := range []string{"ns-child", "sandbox-init", "mapped"} {
 		_ = fl.MarkHidden(n)
 	}
 	fl.Usage = func() {
@@ -165,7 +144,7 @@ func runRun(args []string) error {
 		return exitError{code: sandbox.RunInit(3)}
 	}
 	if nsChild {
-		return exitError{code: runNamespace()}
+		return exitError{code: runSupervisor(keep, string(diffOut), mapped, fl.Arg(0))}
 	}
 	if err := mf.validate(); err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
@@ -178,14 +157,26 @@ func runRun(args []string) error {
 	if err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
 	}
-	plan := runPlan{Rootfs: rootfs, Keep: keep, Log: string(logPath), DiffOut: string(diffOut),
-		AllBinds: mf.overlay2.Enabled() && mf.overlay2.Mount == "all"}
+	plan := runPlan{Keep: keep, DiffOut: string(diffOut)}
+	plan.Rootfs, plan.Log = rootfs, string(logPath)
+	plan.AllBinds = mf.overlay2.Enabled() && mf.overlay2.Mount == "all"
 	fl.Visit(func(f *pflag.Flag) {
 		if mfs.Lookup(f.Name) != nil {
 			plan.MountArgs = append(plan.MountArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
 	plan.BindArgs = bindMountArgs(plan.MountArgs, mf.overlay2)
+	plan.Root = runOverlay(mf)
+	if mf.overlay2.Medium == filestore.MediumSelf {
+		// The upper data goes on ROOTFS's file system, as self asks, but
+		// in an unlinked file (O_TMPFILE): it leaves nothing in ROOTFS even
+		// if run is killed before it can clean up.
+		plan.Root.Spec.Medium, plan.Root.Spec.Dir = filestore.MediumDir, rootfs
+	}
+	plan.Bind = bindOverlay(mf)
+	if plan.DiffOut != "" {
+		plan.Need = append(plan.Need, plan.DiffOut)
+	}
 	sp := &plan.Sandbox
 	sp.Args = fl.Args()[1:]
 	sp.Hostname = hostname
@@ -231,11 +222,12 @@ func runRun(args []string) error {
 
 // bindMountArgs are the mount flags of the overlay of a --bind under all:
 // those of the root, in shared file access (SRC may change behind it),
-// and never with the filestore in SRC itself (self becomes memory).
+// never with the filestore in SRC itself (self becomes memory), and
+// without what belongs to ROOTFS only (--upper-tar, --gofer-socket).
 func bindMountArgs(mountArgs []string, spec filestore.Spec) []string {
 	var out []string
 	for _, a := range mountArgs {
-		if strings.HasPrefix(a, "--file-access=") || strings.HasPrefix(a, "--upper-tar=") {
+		if strings.HasPrefix(a, "--file-access=") || strings.HasPrefix(a, "--upper-tar=") || strings.HasPrefix(a, "--gofer-socket=") {
 			continue
 		}
 		if strings.HasPrefix(a, "--overlay2=") && spec.Medium == filestore.MediumSelf {
@@ -246,6 +238,30 @@ func bindMountArgs(mountArgs []string, spec filestore.Spec) []string {
 		out = append(out, a)
 	}
 	return append(out, "--file-access=shared")
+}
+
+// runOverlay is how the supervisor mounts the root's overlay.
+func runOverlay(mf mountFlags) sandbox.Overlay {
+	return sandbox.Overlay{
+		Spec:          mf.overlay2,
+		Shared:        mf.fileAccess == "shared",
+		Debug:         mf.debug,
+		NoPassthrough: !mf.passthrough,
+		UpperTar:      string(mf.upperTar),
+		GoferSocket:   mf.goferSocket,
+		FuseURing:     mf.uringMode(),
+	}
+}
+
+// bindOverlay is how the supervisor mounts a --bind's overlay under all:
+// as bindMountArgs says.
+func bindOverlay(mf mountFlags) sandbox.Overlay {
+	o := runOverlay(mf)
+	o.Shared, o.UpperTar, o.GoferSocket = true, "", ""
+	if o.Spec.Medium == filestore.MediumSelf {
+		o.Spec.Medium = filestore.MediumMemory
+	}
+	return o
 }
 
 func parseUser(v string) (*sandbox.Credential, error) {
@@ -263,102 +279,73 @@ func parseUser(v string) (*sandbox.Credential, error) {
 	return &sandbox.Credential{UID: uint32(uid), GID: uint32(gid)}, nil
 }
 
-// runHost is stage 1, in the caller's namespaces.
+// runHost runs in the caller's namespaces: it starts the supervisor and
+// reports how the run ended.
 func runHost(plan *runPlan) error {
-	rootless := os.Geteuid() != 0
-	if rootless {
+	plan.Rootless = os.Geteuid() != 0
+	if plan.Rootless {
 		if plan.Keep {
 			return exitError{code: exitRunError, msg: "--keep needs root: the overlays would be mounted in the host's mount namespace"}
 		}
-		if err := rootlessPreflight(); err != nil {
+		if err := sandbox.CheckRootless(); err != nil {
 			return exitError{code: exitRunError, msg: err.Error()}
 		}
-		plan.Sandbox.UserNS = true
-		if u := plan.Sandbox.User; u != nil && (u.UID != 0 || u.GID != 0) {
-			return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: without root only uid and gid 0 are mapped in the sandbox (the caller)", u.UID, u.GID)}
+		plan.SubUIDs, plan.SubGIDs, plan.SubIDs = sandbox.SubordinateIDs()
+		// With one uid and gid mapped, setgroups(2) must stay denied.
+		plan.Sandbox.UserNS = !plan.SubIDs
+		if u := plan.Sandbox.User; u != nil {
+			switch {
+			case !plan.SubIDs && (u.UID != 0 || u.GID != 0):
+				return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: without root only uid and gid 0 (you) are mapped in the sandbox; with subordinate ids in /etc/subuid and /etc/subgid and newuidmap/newgidmap (package uidmap) installed, 1 to their count are too", u.UID, u.GID)}
+			case plan.SubIDs && (u.UID > plan.SubUIDs.Count || u.GID > plan.SubGIDs.Count):
+				return exitError{code: exitRunError, msg: fmt.Sprintf("--user %d:%d: only uids 0 to %d and gids 0 to %d are mapped in the sandbox (you, then your subordinate ids)", u.UID, u.GID, plan.SubUIDs.Count, plan.SubGIDs.Count)}
+			}
 		}
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
 	}
-	var kept []string
 	if plan.Keep {
 		work, err := os.MkdirTemp("", "overlayfs-run-")
 		if err != nil {
 			return exitError{code: exitRunError, msg: err.Error()}
 		}
 		plan.Work = work
-		kept, err = mountKept(self, plan)
+		plan.Kept, err = mountKept(self, plan)
 		if err != nil {
-			for i := len(kept) - 1; i >= 0; i-- {
-				_ = exec.Command(self, "umount", kept[i]).Run()
-			}
-			removeWork(work)
+			unmountKept(self, plan)
 			return exitError{code: exitRunError, msg: err.Error()}
 		}
 	}
-	planR, planW, err := os.Pipe()
-	if err != nil {
-		return exitError{code: exitRunError, msg: err.Error()}
-	}
-	// ROOTFS on the command line only says, in ps, what the process is for.
-	cmd := exec.Command(self, "run", "--ns-child", "--", plan.Rootfs)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{planR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-	if rootless {
-		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
-		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
-		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
-	}
-	tty := isTerminal(0)
 	var saved *unix.Termios
-	if tty {
+	if isTerminal(0) {
 		// The sandbox puts this terminal in raw mode to relay it; put it
 		// back even if the sandbox is killed.
 		saved, _ = unix.IoctlGetTermios(0, unix.TCGETS)
-	} else {
-		// A Ctrl-C on a controlling terminal reaches this process only;
-		// it passes it on once.
-		cmd.SysProcAttr.Setpgid = true
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 	defer signal.Stop(sigs)
-	// The death signal follows the thread that started stage 2.
+	// The supervisor's death signal follows the thread that started it.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	err = cmd.Start()
-	planR.Close()
-	if err == nil {
-		err = json.NewEncoder(planW).Encode(plan)
-		if err != nil {
-			_ = cmd.Process.Kill()
-		}
-	} else {
-		err = explainNamespaceError(err, rootless)
-	}
-	planW.Close()
+	// Without a terminal to relay, a Ctrl-C on a controlling terminal
+	// reaches this process only, which passes it on once.
+	cmd, err := sandbox.StartSupervisor(self, supervisorArgs(plan, false), &plan.Plan,
+		[3]*os.File{os.Stdin, os.Stdout, os.Stderr}, saved == nil)
 	code := exitRunError
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "overlayfs run: start the sandbox: %v\n", err)
-		if cmd.Process != nil {
-			_ = cmd.Wait()
-		}
 	} else {
-		code = waitForwarding(cmd, sigs)
+		code = sandbox.Wait(cmd, sigs)
 	}
 	if saved != nil {
 		_ = unix.IoctlSetTermios(0, unix.TCSETS, saved)
 	}
 	if plan.Keep {
 		if err != nil {
-			for i := len(kept) - 1; i >= 0; i-- {
-				_ = exec.Command(self, "umount", kept[i]).Run()
-			}
-			removeWork(plan.Work)
+			unmountKept(self, plan)
 		} else {
 			logNote := "daemon log " + plan.Log
 			if plan.Log == "" {
@@ -367,11 +354,12 @@ func runHost(plan *runPlan) error {
 				_ = os.Remove(keptLog(plan))
 				logNote = "no daemon log kept; --log FILE keeps one"
 			}
+			k := plan.Kept
 			fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s stays mounted on %s (%s);\n"+
 				"  inspect it, `overlayfs diff %s`, `overlayfs tar %s -f FILE`, then `overlayfs umount %s`\n",
-				plan.Rootfs, kept[0], logNote, kept[0], kept[0], kept[0])
-			for i, m := range bindOverlays(plan) {
-				fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s (bound on %s) stays mounted on %s\n", m.Source, m.Dest, kept[i+1])
+				plan.Rootfs, k[0], logNote, k[0], k[0], k[0])
+			for i, m := range plan.BindOverlays() {
+				fmt.Fprintf(os.Stderr, "overlayfs run: the overlay of %s (bound on %s) stays mounted on %s\n", m.Source, m.Dest, k[i+1])
 			}
 		}
 	}
@@ -381,53 +369,58 @@ func runHost(plan *runPlan) error {
 	return exitError{code: code}
 }
 
-// explainNamespaceError names what to change when the kernel refuses the
-// namespaces.
-func explainNamespaceError(err error, rootless bool) error {
-	if !rootless || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EACCES)) {
-		return err
+// supervisorArgs is the command line of the supervisor: what it needs
+// besides the plan (ROOTFS only says, in ps, what the process is for).
+func supervisorArgs(plan *runPlan, mapped bool) []string {
+	args := []string{"run", "--ns-child"}
+	if mapped {
+		args = append(args, "--mapped")
 	}
-	var why []string
-	if b, e := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); e == nil && strings.TrimSpace(string(b)) == "0" {
-		why = append(why, "sysctl kernel.unprivileged_userns_clone=0 (set it to 1)")
+	if plan.Keep {
+		args = append(args, "--keep")
 	}
-	if b, e := os.ReadFile("/proc/sys/user/max_user_namespaces"); e == nil && strings.TrimSpace(string(b)) == "0" {
-		why = append(why, "sysctl user.max_user_namespaces=0 (raise it)")
+	if plan.DiffOut != "" {
+		args = append(args, "--diff-out="+plan.DiffOut)
 	}
-	if b, e := os.ReadFile("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"); e == nil && strings.TrimSpace(string(b)) == "1" {
-		why = append(why, "AppArmor restricts unprivileged user namespaces (sysctl kernel.apparmor_restrict_unprivileged_userns=0, or an AppArmor profile for overlayfs that allows userns)")
-	}
-	if len(why) == 0 {
-		why = append(why, "the kernel or a security policy (seccomp, SELinux, AppArmor) forbids unprivileged user namespaces here")
-	}
-	return fmt.Errorf("%w: without root, run needs a user namespace, and %s", err, strings.Join(why, "; "))
+	return append(args, "--", plan.Rootfs)
 }
 
-// rootlessPreflight checks what a run without root needs and names what to
-// change.
-func rootlessPreflight() error {
-	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
-		mode := ""
-		if fi, e := os.Stat("/dev/fuse"); e == nil {
-			mode = fmt.Sprintf(" (mode %v)", fi.Mode().Perm())
+// runSupervisor is the supervisor (`run --ns-child`): it runs the sandbox
+// and prints what changed.
+func runSupervisor(keep bool, diffOut string, mapped bool, rootfs string) int {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "overlayfs run: %v\n", err)
+		return exitRunError
+	}
+	raiseNoFile()
+	var plan runPlan
+	plan.Keep, plan.DiffOut, plan.Rootfs = keep, diffOut, rootfs
+	res := sandbox.Supervise(3, self, []string{"run", "--sandbox-init"}, supervisorArgs(&plan, true), mapped)
+	if res.Code == exitRunError {
+		return res.Code
+	}
+	if res.ChangesErr != nil {
+		fmt.Fprintf(os.Stderr, "overlayfs run: cannot list %v\n", res.ChangesErr)
+	}
+	if diffOut != "" {
+		if err := writeChangesFile(diffOut, res.Changes); err != nil {
+			fmt.Fprintf(os.Stderr, "overlayfs run: --diff-out: %v\n", err)
 		}
-		return fmt.Errorf("without root, run mounts FUSE in a user namespace and needs read-write access to /dev/fuse%s: %v; most distributions ship it as 0666 (chmod 0666 /dev/fuse, or a udev rule)", mode, err)
+		return res.Code
 	}
-	return nil
-}
-
-// bindOverlays are the --binds that get an overlay of their own.
-func bindOverlays(plan *runPlan) []sandbox.Mount {
-	if !plan.AllBinds {
-		return nil
+	fate := "discarded"
+	if keep {
+		fate = "kept"
 	}
-	var out []sandbox.Mount
-	for _, m := range plan.Sandbox.Mounts {
-		if m.Kind == "bind" && !m.ReadOnly {
-			out = append(out, m)
-		}
+	switch n := len(res.Changes); n {
+	case 0:
+		fmt.Fprintf(os.Stderr, "overlayfs run: no changes to %s\n", res.Plan.Rootfs)
+	default:
+		fmt.Fprintf(os.Stderr, "overlayfs run: %d change(s) to %s (%s):\n", n, res.Plan.Rootfs, fate)
+		_ = printChanges(os.Stderr, res.Changes, false)
 	}
-	return out
+	return res.Code
 }
 
 // removeWork removes --keep's work directory after its mounts are gone:
@@ -439,6 +432,15 @@ func removeWork(work string) {
 		_ = os.Remove(filepath.Join(work, e.Name()))
 	}
 	_ = os.Remove(work)
+}
+
+// unmountKept unmounts what mountKept mounted and removes the work
+// directory.
+func unmountKept(self string, plan *runPlan) {
+	for i := len(plan.Kept) - 1; i >= 0; i-- {
+		_ = exec.Command(self, "umount", plan.Kept[i]).Run()
+	}
+	removeWork(plan.Work)
 }
 
 func keptLog(plan *runPlan) string {
@@ -469,338 +471,12 @@ func mountKept(self string, plan *runPlan) ([]string, error) {
 	if err := mount(plan.MountArgs, plan.Rootfs, filepath.Join(plan.Work, "root")); err != nil {
 		return done, err
 	}
-	for i, m := range bindOverlays(plan) {
+	for i, m := range plan.BindOverlays() {
 		if err := mount(plan.BindArgs, m.Source, filepath.Join(plan.Work, fmt.Sprintf("bind-%d", i))); err != nil {
 			return done, err
 		}
 	}
 	return done, nil
-}
-
-// waitForwarding waits for cmd, passing SIGINT, SIGTERM and SIGHUP on, and
-// returns its exit status, 128+N if signal N killed it.
-func waitForwarding(cmd *exec.Cmd, sigs <-chan os.Signal) int {
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	for {
-		select {
-		case s := <-sigs:
-			_ = cmd.Process.Signal(s)
-		case <-done:
-			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			switch {
-			case !ok:
-				return exitRunError
-			case ws.Signaled():
-				return 128 + int(ws.Signal())
-			default:
-				return ws.ExitStatus()
-			}
-		}
-	}
-}
-
-// runDaemon is an overlay daemon stage 2 started.
-type runDaemon struct {
-	d    daemon.Daemon // nil for a kept mount (its daemon is on its own)
-	mnt  string
-	dest string // "" for the root, else the bind's DST
-}
-
-// runNamespace is stage 2, PID 1 of a new PID namespace with a new mount
-// namespace; it returns the exit status.
-func runNamespace() (code int) {
-	fail := func(code int, format string, args ...any) int {
-		fmt.Fprintf(os.Stderr, "overlayfs run: "+format+"\n", args...)
-		return code
-	}
-	var plan runPlan
-	f := os.NewFile(3, "plan")
-	err := json.NewDecoder(f).Decode(&plan)
-	f.Close()
-	if err != nil {
-		return fail(exitRunError, "read the run plan: %v", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fail(exitRunError, "%v", err)
-	}
-	// Nothing mounted from here on may reach the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fail(exitRunError, "make mounts private: %v", err)
-	}
-	sp := plan.Sandbox
-	var daemons []runDaemon
-	scratch := plan.Work
-	if plan.Keep {
-		daemons = append(daemons, runDaemon{mnt: filepath.Join(plan.Work, "root")})
-		for i, m := range bindOverlays(&plan) {
-			daemons = append(daemons, runDaemon{mnt: filepath.Join(plan.Work, fmt.Sprintf("bind-%d", i)), dest: m.Dest})
-		}
-	} else {
-		var cleanupScratch func()
-		scratch, cleanupScratch, err = runScratch(&plan)
-		if err != nil {
-			return fail(exitRunError, "%v", err)
-		}
-		defer cleanupScratch()
-	}
-	// The init starts now, while the overlays mount: they reach its
-	// namespace through the shared scratch mount.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	defer signal.Stop(sigs)
-	runtime.LockOSThread() // the init's death signal follows this thread
-	defer runtime.UnlockOSThread()
-	init, err := sandbox.Start(self, []string{"run", "--sandbox-init"}, sp.NoNetwork, [3]*os.File{os.Stdin, os.Stdout, os.Stderr})
-	if err != nil {
-		return fail(exitRunError, "%v", err)
-	}
-	if !plan.Keep {
-		logPath := plan.Log
-		if logPath == "" {
-			logPath = filepath.Join(scratch, "daemon.log")
-		}
-		logw, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-		if err != nil {
-			init.Abort()
-			return fail(exitRunError, "open the log: %v", err)
-		}
-		// go-fuse and the daemon library log there too.
-		log.SetOutput(logw)
-		raiseNoFile()
-		defer func() {
-			for i := len(daemons) - 1; i >= 0; i-- {
-				stopRunDaemon(daemons[i].d, daemons[i].mnt)
-			}
-			logw.Close()
-			if code == exitRunError && plan.Log == "" {
-				saveRunLog(logPath)
-			}
-		}()
-		start := func(args []string, lower, mnt, dest string) error {
-			if err := os.Mkdir(mnt, 0o755); err != nil {
-				return err
-			}
-			d, err := startRunDaemon(args, lower, mnt, logw)
-			if err != nil {
-				return err
-			}
-			daemons = append(daemons, runDaemon{d: d, mnt: mnt, dest: dest})
-			return nil
-		}
-		err = start(plan.MountArgs, plan.Rootfs, filepath.Join(scratch, "root"), "")
-		for i, m := range bindOverlays(&plan) {
-			if err == nil {
-				err = start(plan.BindArgs, m.Source, filepath.Join(scratch, fmt.Sprintf("bind-%d", i)), m.Dest)
-			}
-		}
-		if err != nil {
-			init.Abort()
-			return fail(exitRunError, "%v", err)
-		}
-	}
-	sp.Root = daemons[0].mnt
-	// Under all:, a --bind is bound from its overlay.
-	bi := 1
-	for i, m := range sp.Mounts {
-		if plan.AllBinds && m.Kind == "bind" && !m.ReadOnly {
-			sp.Mounts[i].Source = daemons[bi].mnt
-			bi++
-		}
-	}
-	if err := init.Send(&sp); err != nil {
-		init.Abort()
-		return fail(exitRunError, "%v", err)
-	}
-	code = waitForwarding(init.Cmd, sigs)
-	if code != exitRunError {
-		printRunChanges(&plan, daemons)
-	}
-	return code
-}
-
-// saveRunLog keeps the daemons' log of a failed run and says where.
-func saveRunLog(logPath string) {
-	b, _ := os.ReadFile(logPath)
-	if len(b) == 0 {
-		return
-	}
-	f, err := os.CreateTemp("", "overlayfs-run-*.log")
-	if err != nil {
-		return
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		fmt.Fprintf(os.Stderr, "overlayfs run: the overlay daemons' log is in %s\n", f.Name())
-	}
-}
-
-// runScratch mounts a tmpfs of stage 2's own on /run, where the overlays'
-// mountpoints and the log go: nothing of the run is then on the host's
-// file systems, not even after a SIGKILL. Where a path run needs lies
-// under /run, the tmpfs goes on a new directory in $TMPDIR instead (root
-// only), which cleanup removes. The tmpfs is shared, so that mounts made
-// on it reach a mount namespace copied from this one before they were
-// made (the sandbox init's).
-func runScratch(plan *runPlan) (dir string, cleanup func(), err error) {
-	need := []string{plan.Rootfs, plan.Log, plan.DiffOut}
-	for _, m := range plan.Sandbox.Mounts {
-		need = append(need, m.Source)
-	}
-	if self, err := os.Executable(); err == nil {
-		need = append(need, self)
-	}
-	for _, a := range plan.MountArgs {
-		if v, ok := strings.CutPrefix(a, "--overlay2="); ok {
-			if sp, err := filestore.Parse(v); err == nil {
-				need = append(need, sp.Dir)
-			}
-		}
-		for _, flag := range []string{"--upper-tar=", "--gofer-socket="} {
-			if v, ok := strings.CutPrefix(a, flag); ok {
-				need = append(need, v)
-			}
-		}
-	}
-	base := "/run"
-	cleanup = func() {}
-	for _, p := range need {
-		if p == "/run" || strings.HasPrefix(p, "/run/") {
-			if plan.Sandbox.UserNS {
-				return "", nil, fmt.Errorf("without root, run keeps its mounts under a private /run, so %s (under /run) cannot be used", p)
-			}
-			if base, err = os.MkdirTemp("", "overlayfs-run-"); err != nil {
-				return "", nil, err
-			}
-			cleanup = func() {
-				_ = unix.Unmount(base, unix.MNT_DETACH)
-				_ = os.Remove(base)
-			}
-			break
-		}
-	}
-	if err := unix.Mount("tmpfs", base, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("mount a private tmpfs on %s: %w", base, err)
-	}
-	if err := unix.Mount("", base, "", unix.MS_SHARED, ""); err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("make %s shared: %w", base, err)
-	}
-	return base, cleanup, nil
-}
-
-// startRunDaemon mounts an overlay of lower on mnt, served by this
-// process (package daemon) with a gofer process of its own, and returns
-// once the mount answers. The daemon's diagnostics go to logw.
-func startRunDaemon(mountArgs []string, lower, mnt string, logw io.Writer) (daemon.Daemon, error) {
-	fs := pflag.NewFlagSet("mount", pflag.ContinueOnError)
-	var mf mountFlags
-	mf.register(fs)
-	if err := fs.Parse(mountArgs); err != nil {
-		return nil, err
-	}
-	d, err := daemon.Start(daemon.Config{
-		LowerDir:      lower,
-		Mountpoint:    mnt,
-		Spec:          mf.overlay2,
-		Shared:        mf.fileAccess == "shared",
-		Debug:         mf.debug,
-		UpperTar:      string(mf.upperTar),
-		FuseURing:     mf.uringMode(),
-		NoPassthrough: !mf.passthrough,
-		Gofer: func(readOnly bool) (int, func(), error) {
-			if mf.goferSocket != "" {
-				fd, err := dialGofer(mf.goferSocket)
-				return fd, nil, err
-			}
-			fd, cmd, err := spawnGofer(lower, readOnly)
-			if err != nil {
-				return -1, nil, err
-			}
-			return fd, func() { waitOrKill(cmd, 5*time.Second) }, nil
-		},
-		Logf: func(format string, args ...any) { fmt.Fprintf(logw, format+"\n", args...) },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", lower, err)
-	}
-	return d, nil
-}
-
-// stopRunDaemon unmounts an overlay and releases its daemon.
-func stopRunDaemon(d daemon.Daemon, mnt string) {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		// Only stage 2 and the sandbox (gone by now) ever used it.
-		fmt.Fprintf(os.Stderr, "overlayfs run: unmount %s: %v; detaching it\n", mnt, err)
-		_ = unix.Unmount(mnt, unix.MNT_DETACH)
-	}
-	done := make(chan struct{})
-	go func() { d.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		fmt.Fprintf(os.Stderr, "overlayfs run: the kernel did not release %s within 15s\n", mnt)
-	}
-	d.Close()
-}
-
-// printRunChanges reports what COMMAND changed: the root's overlay, then
-// each bind's under its DST.
-func printRunChanges(plan *runPlan, daemons []runDaemon) {
-	var changes []ctlsock.Change
-	for _, d := range daemons {
-		var ch []ctlsock.Change
-		var err error
-		if d.d != nil {
-			ch, err = d.d.Changes()
-		} else {
-			var client *ctlsock.Client
-			client, err = ctlsock.Find(d.mnt)
-			if err == nil {
-				ch, err = client.Changes()
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "overlayfs run: cannot list the changes under %s: %v\n", orRoot(d.dest), err)
-			continue
-		}
-		for _, c := range ch {
-			if d.dest != "" {
-				c.Path = d.dest + c.Path
-			}
-			changes = append(changes, c)
-		}
-	}
-	if plan.DiffOut != "" {
-		err := writeChangesFile(plan.DiffOut, changes)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "overlayfs run: --diff-out: %v\n", err)
-		}
-		return
-	}
-	fate := "discarded"
-	if plan.Keep {
-		fate = "kept"
-	}
-	switch n := len(changes); n {
-	case 0:
-		fmt.Fprintf(os.Stderr, "overlayfs run: no changes to %s\n", plan.Rootfs)
-	default:
-		fmt.Fprintf(os.Stderr, "overlayfs run: %d change(s) to %s (%s):\n", n, plan.Rootfs, fate)
-		_ = printChanges(os.Stderr, changes, false)
-	}
 }
 
 func writeChangesFile(name string, changes []ctlsock.Change) error {
@@ -813,13 +489,6 @@ func writeChangesFile(name string, changes []ctlsock.Change) error {
 		err = cerr
 	}
 	return err
-}
-
-func orRoot(dest string) string {
-	if dest == "" {
-		return "/"
-	}
-	return dest
 }
 
 func isTerminal(fd int) bool {

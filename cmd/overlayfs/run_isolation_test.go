@@ -160,16 +160,27 @@ func TestRunHostileScriptLeavesHostUnchanged(t *testing.T) {
 	}
 }
 
-// TestRunSIGKILLLeavesNothing: SIGKILL to run while COMMAND runs leaves no
-// process (COMMAND, its children, daemon, gofer), no mount and no
-// filestore file.
+// TestRunSIGKILLLeavesNothing: SIGKILL to run while COMMAND runs (and
+// writes) leaves no process (COMMAND, its children, the daemon), no mount
+// and no filestore file, whatever the medium; under self ROOTFS stays
+// unchanged.
 func TestRunSIGKILLLeavesNothing(t *testing.T) {
+	for _, medium := range []string{"dir", "self", "memory"} {
+		t.Run(medium, func(t *testing.T) { testRunSIGKILL(t, medium) })
+	}
+}
+
+func testRunSIGKILL(t *testing.T, medium string) {
 	rootfs := busyboxRootfs(t)
 	store := t.TempDir()
-	guardRun(t, rootfs, store)
+	guardRun(t, rootfs, store) // ROOTFS unchanged: no self filestore left in it
+	spec := "root:" + medium
+	if medium == "dir" {
+		spec = "root:dir=" + store
+	}
 	marker := fmt.Sprintf("%d", 100000+os.Getpid()%100000)
-	cmd := mounttest.Command(t, mounttest.Binary(t), "run", "--overlay2", "root:dir="+store, rootfs, "--",
-		"sh", "-c", "sleep "+marker+" & echo data > /tmp/f; echo ready; sleep "+marker)
+	cmd := mounttest.Command(t, mounttest.Binary(t), "run", "--overlay2", spec, rootfs, "--",
+		"sh", "-c", "sleep "+marker+" & echo data > /tmp/f; busybox dd if=/dev/zero of=/tmp/big bs=64k count=16 2>/dev/null; echo ready; sleep "+marker)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -243,5 +254,39 @@ func TestRunNamespacesAndProcessSetup(t *testing.T) {
 	}
 	if h, _ := os.Hostname(); h != host {
 		t.Errorf("the host's name changed from %q to %q", host, h)
+	}
+}
+
+// TestRunRefusesBadFlags: a bad flag fails with status 125 and a message
+// naming it, before anything is mounted.
+func TestRunRefusesBadFlags(t *testing.T) {
+	rootfs := busyboxRootfs(t)
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flags []string
+		like  string
+	}{
+		{[]string{"--net", "bridge"}, `--net must be host or none, got "bridge"`},
+		{[]string{"--bind", "nocolon"}, `want SRC:DST, got "nocolon"`},
+		{[]string{"--bind", "/nonexistent/src:/x"}, `SRC /nonexistent/src`},
+		{[]string{"--bind", rootfs + ":relative"}, `DST must be an absolute path below /`},
+		{[]string{"--tmpfs", "/"}, `DST must be an absolute path below /`},
+		{[]string{"--user", "root"}, `--user wants UID\[:GID\] as numbers`},
+		{[]string{"--env", "NOVALUE"}, `--env wants K=V`},
+		{[]string{"--chdir", "etc"}, `--chdir wants an absolute path`},
+		{[]string{"--overlay2", "all:memory", "--bind", file + ":/f"}, `needs a directory; bind a file with --ro-bind`},
+	} {
+		t.Run(strings.Join(tc.flags, " "), func(t *testing.T) {
+			store := t.TempDir()
+			guardRun(t, rootfs, store)
+			args := append([]string{"run", "--overlay2", "root:dir=" + store}, tc.flags...)
+			res := cliRun(t, append(args, rootfs, "--", "true")...)
+			if res.code != 125 || !regexp.MustCompile(tc.like).MatchString(res.stderr) {
+				t.Errorf("exit status %d, stderr:\n%s\nwant 125 and %q", res.code, res.stderr, tc.like)
+			}
+		})
 	}
 }

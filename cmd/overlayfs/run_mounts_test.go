@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlayfs/filestore"
 	"overlayfs/internal/mounttest"
 )
 
@@ -177,5 +178,29 @@ func TestRunTerminal(t *testing.T) {
 	}
 	if terr != nil || *after != *before {
 		t.Errorf("the caller's terminal settings changed: %+v, want %+v (%v)", after, before, terr)
+	}
+}
+
+// TestBindMountArgs: a bind's overlay under all: takes the root's flags in
+// shared file access, never puts its filestore in SRC, and leaves out what
+// belongs to ROOTFS alone.
+func TestBindMountArgs(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		in   []string
+		want []string
+	}{
+		{"all:memory", []string{"--overlay2=all:memory"}, []string{"--overlay2=all:memory", "--file-access=shared"}},
+		{"all:self,size=1g", []string{"--overlay2=all:self,size=1g", "--file-access=exclusive"}, []string{"--overlay2=all:memory,size=1g", "--file-access=shared"}},
+		{"all:dir=/var/tmp", []string{"--overlay2=all:dir=/var/tmp", "--upper-tar=/l.tar", "--gofer-socket=/g", "--debug=true"},
+			[]string{"--overlay2=all:dir=/var/tmp", "--debug=true", "--file-access=shared"}},
+	} {
+		var sp filestore.Spec
+		if err := sp.Set(tc.spec); err != nil {
+			t.Fatal(err)
+		}
+		if got := bindMountArgs(tc.in, sp); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("bindMountArgs(%v) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }

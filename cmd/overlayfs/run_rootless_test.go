@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,5 +126,70 @@ func TestRunWithoutRootErrors(t *testing.T) {
 	res = rootlessRun(t, bin, "run", "--keep", "--overlay2", "root:dir="+store, rootfs, "--", "true")
 	if res.code != 125 || !strings.Contains(res.stderr, "--keep needs root") {
 		t.Errorf("--keep without root: exit status %d, stderr:\n%s", res.code, res.stderr)
+	}
+}
+
+// TestRunWithoutRootSubordinateIDs: where /etc/subuid and /etc/subgid grant
+// the caller subordinate ids and newuidmap/newgidmap exist, they are
+// mapped after 0, so --user and chown to them work. The user's entries
+// are made in copies of /etc bound in a private mount namespace (util-linux
+// unshare), never in the host's files.
+func TestRunWithoutRootSubordinateIDs(t *testing.T) {
+	for _, tool := range []string{"newuidmap", "newgidmap", "unshare", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (newuidmap and newgidmap: Debian package uidmap; unshare and setpriv: util-linux): %v", tool, err)
+		}
+	}
+	rootfs := busyboxRootfs(t)
+	store := t.TempDir()
+	bin := asRootless(t, rootfs, store)
+	guardRun(t, rootfs, store)
+	etc := filepath.Join(t.TempDir(), "etc")
+	if out, err := exec.Command("cp", "-a", "/etc", etc).CombinedOutput(); err != nil {
+		t.Fatalf("copy /etc: %v\n%s", err, out)
+	}
+	for file, line := range map[string]string{
+		"passwd": fmt.Sprintf("rootless:x:%d:%d::/:/bin/sh\n", rootlessUID, rootlessUID),
+		"group":  fmt.Sprintf("rootless:x:%d:\n", rootlessUID),
+		"subuid": "rootless:600000:65536\n",
+		"subgid": "rootless:600000:65536\n",
+	} {
+		f, err := os.OpenFile(filepath.Join(etc, file), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteString(line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `mount --bind "$1" /etc && shift && exec setpriv --reuid ` + fmt.Sprint(rootlessUID) + ` --regid ` + fmt.Sprint(rootlessUID) + ` --clear-groups env TMPDIR=/tmp HOME=/ "$@"`
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		stdout string
+		code   int
+	}{
+		{name: "maps", args: []string{"--", "sh", "-c", "tr -s ' ' < /proc/self/uid_map; touch /tmp/f; chown 1000:2000 /tmp/f; stat -c %u:%g /tmp/f"},
+			stdout: " 0 54321 1\n 1 600000 65536\n1000:2000\n"},
+		{name: "--user", args: []string{"--user", "1000:2000", "--", "sh", "-c", "id -u; id -g; exit 9"}, stdout: "1000\n2000\n", code: 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-m", "--propagation", "private", "/bin/sh", "-c", script, "sh", etc, bin, "run", "--overlay2", "root:dir=" + store, rootfs}, tc.args...)
+			cmd := exec.Command("unshare", args...)
+			cmd.Env = mounttest.Environ()
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			_ = cliWait(t, cmd)
+			if code := cmd.ProcessState.ExitCode(); code != tc.code || stdout.String() != tc.stdout {
+				t.Errorf("exit status %d, stdout %q; want %d, %q; stderr:\n%s", code, stdout.String(), tc.code, tc.stdout, stderr.String())
+			}
+		})
 	}
 }

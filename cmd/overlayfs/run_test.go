@@ -214,11 +214,11 @@ func TestRunForwardsSignals(t *testing.T) {
 	for _, tc := range []struct {
 		sig  syscall.Signal
 		code int
-	}{{syscall.SIGTERM, 42}, {syscall.SIGINT, 43}} {
+	}{{syscall.SIGTERM, 42}, {syscall.SIGINT, 43}, {syscall.SIGHUP, 44}} {
 		t.Run(tc.sig.String(), func(t *testing.T) {
 			store := t.TempDir()
 			guardRun(t, rootfs, store)
-			script := `trap "exit 42" TERM; trap "exit 43" INT; echo ready; while :; do sleep 0.1; done`
+			script := `trap "exit 42" TERM; trap "exit 43" INT; trap "exit 44" HUP; echo ready; while :; do sleep 0.1; done`
 			cmd := mounttest.Command(t, mounttest.Binary(t), "run", "--overlay2", "root:dir="+store, rootfs, "--", "sh", "-c", script)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
