@@ -486,7 +486,7 @@ func mountOverlay(o Overlay, lower, mnt string, logw io.Writer) (daemon.Daemon, 
 		NoPassthrough: o.NoPassthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if o.GoferSocket != "" {
-				fd, err := dialGofer(o.GoferSocket)
+				fd, err := lisafs.DialSocket(o.GoferSocket)
 				return fd, nil, err
 			}
 			return inProcessGofer(lower, readOnly, logw)
@@ -499,49 +499,23 @@ func mountOverlay(o Overlay, lower, mnt string, logw io.Writer) (daemon.Daemon, 
 	return d, nil
 }
 
-func dialGofer(path string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("connect to gofer socket %s: %w", path, err)
-	}
-	return fd, nil
-}
-
 // inProcessGofer serves lower over LISAFS from a goroutine of this process
-// on one end of a socketpair and returns the other end, and a function
-// that waits (bounded) for it to stop once that end is closed. The server
-// confines every request to lower as the gofer process does; here it
-// lives in the supervisor, out of the command's reach either way, and
-// saves the start of a process (a third of run's start-up on a loaded
-// machine).
+// and returns the client's end, and a function that waits (bounded) for
+// the server to stop once that end is closed. The server confines every
+// request to lower as the gofer process does; here it lives in the
+// supervisor, out of the command's reach either way, and saves the start
+// of a process (a third of run's start-up on a loaded machine).
 func inProcessGofer(lower string, readOnly bool, logw io.Writer) (int, func(), error) {
-	srv, err := lisafs.NewServer(lisafs.Config{Root: lower, ReadOnly: readOnly})
+	fd, stop, err := lisafs.ServeInProcess(lisafs.Config{Root: lower, ReadOnly: readOnly}, 5*time.Second)
 	if err != nil {
-		return -1, nil, fmt.Errorf("serve %s: %w", lower, err)
+		return -1, nil, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		srv.Close()
-		return -1, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeConn(fds[0]) }()
 	wait := func() {
-		select {
-		case err := <-served:
-			if err != nil {
-				fmt.Fprintf(logw, "gofer for %s: %v\n", lower, err)
-			}
-		case <-time.After(5 * time.Second):
-			fmt.Fprintf(logw, "gofer for %s: still serving 5s after the daemon let go\n", lower)
+		if err := stop(); err != nil {
+			fmt.Fprintf(logw, "gofer for %s: %v\n", lower, err)
 		}
-		srv.Close()
 	}
-	return fds[1], wait, nil
+	return fd, wait, nil
 }
 
 // unmount unmounts an overlay and releases its daemon.

@@ -19,6 +19,7 @@ import (
 	"overlayfs/daemon"
 	"overlayfs/filestore"
 	"overlayfs/internal/fuseuring"
+	"overlayfs/lisafs"
 )
 
 // mountFlags are the flags shared by mount and run.
@@ -386,7 +387,7 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 		NoPassthrough: !mf.passthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if mf.goferSocket != "" {
-				fd, err := dialGofer(mf.goferSocket)
+				fd, err := lisafs.DialSocket(mf.goferSocket)
 				return fd, nil, err
 			}
 			fd, cmd, err := spawnGofer(lowerDir, readOnly)
@@ -429,18 +430,6 @@ func spawnGofer(root string, readOnly bool) (int, *exec.Cmd, error) {
 	}
 	theirs.Close()
 	return fds[0], cmd, nil
-}
-
-func dialGofer(path string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("connect to gofer socket %s: %w", path, err)
-	}
-	return fd, nil
 }
 
 // fuseURingEnv, when set, is the default of --fuse-uring: a way to run a

@@ -304,15 +304,8 @@ func TestAutoFallsBackWhenRegisterFails(t *testing.T) {
 	for _, mode := range []Mode{Auto, On} {
 		t.Run(mode.String(), func(t *testing.T) {
 			requireURing(t)
-			backing, mnt := t.TempDir(), t.TempDir()
-			if err := os.WriteFile(filepath.Join(backing, "f"), []byte("data"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			root, err := gofs.NewLoopbackRoot(backing)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := newServer2(gofs.NewNodeFS(root, &gofs.Options{}), mnt,
+			mnt := t.TempDir()
+			m, err := newServer2(loopbackOf(t, "f", "data"), mnt,
 				&fuse.MountOptions{Name: "loopback", MaxBackground: 12, DirectMount: true}, mode,
 				func(s *Server) { s.maxWrite = 4096 })
 			if mode == On {

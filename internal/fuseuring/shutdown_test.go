@@ -125,6 +125,21 @@ func (b *blockFS) waitEntered(t *testing.T, want string) {
 	}
 }
 
+// loopbackOf is go-fuse's loopback file system of a new directory holding
+// one file, name, with content.
+func loopbackOf(t *testing.T, name, content string) fuse.RawFileSystem {
+	t.Helper()
+	backing := t.TempDir()
+	if err := os.WriteFile(filepath.Join(backing, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, err := gofs.NewLoopbackRoot(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gofs.NewNodeFS(root, &gofs.Options{})
+}
+
 // TestHandlerThatNeverReturnsDoesNotHoldShutdown: a RELEASE (sent after
 // its caller closed the file, so nothing holds the mount) whose handler
 // never returns must not keep the server from ending: Wait returns once
@@ -132,15 +147,8 @@ func (b *blockFS) waitEntered(t *testing.T, want string) {
 // request.
 func TestHandlerThatNeverReturnsDoesNotHoldShutdown(t *testing.T) {
 	requireURing(t)
-	backing, mnt := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(backing, "stuck"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	root, err := gofs.NewLoopbackRoot(backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bfs := newBlockFS(gofs.NewNodeFS(root, &gofs.Options{}))
+	mnt := t.TempDir()
+	bfs := newBlockFS(loopbackOf(t, "stuck", "x"))
 	m, err := NewServer(bfs, mnt, &fuse.MountOptions{Name: "loopback", MaxBackground: 12}, On)
 	if err != nil {
 		t.Fatal(err)

@@ -83,29 +83,16 @@ func InProcess(t testing.TB, lower, spec string) (mnt string, abort func()) {
 // test if the server does not stop within 10s of the connection closing.
 func InProcessGofer(t testing.TB, dir string) func(readOnly bool) (int, func(), error) {
 	return func(readOnly bool) (int, func(), error) {
-		srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: readOnly})
+		fd, stop, err := lisafs.ServeInProcess(lisafs.Config{Root: dir, ReadOnly: readOnly}, 10*time.Second)
 		if err != nil {
 			return -1, nil, err
 		}
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			srv.Close()
-			return -1, nil, fmt.Errorf("socketpair: %w", err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.ServeConn(fds[0]) }()
 		wait := func() {
-			select {
-			case err := <-served:
-				if err != nil {
-					t.Errorf("in-process gofer: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("the in-process gofer did not stop within 10s of its connection closing")
+			if err := stop(); err != nil {
+				t.Errorf("in-process gofer: %v", err)
 			}
-			srv.Close()
 		}
-		return fds[1], wait, nil
+		return fd, wait, nil
 	}
 }
 
