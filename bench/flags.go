@@ -23,7 +23,7 @@ type Options struct {
 func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	fl := pflag.NewFlagSet("bench", pflag.ContinueOnError)
 	fl.SetOutput(usageOut)
-	quick := fl.Bool("quick", false, "run everything small enough to finish in about a minute (size 128MiB, 1 run, smaller trees, warm build cache)")
+	quick := fl.Bool("quick", false, "shrink every workload (size 128MiB, 1 run, smaller trees, warm build cache): about two minutes on 2 CPUs with all media")
 	media := fl.String("media", "all", "comma-separated media: "+strings.Join(AllMedia(), ","))
 	wls := fl.String("workloads", "all", "comma-separated workloads: "+strings.Join(WorkloadNames(), ","))
 	size := fl.String("size", "", "size of the large files written and read (default 1GiB, 128MiB with --quick)")
