@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -328,5 +329,81 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	cfg.Baseline = MediumMemory
 	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "binary") {
 		t.Errorf("Run without a binary: %v", err)
+	}
+}
+
+// TestProbeSkipReasonSaysItOnce probes memory-uring where FUSE over
+// io_uring is off: the reason it is skipped gives the mount's error once,
+// not again as the daemon's log.
+func TestProbeSkipReasonSaysItOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	if b, err := os.ReadFile("/sys/module/fuse/parameters/enable_uring"); err != nil || strings.TrimSpace(string(b)) != "N" {
+		t.Skip("needs FUSE over io_uring switched off (it is read, never changed)")
+	}
+	scratch := t.TempDir()
+	why := probe(context.Background(), mounttest.Binary(t), MediumMemoryURing, scratch, t.TempDir())
+	if why == "" {
+		t.Fatal("memory-uring probed fine with the io_uring switch off")
+	}
+	const sentence = "echo 1 > /sys/module/fuse/parameters/enable_uring"
+	if n := strings.Count(why, sentence); n != 1 {
+		t.Errorf("the skip reason says %q %d times: %s", sentence, n, why)
+	}
+}
+
+// TestPerUnitNeverBlank: a medium whose requests all round to 0.00 per
+// unit (reads served by passthrough) gets a line that says so.
+func TestPerUnitNeverBlank(t *testing.T) {
+	cases := []struct {
+		name string
+		c    Cell
+		want string
+	}{
+		{"passthrough reads", Cell{FuseRequests: 3, RequestsPerUnit: 3.0 / 10000, FuseRequestsByOp: map[string]int64{"OPEN": 2, "LOOKUP": 1}}, "under 0.005 of every opcode (3 requests for 10,000 units)"},
+		{"metadata", Cell{FuseRequests: 20, RequestsPerUnit: 2, FuseRequestsByOp: map[string]int64{"CREATE": 10, "LOOKUP": 10}}, "CREATE 1.00, LOOKUP 1.00"},
+	}
+	for _, c := range cases {
+		if got := perUnit(&c.c); got != c.want {
+			t.Errorf("%s: perUnit = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// TestWriteSVGLegendWhole gives a medium a long description: the legend
+// shows all of it, wrapped onto lines that fit the chart's width, and
+// inside the chart's height.
+func TestWriteSVGLegendWhole(t *testing.T) {
+	r := synthetic()
+	long := strings.Repeat("a filestore file in the work directory, ", 8) + "lastword"
+	r.Media[1].What = long
+	var b bytes.Buffer
+	if err := WriteSVG(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	svg := b.String()
+	if !strings.Contains(svg, "lastword") || strings.Contains(svg, "...") {
+		t.Errorf("the legend cuts the description short:\n%s", svg)
+	}
+	var height float64
+	if _, err := fmt.Sscanf(svg[strings.Index(svg, `height="`):], `height="%g"`, &height); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(svg, "\n") {
+		if !strings.Contains(line, `font-size="9"`) || !strings.HasPrefix(line, `<text x="24"`) {
+			continue
+		}
+		var y float64
+		if _, err := fmt.Sscanf(line, `<text x="24" y="%g"`, &y); err != nil {
+			t.Fatal(err)
+		}
+		text := line[strings.Index(line, ">")+1 : strings.LastIndex(line, "</text>")]
+		if len(text) > 160 {
+			t.Errorf("legend line of %d characters runs past the chart: %q", len(text), text)
+		}
+		if y > height {
+			t.Errorf("legend line at y=%g below the chart's height %g", y, height)
+		}
 	}
 }

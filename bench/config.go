@@ -54,7 +54,8 @@ type Config struct {
 	// Runs is how many times each workload runs on each medium (median,
 	// min and max are reported).
 	Runs int
-	// Quick shrinks every workload so the whole run takes about a minute.
+	// Quick shrinks every workload: the whole run takes about two minutes
+	// on 2 CPUs with every medium.
 	Quick bool
 	// Baseline is the medium the ratios are computed against.
 	Baseline string

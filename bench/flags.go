@@ -23,16 +23,16 @@ type Options struct {
 func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	fl := pflag.NewFlagSet("bench", pflag.ContinueOnError)
 	fl.SetOutput(usageOut)
-	quick := fl.Bool("quick", false, "run everything small enough to finish in about a minute (size 128MiB, 1 run, smaller trees, warm build cache)")
-	media := fl.String("media", "all", "comma-separated media: "+strings.Join(AllMedia(), ","))
-	wls := fl.String("workloads", "all", "comma-separated workloads: "+strings.Join(WorkloadNames(), ","))
-	size := fl.String("size", "", "size of the large files written and read (default 1GiB, 128MiB with --quick)")
-	runs := fl.Int("runs", 0, "runs per workload per medium; median, min and max are shown (default 3, 1 with --quick)")
-	baseline := fl.String("baseline", MediumNone, "medium the speed ratios are computed against")
-	workDir := fl.String("workdir", "/var/tmp", "directory for the scratch tree, mountpoints and filestores (on the disk you want measured)")
-	src := fl.String("src", "", "source tree copied into the lower and tarred for untar (default the Go distribution's src)")
-	jsonPath := fl.String("json", "", "write every figure as JSON to this file")
-	chart := fl.String("chart", "", "draw throughput per workload and memory per medium as SVG into this file")
+	quick := fl.Bool("quick", false, "shrink every workload (size 128MiB, 1 run, smaller trees, warm build cache): about two minutes on 2 CPUs with all media")
+	media := fl.String("media", "all", "`LIST` of media, comma-separated: "+strings.Join(AllMedia(), ","))
+	wls := fl.String("workloads", "all", "`LIST` of workloads, comma-separated: "+strings.Join(WorkloadNames(), ","))
+	size := fl.String("size", "", "`SIZE` of the large files written and read (default 1GiB, 128MiB with --quick)")
+	runs := fl.Int("runs", 0, "`N` runs per workload per medium; median, min and max are shown (default 3, 1 with --quick)")
+	baseline := fl.String("baseline", MediumNone, "`MEDIUM` the speed ratios are computed against")
+	workDir := fl.String("workdir", "/var/tmp", "`DIR` for the scratch tree, mountpoints and filestores (on the disk you want measured)")
+	src := fl.String("src", "", "source tree `DIR` copied into the lower and tarred for untar (default the Go distribution's src)")
+	jsonPath := fl.String("json", "", "write every figure as JSON to `FILE`")
+	chart := fl.String("chart", "", "draw throughput per workload and memory per medium as SVG into `FILE`")
 	fl.Usage = func() {
 		fmt.Fprintf(usageOut, "Usage: overlayfs bench [flags]\n\n"+
 			"Measures overlayfs's upper-layer media (memory, memory-uring, dir, self, none) side by side with the host\n"+

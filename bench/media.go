@@ -143,7 +143,7 @@ func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDi
 	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--fuse-uring", uring, "--log", logPath, lower, mnt).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("overlayfs mount --overlay2 %s --fuse-uring %s: %w: %s %s", spec, uring, err, strings.TrimSpace(string(out)), daemonLog(string(log)))
+		return nil, fmt.Errorf("overlayfs mount --overlay2 %s --fuse-uring %s: %w: %s", spec, uring, err, mountFailure(string(out), string(log)))
 	}
 	m := &mounted{medium: medium, root: mnt, fuse: true, bin: bin}
 	m.undo = func() error { return unmountOverlayfs(bin, mnt, logPath) }
@@ -280,6 +280,23 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// mountFailure is what a failed `overlayfs mount` said, followed by the
+// last lines of its daemon's log that it did not already say (the daemon
+// logs the error it reports).
+func mountFailure(out, log string) string {
+	out = strings.TrimSpace(out)
+	var fresh []string
+	for _, l := range strings.Split(log, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.Contains(out, l) {
+			fresh = append(fresh, l)
+		}
+	}
+	if d := daemonLog(strings.Join(fresh, "\n")); d != "" {
+		return out + " " + d
+	}
+	return out
 }
 
 func daemonLog(s string) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"strings"
 )
 
 // palette colours the media in a fixed order.
@@ -31,7 +32,15 @@ func WriteSVG(w io.Writer, r *Result) error {
 	speedH := 60 + float64(len(r.Workloads))*groupH
 	memTop := speedH + 40
 	memH := 50 + float64(len(ran))*(2*barH+10)
-	height := memTop + memH + 20 + float64(len(ran)+1)/2*16
+	// The legend: one entry per medium, its description wrapped whole
+	// (9 px text averages under 5.5 px a character: 160 fit in 900 px).
+	legend := make([][]string, len(ran))
+	legendH := 0.0
+	for i, m := range ran {
+		legend[i] = wrapWords(m.Name+": "+m.What, 160)
+		legendH += float64(len(legend[i]))*12 + 4
+	}
+	height := memTop + memH + 20 + legendH
 	fmt.Fprintf(ew, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="11">`+"\n", width, height, width, height)
 	fmt.Fprintf(ew, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	title := fmt.Sprintf("overlayfs bench: %d x %s, %s", r.Machine.CPUs, r.Machine.CPU, r.Machine.Kernel)
@@ -115,11 +124,13 @@ func WriteSVG(w io.Writer, r *Result) error {
 
 	// Legend.
 	y += 10
-	for i, m := range ran {
-		x := 10 + float64(i%2)*470
-		ly := y + float64(i/2)*16
-		fmt.Fprintf(ew, `<rect x="%.1f" y="%.1f" width="10" height="10" fill="%s"/><text x="%.1f" y="%.1f" font-size="9">%s: %s</text>`+"\n",
-			x, ly, palette[i%len(palette)], x+14, ly+9, esc(m.Name), esc(shorten(m.What, 80)))
+	for i, lines := range legend {
+		fmt.Fprintf(ew, `<rect x="10" y="%.1f" width="10" height="10" fill="%s"/>`+"\n", y, palette[i%len(palette)])
+		for _, l := range lines {
+			fmt.Fprintf(ew, `<text x="24" y="%.1f" font-size="9">%s</text>`+"\n", y+9, esc(l))
+			y += 12
+		}
+		y += 4
 	}
 	fmt.Fprintln(ew, "</svg>")
 	return ew.err
@@ -127,9 +138,24 @@ func WriteSVG(w io.Writer, r *Result) error {
 
 func esc(s string) string { return html.EscapeString(s) }
 
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
+// wrapWords breaks s into lines of at most n bytes at spaces (a longer
+// word gets a line of its own).
+func wrapWords(s string, n int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = w
+		case len(line)+1+len(w) <= n:
+			line += " " + w
+		default:
+			lines = append(lines, line)
+			line = w
+		}
 	}
-	return s[:n-3] + "..."
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
 }

@@ -219,6 +219,11 @@ func perUnit(c *Cell) string {
 			parts = append(parts, fmt.Sprintf("%s %.2f", op, x))
 		}
 	}
+	if len(parts) == 0 {
+		// Every opcode rounds to 0.00 (reads served by FUSE passthrough
+		// in the kernel, say): say so rather than print nothing.
+		return fmt.Sprintf("under 0.005 of every opcode (%s requests for %s units)", humanize.Comma(c.FuseRequests), humanize.Comma(int64(amount)))
+	}
 	return strings.Join(parts, ", ")
 }
 

@@ -345,6 +345,10 @@ func TestFaultDaemonKilled(t *testing.T) {
 				t.Errorf("the dir= directory holds %v (%v) after the daemon died, want nothing", ents, err)
 			}
 
+			// Mounting again on the dead mount points at umount.
+			if r := cliRun(t, "mount", "--log", filepath.Join(t.TempDir(), "log"), "--overlay2", m.spec(store), lower, mnt); r.code == 0 || !strings.Contains(r.stderr, "overlayfs umount "+mnt) {
+				t.Errorf("mount over the dead mount: exit %d, %q; want a failure pointing at 'overlayfs umount %s'", r.code, r.stderr, mnt)
+			}
 			msg := faultUmount(t, mnt, log)
 			if !strings.Contains(msg, mnt) || !strings.Contains(msg, "not running") {
 				t.Errorf("umount of a dead mount says %q; want it to name %s and say the daemon was not running", msg, mnt)

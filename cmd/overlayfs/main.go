@@ -3,8 +3,11 @@
 // The lower directory is read through a LISAFS gofer process (gVisor's
 // protocol); changes land in an upper layer whose metadata lives in memory and
 // whose file data lives in a memfd or in a filestore file on disk. See
-// README.md for the subcommands.
+// README.md for the subcommands, and docs/overlayfs.1 (made by
+// `overlayfs man`: go generate ./cmd/overlayfs) for every flag.
 package main
+
+//go:generate sh -c "go run . man > ../../docs/overlayfs.1"
 
 import (
 	"errors"
@@ -27,14 +30,18 @@ type command struct {
 // package-level mutable state exists.
 func commands() map[string]command {
 	return map[string]command{
-		"mount":  {"mount a writable overlay of LOWERDIR on MOUNTPOINT", runMount},
-		"umount": {"unmount an overlay and stop its daemon and gofer", runUmount},
-		"gofer":  {"serve a directory over LISAFS (started by mount)", runGofer},
-		"run":    {"run a command on an overlay of a rootfs, then show what it changed", runRun},
-		"diff":   {"list what a mount changed relative to its lower (A/C/D)", runDiff},
-		"stats":  {"report a mount's upper layer, memory, gofer round trips, copy-ups", runStats},
-		"tar":    {"write a mount's upper layer as an OCI image layer tarball", runTar},
-		"bench":  {"measure memory vs filestore vs no overlay, side by side", runBench},
+		"mount":      {"mount a writable overlay of LOWERDIR on MOUNTPOINT", runMount},
+		"umount":     {"unmount an overlay and stop its daemon and gofer", runUmount},
+		"gofer":      {"serve a directory over LISAFS (started by mount)", runGofer},
+		"run":        {"run a command on an overlay of a rootfs, then show what it changed", runRun},
+		"diff":       {"list what a mount changed relative to its lower (A/C/D)", runDiff},
+		"stats":      {"report a mount's upper layer, memory, gofer round trips, copy-ups", runStats},
+		"tar":        {"write a mount's upper layer as an OCI image layer tarball", runTar},
+		"bench":      {"measure memory vs filestore vs no overlay, side by side", runBench},
+		"version":    {"print the version, the build and the kernel features found", runVersion},
+		"help":       {"print the help of a command: overlayfs help COMMAND", nil},
+		"completion": {"print a shell completion script: overlayfs completion bash|zsh|fish", nil},
+		"man":        {"print the manual page overlayfs(1) in roff", nil},
 	}
 }
 
@@ -47,9 +54,9 @@ func usage(cmds map[string]command) string {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(&b, "  %-11s %s\n", n, cmds[n].summary)
 	}
-	b.WriteString("\nRun 'overlayfs COMMAND --help' for the flags of a command.\n")
+	b.WriteString("\nRun 'overlayfs help COMMAND' (or 'overlayfs COMMAND --help') for the flags of a command,\n'overlayfs --version' for the build and the kernel features found.\n")
 	return b.String()
 }
 
@@ -67,16 +74,28 @@ func main() {
 		os.Exit(2)
 	}
 	name := os.Args[1]
-	if name == "-h" || name == "--help" || name == "help" {
+	switch name {
+	case "-h", "--help":
 		fmt.Print(usage(cmds))
 		return
+	case "--version", "-V":
+		name = "version"
 	}
 	cmd, ok := cmds[name]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "overlayfs: unknown command %q\n\n%s", name, usage(cmds))
 		os.Exit(2)
 	}
-	if err := cmd.run(os.Args[2:]); err != nil {
+	run := cmd.run
+	switch name {
+	case "help":
+		run = func(args []string) error { return runHelp(cmds, args) }
+	case "completion":
+		run = func(args []string) error { return runCompletion(cmds, args) }
+	case "man":
+		run = func(args []string) error { return runMan(cmds, args) }
+	}
+	if err := run(os.Args[2:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return
 		}

@@ -47,14 +47,16 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
 		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
-	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
-	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
+	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "who changes LOWERDIR, `MODE` exclusive (nobody else: cache it for good) or shared (changes made to LOWERDIR from outside show through, at a gofer round trip per lookup)")
+	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer' listening on the unix socket `PATH` instead of starting a gofer; LOWERDIR may then be left out")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
-	fl.Var(&m.upperTar, "upper-tar", "start with this OCI layer tarball (from `overlayfs tar`) applied as the upper layer")
+	fl.Var(&m.upperTar, "upper-tar", "start with the OCI layer tarball `FILE` (as written by 'overlayfs tar') applied as the upper layer")
 	fl.StringVar(&m.removeDirs, "remove-dirs", "", "internal: remove these directories (a list like PATH), if empty, once the mount is gone")
 	_ = fl.MarkHidden("remove-dirs")
-	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "`MODE` how FUSE requests travel: auto: by io_uring when the kernel offers it (root, Linux 6.14+, /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail, naming what to change | off: /dev/fuse. Default: $OVERLAYFS_FUSE_URING if set, else auto")
+	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "how FUSE requests travel, `MODE` auto: by io_uring when the kernel offers it (root, Linux 6.14+, /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail, naming what to change | off: /dev/fuse. Default: $OVERLAYFS_FUSE_URING if set, else auto")
+	// The default follows $TMPDIR; say so rather than show this shell's.
+	fl.Lookup("overlay2").DefValue = "root:dir=$TMPDIR, or root:dir=/var/tmp if TMPDIR is unset or relative"
 }
 
 // uringMode is the validated --fuse-uring.
@@ -90,8 +92,8 @@ func runMount(args []string) error {
 	var mf mountFlags
 	mf.register(fl)
 	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
-	logPath := fl.String("log", "", "`FILE` the background daemon logs to, kept after unmount (default: $TMPDIR/overlayfs-<mountpoint>.log while mounted, removed at a clean unmount, kept if the mount fails or the daemon dies)")
-	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored")
+	logPath := fl.String("log", "", "log the background daemon to `FILE`, kept after unmount (default: $TMPDIR/overlayfs-<mountpoint>.log while mounted, removed at a clean unmount, kept if the mount fails or the daemon dies)")
+	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored. A non-root user's mount goes through fusermount3, which does not take strictatime, nodiratime or nosymfollow")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
 	tempLog := fl.String("temp-log", "", "internal: remove this log file at a clean unmount")
@@ -182,7 +184,7 @@ func openLog(path string) (*os.File, bool, error) {
 			return f, false, nil
 		}
 	}
-	return nil, false, fmt.Errorf("open log %s: %w", path, err)
+	return nil, false, fmt.Errorf("daemon log: %w", err)
 }
 
 // checkMountArgs resolves LOWERDIR and MOUNTPOINT and refuses bad ones with
@@ -197,6 +199,9 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 		}
 	}
 	mnt, err := existingDir(mntArg, "MOUNTPOINT")
+	if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+		return "", "", fmt.Errorf("MOUNTPOINT %s is a FUSE mount whose daemon is gone (%v): remove it with 'overlayfs umount %s' (or umount -l for another file system's), then mount again", mntArg, errors.Unwrap(err), mntArg)
+	}
 	if err != nil {
 		return "", "", err
 	}

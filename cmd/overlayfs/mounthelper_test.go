@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"overlayfs/internal/mounttest"
@@ -50,6 +51,23 @@ func TestMountHelperRejectsUnknownOption(t *testing.T) {
 	out, err := mounttest.Command(t, helper, t.TempDir(), mnt, "-o", "overlay=root:memory").CombinedOutput()
 	if err == nil {
 		t.Fatalf("an unknown option was accepted: %s", out)
+	}
+	if n := cliMounts(t, mnt); n != 0 {
+		t.Errorf("left %d mounts", n)
+	}
+}
+
+// TestMountHelperWithoutLowerdirPointsAtIt checks that a SOURCE that is not
+// a directory, with no lowerdir=, gets an error naming lowerdir=.
+func TestMountHelperWithoutLowerdirPointsAtIt(t *testing.T) {
+	helper := filepath.Join(t.TempDir(), mountHelperName)
+	if err := os.Symlink(mounttest.Binary(t), helper); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	out, err := mounttest.Command(t, helper, "overlayfs", mnt, "-o", "overlay2=root:memory").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "lowerdir=") {
+		t.Errorf("mount helper without lowerdir=: %v, %q; want a failure naming lowerdir=", err, out)
 	}
 	if n := cliMounts(t, mnt); n != 0 {
 		t.Errorf("left %d mounts", n)

@@ -12,12 +12,13 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"overlayfs/ctlsock"
+	"overlayfs/filestore"
 )
 
 var statsCommand = ctlCommand{
 	name:     "stats",
 	jsonHelp: "print JSON (byte counts in bytes)",
-	about: "Reports a mount's upper layer (files, bytes, filestore on disk, size budget), its daemon's\n" +
+	about: "Reports a mount's upper layer (files, bytes, where its data lives, size budget), its daemon's\n" +
 		"memory, gofer round trips, copy-ups and the FUSE requests answered, by opcode.",
 }
 
@@ -44,7 +45,17 @@ func printStats(w io.Writer, s *ctlsock.Stats) error {
 	b := func(n uint64) string { return humanize.IBytes(n) }
 	fmt.Fprintf(tw, "mount\t%s (upper: %s)\n", s.Mountpoint, s.Upper)
 	fmt.Fprintf(tw, "upper\t%s in %s files (%s inodes)\n", b(s.UpperBytes), humanize.Comma(s.UpperFiles), humanize.Comma(s.UpperInodes))
-	fmt.Fprintf(tw, "filestore\t%s on disk, %s allocated\n", b(s.FilestoreOnDisk), b(s.FilestoreAllocated))
+	switch spec, _ := filestore.Parse(s.Upper); {
+	case !spec.Enabled():
+		fmt.Fprintf(tw, "filestore\tnone (no upper layer: every change went to LOWERDIR)\n")
+	case spec.Medium == filestore.MediumMemory:
+		// A memfd: its pages are memory (the daemon's shmem), not disk.
+		fmt.Fprintf(tw, "memfd\t%s of memory holds upper data (counted in the daemon's shmem below)\n", b(s.FilestoreOnDisk))
+	default:
+		// The file grows in large sparse steps; only written pages
+		// take disk space.
+		fmt.Fprintf(tw, "filestore\t%s on disk (a sparse file, %s long so far)\n", b(s.FilestoreOnDisk), b(s.FilestoreAllocated))
+	}
 	if s.SizeLimit > 0 {
 		fmt.Fprintf(tw, "size budget\t%s of %s used (%.1f%%)\n", b(s.UpperBytes), b(s.SizeLimit), 100*float64(s.UpperBytes)/float64(s.SizeLimit))
 	} else {

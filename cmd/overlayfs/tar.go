@@ -12,7 +12,7 @@ import (
 
 func runTar(args []string) error {
 	fl := pflag.NewFlagSet("tar", pflag.ContinueOnError)
-	file := fl.StringP("file", "f", "", "write the layer to FILE (- for standard output)")
+	file := fl.StringP("file", "f", "", "write the layer to `FILE` (- for standard output)")
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: overlayfs tar MOUNTPOINT -f FILE\n\n"+
 			"Writes the mount's upper layer as an OCI image layer tarball: changed and added files with\n"+

@@ -2,6 +2,7 @@ package fusekit
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -107,6 +108,42 @@ func TestNewOwner(t *testing.T) {
 		uid, gid, mode := NewOwner(tc.dirMode, 50, caller, tc.mode)
 		if uid != 1000 || gid != tc.wantGID || mode != tc.wantMode {
 			t.Errorf("dir %o, mode %o: %d %d %o; want 1000 %d %o", tc.dirMode, tc.mode, uid, gid, mode, tc.wantGID, tc.wantMode)
+		}
+	}
+}
+
+// TestFusermountOptions pins the names handed to fusermount3 for a
+// non-root mount: the ones it takes, relatime left to the kernel's
+// default, and an error naming each option it refuses (libfuse 3.14's
+// fusermount3 rejects strictatime, nodiratime and nosymfollow).
+func TestFusermountOptions(t *testing.T) {
+	cases := []struct {
+		opts    string
+		want    string
+		wantErr string
+	}{
+		{"", "", ""},
+		{"ro,nosuid,nodev,noexec,noatime,sync,dirsync", "ro,nosuid,nodev,noexec,noatime,sync,dirsync", ""},
+		{"relatime,rw,exec", "", ""},
+		{"noexec,strictatime", "", "strictatime"},
+		{"nodiratime", "", "nodiratime"},
+		{"nosymfollow", "", "nosymfollow"},
+	}
+	for _, c := range cases {
+		var f VFSFlags
+		for _, o := range strings.Split(c.opts, ",") {
+			if o != "" && !f.Apply(o) {
+				t.Fatalf("Apply(%q) refused", o)
+			}
+		}
+		got, err := f.FusermountOptions()
+		switch {
+		case c.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%q: %v, %v; want an error naming %s", c.opts, got, err, c.wantErr)
+			}
+		case err != nil || strings.Join(got, ",") != c.want:
+			t.Errorf("%q: %q, %v; want %q", c.opts, strings.Join(got, ","), err, c.want)
 		}
 	}
 }

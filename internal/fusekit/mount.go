@@ -66,7 +66,11 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring
 	}
 	if !root {
 		// fusermount3 takes them by name (and adds nosuid,nodev itself).
-		opts.Options = append(opts.Options, o.Flags.Options()...)
+		names, err := o.Flags.FusermountOptions()
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+		}
+		opts.Options = append(opts.Options, names...)
 	}
 	if o.Flags.ReadOnly() {
 		fs = readOnly{fs}

@@ -1,6 +1,7 @@
 package fusekit
 
 import (
+	"fmt"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -64,10 +65,13 @@ func (f *VFSFlags) Apply(opt string) bool {
 // ReadOnly reports whether the mount is read-only (ro).
 func (f VFSFlags) ReadOnly() bool { return uintptr(f)&unix.MS_RDONLY != 0 }
 
-// Options names f as mount options (ro,noexec,...), in a fixed order: the
-// form fusermount3 takes.
-func (f VFSFlags) Options() []string {
-	order := []string{"ro", "nosuid", "nodev", "noexec", "noatime", "relatime", "strictatime", "nodiratime", "sync", "dirsync", "nosymfollow"}
+// FusermountOptions names f as the mount options fusermount3 takes
+// (ro,noexec,...), for a non-root user's mount. fusermount3 (libfuse 3.14)
+// refuses strictatime, nodiratime and nosymfollow: asking for one of them
+// is an error that names it. relatime is the kernel's default and needs
+// no option.
+func (f VFSFlags) FusermountOptions() ([]string, error) {
+	order := []string{"ro", "nosuid", "nodev", "noexec", "noatime", "sync", "dirsync"}
 	table := vfsOptionTable()
 	var out []string
 	for _, name := range order {
@@ -75,7 +79,12 @@ func (f VFSFlags) Options() []string {
 			out = append(out, name)
 		}
 	}
-	return out
+	for _, name := range []string{"strictatime", "nodiratime", "nosymfollow"} {
+		if uintptr(f)&table[name].set != 0 {
+			return nil, fmt.Errorf("mount option %s needs root: fusermount3, which mounts for other users, does not take it", name)
+		}
+	}
+	return out, nil
 }
 
 // readOnly answers EROFS to every request that would change the file
