@@ -32,8 +32,8 @@ type Store struct {
 	// Spec is the spec the store was opened for.
 	Spec Spec
 
-	dev, ino uint64 // identity of the self file, checked before unlinking
-	root     string // the lower root holding the self file
+	dev, ino uint64           // identity of the self file, checked before unlinking
+	root     string           // the lower root holding the self file
 	rootTime [2]unix.Timespec // the root's atime and mtime before Open
 }
 

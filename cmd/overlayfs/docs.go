@@ -394,6 +394,9 @@ and the generic mount options of
 .BR "overlayfs mount \-o" :
 ` + roff(knownMountOptions) + `.
 An unknown option fails the mount, naming it.
+.B mount \-o remount,OPTIONS MOUNTPOINT
+(as root) changes the generic options of a mounted overlay; a daemon started
+with ro keeps refusing changes.
 .SH ENVIRONMENT
 .TP
 .B TMPDIR

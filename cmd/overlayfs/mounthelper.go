@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // mountHelperName is the name under which mount(8) runs us for
@@ -58,7 +60,7 @@ func runMountHelper(args []string) error {
 		return exitError{code: 2, msg: "usage: mount.fuse.overlayfs SOURCE MOUNTPOINT [-o OPTIONS]"}
 	}
 	source, mnt := pos[0], pos[1]
-	lowerDir, hasLowerDir, hasGofer := "", false, false
+	lowerDir, hasLowerDir, hasGofer, remount := "", false, false, false
 	var flags, generic []string
 	for i := 0; i < len(opts); i++ {
 		key, val, _ := strings.Cut(opts[i], "=")
@@ -81,12 +83,28 @@ func runMountHelper(args []string) error {
 			flags = append(flags, "--log="+val)
 		case "fuse_uring", "fuse-uring":
 			flags = append(flags, "--fuse-uring="+val)
+		case "remount":
+			remount = true
 		default:
+			if fuseKernelOption(opts[i]) {
+				// Only a remount gets these: mount(8) repeats what
+				// the mount table shows; checked by remountHelper.
+				generic = append(generic, opts[i])
+				continue
+			}
 			var check mountOptions
 			if err := check.Set(opts[i]); err != nil {
 				return err
 			}
 			generic = append(generic, opts[i])
+		}
+	}
+	if remount {
+		return remountHelper(mnt, generic)
+	}
+	for _, g := range generic {
+		if fuseKernelOption(g) {
+			return fmt.Errorf("mount option %q is set by overlayfs itself", g)
 		}
 	}
 	if len(generic) > 0 {
@@ -106,4 +124,40 @@ func runMountHelper(args []string) error {
 		flags = append(flags, lowerDir)
 	}
 	return runMount(append(flags, mnt))
+}
+
+// remountHelper is `mount -o remount,OPTIONS MOUNTPOINT`: the generic
+// options become the mount's new flags (mount(8) hands over the full set,
+// with the FUSE options the mount table shows, which cannot change).
+// The overlay's own options (lowerdir=, overlay2=, ...) cannot change on a
+// mounted overlay; mount(8) repeats them from fstab, and they are ignored.
+// A daemon started with ro keeps refusing changes after a remount rw.
+func remountHelper(mnt string, generic []string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("remount needs root (fusermount3 cannot remount)")
+	}
+	var o mountOptions
+	for _, g := range generic {
+		if fuseKernelOption(g) {
+			continue
+		}
+		if err := o.Set(g); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|uintptr(o.flags), ""); err != nil {
+		return fmt.Errorf("remount %s: %w", mnt, err)
+	}
+	return nil
+}
+
+// fuseKernelOption reports whether opt is one of the FUSE options the
+// kernel sets and shows in the mount table (user_id=0, allow_other, ...).
+func fuseKernelOption(opt string) bool {
+	key, _, _ := strings.Cut(opt, "=")
+	switch key {
+	case "user_id", "group_id", "default_permissions", "allow_other", "max_read", "rootmode", "fd", "blksize":
+		return true
+	}
+	return false
 }

@@ -264,6 +264,37 @@ func TestMountOptionsBecomeMountFlags(t *testing.T) {
 			}
 		})
 	}
+	t.Run("remount through mount(8)", func(t *testing.T) {
+		lower := optLower(t)
+		mounttest.GuardLower(t, lower)
+		mnt := t.TempDir()
+		run := func(args ...string) {
+			t.Helper()
+			cmd := exec.Command("mount", args...)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("mount %v: %v\n%s", args, err, out)
+			}
+		}
+		run("-t", "fuse.overlayfs", "overlayfs", mnt, "-o", "lowerdir="+lower+",overlay2=root:memory,noexec")
+		defer func() {
+			if out, err := exec.Command(bin, "umount", mnt).CombinedOutput(); err != nil {
+				t.Errorf("overlayfs umount: %v\n%s", err, out)
+				_ = unix.Unmount(mnt, unix.MNT_DETACH)
+			}
+		}()
+		run("-o", "remount,ro", mnt)
+		if opts := mountinfoOptions(t, mnt); !opts["ro"] || !opts["noexec"] {
+			t.Errorf("after remount,ro: %v, want ro and noexec still", opts)
+		}
+		if err := errnoIs(os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644), unix.EROFS); err != nil {
+			t.Errorf("write after remount,ro: %v", err)
+		}
+		run("-o", "remount,rw", mnt)
+		if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); err != nil {
+			t.Errorf("write after remount,rw: %v", err)
+		}
+	})
 	t.Run("unknown option is named", func(t *testing.T) {
 		for _, args := range [][]string{
 			{bin, "mount", "-o", "noexec,frobnicate", optLower(t)},
