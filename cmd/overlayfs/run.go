@@ -103,9 +103,9 @@ func runRun(args []string) error {
 		mounts                                       []sandbox.Mount
 	)
 	fl.BoolVar(&keep, "keep", false, "leave the overlays mounted (in the host mount namespace) for inspection, and say where (root only)")
-	fl.Var(&diffOut, "diff-out", "write the summary of changes (`overlayfs diff` lines) to FILE instead of standard error")
+	fl.Var(&diffOut, "diff-out", "write the summary of changes (lines as 'overlayfs diff' prints them) to `FILE` instead of standard error")
 	fl.Var(&logPath, "log", "keep the overlay daemons' log in FILE (default: kept only if run fails, and then its place is printed)")
-	fl.StringVar(&hostname, "hostname", sandbox.DefaultHostname, "host name in COMMAND's UTS namespace")
+	fl.StringVar(&hostname, "hostname", sandbox.DefaultHostname, "host name `NAME` in COMMAND's UTS namespace")
 	fl.StringVar(&netMode, "net", "host", "`MODE` host: the host's network | none: a network namespace with only lo, up")
 	fl.StringVar(&chdir, "chdir", "/", "COMMAND's working `DIR` inside the sandbox")
 	fl.StringArrayVar(&env, "env", nil, "set `K=V` in COMMAND's environment (repeatable)")
