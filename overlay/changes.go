@@ -56,7 +56,7 @@ type changeEntry struct {
 	full bool
 }
 
-// dirSnap is what walkChanges needs of a directory, taken under fs.tree.
+// dirSnap is what walkChanges needs of a directory, taken under its dirMu.
 type dirSnap struct {
 	origin    *lower.Node
 	children  map[string]*Node
@@ -71,11 +71,14 @@ func (fs *FS) walkChanges(visit func(changeEntry) error) error {
 	return fs.walkInPlace(fs.root, "/", visit)
 }
 
-// snapDir copies d's tree state. listing is d's origin listing (for the
+// snapDir copies d's namespace. listing is d's origin listing (for the
 // hard-link check), or nil.
+// Preconditions: no lock is held.
 func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
+	d.dirMu.Lock()
+	defer d.dirMu.Unlock()
+	fs.hlMu.Lock()
+	defer fs.hlMu.Unlock()
 	s := dirSnap{origin: d.lower, children: make(map[string]*Node, len(d.children))}
 	for name, c := range d.children {
 		s.children[name] = c
@@ -113,7 +116,7 @@ func sameLower(c *Node, e *lower.Entry) bool {
 	if c.lower == nil {
 		return false
 	}
-	st := &c.lower.Attr
+	st := c.lower.Attr()
 	return st.Ino == e.Ino && st.Dev == e.Dev
 }
 
@@ -132,7 +135,7 @@ func (fs *FS) atOrigin(c *Node, origin *lower.Node, name string, le *lower.Entry
 		return false
 	}
 	defer fs.lower.Forget(ln)
-	a, b := &c.lower.Attr, &ln.Attr
+	a, b := c.lower.Attr(), ln.Attr()
 	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
@@ -154,9 +157,7 @@ func (fs *FS) hiddenRoot(d *Node, name string) bool {
 // merged over its own origin (the root, or a directory never moved).
 func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) error {
 	var listing []lower.Entry
-	fs.tree.Lock()
 	origin := d.lower
-	fs.tree.Unlock()
 	if origin != nil {
 		var err error
 		if listing, err = fs.lower.ReadDir(origin); err != nil {

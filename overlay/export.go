@@ -101,7 +101,7 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 		if m.upData {
 			m.size = n.up.DataSize()
 		} else if n.lower != nil {
-			m.size = int64(n.lower.Attr.Size)
+			m.size = int64(n.lower.Attr().Size)
 		}
 		if !m.lazyX && len(n.up.Xattrs) > 0 {
 			m.xattrs = make(map[string][]byte, len(n.up.Xattrs))
@@ -112,15 +112,8 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 	}
 	n.mu.Unlock()
 	if !m.hasUp {
-		st := &n.lower.Attr
-		m.attr = upper.Attr{
-			Mode: uint32(st.Mode), UID: st.UID, GID: st.GID,
-			Rdev:  uint32(st.Rdev),
-			Nlink: st.Nlink,
-			Atime: st.Atime,
-			Mtime: st.Mtime,
-			Ctime: st.Ctime,
-		}
+		st := n.lower.Attr()
+		m.attr = upperAttr(&st)
 		m.size = int64(st.Size)
 		m.lazyX = true
 	}

@@ -14,10 +14,36 @@
 //     same number is reported by stat and readdir;
 //   - the lower tree is never modified: the lower layer has no write path.
 //
-// Lock order: FS.tree before Node.mu before FS.idMu. Node.mu guards up, opens
-// and the lower data reference; FS.tree guards children, whiteouts and
-// parent pointers; FS.idMu guards the nodeid table and lookup counts. No lock
-// is held across a LISAFS round trip except Node.mu during a data copy-up.
+// Locks. Each lock below may be taken while holding the ones above it on
+// its path, never the other way round (the model is gVisor's overlay):
+//
+//	Node.copyMu             one node's copy-up (copyUp)
+//	  FS.renameMu           RWMutex: written by rename, read to follow parent
+//	    Node.dirMu          a directory's namespace; ancestor before descendant
+//	      Node.mu           a node's attributes and data (upper state, opens)
+//	        FS.hlMu         lower hard links by identity
+//	          FS.idMu       the nodeid table and lookup counts
+//
+// Two directories' dirMu are held together only by an ancestor and its
+// descendant (ancestor first), or by rename, which holds renameMu for
+// writing and so is the only one doing it for unrelated directories. The
+// lower layer's own locks are leaves below all of these.
+//
+// No lock but a node's own is held across a LISAFS round trip or a data
+// copy: a copy-up holds only that node's copyMu, and every operation that
+// needs one makes it before it takes renameMu or any dirMu (a copy-up is
+// never undone, so what it established still holds once the locks are
+// taken). A lower lookup is made with no lock held and its result
+// inserted under the directory's dirMu. Reading a symlink target, xattrs
+// or a lower data fd may hold the node's own mu. So renaming a large file
+// that a shared mount must copy stalls nothing but that file.
+//
+// An operation on names resolves and prepares (lookups, emptiness,
+// copy-ups) first, then takes its locks and checks that the names still
+// refer to what it resolved. Under the kernel's own directory locks they
+// always do; only a lower changed from outside (shared mode) can make them
+// differ, and the operation then answers ESTALE, which makes the kernel
+// look the names up again and retry once.
 package overlay
 
 import (
@@ -60,8 +86,8 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
-// FS is a merged overlay served over FUSE. Build it with New and mount it
-// with Mount.
+// FS is a merged overlay served over FUSE. Build it with New and serve it
+// with go-fuse (fusekit.Mount).
 type FS struct {
 	fuse.RawFileSystem
 	cfg   Config
@@ -69,7 +95,7 @@ type FS struct {
 	store *upper.Store
 	root  *Node
 
-	tree sync.Mutex
+	renameMu sync.RWMutex
 	// nsGen counts namespace changes (names created, removed, renamed):
 	// a cached directory listing is valid while it is unchanged.
 	nsGen atomic.Uint64
@@ -85,7 +111,8 @@ type FS struct {
 	ptRekeys atomic.Uint64
 
 	inos      fusekit.InoMap
-	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity
+	hlMu      sync.Mutex
+	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity; guarded by hlMu
 
 	handles fusekit.Handles[*handle]
 
@@ -93,6 +120,9 @@ type FS struct {
 	notes  chan uint64   // nodeids whose kernel caches must be dropped
 	stop   chan struct{} // closed at unmount
 
+	// copyHook, if set (by tests), runs in every data copy-up before the
+	// data is copied.
+	copyHook func(*Node)
 }
 
 // New builds the merged view of cfg.Lower and cfg.Store.

@@ -11,7 +11,7 @@ import (
 // then serves read(2), mmap and splice from that file itself, without a
 // FUSE round trip, and without us ever opening a lower file.
 //
-// Kernel rules (go-fuse-notes.md §3.3): a kernel inode has one data mode and
+// Kernel rules (fs/fuse/passthrough.c, fs/fuse/iomode.c): a kernel inode has one data mode and
 // one backing file for as long as any open of it exists, so
 //   - passthrough is granted only when the inode has no cached (FUSE READ)
 //     opens, and all passthrough opens of an inode share one backing id;
@@ -50,7 +50,8 @@ func (fs *FS) passthroughOn() bool {
 // openGate decides, before anything changes, whether an open of a regular
 // file on nodeid can be served there. It returns ESTALE (after re-keying n
 // if needed) when the open would need a data mode the kernel inode cannot
-// take. The caller holds n.mu.
+// take.
+// Preconditions: n.mu is held.
 func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if nodeid != n.nodeid {
 		return unix.ESTALE // retired: the lookup finds the new one
@@ -74,7 +75,8 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 }
 
 // retiredIDLocked reports whether id is a nodeid n no longer has (a re-key
-// retired it). The caller holds n.mu.
+// retired it).
+// Preconditions: n.mu is held.
 func (fs *FS) retiredIDLocked(n *Node, id uint64) bool {
 	fs.idMu.Lock()
 	defer fs.idMu.Unlock()
@@ -82,7 +84,8 @@ func (fs *FS) retiredIDLocked(n *Node, id uint64) bool {
 }
 
 // rekeyLocked gives n a new nodeid and retires the old one with the lookups
-// the kernel holds on it. The caller holds n.mu.
+// the kernel holds on it.
+// Preconditions: n.mu is held.
 func (fs *FS) rekeyLocked(n *Node) {
 	fs.idMu.Lock()
 	defer fs.idMu.Unlock()
@@ -102,7 +105,8 @@ func (fs *FS) rekeyLocked(n *Node) {
 
 // forgetRetired drops kernel references to a retired nodeid; it returns
 // the node once the kernel holds none (so that it may be dropped), nil
-// otherwise. The caller holds fs.idMu.
+// otherwise.
+// Preconditions: fs.idMu is held.
 func (fs *FS) forgetRetired(nodeid, nlookup uint64) *Node {
 	r := fs.retired[nodeid]
 	if r == nil {
@@ -119,8 +123,8 @@ func (fs *FS) forgetRetired(nodeid, nlookup uint64) *Node {
 
 // tryPassthrough binds a read-only handle of lower data (fd is the lower
 // file's host fd) to the kernel inode nodeid in passthrough mode, if the
-// kernel's rules allow. The caller holds n.mu and has not yet counted h in
-// n.opens.
+// kernel's rules allow.
+// Preconditions: n.mu is held; h is not yet counted in n.opens.
 func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
 	if !fs.passthroughOn() {
 		return
@@ -147,8 +151,8 @@ func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
 	fs.ptOpens.Add(1)
 }
 
-// releasePassthrough drops h's share of n's backing id. The caller holds
-// n.mu.
+// releasePassthrough drops h's share of n's backing id.
+// Preconditions: n.mu is held.
 func (fs *FS) releasePassthrough(n *Node, h *handle) {
 	if !h.pt {
 		return
