@@ -200,9 +200,10 @@ func goldenReadN(t *testing.T, fd, n int) []byte {
 	return b
 }
 
-// The protocol's worked examples, framed by Conn.Send on a real socket and
-// parsed back by Conn.Recv.
-func TestGoldenSection18Frames(t *testing.T) {
+// TestWorkedExampleFramesMatchBytes: the protocol's worked examples, framed
+// by Conn.Send on a real socket, are the given bytes, and Conn.Recv parses
+// them back.
+func TestWorkedExampleFramesMatchBytes(t *testing.T) {
 	cases := []struct {
 		name string
 		mid  MID
