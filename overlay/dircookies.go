@@ -12,11 +12,11 @@ import (
 // ENOSYS: from then on the kernel opens directories without asking us
 // (FUSE_NO_OPENDIR_SUPPORT; fs/fuse/file.c fuse_file_open), never sends
 // RELEASEDIR, and treats every directory as opened with FOPEN_CACHE_DIR |
-// FOPEN_KEEP_CACHE, the flags we answered before. READDIR and READDIRPLUS
-// then come with handle 0, so a read resumes from the offset alone: every
-// entry's offset is a cookie that stays the entry's own while the name
-// stays, so a directory changing between two reads never repeats or skips
-// a name that stayed (what the per-handle snapshot gave before).
+// FOPEN_KEEP_CACHE (dirFlags' answer with exclusive access). READDIR and
+// READDIRPLUS then come with handle 0, so a read resumes from the offset
+// alone: every entry's offset is a cookie that stays the entry's own while
+// the name stays, so a directory changing between two reads never repeats
+// or skips a name that stayed.
 //
 // Cookies: "." is 1, ".." is 2, the lower listing's entry i is 3+i (the
 // lower never changes with exclusive access), and a name only the upper
