@@ -78,30 +78,30 @@ func row(t []midRow, mid MID) midRow {
 	return midRow{}
 }
 
-// NewRequest returns a fresh zero message for the request payload of mid, or
+// newRequest returns a fresh zero message for the request payload of mid, or
 // nil if mid has no request (MIDError, or a MID this package does not know).
-func NewRequest(mid MID) Message {
+func newRequest(mid MID) Message {
 	if r := row(catalogue(), mid); r.req != nil {
 		return r.req()
 	}
 	return nil
 }
 
-// NewResponse returns a fresh zero message for the response payload of mid
+// newResponse returns a fresh zero message for the response payload of mid
 // (MIDError → *ErrorResp), or nil if this package does not know mid.
-func NewResponse(mid MID) Message {
+func newResponse(mid MID) Message {
 	if r := row(catalogue(), mid); r.resp != nil {
 		return r.resp()
 	}
 	return nil
 }
 
-// ExpectedFDs returns how many donated FDs a client should make room for in
+// expectedFDs returns how many donated FDs a client should make room for in
 // the response to mid (README.md, "Mount-point FD"): 2 for Channel; 1 for
 // Mount, OpenAt, OpenCreateAt, Connect, ConnectWithCreds, BindAt and
 // Accept; 0 otherwise.
-func ExpectedFDs(mid MID) int { return row(catalogue(), mid).fds }
+func expectedFDs(mid MID) int { return row(catalogue(), mid).fds }
 
-// IsMutating reports whether a read-only server refuses mid with EROFS
+// isMutating reports whether a read-only server refuses mid with EROFS
 // regardless of its payload (OpenAt is refused only for write modes).
-func IsMutating(mid MID) bool { return row(catalogue(), mid).mutates }
+func isMutating(mid MID) bool { return row(catalogue(), mid).mutates }

@@ -242,9 +242,9 @@ func TestWorkedExampleFramesMatchBytes(t *testing.T) {
 			if err != nil || mid != c.mid || len(fds) != 0 {
 				t.Fatalf("Recv = %v, %v fds, %v; want %v", mid, fds, err, c.mid)
 			}
-			dec := NewResponse(c.mid)
+			dec := newResponse(c.mid)
 			if c.mid != MIDError {
-				dec = NewRequest(c.mid)
+				dec = newRequest(c.mid)
 			}
 			if err := dec.Decode(payload); err != nil {
 				t.Fatalf("Decode: %v", err)

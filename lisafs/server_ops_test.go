@@ -440,7 +440,7 @@ func TestReadOnlyRefusesEveryChange(t *testing.T) {
 	rootFD := p.mount()
 	f := p.walkOne(rootFD, "f")
 	for m := MIDMount; m <= MIDMax; m++ {
-		if !IsMutating(m) {
+		if !isMutating(m) {
 			continue
 		}
 		// EROFS comes before decoding, so even an empty payload gets it.
@@ -453,7 +453,7 @@ func TestReadOnlyRefusesEveryChange(t *testing.T) {
 	want := []MID{MIDSetStat, MIDOpenCreateAt, MIDPWrite, MIDMkdirAt, MIDMknodAt, MIDSymlinkAt,
 		MIDLinkAt, MIDFAllocate, MIDUnlinkAt, MIDRenameAt, MIDRenameAt2, MIDFSetXattr, MIDFRemoveXattr, MIDBindAt}
 	for _, m := range want {
-		if !IsMutating(m) {
+		if !isMutating(m) {
 			t.Errorf("%v not refused on read-only servers", m)
 		}
 	}

@@ -94,9 +94,9 @@ func wireCases() []wireCase {
 // wireDecoderFor returns a fresh decoder for a case's payload kind.
 func wireDecoderFor(c wireCase) Message {
 	if c.req {
-		return NewRequest(c.mid)
+		return newRequest(c.mid)
 	}
-	return NewResponse(c.mid)
+	return newResponse(c.mid)
 }
 
 func TestWireRoundTrip(t *testing.T) {
@@ -132,14 +132,14 @@ func TestWireRoundTrip(t *testing.T) {
 // response-only Error), and every catalogue message is covered by wireCases.
 func TestWireCatalogueComplete(t *testing.T) {
 	for m := MIDError; m <= MIDMax; m++ {
-		if NewResponse(m) == nil {
+		if newResponse(m) == nil {
 			t.Errorf("no response decoder for %v", m)
 		}
-		if (NewRequest(m) == nil) != (m == MIDError) {
-			t.Errorf("request decoder for %v: %v", m, NewRequest(m))
+		if (newRequest(m) == nil) != (m == MIDError) {
+			t.Errorf("request decoder for %v: %v", m, newRequest(m))
 		}
 	}
-	if NewRequest(MIDMax+1) != nil || NewResponse(MIDMax+1) != nil {
+	if newRequest(MIDMax+1) != nil || newResponse(MIDMax+1) != nil {
 		t.Errorf("decoder for an unknown MID")
 	}
 	seen := map[string]bool{}
@@ -281,8 +281,8 @@ func TestWireExpectedFDs(t *testing.T) {
 	want := map[MID]int{MIDChannel: 2, MIDMount: 1, MIDOpenAt: 1, MIDOpenCreateAt: 1, MIDConnect: 1,
 		MIDConnectWithCreds: 1, MIDBindAt: 1, MIDAccept: 1}
 	for m := MIDError; m <= MIDMax; m++ {
-		if got := ExpectedFDs(m); got != want[m] {
-			t.Errorf("ExpectedFDs(%v) = %d, want %d", m, got, want[m])
+		if got := expectedFDs(m); got != want[m] {
+			t.Errorf("expectedFDs(%v) = %d, want %d", m, got, want[m])
 		}
 	}
 }
