@@ -19,7 +19,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	}
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
-	retired := fs.retiredIDLocked(n, in.NodeId)
+	retired := fs.ids.id(n) != in.NodeId // a re-key retired it
 	n.mu.Unlock()
 	if retired {
 		out.SetTimeout(0) // see openGate: the file changes under another id

@@ -27,13 +27,13 @@ const (
 // one, and a hard link entry for each further name of a file. Holes of
 // sparse files are written as zeros. Applying the layer on the lower gives
 // the merged view; for a consistent layer, stop writers first.
-func (fs *FS) ExportTar(w io.Writer) error {
+func (u UpperLayer) ExportTar(w io.Writer) error {
 	tw := tar.NewWriter(w)
-	x := &exporter{fs: fs, tw: tw, first: make(map[*Node]string), buf: make([]byte, 1<<20)}
+	x := &exporter{fs: u.fs, tw: tw, first: make(map[*Node]string), buf: make([]byte, 1<<20)}
 	if err := x.root(); err != nil {
 		return err
 	}
-	if err := fs.walkChanges(x.entry); err != nil {
+	if err := u.walkChanges(x.entry); err != nil {
 		return err
 	}
 	return tw.Close()

@@ -52,12 +52,9 @@ func (fs *FS) dropForgotten(p *Node, name string, n *Node) bool {
 	if n.seenIn != p || n.kept || !n.pureLower() || n.opens != 0 {
 		return false
 	}
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	if n.nlookup != 0 {
+	if !fs.ids.dropUnreferenced(n) {
 		return false
 	}
-	delete(fs.nodes, n.nodeid)
 	p.dropChild(name)
 	n.seenIn = nil
 	return true

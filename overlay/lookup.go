@@ -80,16 +80,28 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 		return nil, unix.ENOENT
 	}
 
+	c, err := fs.insertLower(dir, name, ln, ref)
+	if c == nil || c.lower != ln {
+		// Not used: lower.Forget may close FDs through the gofer, so it
+		// runs with no lock held.
+		fs.lower.Forget(ln)
+	}
+	return c, err
+}
+
+// insertLower makes ln, just walked, dir's child name, unless someone
+// created, removed or looked up the name meanwhile: it returns the node
+// the name now refers to (whose lower is not ln if ln was not used), or
+// ENOENT.
+// Preconditions: no lock is held.
+func (fs *FS) insertLower(dir *Node, name string, ln *lower.Node, ref bool) (*Node, error) {
 	dir.dirMu.Lock()
 	defer dir.dirMu.Unlock()
-	// Someone may have created, removed or looked up the name meanwhile.
 	if c := dir.children[name]; c != nil {
-		fs.lower.Forget(ln)
 		fs.refLocked(c, ref)
 		return c, nil
 	}
 	if _, wh := dir.whiteouts[name]; wh {
-		fs.lower.Forget(ln)
 		return nil, unix.ENOENT
 	}
 	c, shared := fs.nodeForLower(ln)
@@ -111,15 +123,14 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 // Preconditions: the dirMu of a directory naming c is held.
 func (fs *FS) refLocked(c *Node, ref bool) {
 	if ref {
-		fs.idMu.Lock()
-		c.nlookup++
-		fs.idMu.Unlock()
+		fs.ids.ref(c)
 	}
 }
 
 // nodeForLower returns the node for a newly walked lower file, sharing the
-// node of an already known hard link; shared reports that the node may be
-// reached through several lower names (a file with more than one link).
+// node of an already known hard link (whose lower is then not ln); shared
+// reports that the node may be reached through several lower names (a
+// file with more than one link).
 func (fs *FS) nodeForLower(ln *lower.Node) (n *Node, shared bool) {
 	st := ln.Attr()
 	if ln.IsDir() || st.Nlink <= 1 {
@@ -129,7 +140,6 @@ func (fs *FS) nodeForLower(ln *lower.Node) (n *Node, shared bool) {
 	fs.hlMu.Lock()
 	defer fs.hlMu.Unlock()
 	if n := fs.hardlinks[k]; n != nil {
-		fs.lower.Forget(ln)
 		return n, true
 	}
 	n = fs.newLowerNode(ln)
@@ -160,9 +170,7 @@ func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
 // fillEntry answers a request that hands n to the kernel, counting the
 // reference the kernel now holds.
 func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
-	fs.idMu.Lock()
-	n.nlookup++
-	fs.idMu.Unlock()
+	fs.ids.ref(n)
 	fs.entryOut(n, out)
 }
 
@@ -201,8 +209,9 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	return fuse.OK
 }
 
-// hidden reports whether a lower name at the root is hidden by
-// configuration.
+// hidden reports whether a name at the root is the overlay's own business
+// (a self filestore: Config.HideRootName), never visible and never a
+// user's change.
 func (fs *FS) hidden(dir *Node, name string) bool {
 	return dir == fs.root && fs.cfg.HideRootName != nil && fs.cfg.HideRootName(name)
 }

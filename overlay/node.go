@@ -16,7 +16,7 @@ import (
 // given here; the order the locks are taken in is in the package doc.
 type Node struct {
 	ino    uint64
-	nodeid uint64 // guarded by FS.idMu, and changed (re-key) under mu as well
+	nodeid uint64 // guarded by nodeTable.mu, and changed (re-key) under mu as well
 	typ    uint32 // S_IFMT bits; immutable
 	isRoot bool   // the mount's root; immutable
 
@@ -56,7 +56,7 @@ type Node struct {
 	seenIn *Node
 	seenAs string
 
-	// Guarded by FS.idMu.
+	// Guarded by nodeTable.mu.
 	nlookup    uint64
 	retiredIDs int // retired nodeids of this node the kernel still holds (passthrough.go)
 
@@ -82,7 +82,7 @@ func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
 		n.children = make(map[string]*Node)
 		n.whiteouts = make(map[string]struct{})
 	}
-	fs.register(n)
+	fs.ids.add(n)
 	return n
 }
 

@@ -36,12 +36,6 @@ type ptState struct {
 	opens   int    // passthrough handles of that inode
 }
 
-// retiredID is a nodeid a re-key replaced, kept until the kernel forgets it.
-type retiredID struct {
-	n       *Node
-	nlookup uint64
-}
-
 // passthroughOn reports whether passthrough may be tried.
 func (fs *FS) passthroughOn() bool {
 	return !fs.cfg.NoPassthrough && fs.server != nil && !fs.ptBroken.Load()
@@ -63,8 +57,8 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if !changes && (n.up == nil || !n.up.HasData) {
 		return nil // another reader of the same lower data
 	}
-	old := n.nodeid
-	fs.rekeyLocked(n)
+	old := fs.ids.rekey(n)
+	fs.ptRekeys.Add(1)
 	// Other names of the file (hard links) still lead the kernel to the
 	// old inode, whose attributes it caches; they change with the data
 	// that is about to move. Drop them (attributes only: -1), and GetAttr
@@ -72,53 +66,6 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	// this OPEN is answered, so no later stat sees them.
 	fs.server.InodeNotify(old, -1, 0)
 	return unix.ESTALE
-}
-
-// retiredIDLocked reports whether id is a nodeid n no longer has (a re-key
-// retired it).
-// Preconditions: n.mu is held.
-func (fs *FS) retiredIDLocked(n *Node, id uint64) bool {
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	return id != n.nodeid
-}
-
-// rekeyLocked gives n a new nodeid and retires the old one with the lookups
-// the kernel holds on it.
-// Preconditions: n.mu is held.
-func (fs *FS) rekeyLocked(n *Node) {
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	old := n.nodeid
-	if fs.retired == nil {
-		fs.retired = make(map[uint64]*retiredID)
-	}
-	fs.retired[old] = &retiredID{n: n, nlookup: n.nlookup}
-	n.retiredIDs++
-	delete(fs.nodes, old)
-	n.nlookup = 0
-	n.nodeid = fs.nextNodeID
-	fs.nextNodeID++
-	fs.nodes[n.nodeid] = n
-	fs.ptRekeys.Add(1)
-}
-
-// forgetRetired drops kernel references to a retired nodeid; it returns
-// the node once the kernel holds none (so that it may be dropped), nil
-// otherwise.
-// Preconditions: fs.idMu is held.
-func (fs *FS) forgetRetired(nodeid, nlookup uint64) *Node {
-	r := fs.retired[nodeid]
-	if r == nil {
-		return nil
-	}
-	if r.nlookup > nlookup {
-		r.nlookup -= nlookup
-		return nil
-	}
-	delete(fs.retired, nodeid)
-	r.n.retiredIDs--
-	return r.n
 }
 
 // tryPassthrough binds a read-only handle of lower data (fd is the lower
@@ -191,11 +138,4 @@ func (fs *FS) Passthrough() PassthroughStats {
 		Rekeys: fs.ptRekeys.Load(),
 		Off:    fs.cfg.NoPassthrough || fs.ptBroken.Load(),
 	}
-}
-
-// nodeID is n's current nodeid (a re-key changes it).
-func (fs *FS) nodeID(n *Node) uint64 {
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	return n.nodeid
 }

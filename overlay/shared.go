@@ -139,7 +139,7 @@ func (fs *FS) refreshAttr(n *Node) {
 // notifyInode queues a kernel invalidation of n's attributes and pages.
 func (fs *FS) notifyInode(n *Node) {
 	select {
-	case fs.notes <- fs.nodeID(n):
+	case fs.notes <- fs.ids.id(n):
 	default:
 		// The queue is full: the kernel refreshes attributes anyway (zero
 		// timeout) and drops stale pages when it sees the new mtime.

@@ -17,10 +17,10 @@ import (
 // image layer) to the upper layer: files are created in the upper with the
 // archive's metadata and data, `.wh.NAME` hides a lower name, `.wh..wh..opq`
 // hides everything the lower has in a directory. Call it after New and
-// before Mount. Runs of zeros in file data become holes. A bad archive is
+// before the FS is mounted. Runs of zeros in file data become holes. A bad archive is
 // an error naming the entry; the layer may then be partly applied.
-func (fs *FS) ImportTar(r io.Reader) error {
-	im := &importer{fs: fs, mine: make(map[*Node]bool), buf: make([]byte, 1<<20)}
+func (u UpperLayer) ImportTar(r io.Reader) error {
+	im := &importer{fs: u.fs, mine: make(map[*Node]bool), buf: make([]byte, 1<<20)}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
