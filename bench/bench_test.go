@@ -253,21 +253,6 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-func TestParseStatus(t *testing.T) {
-	status := "Name:\toverlayfs\nVmHWM:\t    9992 kB\nVmRSS:\t    6032 kB\nRssAnon:\t    1204 kB\nRssFile:\t    4828 kB\nRssShmem:\t       0 kB\n"
-	var m Memory
-	if err := parseStatus([]byte(status), &m); err != nil {
-		t.Fatal(err)
-	}
-	want := Memory{RSS: 6032 << 10, Anon: 1204 << 10, File: 4828 << 10, HWM: 9992 << 10}
-	if m != want {
-		t.Fatalf("got %+v, want %+v", m, want)
-	}
-	if err := parseStatus([]byte("VmRSS:\tlots kB\n"), &m); err == nil {
-		t.Error("accepted a malformed VmRSS")
-	}
-}
-
 // TestRunEndToEnd runs one small workload on the memory medium through the
 // real binary and checks that the figures are positive, the lower is
 // unchanged and nothing stays mounted.

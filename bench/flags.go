@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -63,7 +64,7 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 		cfg.Runs = *runs
 	}
 	cfg.Baseline = *baseline
-	if !fl.Changed("baseline") && !contains(cfg.Media, cfg.Baseline) && len(cfg.Media) > 0 {
+	if !fl.Changed("baseline") && !slices.Contains(cfg.Media, cfg.Baseline) && len(cfg.Media) > 0 {
 		cfg.Baseline = cfg.Media[0]
 	}
 	cfg.WorkDir = *workDir
@@ -74,13 +75,4 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 		return Options{}, err
 	}
 	return Options{Config: cfg, JSONPath: *jsonPath, ChartPath: *chart}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

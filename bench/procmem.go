@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -9,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"overlayfs/internal/procstatus"
 )
 
 // Memory is one reading of a medium's memory and upper-layer storage.
@@ -66,47 +67,12 @@ func (p *Memory) maxInto(m Memory) {
 
 // readStatus fills the RSS fields from /proc/PID/status.
 func readStatus(pid int, m *Memory) error {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procstatus.Read(pid)
 	if err != nil {
-		return fmt.Errorf("read status of pid %d: %w", pid, err)
+		return err
 	}
-	return parseStatus(b, m)
-}
-
-// parseStatus reads the kB fields that Memory carries.
-func parseStatus(b []byte, m *Memory) error {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch k {
-		case "VmRSS":
-			dst = &m.RSS
-		case "RssAnon":
-			dst = &m.Anon
-		case "RssFile":
-			dst = &m.File
-		case "RssShmem":
-			dst = &m.Shmem
-		case "VmHWM":
-			dst = &m.HWM
-		default:
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			return fmt.Errorf("status field %s is empty", k)
-		}
-		n, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return fmt.Errorf("status field %s: %w", k, err)
-		}
-		*dst = n * 1024
-	}
-	return sc.Err()
+	m.RSS, m.Anon, m.File, m.Shmem, m.HWM = st.RSS, st.Anon, st.File, st.Shmem, st.HWM
+	return nil
 }
 
 // vmRSS returns a process's VmRSS in bytes, 0 if it cannot be read.

@@ -14,7 +14,6 @@ package daemon
 import (
 	"fmt"
 	"log"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +23,7 @@ import (
 	"overlayfs/internal/ctlsocksrv"
 	"overlayfs/internal/fusekit"
 	"overlayfs/internal/fuseuring"
+	"overlayfs/internal/procstatus"
 	"overlayfs/lisafs"
 )
 
@@ -58,7 +58,7 @@ type Config struct {
 	Gofer func(readOnly bool) (fd int, wait func(), err error)
 	// FuseURing chooses the FUSE transport: io_uring when the kernel
 	// offers it (Auto), io_uring or fail (On), /dev/fuse (Off, the zero
-	// value is Auto).
+	// value).
 	FuseURing fuseuring.Mode
 	// Flags are the generic mount options (ro, nosuid, noexec, ...). With
 	// ro the daemon refuses every change with EROFS, and a --overlay2=none
@@ -78,7 +78,7 @@ type Daemon interface {
 	Unmount() error
 	// Transport says how FUSE requests travel, and why not by io_uring
 	// when FuseURing was Auto.
-	Transport() string
+	Transport() Transport
 	// Close releases the file system, its layers, its backing file and
 	// the gofer connection, and waits for a gofer it owns. Call it once,
 	// after Wait; it is also how Start cleans up after a failure.
@@ -156,17 +156,34 @@ func (b *base) Wait() { b.srv.Wait() }
 // Unmount asks the kernel to unmount.
 func (b *base) Unmount() error { return b.srv.Unmount() }
 
-// Transport says how the mount's FUSE requests travel ("io_uring" or
-// "/dev/fuse"), and why not by io_uring when FuseURing was Auto and the
-// kernel did not offer it.
-func (b *base) Transport() string {
-	if b.srv.Transport() == fuseuring.IOURing {
+// Transport is how a mount's FUSE requests travel.
+type Transport struct {
+	// Kind is io_uring or /dev/fuse.
+	Kind fuseuring.Transport
+	// Reason says why not io_uring when FuseURing was Auto and the
+	// kernel did not offer it; empty otherwise.
+	Reason string
+}
+
+// String is "io_uring", "/dev/fuse", or "/dev/fuse; io_uring not used: "
+// and the reason.
+func (t Transport) String() string {
+	switch {
+	case t.Kind == fuseuring.IOURing:
 		return "io_uring"
-	}
-	if r := b.srv.Reason(); r != "" && r != "fuse-uring=off" {
-		return "/dev/fuse; io_uring not used: " + r
+	case t.Reason != "":
+		return "/dev/fuse; io_uring not used: " + t.Reason
 	}
 	return "/dev/fuse"
+}
+
+// Transport says how the mount's FUSE requests travel.
+func (b *base) Transport() Transport {
+	t := Transport{Kind: b.srv.Transport()}
+	if r := b.srv.Reason(); t.Kind != fuseuring.IOURing && r != "fuse-uring=off" {
+		t.Reason = r
+	}
+	return t
 }
 
 // closeGofer closes the connection and waits for a gofer the daemon owns.
@@ -187,9 +204,8 @@ func (b *base) stats() ctlsock.Stats {
 	}
 	r.FuseRequests = b.ledger.Total()
 	r.FuseRequestsByOp = b.ledger.Counts()
-	if f, err := os.Open("/proc/self/status"); err == nil {
-		r.VmRSS, r.RssAnon, r.RssFile, r.RssShmem = procMemory(f)
-		f.Close()
+	if m, err := procstatus.Read(0); err == nil {
+		r.VmRSS, r.RssAnon, r.RssFile, r.RssShmem = uint64(m.RSS), uint64(m.Anon), uint64(m.File), uint64(m.Shmem)
 	}
 	return r
 }

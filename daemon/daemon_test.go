@@ -13,6 +13,7 @@ import (
 	"overlayfs/daemon"
 	"overlayfs/filestore"
 	"overlayfs/internal/ctlsocksrv"
+	"overlayfs/internal/fuseuring"
 	"overlayfs/internal/mounttest"
 )
 
@@ -144,5 +145,22 @@ func TestStartFailures(t *testing.T) {
 				t.Errorf("%s is mounted after a failed start", mnt)
 			}
 		})
+	}
+}
+
+// TestTransportStringNamesKindAndReason: the mount message names the
+// transport, and why not io_uring when the kernel did not offer it.
+func TestTransportStringNamesKindAndReason(t *testing.T) {
+	for _, tc := range []struct {
+		t    daemon.Transport
+		want string
+	}{
+		{daemon.Transport{Kind: fuseuring.IOURing}, "io_uring"},
+		{daemon.Transport{Kind: fuseuring.DevFuse}, "/dev/fuse"},
+		{daemon.Transport{Kind: fuseuring.DevFuse, Reason: "the switch is off"}, "/dev/fuse; io_uring not used: the switch is off"},
+	} {
+		if got := tc.t.String(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.t, got, tc.want)
+		}
 	}
 }

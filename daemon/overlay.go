@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
@@ -64,18 +63,13 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
-	var hidden []string
-	if d.store.Path != "" {
-		hidden = append(hidden, filepath.Base(d.store.Path))
-	}
 	d.fs, err = overlay.New(overlay.Config{
-		Lower:           d.layer,
-		Store:           upper.NewStore(d.mf),
-		Timeout:         timeout,
-		HiddenRootNames: hidden,
-		HideRootName:    filestore.IsSelfName,
-		Shared:          cfg.Shared,
-		NoPassthrough:   cfg.NoPassthrough,
+		Lower:         d.layer,
+		Store:         upper.NewStore(d.mf),
+		Timeout:       timeout,
+		HideRootName:  filestore.IsSelfName,
+		Shared:        cfg.Shared,
+		NoPassthrough: cfg.NoPassthrough,
 	})
 	if err != nil {
 		return nil, err
@@ -105,7 +99,7 @@ func importUpperTar(fs *overlay.FS, file string) error {
 		return fmt.Errorf("--upper-tar: %w", err)
 	}
 	defer f.Close()
-	if err := fs.ImportTar(bufio.NewReaderSize(f, 1<<16)); err != nil {
+	if err := fs.UpperLayer().ImportTar(bufio.NewReaderSize(f, 1<<16)); err != nil {
 		return fmt.Errorf("--upper-tar %s: %w", file, err)
 	}
 	return nil
@@ -128,7 +122,7 @@ func (d *Overlay) Stats() ctlsock.Stats {
 
 // Changes lists what the overlay changed relative to the lower.
 func (d *Overlay) Changes() ([]ctlsock.Change, error) {
-	ch, err := d.fs.Changes()
+	ch, err := d.fs.UpperLayer().Changes()
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +134,7 @@ func (d *Overlay) Changes() ([]ctlsock.Change, error) {
 }
 
 // ExportTar writes the upper layer as an OCI layer.
-func (d *Overlay) ExportTar(w io.Writer) error { return d.fs.ExportTar(w) }
+func (d *Overlay) ExportTar(w io.Writer) error { return d.fs.UpperLayer().ExportTar(w) }
 
 // Close releases the backing file, the filestore, the lower layer (and
 // with it the connection) and the gofer.

@@ -331,7 +331,7 @@ func (c *Client) FStat(fd FDID) (Statx, error) {
 		return st, err
 	}
 	defer c.end(m)
-	m.wbuf = (&StatReq{FD: fd}).Append(m.wbuf[:0])
+	m.wbuf = (&FDReq{FD: fd}).Append(m.wbuf[:0])
 	payload, err := m.callRaw(MIDFStat)
 	if err != nil {
 		return st, err
@@ -667,7 +667,7 @@ func (c *Client) FStatFS(fd FDID) (StatFS, error) {
 		return st, err
 	}
 	defer c.end(m)
-	m.wbuf = (&FStatFSReq{FD: fd}).Append(m.wbuf[:0])
+	m.wbuf = (&FDReq{FD: fd}).Append(m.wbuf[:0])
 	err = m.call(MIDFStatFS, &st)
 	return st, err
 }
@@ -690,7 +690,7 @@ func (c *Client) ReadLinkAt(fd FDID) (string, error) {
 		return "", err
 	}
 	defer c.end(m)
-	m.wbuf = (&ReadLinkAtReq{FD: fd}).Append(m.wbuf[:0])
+	m.wbuf = (&FDReq{FD: fd}).Append(m.wbuf[:0])
 	var resp ReadLinkAtResp
 	if err := m.call(MIDReadLinkAt, &resp); err != nil {
 		return "", err

@@ -163,7 +163,7 @@ func TestClientMountHandshake(t *testing.T) {
 
 func TestClientErrorReplies(t *testing.T) {
 	c, _, _ := ctStart(t, ctMount(MaxMessageSize), nil, func(mid MID, p []byte) ctReply {
-		var req StatReq
+		var req FDReq
 		if mid == MIDFStat && req.Decode(p) == nil {
 			switch req.FD {
 			case 1:
@@ -505,7 +505,7 @@ func TestClientRequestsAndCopies(t *testing.T) {
 
 func TestClientConcurrentUse(t *testing.T) {
 	c, _, _ := ctStart(t, ctMount(MaxMessageSize), nil, func(mid MID, p []byte) ctReply {
-		var req StatReq
+		var req FDReq
 		if mid != MIDFStat || req.Decode(p) != nil {
 			return ctErr(unix.EIO)
 		}

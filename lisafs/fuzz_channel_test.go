@@ -16,7 +16,7 @@ func FuzzChannelDatagram(f *testing.F) {
 		b := binary.LittleEndian.AppendUint16(nil, uint16(mid))
 		return append(append(b, numFDs, 0), payload...)
 	}
-	f.Add(uint32(12), frame(MIDFStat, 0, (&StatReq{FD: 1}).Append(nil)))
+	f.Add(uint32(12), frame(MIDFStat, 0, (&FDReq{FD: 1}).Append(nil)))
 	f.Add(uint32(4), frame(MIDChannel, 0, nil))
 	f.Add(uint32(0), []byte{})
 	f.Add(uint32(3), []byte{1, 0, 0})
@@ -51,6 +51,6 @@ func FuzzChannelDatagram(f *testing.F) {
 		}
 		// The socket still serves.
 		var st Statx
-		p.must(MIDFStat, &StatReq{FD: 1}, &st)
+		p.must(MIDFStat, &FDReq{FD: 1}, &st)
 	})
 }

@@ -20,7 +20,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint16(MIDGetdents64), []byte{0xff, 0xff})
 	f.Fuzz(func(t *testing.T, mid uint16, payload []byte) {
 		m := MID(mid % (uint16(MIDMax) + 2)) // mostly standard MIDs, plus one unknown
-		for _, dec := range []Message{NewRequest(m), NewResponse(m)} {
+		for _, dec := range []Message{newRequest(m), newResponse(m)} {
 			if dec == nil {
 				continue
 			}

@@ -95,7 +95,7 @@ func fuzzSeeds() []struct {
 		req Message
 	}{
 		{MIDMount, &EmptyMessage{}},
-		{MIDFStat, &StatReq{FD: 3}},
+		{MIDFStat, &FDReq{FD: 3}},
 		{MIDSetStat, &SetStatReq{FD: 3, Mask: unix.STATX_MODE | unix.STATX_SIZE, Mode: 0o600, Size: 3}},
 		{MIDSetStat, &SetStatReq{FD: 6, Mask: unix.STATX_MODE | unix.STATX_UID, Mode: 0o777, UID: 0}},
 		{MIDWalk, &WalkReq{DirFD: 1, Path: names("d", "f")}},
@@ -112,9 +112,9 @@ func fuzzSeeds() []struct {
 		{MIDMknodAt, &MknodAtReq{DirFD: 1, UID: NoUID, GID: NoGID, Mode: unix.S_IFCHR, Name: []byte("wh")}},
 		{MIDSymlinkAt, &SymlinkAtReq{DirFD: 1, UID: NoUID, GID: NoGID, Name: []byte("l"), Target: []byte("/")}},
 		{MIDLinkAt, &LinkAtReq{DirFD: 1, Target: 7, Name: []byte("hl")}},
-		{MIDFStatFS, &FStatFSReq{FD: 1}},
+		{MIDFStatFS, &FDReq{FD: 1}},
 		{MIDFAllocate, &FAllocateReq{FD: 4, Length: 10}},
-		{MIDReadLinkAt, &ReadLinkAtReq{FD: 6}},
+		{MIDReadLinkAt, &FDReq{FD: 6}},
 		{MIDConnect, &ConnectReq{FD: 3, SockType: 1}},
 		{MIDUnlinkAt, &UnlinkAtReq{DirFD: 1, Name: []byte("out")}},
 		{MIDRenameAt, &RenameAtReq{OldDir: 1, OldName: []byte("abs"), NewDir: 2, NewName: []byte("x")}},
@@ -126,9 +126,9 @@ func fuzzSeeds() []struct {
 		{MIDFRemoveXattr, &FRemoveXattrReq{FD: 6, Name: []byte("trusted.x")}},
 		{MIDBindAt, &BindAtReq{DirFD: 1, Name: []byte("s")}},
 		{MIDListen, &ListenReq{FD: 3}},
-		{MIDAccept, &AcceptReq{FD: 3}},
+		{MIDAccept, &FDReq{FD: 3}},
 		{MIDConnectWithCreds, &ConnectWithCredsReq{FD: 3}},
 		{MIDChannel, &EmptyMessage{}},
-		{MIDFlush, &FlushReq{FD: 4}},
+		{MIDFlush, &FDReq{FD: 4}},
 	}
 }

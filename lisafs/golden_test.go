@@ -200,9 +200,10 @@ func goldenReadN(t *testing.T, fd, n int) []byte {
 	return b
 }
 
-// The protocol's worked examples, framed by Conn.Send on a real socket and
-// parsed back by Conn.Recv.
-func TestGoldenSection18Frames(t *testing.T) {
+// TestWorkedExampleFramesMatchBytes: the protocol's worked examples, framed
+// by Conn.Send on a real socket, are the given bytes, and Conn.Recv parses
+// them back.
+func TestWorkedExampleFramesMatchBytes(t *testing.T) {
 	cases := []struct {
 		name string
 		mid  MID
@@ -241,9 +242,9 @@ func TestGoldenSection18Frames(t *testing.T) {
 			if err != nil || mid != c.mid || len(fds) != 0 {
 				t.Fatalf("Recv = %v, %v fds, %v; want %v", mid, fds, err, c.mid)
 			}
-			dec := NewResponse(c.mid)
+			dec := newResponse(c.mid)
 			if c.mid != MIDError {
-				dec = NewRequest(c.mid)
+				dec = newRequest(c.mid)
 			}
 			if err := dec.Decode(payload); err != nil {
 				t.Fatalf("Decode: %v", err)

@@ -9,60 +9,27 @@ import (
 // the caller) and an error whose errno goes on the wire.
 type handlerFunc func(cc *request, payload []byte) (resp []byte, donate []int, err error)
 
-// handler is one row of the dispatch table.
+// handler is how the server serves one MID (a catalogue row's serving
+// part).
 type handler struct {
 	fn        handlerFunc
-	mutates   bool // refused with EROFS on a read-only server before decoding
-	exclusive bool // releases host fds: runs with no other request in flight
-	advertise bool // listed in MountResp.SupportedMs
+	mutates   bool
+	exclusive bool
+	advertise bool
 }
 
-// handlerTable is the server's dispatch table, indexed by MID. MIDs without
-// a row (Error, Flush, unknown ones) are answered with EOPNOTSUPP.
+// handlerTable is a server's dispatch table, indexed by MID. MIDs without a
+// function (Error, Flush, unknown ones) are answered with EOPNOTSUPP.
 type handlerTable []handler
 
-// newHandlerTable builds the dispatch table. It is built per server (no
-// package state) and never changes afterwards.
+// newHandlerTable builds a server's dispatch table from the catalogue. It
+// is built per server, which may then take rows out (Server.handlers).
 func newHandlerTable() handlerTable {
-	t := make(handlerTable, MIDGetdents64Stat+1)
-	std := func(m MID, fn handlerFunc, mutates bool) {
-		t[m] = handler{fn: fn, mutates: mutates, advertise: true}
+	cat := catalogue()
+	t := make(handlerTable, len(cat))
+	for m, r := range cat {
+		t[m] = handler{fn: r.serve, mutates: r.mutates, exclusive: r.exclusive, advertise: r.advertise}
 	}
-	std(MIDMount, handleMount, false)
-	std(MIDChannel, handleChannel, false)
-	std(MIDFStat, handleFStat, false)
-	std(MIDSetStat, handleSetStat, true)
-	std(MIDWalk, handleWalk, false)
-	std(MIDWalkStat, handleWalkStat, false)
-	std(MIDOpenAt, handleOpenAt, false) // EROFS decided on the flags
-	std(MIDOpenCreateAt, handleOpenCreateAt, true)
-	std(MIDClose, handleClose, false)
-	t[MIDClose].exclusive = true
-	std(MIDFSync, handleFSync, false)
-	std(MIDPWrite, handlePWrite, true)
-	std(MIDPRead, handlePRead, false)
-	std(MIDMkdirAt, handleMkdirAt, true)
-	std(MIDMknodAt, handleMknodAt, true)
-	std(MIDSymlinkAt, handleSymlinkAt, true)
-	std(MIDLinkAt, handleLinkAt, true)
-	std(MIDFStatFS, handleFStatFS, false)
-	std(MIDFAllocate, handleFAllocate, true)
-	std(MIDReadLinkAt, handleReadLinkAt, false)
-	std(MIDConnect, handleConnect, false)
-	std(MIDUnlinkAt, handleUnlinkAt, true)
-	std(MIDRenameAt, handleRenameAt, true)
-	std(MIDGetdents64, handleGetdents64, false)
-	std(MIDFGetXattr, handleFGetXattr, false)
-	std(MIDFSetXattr, handleFSetXattr, true)
-	std(MIDFListXattr, handleFListXattr, false)
-	std(MIDFRemoveXattr, handleFRemoveXattr, true)
-	std(MIDBindAt, handleBindAt, true)
-	std(MIDListen, handleListen, false)
-	std(MIDAccept, handleAccept, false)
-	std(MIDConnectWithCreds, handleConnectWithCreds, false)
-	std(MIDRenameAt2, handleRenameAt2, true)
-	// Extension, answered but not advertised (extensions.go).
-	t[MIDGetdents64Stat] = handler{fn: handleGetdents64Stat}
 	return t
 }
 
@@ -83,19 +50,6 @@ func (t handlerTable) supported() []MID {
 		}
 	}
 	return ms
-}
-
-// SupportedMIDs returns the MIDs this package's server advertises in
-// MountResp: 1..19 and 21..33, every standard MID except Flush, as gVisor's
-// gofer does. The slice is freshly allocated.
-func SupportedMIDs() []MID {
-	return newHandlerTable().supported()
-}
-
-// IsMutating reports whether a read-only server refuses mid with EROFS
-// regardless of its payload (OpenAt is refused only for write modes).
-func IsMutating(mid MID) bool {
-	return newHandlerTable().lookup(mid).mutates
 }
 
 // handleMount creates a control FDID on the root. Like gVisor's gofer with
@@ -133,7 +87,7 @@ func handleMount(cc *request, payload []byte) ([]byte, []int, error) {
 
 // handleFStat stats a control or open FDID.
 func handleFStat(cc *request, payload []byte) ([]byte, []int, error) {
-	var req StatReq
+	var req FDReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
 	}
@@ -399,7 +353,7 @@ func handleFSync(cc *request, payload []byte) ([]byte, []int, error) {
 // handleFStatFS reports the host statfs of the file system holding a
 // control FDID.
 func handleFStatFS(cc *request, payload []byte) ([]byte, []int, error) {
-	var req FStatFSReq
+	var req FDReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
 	}
@@ -426,7 +380,7 @@ func handleFStatFS(cc *request, payload []byte) ([]byte, []int, error) {
 
 // handleReadLinkAt returns the target of a symlink control FDID.
 func handleReadLinkAt(cc *request, payload []byte) ([]byte, []int, error) {
-	var req ReadLinkAtReq
+	var req FDReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
 	}

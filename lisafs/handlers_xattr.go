@@ -172,7 +172,7 @@ func handleListen(cc *request, payload []byte) ([]byte, []int, error) {
 }
 
 func handleAccept(cc *request, payload []byte) ([]byte, []int, error) {
-	var req AcceptReq
+	var req FDReq
 	if err := req.Decode(payload); err != nil {
 		return nil, nil, err
 	}

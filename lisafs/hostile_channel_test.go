@@ -342,11 +342,11 @@ func TestHostileClientOnChannel(t *testing.T) {
 				t.Fatalf("the server kept serving a channel after %s", tc.name)
 			}
 			// The other channel and the socket go on.
-			if mid, _ := good.call(t, MIDFStat, (&StatReq{FD: root}).Append(nil)); mid != MIDFStat {
+			if mid, _ := good.call(t, MIDFStat, (&FDReq{FD: root}).Append(nil)); mid != MIDFStat {
 				t.Fatalf("the good channel answered %v", mid)
 			}
 			var st Statx
-			p.must(MIDFStat, &StatReq{FD: root}, &st)
+			p.must(MIDFStat, &FDReq{FD: root}, &st)
 		})
 	}
 }
@@ -385,7 +385,7 @@ func TestHostileClientVanishes(t *testing.T) {
 	_ = idle
 	d := busy.ep.data()
 	binary.LittleEndian.PutUint16(d, uint16(MIDFStat))
-	copy(d[4:], (&StatReq{FD: root}).Append(nil))
+	copy(d[4:], (&FDReq{FD: root}).Append(nil))
 	if err := busy.ep.send(4 + 8); err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestHostileClientDonatesFDs(t *testing.T) {
 		mid     MID
 		payload []byte
 	}{
-		{"valid FStat", MIDFStat, (&StatReq{FD: root}).Append(nil)},
+		{"valid FStat", MIDFStat, (&FDReq{FD: root}).Append(nil)},
 		{"malformed FStat", MIDFStat, []byte{1, 2, 3}},
 		{"unknown MID", 0x7777, nil},
 		{"Walk", MIDWalk, (&WalkReq{DirFD: root, Path: names("missing")}).Append(nil)},
@@ -79,7 +79,7 @@ func TestHostileClientDonatesFDs(t *testing.T) {
 	}
 	// The connection still works.
 	var st Statx
-	p.must(MIDFStat, &StatReq{FD: root}, &st)
+	p.must(MIDFStat, &FDReq{FD: root}, &st)
 }
 
 // TestHostileClientNeverReads fills a connection's socket with large PRead

@@ -105,59 +105,26 @@ func (m *ChannelResp) Decode(src []byte) error {
 	return d.finish("ChannelResp")
 }
 
-// fdReq is the common shape of the 8-byte requests carrying one FDID.
+// appendFD appends an FDID's wire form (u64).
 func appendFD(dst []byte, fd FDID) []byte { return appendU64(dst, uint64(fd)) }
 
+// decodeFD decodes a payload that is one FDID; what names the message in
+// errors.
 func decodeFD(src []byte, fd *FDID, what string) error {
 	d := decoder{buf: src}
 	*fd = d.fdid()
 	return d.finish(what)
 }
 
-// StatReq is the FStat request (8 bytes).
-type StatReq struct{ FD FDID }
+// FDReq is the request of every MID whose payload is one FDID (8 bytes):
+// FStat, FStatFS, ReadLinkAt, Flush and Accept.
+type FDReq struct{ FD FDID }
 
 // Append appends the wire form.
-func (m *StatReq) Append(dst []byte) []byte { return appendFD(dst, m.FD) }
+func (m *FDReq) Append(dst []byte) []byte { return appendFD(dst, m.FD) }
 
 // Decode decodes the wire form.
-func (m *StatReq) Decode(src []byte) error { return decodeFD(src, &m.FD, "StatReq") }
-
-// FStatFSReq is the FStatFS request (8 bytes).
-type FStatFSReq struct{ FD FDID }
-
-// Append appends the wire form.
-func (m *FStatFSReq) Append(dst []byte) []byte { return appendFD(dst, m.FD) }
-
-// Decode decodes the wire form.
-func (m *FStatFSReq) Decode(src []byte) error { return decodeFD(src, &m.FD, "FStatFSReq") }
-
-// ReadLinkAtReq is the ReadLinkAt request (8 bytes).
-type ReadLinkAtReq struct{ FD FDID }
-
-// Append appends the wire form.
-func (m *ReadLinkAtReq) Append(dst []byte) []byte { return appendFD(dst, m.FD) }
-
-// Decode decodes the wire form.
-func (m *ReadLinkAtReq) Decode(src []byte) error { return decodeFD(src, &m.FD, "ReadLinkAtReq") }
-
-// FlushReq is the Flush request (8 bytes).
-type FlushReq struct{ FD FDID }
-
-// Append appends the wire form.
-func (m *FlushReq) Append(dst []byte) []byte { return appendFD(dst, m.FD) }
-
-// Decode decodes the wire form.
-func (m *FlushReq) Decode(src []byte) error { return decodeFD(src, &m.FD, "FlushReq") }
-
-// AcceptReq is the Accept request (8 bytes).
-type AcceptReq struct{ FD FDID }
-
-// Append appends the wire form.
-func (m *AcceptReq) Append(dst []byte) []byte { return appendFD(dst, m.FD) }
-
-// Decode decodes the wire form.
-func (m *AcceptReq) Decode(src []byte) error { return decodeFD(src, &m.FD, "AcceptReq") }
+func (m *FDReq) Decode(src []byte) error { return decodeFD(src, &m.FD, "FDReq") }
 
 // SetStatReq is the SetStat request (64 bytes).
 type SetStatReq struct {
@@ -512,14 +479,10 @@ func (m *PReadReq) Decode(src []byte) error {
 }
 
 // PReadResp is the PRead response: u64 NumBytes then the data
-// (8 + len(Buf) bytes). A server can avoid a copy by appending the 8-byte
-// header with AppendPReadRespHeader and reading straight after it.
+// (8 + len(Buf) bytes).
 type PReadResp struct {
 	Buf []byte // aliases src after Decode
 }
-
-// AppendPReadRespHeader appends the 8-byte PReadResp header for n data bytes.
-func AppendPReadRespHeader(dst []byte, n uint64) []byte { return appendU64(dst, n) }
 
 // Append appends the wire form.
 func (m *PReadResp) Append(dst []byte) []byte {
@@ -1105,140 +1068,6 @@ func (m *AcceptResp) Append(dst []byte) []byte { return appendSized(dst, m.PeerA
 // Decode decodes the wire form.
 func (m *AcceptResp) Decode(src []byte) error {
 	return decodeSizedOnly(src, &m.PeerAddr, "AcceptResp")
-}
-
-// NewRequest returns a fresh zero message for the request payload of mid, or
-// nil if mid is not a standard request MID (MIDError or > MIDMax).
-func NewRequest(mid MID) Message {
-	switch mid {
-	case MIDMount, MIDChannel:
-		return &EmptyMessage{}
-	case MIDFStat:
-		return &StatReq{}
-	case MIDSetStat:
-		return &SetStatReq{}
-	case MIDWalk, MIDWalkStat:
-		return &WalkReq{}
-	case MIDOpenAt:
-		return &OpenAtReq{}
-	case MIDOpenCreateAt:
-		return &OpenCreateAtReq{}
-	case MIDClose, MIDFSync:
-		return &FdArray{}
-	case MIDPWrite:
-		return &PWriteReq{}
-	case MIDPRead:
-		return &PReadReq{}
-	case MIDMkdirAt:
-		return &MkdirAtReq{}
-	case MIDMknodAt:
-		return &MknodAtReq{}
-	case MIDSymlinkAt:
-		return &SymlinkAtReq{}
-	case MIDLinkAt:
-		return &LinkAtReq{}
-	case MIDFStatFS:
-		return &FStatFSReq{}
-	case MIDFAllocate:
-		return &FAllocateReq{}
-	case MIDReadLinkAt:
-		return &ReadLinkAtReq{}
-	case MIDFlush:
-		return &FlushReq{}
-	case MIDConnect:
-		return &ConnectReq{}
-	case MIDUnlinkAt:
-		return &UnlinkAtReq{}
-	case MIDRenameAt:
-		return &RenameAtReq{}
-	case MIDGetdents64, MIDGetdents64Stat:
-		return &Getdents64Req{}
-	case MIDFGetXattr:
-		return &FGetXattrReq{}
-	case MIDFSetXattr:
-		return &FSetXattrReq{}
-	case MIDFListXattr:
-		return &FListXattrReq{}
-	case MIDFRemoveXattr:
-		return &FRemoveXattrReq{}
-	case MIDBindAt:
-		return &BindAtReq{}
-	case MIDListen:
-		return &ListenReq{}
-	case MIDAccept:
-		return &AcceptReq{}
-	case MIDConnectWithCreds:
-		return &ConnectWithCredsReq{}
-	case MIDRenameAt2:
-		return &RenameAt2Req{}
-	}
-	return nil
-}
-
-// NewResponse returns a fresh zero message for the response payload of mid
-// (MIDError → *ErrorResp), or nil if mid is not a standard MID.
-func NewResponse(mid MID) Message {
-	switch mid {
-	case MIDError:
-		return &ErrorResp{}
-	case MIDMount:
-		return &MountResp{}
-	case MIDChannel:
-		return &ChannelResp{}
-	case MIDFStat:
-		return &Statx{}
-	case MIDSetStat:
-		return &SetStatResp{}
-	case MIDWalk:
-		return &WalkResp{}
-	case MIDWalkStat:
-		return &WalkStatResp{}
-	case MIDOpenAt:
-		return &OpenAtResp{}
-	case MIDOpenCreateAt:
-		return &OpenCreateAtResp{}
-	case MIDPWrite:
-		return &PWriteResp{}
-	case MIDPRead:
-		return &PReadResp{}
-	case MIDMkdirAt, MIDMknodAt, MIDSymlinkAt, MIDLinkAt:
-		return &Inode{}
-	case MIDFStatFS:
-		return &StatFS{}
-	case MIDReadLinkAt:
-		return &ReadLinkAtResp{}
-	case MIDGetdents64:
-		return &Getdents64Resp{}
-	case MIDGetdents64Stat:
-		return &Getdents64StatResp{}
-	case MIDFGetXattr:
-		return &FGetXattrResp{}
-	case MIDFListXattr:
-		return &FListXattrResp{}
-	case MIDBindAt:
-		return &BindAtResp{}
-	case MIDAccept:
-		return &AcceptResp{}
-	case MIDClose, MIDFSync, MIDFAllocate, MIDFlush, MIDConnect, MIDUnlinkAt,
-		MIDRenameAt, MIDFSetXattr, MIDFRemoveXattr, MIDListen,
-		MIDConnectWithCreds, MIDRenameAt2:
-		return &EmptyMessage{}
-	}
-	return nil
-}
-
-// ExpectedFDs returns how many donated FDs a client should make room for in
-// the response to mid (README.md, "Mount-point FD"): 2 for Channel; 1 for Mount, OpenAt,
-// OpenCreateAt, Connect, ConnectWithCreds, BindAt and Accept; 0 otherwise.
-func ExpectedFDs(mid MID) int {
-	switch mid {
-	case MIDChannel:
-		return 2
-	case MIDMount, MIDOpenAt, MIDOpenCreateAt, MIDConnect, MIDConnectWithCreds,
-		MIDBindAt, MIDAccept:
-		return 1
-	}
-	return 0
 }
 
 // dirent decodes one Dirent64 record; s is string(d.buf), which the name

@@ -142,18 +142,18 @@ func TestFileLifecycle(t *testing.T) {
 		t.Fatalf("SetStat failures %#x errno %d", sr.FailureMask, sr.FailureErrNo)
 	}
 	var st Statx
-	p.must(MIDFStat, &StatReq{FD: ctl}, &st)
+	p.must(MIDFStat, &FDReq{FD: ctl}, &st)
 	if st.Mode&0o7777 != 0o600 || st.Size != 2 || st.Mtime.Sec != 2000 || st.Mtime.Nsec != 5 || st.Atime.Sec != 1000 {
 		t.Errorf("after SetStat: mode %o size %d mtime %v atime %v", st.Mode, st.Size, st.Mtime, st.Atime)
 	}
 	// Open FDIDs can be stat'ed too.
-	p.must(MIDFStat, &StatReq{FD: ofd}, &st)
+	p.must(MIDFStat, &FDReq{FD: ofd}, &st)
 	p.wantErr(MIDSetStat, &SetStatReq{FD: ctl, Mask: 0x1000}, unix.EPERM)
 	p.wantErr(MIDSetStat, &SetStatReq{FD: ofd, Mask: unix.STATX_MODE}, unix.EINVAL)
 
 	// Truncating through OpenAt.
 	tfd, _ := p.open(ctl, unix.O_WRONLY|unix.O_TRUNC)
-	p.must(MIDFStat, &StatReq{FD: tfd}, &st)
+	p.must(MIDFStat, &FDReq{FD: tfd}, &st)
 	if st.Size != 0 {
 		t.Errorf("O_TRUNC left size %d", st.Size)
 	}
@@ -214,11 +214,11 @@ func TestDirectoryOps(t *testing.T) {
 
 	p.must(MIDSymlinkAt, &SymlinkAtReq{DirFD: d.ControlFD, UID: NoUID, GID: NoGID, Name: []byte("sl"), Target: []byte("../../../etc/passwd")}, &sl)
 	var rl ReadLinkAtResp
-	p.must(MIDReadLinkAt, &ReadLinkAtReq{FD: sl.ControlFD}, &rl)
+	p.must(MIDReadLinkAt, &FDReq{FD: sl.ControlFD}, &rl)
 	if string(rl.Target) != "../../../etc/passwd" {
 		t.Errorf("readlink %q", rl.Target)
 	}
-	p.wantErr(MIDReadLinkAt, &ReadLinkAtReq{FD: f.ControlFD}, unix.EINVAL)
+	p.wantErr(MIDReadLinkAt, &FDReq{FD: f.ControlFD}, unix.EINVAL)
 	p.wantErr(MIDOpenAt, &OpenAtReq{FD: sl.ControlFD}, unix.EINVAL)
 	p.wantErr(MIDOpenAt, &OpenAtReq{FD: d.ControlFD, Flags: unix.O_WRONLY}, unix.EISDIR)
 
@@ -283,7 +283,7 @@ func TestDirectoryOps(t *testing.T) {
 	}
 
 	var sfs StatFS
-	p.must(MIDFStatFS, &FStatFSReq{FD: rootFD}, &sfs)
+	p.must(MIDFStatFS, &FDReq{FD: rootFD}, &sfs)
 	if sfs.BlockSize <= 0 || sfs.NameLength == 0 {
 		t.Errorf("statfs %+v", sfs)
 	}
@@ -427,7 +427,7 @@ func TestSocketMessagesRefused(t *testing.T) {
 	p.wantErr(MIDBindAt, &BindAtReq{DirFD: rootFD, UID: NoUID, GID: NoGID, SockType: unix.SOCK_STREAM, Name: []byte("s")}, unix.EPERM)
 	p.wantErr(MIDListen, &ListenReq{FD: f}, unix.EINVAL)
 	p.wantErr(MIDListen, &ListenReq{FD: 99}, unix.EBADF)
-	p.wantErr(MIDAccept, &AcceptReq{FD: f}, unix.EINVAL)
+	p.wantErr(MIDAccept, &FDReq{FD: f}, unix.EINVAL)
 	if _, err := os.Lstat(filepath.Join(root, "s")); err == nil {
 		t.Error("BindAt created a socket file")
 	}
@@ -440,7 +440,7 @@ func TestReadOnlyRefusesEveryChange(t *testing.T) {
 	rootFD := p.mount()
 	f := p.walkOne(rootFD, "f")
 	for m := MIDMount; m <= MIDMax; m++ {
-		if !IsMutating(m) {
+		if !isMutating(m) {
 			continue
 		}
 		// EROFS comes before decoding, so even an empty payload gets it.
@@ -453,7 +453,7 @@ func TestReadOnlyRefusesEveryChange(t *testing.T) {
 	want := []MID{MIDSetStat, MIDOpenCreateAt, MIDPWrite, MIDMkdirAt, MIDMknodAt, MIDSymlinkAt,
 		MIDLinkAt, MIDFAllocate, MIDUnlinkAt, MIDRenameAt, MIDRenameAt2, MIDFSetXattr, MIDFRemoveXattr, MIDBindAt}
 	for _, m := range want {
-		if !IsMutating(m) {
+		if !isMutating(m) {
 			t.Errorf("%v not refused on read-only servers", m)
 		}
 	}
@@ -513,12 +513,12 @@ func TestBadFramesDropOnlyThatConnection(t *testing.T) {
 		})
 	}
 	// Undecodable payloads only fail the request.
-	good.wantErr(MIDWalk, &StatReq{FD: 1}, unix.EIO)
+	good.wantErr(MIDWalk, &FDReq{FD: 1}, unix.EIO)
 	rmid, out, _ := good.roundTrip(MIDFStat, []byte{1, 2, 3}, 0)
 	if rmid != MIDError || !bytes.Equal(out, errorPayload(unix.EIO)) {
 		t.Errorf("short FStat: %v %x", rmid, out)
 	}
-	good.must(MIDFStat, &StatReq{FD: 1}, &Statx{})
+	good.must(MIDFStat, &FDReq{FD: 1}, &Statx{})
 }
 
 func TestErrnoTable(t *testing.T) {
@@ -537,9 +537,9 @@ func TestErrnoTable(t *testing.T) {
 		req  Message
 		want unix.Errno
 	}{
-		{"fstat unknown", MIDFStat, &StatReq{FD: 1000}, unix.EBADF},
-		{"fstat zero", MIDFStat, &StatReq{FD: 0}, unix.EBADF},
-		{"statfs open fd", MIDFStatFS, &FStatFSReq{FD: open}, unix.EINVAL},
+		{"fstat unknown", MIDFStat, &FDReq{FD: 1000}, unix.EBADF},
+		{"fstat zero", MIDFStat, &FDReq{FD: 0}, unix.EBADF},
+		{"statfs open fd", MIDFStatFS, &FDReq{FD: open}, unix.EINVAL},
 		{"openat open fd", MIDOpenAt, &OpenAtReq{FD: open}, unix.EINVAL},
 		{"pread control", MIDPRead, &PReadReq{FD: f, Count: 1}, unix.EINVAL},
 		{"pread too big", MIDPRead, &PReadReq{FD: open, Count: MaxMessageSize}, unix.ENOBUFS},

@@ -82,7 +82,7 @@ func (p *rawPeer) call(mid MID, req, resp Message) ([]int, error) {
 	if req != nil {
 		payload = req.Append(nil)
 	}
-	rmid, out, fds := p.roundTrip(mid, payload, ExpectedFDs(mid))
+	rmid, out, fds := p.roundTrip(mid, payload, expectedFDs(mid))
 	if rmid == MIDError {
 		var e ErrorResp
 		if err := e.Decode(out); err != nil {

@@ -61,19 +61,10 @@ const (
 	MIDMax = MIDRenameAt2
 )
 
-var midNames = [...]string{
-	"Error", "Mount", "Channel", "FStat", "SetStat", "Walk", "WalkStat",
-	"OpenAt", "OpenCreateAt", "Close", "FSync", "PWrite", "PRead", "MkdirAt",
-	"MknodAt", "SymlinkAt", "LinkAt", "FStatFS", "FAllocate", "ReadLinkAt",
-	"Flush", "Connect", "UnlinkAt", "RenameAt", "Getdents64", "FGetXattr",
-	"FSetXattr", "FListXattr", "FRemoveXattr", "BindAt", "Listen", "Accept",
-	"ConnectWithCreds", "RenameAt2",
-}
-
 // String returns the protocol name of m ("Walk"), or "MID(n)" if unknown.
 func (m MID) String() string {
-	if int(m) < len(midNames) {
-		return midNames[m]
+	if r := row(catalogue(), m); r.name != "" {
+		return r.name
 	}
 	return fmt.Sprintf("MID(%d)", uint16(m))
 }
@@ -225,10 +216,6 @@ func appendSized[T text](dst []byte, s T) []byte {
 	dst = appendU16(dst, uint16(len(s)))
 	return append(dst, s...)
 }
-
-// AppendSizedString appends s as a SizedString (u16 length, raw bytes).
-// Strings longer than MaxStringLen are truncated to MaxStringLen bytes.
-func AppendSizedString(dst []byte, s string) []byte { return appendSized(dst, s) }
 
 // SizedStringFits reports whether a string of n bytes fits in a SizedString.
 func SizedStringFits(n int) bool { return n >= 0 && n <= MaxStringLen }

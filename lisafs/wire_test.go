@@ -38,7 +38,7 @@ func wireCases() []wireCase {
 		{"ErrorResp", MIDError, false, &ErrorResp{Errno: uint32(unix.EBADF)}},
 		{"MountResp", MIDMount, false, &MountResp{Root: wireSampleInode(1), MaxMessageSize: MaxMessageSize, SupportedMs: []MID{1, 3, 5, 33, 300}}},
 		{"ChannelResp", MIDChannel, false, &ChannelResp{DataOffset: 4096, DataLength: 2 << 20}},
-		{"StatReq", MIDFStat, true, &StatReq{FD: 7}},
+		{"FDReq FStat", MIDFStat, true, &FDReq{FD: 7}},
 		{"Statx", MIDFStat, false, func() *Statx { s := wireSampleStatx(1); return &s }()},
 		{"SetStatReq", MIDSetStat, true, &SetStatReq{FD: 3, Mask: 0x27a, Mode: 0o755, UID: 1, GID: 2, Size: 1 << 40,
 			Atime: Timespec{Sec: 10, Nsec: (1 << 30) - 1}, Mtime: Timespec{Sec: -11, Nsec: (1 << 30) - 2}}},
@@ -62,12 +62,12 @@ func wireCases() []wireCase {
 		{"MknodAtReq", MIDMknodAt, true, &MknodAtReq{DirFD: 1, UID: 0, GID: 3, Mode: unix.S_IFCHR, Minor: 7, Major: 9, Name: b("wh")}},
 		{"SymlinkAtReq", MIDSymlinkAt, true, &SymlinkAtReq{DirFD: 1, UID: 2, GID: 3, Name: b("ln"), Target: b("../target/x")}},
 		{"LinkAtReq", MIDLinkAt, true, &LinkAtReq{DirFD: 1, Target: 8, Name: b("hard")}},
-		{"FStatFSReq", MIDFStatFS, true, &FStatFSReq{FD: 1}},
+		{"FDReq FStatFS", MIDFStatFS, true, &FDReq{FD: 1}},
 		{"StatFS", MIDFStatFS, false, &StatFS{Type: 0xEF53, BlockSize: 4096, Blocks: 100, BlocksFree: 50, BlocksAvailable: 40, Files: 1000, FilesFree: 900, NameLength: 255}},
 		{"FAllocateReq", MIDFAllocate, true, &FAllocateReq{FD: 4, Mode: 1, Offset: 4096, Length: 8192}},
-		{"ReadLinkAtReq", MIDReadLinkAt, true, &ReadLinkAtReq{FD: 3}},
+		{"FDReq ReadLinkAt", MIDReadLinkAt, true, &FDReq{FD: 3}},
 		{"ReadLinkAtResp", MIDReadLinkAt, false, &ReadLinkAtResp{Target: b("/abs/target")}},
-		{"FlushReq", MIDFlush, true, &FlushReq{FD: 4}},
+		{"FDReq Flush", MIDFlush, true, &FDReq{FD: 4}},
 		{"ConnectReq", MIDConnect, true, &ConnectReq{FD: 3, SockType: unix.SOCK_STREAM}},
 		{"UnlinkAtReq", MIDUnlinkAt, true, &UnlinkAtReq{DirFD: 1, Flags: unix.AT_REMOVEDIR, Name: b("gone")}},
 		{"RenameAtReq", MIDRenameAt, true, &RenameAtReq{OldDir: 1, NewDir: 2, OldName: b("a"), NewName: b("bb")}},
@@ -85,7 +85,7 @@ func wireCases() []wireCase {
 		{"BindAtReq", MIDBindAt, true, &BindAtReq{DirFD: 1, UID: 1, GID: 2, Mode: 0o777, SockType: unix.SOCK_SEQPACKET, Name: b("sock")}},
 		{"BindAtResp", MIDBindAt, false, &BindAtResp{Child: wireSampleInode(20), BoundSocketFD: 21}},
 		{"ListenReq", MIDListen, true, &ListenReq{FD: 21, Backlog: -1}},
-		{"AcceptReq", MIDAccept, true, &AcceptReq{FD: 21}},
+		{"FDReq Accept", MIDAccept, true, &FDReq{FD: 21}},
 		{"AcceptResp", MIDAccept, false, &AcceptResp{PeerAddr: b("peer")}},
 		{"ConnectWithCredsReq", MIDConnectWithCreds, true, &ConnectWithCredsReq{FD: 3, SockType: 2, UID: 1000, GID: 1000}},
 	}
@@ -94,9 +94,9 @@ func wireCases() []wireCase {
 // wireDecoderFor returns a fresh decoder for a case's payload kind.
 func wireDecoderFor(c wireCase) Message {
 	if c.req {
-		return NewRequest(c.mid)
+		return newRequest(c.mid)
 	}
-	return NewResponse(c.mid)
+	return newResponse(c.mid)
 }
 
 func TestWireRoundTrip(t *testing.T) {
@@ -132,27 +132,27 @@ func TestWireRoundTrip(t *testing.T) {
 // response-only Error), and every catalogue message is covered by wireCases.
 func TestWireCatalogueComplete(t *testing.T) {
 	for m := MIDError; m <= MIDMax; m++ {
-		if NewResponse(m) == nil {
+		if newResponse(m) == nil {
 			t.Errorf("no response decoder for %v", m)
 		}
-		if (NewRequest(m) == nil) != (m == MIDError) {
-			t.Errorf("request decoder for %v: %v", m, NewRequest(m))
+		if (newRequest(m) == nil) != (m == MIDError) {
+			t.Errorf("request decoder for %v: %v", m, newRequest(m))
 		}
 	}
-	if NewRequest(MIDMax+1) != nil || NewResponse(MIDMax+1) != nil {
+	if newRequest(MIDMax+1) != nil || newResponse(MIDMax+1) != nil {
 		t.Errorf("decoder for an unknown MID")
 	}
 	seen := map[string]bool{}
 	for _, c := range wireCases() {
 		seen[reflect.TypeOf(c.msg).Elem().Name()] = true
 	}
-	for _, name := range []string{"MountResp", "StatReq", "SetStatReq", "SetStatResp", "WalkReq",
+	for _, name := range []string{"MountResp", "FDReq", "SetStatReq", "SetStatResp", "WalkReq",
 		"WalkResp", "WalkStatResp", "OpenAtReq", "OpenAtResp", "OpenCreateAtReq", "OpenCreateAtResp",
 		"FdArray", "PWriteReq", "PWriteResp", "PReadReq", "PReadResp", "MkdirAtReq", "MknodAtReq",
-		"SymlinkAtReq", "LinkAtReq", "FStatFSReq", "FAllocateReq", "ReadLinkAtReq", "ReadLinkAtResp",
-		"FlushReq", "ConnectReq", "UnlinkAtReq", "RenameAtReq", "RenameAt2Req", "Getdents64Req",
+		"SymlinkAtReq", "LinkAtReq", "FAllocateReq", "ReadLinkAtResp",
+		"ConnectReq", "UnlinkAtReq", "RenameAtReq", "RenameAt2Req", "Getdents64Req",
 		"Getdents64Resp", "FGetXattrReq", "FGetXattrResp", "FSetXattrReq", "FListXattrReq",
-		"FListXattrResp", "FRemoveXattrReq", "BindAtReq", "BindAtResp", "ListenReq", "AcceptReq",
+		"FListXattrResp", "FRemoveXattrReq", "BindAtReq", "BindAtResp", "ListenReq",
 		"AcceptResp", "ConnectWithCredsReq", "ErrorResp", "ChannelResp", "Statx", "Inode", "StatFS"} {
 		if !seen[name] {
 			t.Errorf("wireCases lacks %s", name)
@@ -281,8 +281,8 @@ func TestWireExpectedFDs(t *testing.T) {
 	want := map[MID]int{MIDChannel: 2, MIDMount: 1, MIDOpenAt: 1, MIDOpenCreateAt: 1, MIDConnect: 1,
 		MIDConnectWithCreds: 1, MIDBindAt: 1, MIDAccept: 1}
 	for m := MIDError; m <= MIDMax; m++ {
-		if got := ExpectedFDs(m); got != want[m] {
-			t.Errorf("ExpectedFDs(%v) = %d, want %d", m, got, want[m])
+		if got := expectedFDs(m); got != want[m] {
+			t.Errorf("expectedFDs(%v) = %d, want %d", m, got, want[m])
 		}
 	}
 }

@@ -58,10 +58,9 @@ func (l *Layer) walkTo(n *Node) (lisafs.FDID, error) {
 		return 0, unix.ESTALE
 	}
 	l.closeInodes(inodes[1:])
-	n.mu.Lock()
 	fresh := attrOf(&inodes[0].Stat)
-	same := SameFile(&fresh, &n.Attr)
-	n.mu.Unlock()
+	cur := n.Attr()
+	same := SameFile(&fresh, &cur)
 	if !same {
 		l.closeLater(inodes[0].ControlFD)
 		return 0, unix.ESTALE // the name now holds another file

@@ -46,7 +46,7 @@ func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 		return nil, unix.ENOENT
 	}
 	l.closeInodes(inodes[1:])
-	n := &Node{Attr: attrOf(&inodes[0].Stat), hostFD: -1}
+	n := newNode(attrOf(&inodes[0].Stat), 0)
 	l.adopt(dir, n, name)
 	if n.IsDir() {
 		l.closeMu.Lock()
@@ -76,7 +76,7 @@ func (l *Layer) lookupListed(dir *Node, name string) (n *Node, err error, ok boo
 	if !e.HasAttr {
 		return nil, nil, false
 	}
-	n = &Node{Attr: e.Attr, hostFD: -1}
+	n = newNode(e.Attr, 0)
 	l.adopt(dir, n, name) // a directory walks to its FD when first needed
 	return n, nil, true
 }

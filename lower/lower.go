@@ -18,8 +18,9 @@
 // attributes; in exclusive mode a lookup of a name in a listed directory is
 // then answered from the listing with no round trip at all.
 //
-// Lock order: Node.mu is a leaf lock; no Layer method holds it while making
-// an RPC.
+// Locks: Layer.idleMu before Node.mu; Node.attrMu (a node's attributes,
+// read with Attr and replaced with Refresh) and Layer.closeMu are leaves. No
+// Layer method holds any of them while making an RPC.
 package lower
 
 import (
@@ -51,10 +52,14 @@ type Layer struct {
 // maxIdleFDs bounds the data fds kept open for files nobody has open.
 const maxIdleFDs = 1024
 
-// Node is one lower file, held by a LISAFS control FD. Its Attr is the
-// gofer's answer at the time the node was walked.
+// Node is one lower file, held by a LISAFS control FD. Its attributes are
+// the gofer's answer at the time the node was walked, or at its last
+// Refresh; typ never changes.
 type Node struct {
-	Attr Attr
+	typ uint32 // S_IFMT bits
+
+	attrMu sync.Mutex // guards attr only; a leaf lock
+	attr   Attr
 
 	// Where the node was found, to walk to it again; nil for the root.
 	parent *Node
@@ -85,7 +90,36 @@ func New(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *Layer {
 	if rootHostFD >= 0 {
 		unix.Close(rootHostFD)
 	}
-	return &Layer{c: c, root: &Node{fd: root.ControlFD, Attr: attrOf(&root.Stat), hostFD: -1}}
+	return &Layer{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD)}
+}
+
+// newNode returns a node with attributes a, holding control FD fd (0: none
+// yet).
+func newNode(a Attr, fd lisafs.FDID) *Node {
+	return &Node{typ: a.Type(), attr: a, fd: fd, hostFD: -1}
+}
+
+// Attr returns n's attributes as last reported by the gofer.
+func (n *Node) Attr() Attr {
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	return n.attr
+}
+
+// Type is n's file type (S_IFMT bits), which never changes.
+func (n *Node) Type() uint32 { return n.typ }
+
+// Refresh stores a fresh stat of n if it describes the same file (see
+// SameFile), and returns the attributes it replaced and whether it did.
+func (n *Node) Refresh(fresh Attr) (old Attr, same bool) {
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
+	old = n.attr
+	if !SameFile(&fresh, &old) {
+		return old, false
+	}
+	n.attr = fresh
+	return old, true
 }
 
 // SetShared tells the layer that the lower may change behind it (shared
@@ -105,12 +139,12 @@ func (l *Layer) Close() error {
 }
 
 // IsDir reports whether n is a directory.
-func (n *Node) IsDir() bool { return n.Attr.Type() == unix.S_IFDIR }
+func (n *Node) IsDir() bool { return n.typ == unix.S_IFDIR }
 
 // IsWhiteout reports whether n is a character device 0/0, which an overlay
 // treats as a whiteout wherever it appears.
 func (n *Node) IsWhiteout() bool {
-	return n.Attr.Type() == unix.S_IFCHR && n.Attr.Rdev == 0
+	return n.typ == unix.S_IFCHR && n.Attr().Rdev == 0
 }
 
 // Readlink returns a symlink's target.

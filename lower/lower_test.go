@@ -62,7 +62,7 @@ func TestLookupInListedDirectoryCostsNoRoundTrip(t *testing.T) {
 	}
 	before := l.RoundTrips()
 	a, err := l.Lookup(l.Root(), "a")
-	if err != nil || a.Attr.Size != 1 {
+	if err != nil || a.Attr().Size != 1 {
 		t.Fatalf("lookup a: %v %+v", err, a)
 	}
 	if _, err := l.Lookup(l.Root(), "missing"); err != unix.ENOENT {
@@ -77,7 +77,7 @@ func TestLookupInListedDirectoryCostsNoRoundTrip(t *testing.T) {
 	}
 	// The directory walks to its FD when first needed.
 	c, err := l.Lookup(sub, "c")
-	if err != nil || c.Attr.Size != 5 {
+	if err != nil || c.Attr().Size != 5 {
 		t.Fatalf("lookup sub/c: %v", err)
 	}
 	fd, err := l.OpenData(c)

@@ -19,7 +19,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	}
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
-	retired := fs.retiredIDLocked(n, in.NodeId)
+	retired := fs.ids.id(n) != in.NodeId // a re-key retired it
 	n.mu.Unlock()
 	if retired {
 		out.SetTimeout(0) // see openGate: the file changes under another id
@@ -36,20 +36,21 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	if n == nil {
 		return fuse.ENOENT
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.copyUpMeta(n); err != nil {
+	size, trunc := in.GetSize()
+	if trunc && n.isDir() {
+		return fuse.Status(unix.EISDIR)
+	}
+	if trunc && n.typ != unix.S_IFREG {
+		return fuse.EINVAL
+	}
+	if err := fs.copyUp(n, trunc && size > 0); err != nil {
 		return fusekit.Status(err)
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	a := &n.up.Attr
 	now := upper.Now()
-	if size, ok := in.GetSize(); ok {
-		if n.isDir() {
-			return fuse.Status(unix.EISDIR)
-		}
-		if n.typ != unix.S_IFREG {
-			return fuse.EINVAL
-		}
+	if trunc {
 		if err := fs.truncateLocked(n, int64(size)); err != nil {
 			return fusekit.Status(err)
 		}
@@ -60,7 +61,6 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	uid, chownU := in.GetUID()
 	gid, chownG := in.GetGID()
 	_, chmod := in.GetMode()
-	_, trunc := in.GetSize()
 	// chown(2) kills set-id bits even when it changes no id: the kernel
 	// then sends a SETATTR with nothing valid.
 	chown := chownU || chownG || in.Valid&^fuse.FATTR_LOCKOWNER == 0

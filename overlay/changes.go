@@ -8,8 +8,17 @@ import (
 
 	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
-	"overlayfs/upper"
 )
+
+// UpperLayer is an FS's upper layer seen as an OCI image layer: what it
+// changes in the lower (Changes), those changes as a layer tarball
+// (ExportTar), and a layer tarball applied as the upper layer before the
+// mount (ImportTar). It holds no state of its own; the FUSE operations
+// stay on FS.
+type UpperLayer struct{ fs *FS }
+
+// UpperLayer returns fs's upper layer.
+func (fs *FS) UpperLayer() UpperLayer { return UpperLayer{fs} }
 
 // Change is one path the overlay changed relative to the lower, as `docker
 // diff` reports it.
@@ -26,9 +35,9 @@ type Change struct {
 // path. A renamed directory is D at its old path and A at its new path and
 // everything below; a directory whose entries changed is C. The mount keeps
 // serving meanwhile: a change made during the walk may or may not show.
-func (fs *FS) Changes() ([]Change, error) {
+func (u UpperLayer) Changes() ([]Change, error) {
 	var out []Change
-	err := fs.walkChanges(func(e changeEntry) error {
+	err := u.walkChanges(func(e changeEntry) error {
 		out = append(out, Change{Kind: e.kind, Path: e.path})
 		return nil
 	})
@@ -56,7 +65,7 @@ type changeEntry struct {
 	full bool
 }
 
-// dirSnap is what walkChanges needs of a directory, taken under fs.tree.
+// dirSnap is what walkChanges needs of a directory, taken under its dirMu.
 type dirSnap struct {
 	origin    *lower.Node
 	children  map[string]*Node
@@ -67,15 +76,18 @@ type dirSnap struct {
 }
 
 // walkChanges visits every change of the merged view, parents first.
-func (fs *FS) walkChanges(visit func(changeEntry) error) error {
-	return fs.walkInPlace(fs.root, "/", visit)
+func (u UpperLayer) walkChanges(visit func(changeEntry) error) error {
+	return u.walkInPlace(u.fs.root, "/", visit)
 }
 
-// snapDir copies d's tree state. listing is d's origin listing (for the
+// snapDir copies d's namespace. listing is d's origin listing (for the
 // hard-link check), or nil.
-func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
+// Preconditions: no lock is held.
+func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
+	d.dirMu.Lock()
+	defer d.dirMu.Unlock()
+	u.fs.hlMu.Lock()
+	defer u.fs.hlMu.Unlock()
 	s := dirSnap{origin: d.lower, children: make(map[string]*Node, len(d.children))}
 	for name, c := range d.children {
 		s.children[name] = c
@@ -84,7 +96,7 @@ func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
 		s.whiteouts = append(s.whiteouts, name)
 	}
 	sort.Strings(s.whiteouts)
-	if len(fs.hardlinks) > 0 {
+	if len(u.fs.hardlinks) > 0 {
 		for i := range listing {
 			e := &listing[i]
 			if e.Type == unix.DT_DIR || s.children[e.Name] != nil {
@@ -93,7 +105,7 @@ func (fs *FS) snapDir(d *Node, listing []lower.Entry) dirSnap {
 			if _, wh := d.whiteouts[e.Name]; wh {
 				continue
 			}
-			if fs.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
+			if u.fs.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
 				s.linked = append(s.linked, e.Name)
 			}
 		}
@@ -113,53 +125,37 @@ func sameLower(c *Node, e *lower.Entry) bool {
 	if c.lower == nil {
 		return false
 	}
-	st := &c.lower.Attr
+	st := c.lower.Attr()
 	return st.Ino == e.Ino && st.Dev == e.Dev
 }
 
 // atOrigin reports whether c is the lower file that name in the lower
 // directory origin is. The listing's inode number settles it, except where
 // getdents and stat disagree (a mountpoint inside the lower): then a walk.
-func (fs *FS) atOrigin(c *Node, origin *lower.Node, name string, le *lower.Entry) bool {
+func (u UpperLayer) atOrigin(c *Node, origin *lower.Node, name string, le *lower.Entry) bool {
 	if c.lower == nil {
 		return false
 	}
 	if sameLower(c, le) {
 		return true
 	}
-	ln, err := fs.lower.Lookup(origin, name)
+	ln, err := u.fs.lower.Lookup(origin, name)
 	if err != nil {
 		return false
 	}
-	defer fs.lower.Forget(ln)
-	a, b := &c.lower.Attr, &ln.Attr
+	defer u.fs.lower.Forget(ln)
+	a, b := c.lower.Attr(), ln.Attr()
 	return a.Ino == b.Ino && a.Dev == b.Dev
-}
-
-// hiddenRoot reports whether name at the root is the overlay's own business
-// (a self filestore), never a user's change.
-func (fs *FS) hiddenRoot(d *Node, name string) bool {
-	if d != fs.root {
-		return false
-	}
-	for _, h := range fs.cfg.HiddenRootNames {
-		if h == name {
-			return true
-		}
-	}
-	return fs.cfg.HideRootName != nil && fs.cfg.HideRootName(name)
 }
 
 // walkInPlace visits the changes below d, a directory at its original path
 // merged over its own origin (the root, or a directory never moved).
-func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) error {
+func (u UpperLayer) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) error {
 	var listing []lower.Entry
-	fs.tree.Lock()
 	origin := d.lower
-	fs.tree.Unlock()
 	if origin != nil {
 		var err error
-		if listing, err = fs.lower.ReadDir(origin); err != nil {
+		if listing, err = u.fs.lower.ReadDir(origin); err != nil {
 			return err
 		}
 	}
@@ -167,9 +163,9 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 	for i := range listing {
 		byName[listing[i].Name] = &listing[i]
 	}
-	s := fs.snapDir(d, listing)
+	s := u.snapDir(d, listing)
 	for _, name := range s.linked {
-		if c, err := fs.lookupChild(d, name); err == nil && hasUpper(c) {
+		if c, err := u.fs.lookupChild(d, name); err == nil && hasUpper(c) {
 			s.children[name] = c
 		}
 	}
@@ -179,7 +175,7 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 	}
 	var items []item
 	for _, name := range s.whiteouts {
-		if byName[name] != nil && !fs.hiddenRoot(d, name) {
+		if byName[name] != nil && !u.fs.hidden(d, name) {
 			items = append(items, item{name: name})
 		}
 	}
@@ -197,7 +193,7 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 		}
 		c := it.c
 		le := byName[it.name]
-		if le != nil && fs.atOrigin(c, origin, it.name, le) {
+		if le != nil && u.atOrigin(c, origin, it.name, le) {
 			// The lower file at its own path.
 			if hasUpper(c) {
 				if err := visit(changeEntry{kind: 'C', path: p, node: c}); err != nil {
@@ -205,14 +201,14 @@ func (fs *FS) walkInPlace(d *Node, dpath string, visit func(changeEntry) error) 
 				}
 			}
 			if c.isDir() {
-				if err := fs.walkInPlace(c, p, visit); err != nil {
+				if err := u.walkInPlace(c, p, visit); err != nil {
 					return err
 				}
 			}
 			continue
 		}
 		// New, or replacing what the lower has there.
-		if err := fs.walkReplaced(c, p, le != nil, baseDir(le), origin, it.name, visit); err != nil {
+		if err := u.walkReplaced(c, p, le != nil, baseDir(le), origin, it.name, visit); err != nil {
 			return err
 		}
 	}
@@ -225,7 +221,7 @@ func baseDir(le *lower.Entry) bool { return le != nil && le.Type == unix.DT_DIR 
 // walkReplaced visits c at p and, for a directory, everything below it: c is
 // new at p (existed false) or replaced what the lower had there. isDir says
 // the lower's file at p is a directory, reached as name in lowerParent.
-func (fs *FS) walkReplaced(c *Node, p string, existed, isDir bool, lowerParent *lower.Node, name string, visit func(changeEntry) error) error {
+func (u UpperLayer) walkReplaced(c *Node, p string, existed, isDir bool, lowerParent *lower.Node, name string, visit func(changeEntry) error) error {
 	kind := byte('A')
 	if existed {
 		kind = 'C'
@@ -239,31 +235,31 @@ func (fs *FS) walkReplaced(c *Node, p string, existed, isDir bool, lowerParent *
 	}
 	var base *lower.Node
 	if c.isDir() && isDir && lowerParent != nil {
-		ln, err := fs.lower.Lookup(lowerParent, name)
+		ln, err := u.fs.lower.Lookup(lowerParent, name)
 		if err == nil {
 			if ln.IsDir() {
 				base = ln
 			} else {
-				fs.lower.Forget(ln)
+				u.fs.lower.Forget(ln)
 			}
 		}
 	}
 	if base != nil {
-		defer fs.lower.Forget(base)
+		defer u.fs.lower.Forget(base)
 	}
-	return fs.walkFull(c, p, base, visit)
+	return u.walkFull(c, p, base, visit)
 }
 
 // walkFull visits every entry of d, a directory new at dpath or replacing
 // base there (nil if the lower has no directory at dpath).
-func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(changeEntry) error) error {
-	ents, err := fs.listDir(d)
+func (u UpperLayer) walkFull(d *Node, dpath string, base *lower.Node, visit func(changeEntry) error) error {
+	ents, err := u.fs.listDir(d)
 	if err != nil {
 		return err
 	}
 	var baseEnts map[string]*lower.Entry
 	if base != nil {
-		l, err := fs.lower.ReadDir(base)
+		l, err := u.fs.lower.ReadDir(base)
 		if err != nil {
 			return err
 		}
@@ -282,7 +278,7 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 	}
 	var gone []string
 	for name, le := range baseEnts {
-		if !seen[name] && !(le.Type == unix.DT_CHR && fs.lowerWhiteout(base, name)) {
+		if !seen[name] && !(le.Type == unix.DT_CHR && u.lowerWhiteout(base, name)) {
 			gone = append(gone, name)
 		}
 	}
@@ -306,7 +302,7 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 			}
 			continue
 		}
-		c, err := fs.lookupChild(d, it.name)
+		c, err := u.fs.lookupChild(d, it.name)
 		if err == unix.ENOENT {
 			continue // removed meanwhile
 		}
@@ -314,7 +310,7 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 			return err
 		}
 		le := baseEnts[it.name]
-		if err := fs.walkReplaced(c, p, le != nil, baseDir(le), base, it.name, visit); err != nil {
+		if err := u.walkReplaced(c, p, le != nil, baseDir(le), base, it.name, visit); err != nil {
 			return err
 		}
 	}
@@ -323,14 +319,11 @@ func (fs *FS) walkFull(d *Node, dpath string, base *lower.Node, visit func(chang
 
 // lowerWhiteout reports whether name in the lower directory dir is itself a
 // whiteout (a 0/0 character device), which the merged view never shows.
-func (fs *FS) lowerWhiteout(dir *lower.Node, name string) bool {
-	ln, err := fs.lower.Lookup(dir, name)
+func (u UpperLayer) lowerWhiteout(dir *lower.Node, name string) bool {
+	ln, err := u.fs.lower.Lookup(dir, name)
 	if err != nil {
 		return false
 	}
-	defer fs.lower.Forget(ln)
+	defer u.fs.lower.Forget(ln)
 	return ln.IsWhiteout()
 }
-
-// Store is the upper layer's store: its counters and its memfile.
-func (fs *FS) Store() *upper.Store { return fs.store }

@@ -12,11 +12,11 @@ import (
 // ENOSYS: from then on the kernel opens directories without asking us
 // (FUSE_NO_OPENDIR_SUPPORT; fs/fuse/file.c fuse_file_open), never sends
 // RELEASEDIR, and treats every directory as opened with FOPEN_CACHE_DIR |
-// FOPEN_KEEP_CACHE, the flags we answered before. READDIR and READDIRPLUS
-// then come with handle 0, so a read resumes from the offset alone: every
-// entry's offset is a cookie that stays the entry's own while the name
-// stays, so a directory changing between two reads never repeats or skips
-// a name that stayed (what the per-handle snapshot gave before).
+// FOPEN_KEEP_CACHE (dirFlags' answer with exclusive access). READDIR and
+// READDIRPLUS then come with handle 0, so a read resumes from the offset
+// alone: every entry's offset is a cookie that stays the entry's own while
+// the name stays, so a directory changing between two reads never repeats
+// or skips a name that stayed.
 //
 // Cookies: "." is 1, ".." is 2, the lower listing's entry i is 3+i (the
 // lower never changes with exclusive access), and a name only the upper
@@ -41,22 +41,23 @@ func (fs *FS) nsChanged() { fs.nsGen.Add(1) }
 
 // cookieListing returns d's merged listing in cookie order, cached until
 // the next namespace change anywhere.
+// Preconditions: no lock is held.
 func (fs *FS) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
 	gen := fs.nsGen.Load()
-	fs.tree.Lock()
+	d.dirMu.Lock()
 	if l := d.listing; l != nil && l.gen == gen {
 		ents := l.ents
-		fs.tree.Unlock()
+		d.dirMu.Unlock()
 		return ents, nil
 	}
-	fs.tree.Unlock()
+	d.dirMu.Unlock()
 	ents, err := fs.listDir(d)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]fusekit.Cookie[dirEnt], len(ents))
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
+	d.dirMu.Lock()
+	defer d.dirMu.Unlock()
 	live := make(map[string]bool)
 	for i, e := range ents {
 		var off uint64
@@ -110,11 +111,11 @@ func (fs *FS) doneReading(d *Node, ents []fusekit.Cookie[dirEnt], off uint64) {
 	if len(ents) > 0 && ents[len(ents)-1].Off > off {
 		return
 	}
-	fs.tree.Lock()
+	d.dirMu.Lock()
 	if l := d.listing; l != nil && len(l.ents) == len(ents) && (len(ents) == 0 || &l.ents[0] == &ents[0]) {
 		d.listing = nil
 	}
-	fs.tree.Unlock()
+	d.dirMu.Unlock()
 }
 
 // readDirNoHandle answers READDIR (plus false) or READDIRPLUS (plus true)

@@ -5,17 +5,24 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fusekit"
-	"overlayfs/upper"
 )
 
 // PATH_MAX less the terminating NUL: the longest symlink target.
 const maxSymlinkLen = 4095
 
-// checkName rejects names the kernel should never send and names too long
-// for a directory entry.
-func checkName(name string) error {
+// checkNameLen rejects a name too long for a directory entry.
+func checkNameLen(name string) error {
 	if len(name) > fusekit.MaxNameLen {
 		return unix.ENAMETOOLONG
+	}
+	return nil
+}
+
+// checkName rejects names the kernel should never send for a new entry and
+// names too long for a directory entry.
+func checkName(name string) error {
+	if err := checkNameLen(name); err != nil {
+		return err
 	}
 	if name == "" || name == "." || name == ".." {
 		return unix.EEXIST
@@ -32,6 +39,7 @@ type createSpec struct {
 
 // create adds a new upper file named name to dir. The returned node is not
 // yet referenced by the kernel.
+// Preconditions: no lock is held.
 func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
@@ -39,22 +47,23 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 	if !dir.isDir() {
 		return nil, unix.ENOTDIR
 	}
-	// Resolve first, outside the lock: an existing lower name is EEXIST.
+	// Validate and prepare with no lock held: an existing lower name is
+	// EEXIST.
 	if _, err := fs.lookupChild(dir, name); err == nil {
 		return nil, unix.EEXIST
 	} else if err != unix.ENOENT {
 		return nil, err
 	}
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
+	if err := fs.copyUp(dir, false); err != nil {
+		return nil, err
+	}
+	dir.dirMu.Lock()
+	defer dir.dirMu.Unlock()
 	if dir.children[name] != nil {
 		return nil, unix.EEXIST
 	}
 	dir.mu.Lock()
 	defer dir.mu.Unlock()
-	if err := fs.copyUpMeta(dir); err != nil {
-		return nil, err
-	}
 	if dir.up.Nlink == 0 {
 		return nil, unix.ENOENT // directory removed while we looked
 	}
@@ -62,7 +71,7 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 	n := fs.newUpperNode(mode, uid, gid, spec.rdev)
 	n.up.Target = spec.target
 	if n.isDir() {
-		n.parent = dir
+		n.parent = dir // a new node: nobody else sees it yet
 	}
 	delete(dir.whiteouts, name)
 	dir.setChild(name, n)
@@ -164,49 +173,53 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if dir == nil || n == nil {
 		return fuse.ENOENT
 	}
+	if err := fs.link(dir, name, n); err != nil {
+		return fusekit.Status(err)
+	}
+	fs.fillEntry(n, out)
+	return fuse.OK
+}
+
+// link adds name in dir for n: validate, then lock, then apply.
+// Preconditions: no lock is held.
+func (fs *FS) link(dir *Node, name string, n *Node) error {
 	if n.isDir() {
-		return fuse.EPERM
+		return unix.EPERM
 	}
 	if err := checkName(name); err != nil {
-		return fusekit.Status(err)
+		return err
 	}
 	if _, err := fs.lookupChild(dir, name); err == nil {
-		return fuse.Status(unix.EEXIST)
+		return unix.EEXIST
 	} else if err != unix.ENOENT {
-		return fusekit.Status(err)
+		return err
 	}
-	fs.tree.Lock()
+	if err := fs.copyUp(dir, false); err != nil {
+		return err
+	}
+	if err := fs.copyUp(n, false); err != nil {
+		return err
+	}
+
+	dir.dirMu.Lock()
+	defer dir.dirMu.Unlock()
 	if dir.children[name] != nil {
-		fs.tree.Unlock()
-		return fuse.Status(unix.EEXIST)
+		return unix.EEXIST
 	}
-	dir.mu.Lock()
-	if err := fs.copyUpMeta(dir); err != nil {
-		dir.mu.Unlock()
-		fs.tree.Unlock()
-		return fusekit.Status(err)
-	}
-	dir.up.Touch()
-	dir.mu.Unlock()
 	n.mu.Lock()
-	if err := fs.copyUpMeta(n); err != nil {
-		n.mu.Unlock()
-		fs.tree.Unlock()
-		return fusekit.Status(err)
-	}
 	if n.up.Nlink == 0 && n.opens == 0 {
 		n.mu.Unlock()
-		fs.tree.Unlock()
-		return fuse.ENOENT
+		return unix.ENOENT
 	}
 	n.up.Nlink++
 	n.up.Change()
 	n.mu.Unlock()
+	dir.mu.Lock()
+	dir.up.Touch()
+	dir.mu.Unlock()
 	delete(dir.whiteouts, name)
 	dir.setChild(name, n)
-	fs.tree.Unlock()
-	fs.fillEntry(n, out)
-	return fuse.OK
+	return nil
 }
 
 // Unlink removes a non-directory name.
@@ -221,28 +234,16 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.
 	return fs.remove(h.NodeId, name, true)
 }
 
+// remove removes name from directory dirID: validate, then lock, then
+// apply.
+// Preconditions: no lock is held.
 func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
-	return retryRace(func() fuse.Status { return fs.remove1(dirID, name, isDir) })
-}
-
-// retryRace repeats an operation that lost a race with a concurrent change
-// of the same names (it answers EAGAIN before changing anything).
-func retryRace(op func() fuse.Status) fuse.Status {
-	for i := 0; ; i++ {
-		st := op()
-		if st != fuse.Status(unix.EAGAIN) || i == 100 {
-			return st
-		}
-	}
-}
-
-func (fs *FS) remove1(dirID uint64, name string, isDir bool) fuse.Status {
 	dir := fs.node(dirID)
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	if len(name) > fusekit.MaxNameLen {
-		return fuse.Status(unix.ENAMETOOLONG)
+	if err := checkNameLen(name); err != nil {
+		return fusekit.Status(err)
 	}
 	c, err := fs.lookupChild(dir, name)
 	if err != nil {
@@ -263,43 +264,44 @@ func (fs *FS) remove1(dirID uint64, name string, isDir bool) fuse.Status {
 			return fuse.Status(unix.ENOTEMPTY)
 		}
 	}
-	fs.tree.Lock()
-	ldir := dir.lower
-	fs.tree.Unlock()
-	needWhiteout := fs.lowerHas(ldir, name)
+	needWhiteout := fs.lowerHas(dir.lower, name)
+	for _, n := range []*Node{dir, c} {
+		if err := fs.copyUp(n, false); err != nil {
+			return fusekit.Status(err)
+		}
+	}
 
-	fs.tree.Lock()
-	if dir.children[name] != c || dir.lower != ldir {
-		fs.tree.Unlock()
-		return fuse.Status(unix.EAGAIN) // raced with another change; the caller retries
+	dir.dirMu.Lock()
+	if dir.children[name] != c {
+		dir.dirMu.Unlock()
+		return fuse.Status(unix.ESTALE) // see the package doc
 	}
-	if isDir && len(c.children) > 0 {
-		fs.tree.Unlock()
-		return fuse.Status(unix.ENOTEMPTY)
+	if isDir {
+		c.dirMu.Lock() // dir's child: ancestor before descendant
+		if len(c.children) > 0 {
+			c.dirMu.Unlock()
+			dir.dirMu.Unlock()
+			return fuse.Status(unix.ENOTEMPTY)
+		}
 	}
-	status := fs.detachLocked(dir, name, c, needWhiteout)
-	fs.tree.Unlock()
-	if status == fuse.OK {
-		fs.maybeDrop(c)
+	fs.detachLocked(dir, name, c, needWhiteout)
+	if isDir {
+		c.dirMu.Unlock()
 	}
-	return status
+	dir.dirMu.Unlock()
+	fs.maybeDrop(c)
+	return fuse.OK
 }
 
 // detachLocked removes name → c from dir, leaving a whiteout if the lower
-// has the name, and drops one link of c. The caller holds fs.tree.
-func (fs *FS) detachLocked(dir *Node, name string, c *Node, whiteout bool) fuse.Status {
+// has the name, and drops one link of c.
+// Preconditions: dir.dirMu is held, and c.dirMu if c is a directory; dir
+// and c have upper state (copyUp).
+func (fs *FS) detachLocked(dir *Node, name string, c *Node, whiteout bool) {
 	dir.mu.Lock()
-	if err := fs.copyUpMeta(dir); err != nil {
-		dir.mu.Unlock()
-		return fusekit.Status(err)
-	}
 	dir.up.Touch()
 	dir.mu.Unlock()
 	c.mu.Lock()
-	if err := fs.copyUpMeta(c); err != nil {
-		c.mu.Unlock()
-		return fusekit.Status(err)
-	}
 	if c.isDir() || c.up.Nlink <= 1 {
 		c.up.Nlink = 0
 	} else {
@@ -311,30 +313,29 @@ func (fs *FS) detachLocked(dir *Node, name string, c *Node, whiteout bool) fuse.
 	if whiteout {
 		dir.whiteouts[name] = struct{}{}
 	}
-	return fuse.OK
 }
 
 // isEmpty reports whether a directory has no visible entries.
+// Preconditions: no lock is held.
 func (fs *FS) isEmpty(d *Node) (bool, error) {
-	fs.tree.Lock()
-	if len(d.children) > 0 {
-		fs.tree.Unlock()
+	d.dirMu.Lock()
+	busy := len(d.children) > 0
+	d.dirMu.Unlock()
+	if busy {
 		return false, nil
 	}
-	ldir := d.lower
-	fs.tree.Unlock()
-	if ldir == nil {
+	if d.lower == nil {
 		return true, nil
 	}
-	ents, err := fs.lower.ReadDir(ldir)
+	ents, err := fs.lower.ReadDir(d.lower)
 	if err != nil {
 		return false, err
 	}
 	for i := range ents {
 		name := ents[i].Name
-		fs.tree.Lock()
+		d.dirMu.Lock()
 		_, wh := d.whiteouts[name]
-		fs.tree.Unlock()
+		d.dirMu.Unlock()
 		if wh {
 			continue
 		}
@@ -353,141 +354,222 @@ func (fs *FS) isEmpty(d *Node) (bool, error) {
 // its lower origin, so nothing is copied and EXDEV never happens.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	defer fs.nsChanged()
-	return retryRace(func() fuse.Status { return fs.rename(in, oldName, newName) })
+	replaced, err := fs.rename(in, oldName, newName)
+	if replaced != nil {
+		fs.maybeDrop(replaced)
+	}
+	return fusekit.Status(err)
 }
 
-func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	const (
-		noReplace = 1 // RENAME_NOREPLACE
-		exchange  = 2 // RENAME_EXCHANGE
-		whiteout  = 4 // RENAME_WHITEOUT
-	)
-	if in.Flags&^(noReplace|exchange) != 0 || in.Flags&whiteout != 0 || in.Flags == noReplace|exchange {
-		return fuse.EINVAL
+// Rename flags (renameat2(2)).
+const (
+	renameNoReplace = 1 // RENAME_NOREPLACE
+	renameExchange  = 2 // RENAME_EXCHANGE
+)
+
+// renameOp is a validated rename: the names and the nodes they resolved to.
+type renameOp struct {
+	odir, ndir       *Node
+	oldName, newName string
+	src, dst         *Node // dst nil: newName is free
+	exchange         bool
+	whiteout         bool // oldName must be whited out (the lower has it)
+}
+
+// rename validates, then locks, then applies. It returns the node a
+// replacing rename unlinked, for the caller to drop once no lock is held.
+// Preconditions: no lock is held.
+func (fs *FS) rename(in *fuse.RenameIn, oldName, newName string) (replaced *Node, err error) {
+	op, err := fs.validateRename(in, oldName, newName)
+	if err != nil || op == nil {
+		return nil, err
+	}
+	fs.renameMu.Lock()
+	defer fs.renameMu.Unlock()
+	unlock := lockDirs(op.odir, op.ndir)
+	defer unlock()
+	if err := op.checkLocked(fs); err != nil {
+		return nil, err
+	}
+	if op.dst != nil && op.dst.isDir() && !op.exchange {
+		op.dst.dirMu.Lock() // ndir's child: ancestor before descendant
+		defer op.dst.dirMu.Unlock()
+		if len(op.dst.children) > 0 {
+			return nil, unix.ENOTEMPTY
+		}
+	}
+	return op.applyLocked(fs), nil
+}
+
+// validateRename resolves and checks a rename and makes its copy-ups. A nil
+// op with a nil error is a rename that changes nothing.
+// Preconditions: no lock is held.
+func (fs *FS) validateRename(in *fuse.RenameIn, oldName, newName string) (*renameOp, error) {
+	if in.Flags&^(renameNoReplace|renameExchange) != 0 || in.Flags == renameNoReplace|renameExchange {
+		return nil, unix.EINVAL
 	}
 	odir, ndir := fs.node(in.NodeId), fs.node(in.Newdir)
 	if odir == nil || ndir == nil {
-		return fuse.ENOENT
+		return nil, unix.ENOENT
 	}
-	if len(newName) > fusekit.MaxNameLen || len(oldName) > fusekit.MaxNameLen {
-		return fuse.Status(unix.ENAMETOOLONG)
+	if err := checkNameLen(newName); err != nil {
+		return nil, err
+	}
+	if err := checkNameLen(oldName); err != nil {
+		return nil, err
 	}
 	if newName == "." || newName == ".." || oldName == "." || oldName == ".." {
-		return fuse.EBUSY
+		return nil, unix.EBUSY
 	}
-	src, err := fs.lookupChild(odir, oldName)
-	if err != nil {
-		return fusekit.Status(err)
+	op := &renameOp{odir: odir, ndir: ndir, oldName: oldName, newName: newName, exchange: in.Flags&renameExchange != 0}
+	var err error
+	if op.src, err = fs.lookupChild(odir, oldName); err != nil {
+		return nil, err
 	}
-	dst, err := fs.lookupChild(ndir, newName)
+	op.dst, err = fs.lookupChild(ndir, newName)
 	if err != nil && err != unix.ENOENT {
-		return fusekit.Status(err)
+		return nil, err
 	}
-	if dst != nil && in.Flags&noReplace != 0 {
-		return fuse.Status(unix.EEXIST)
+	src, dst := op.src, op.dst
+	if dst != nil && in.Flags&renameNoReplace != 0 {
+		return nil, unix.EEXIST
 	}
-	if dst == nil && in.Flags&exchange != 0 {
-		return fuse.ENOENT
+	if dst == nil && op.exchange {
+		return nil, unix.ENOENT
 	}
 	if src == dst {
-		return fuse.OK // two names of one file: rename does nothing
+		return nil, nil // two names of one file: rename does nothing
 	}
-	if dst != nil && in.Flags&exchange == 0 {
+	if dst != nil && !op.exchange {
 		switch {
 		case src.isDir() && !dst.isDir():
-			return fuse.ENOTDIR
+			return nil, unix.ENOTDIR
 		case !src.isDir() && dst.isDir():
-			return fuse.Status(unix.EISDIR)
+			return nil, unix.EISDIR
 		case dst.isDir():
 			empty, err := fs.isEmpty(dst)
 			if err != nil {
-				return fusekit.Status(err)
+				return nil, err
 			}
 			if !empty {
-				return fuse.Status(unix.ENOTEMPTY)
+				return nil, unix.ENOTEMPTY
 			}
 		}
 	}
-	fs.tree.Lock()
-	oldLower := odir.lower
-	fs.tree.Unlock()
-	needWhiteout := in.Flags&exchange == 0 && fs.lowerHas(oldLower, oldName)
+	op.whiteout = !op.exchange && fs.lowerHas(odir.lower, oldName)
+	for _, n := range []*Node{odir, ndir, src, dst} {
+		if n == nil {
+			continue
+		}
+		if err := fs.copyUp(n, false); err != nil {
+			return nil, err
+		}
+	}
+	return op, nil
+}
 
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
-	if odir.children[oldName] != src || ndir.children[newName] != dst || odir.lower != oldLower {
-		return fuse.Status(unix.EAGAIN)
+// checkLocked checks what can only be checked with the locks held: the
+// names still refer to the nodes validateRename resolved, and no directory
+// moves below itself.
+// Preconditions: FS.renameMu is held for writing; op.odir.dirMu and
+// op.ndir.dirMu are held.
+func (op *renameOp) checkLocked(fs *FS) error {
+	if op.odir.children[op.oldName] != op.src || op.ndir.children[op.newName] != op.dst {
+		return unix.ESTALE // see the package doc
 	}
-	// A directory may not move below itself.
-	for _, pair := range [][2]*Node{{src, ndir}, {dst, odir}} {
+	for _, pair := range [][2]*Node{{op.src, op.ndir}, {op.dst, op.odir}} {
 		moving, into := pair[0], pair[1]
-		if moving == nil || !moving.isDir() || (in.Flags&exchange == 0 && moving == dst) {
+		if moving == nil || !moving.isDir() || (!op.exchange && moving == op.dst) {
 			continue
 		}
-		for p := into; ; p = p.parent {
-			if p == moving {
-				return fuse.EINVAL
-			}
-			if p == fs.root || p.parent == nil {
-				break
-			}
+		if fs.isAncestor(moving, into) {
+			return unix.EINVAL
 		}
 	}
-	if dst != nil && dst.isDir() && in.Flags&exchange == 0 && len(dst.children) > 0 {
-		return fuse.Status(unix.ENOTEMPTY)
+	if op.dst != nil && op.dst.isDir() && !op.exchange && fs.isAncestor(op.dst, op.odir) {
+		return unix.ENOTEMPTY // it holds the source
 	}
-	for _, d := range []*Node{odir, ndir} {
+	return nil
+}
+
+// applyLocked makes the rename and returns the node it unlinked, if any.
+// Preconditions: as checkLocked, which has passed; and op.dst.dirMu if a
+// directory is replaced.
+func (op *renameOp) applyLocked(fs *FS) (replaced *Node) {
+	for _, d := range []*Node{op.odir, op.ndir} {
 		d.mu.Lock()
-		err := fs.copyUpMeta(d)
-		if err == nil {
-			d.up.Touch()
-		}
+		d.up.Touch()
 		d.mu.Unlock()
-		if err != nil {
-			return fusekit.Status(err)
-		}
 	}
-	for _, c := range []*Node{src, dst} {
-		if c == nil {
-			continue
-		}
-		c.mu.Lock()
-		err := fs.copyUpMeta(c)
-		if err == nil {
+	for _, c := range []*Node{op.src, op.dst} {
+		if c != nil {
+			c.mu.Lock()
 			c.up.Change()
-		}
-		c.mu.Unlock()
-		if err != nil {
-			return fusekit.Status(err)
+			c.mu.Unlock()
 		}
 	}
-	if in.Flags&exchange != 0 {
-		odir.setChild(oldName, dst)
-		ndir.setChild(newName, src)
+	odir, ndir, src, dst := op.odir, op.ndir, op.src, op.dst
+	if op.exchange {
+		odir.setChild(op.oldName, dst)
+		ndir.setChild(op.newName, src)
 		if src.isDir() {
 			src.parent = ndir
 		}
 		if dst.isDir() {
 			dst.parent = odir
 		}
-		return fuse.OK
+		return nil
 	}
 	if dst != nil {
-		if st := fs.detachLocked(ndir, newName, dst, false); st != fuse.OK {
-			return st
-		}
-		defer fs.maybeDrop(dst)
+		fs.detachLocked(ndir, op.newName, dst, false)
 	}
-	odir.dropChild(oldName)
-	if needWhiteout {
-		odir.whiteouts[oldName] = struct{}{}
+	odir.dropChild(op.oldName)
+	if op.whiteout {
+		odir.whiteouts[op.oldName] = struct{}{}
 	}
-	delete(ndir.whiteouts, newName)
-	ndir.setChild(newName, src)
+	delete(ndir.whiteouts, op.newName)
+	ndir.setChild(op.newName, src)
 	if src.isDir() {
 		src.parent = ndir
 	}
-	return fuse.OK
+	return dst
+}
+
+// isAncestor reports whether directory a is d or one of d's ancestors.
+// Preconditions: FS.renameMu is held.
+func (fs *FS) isAncestor(a, d *Node) bool {
+	for p := d; ; p = p.parent {
+		if p == a {
+			return true
+		}
+		if p == fs.root || p.parent == nil {
+			return false
+		}
+	}
+}
+
+// lockDirs locks the dirMu of two directories (once if they are the same),
+// an ancestor before its descendant, and returns the unlock.
+// Preconditions: FS.renameMu is held for writing (so parent links are
+// still and no one else holds two unrelated directories' dirMu).
+func lockDirs(a, b *Node) (unlock func()) {
+	if a == b {
+		a.dirMu.Lock()
+		return a.dirMu.Unlock
+	}
+	first, second := a, b
+	for p := a; p.parent != nil && p.parent != p; p = p.parent {
+		if p.parent == b {
+			first, second = b, a // b is a's ancestor
+			break
+		}
+	}
+	first.dirMu.Lock()
+	second.dirMu.Lock()
+	return func() {
+		second.dirMu.Unlock()
+		first.dirMu.Unlock()
+	}
 }
 
 // newTmpfile makes an unnamed regular file (O_TMPFILE) with no links.
@@ -500,7 +582,8 @@ func (fs *FS) newTmpfile(dir *Node, mode uint32, caller fuse.Caller) (*Node, err
 	if dir.up != nil {
 		dirMode, dirGID = dir.up.Mode, dir.up.GID
 	} else {
-		dirMode, dirGID = uint32(dir.lower.Attr.Mode), dir.lower.Attr.GID
+		st := dir.lower.Attr()
+		dirMode, dirGID = st.Mode, st.GID
 	}
 	dir.mu.Unlock()
 	uid, gid, _ := fusekit.NewOwner(dirMode, dirGID, caller, unix.S_IFREG)
@@ -508,5 +591,3 @@ func (fs *FS) newTmpfile(dir *Node, mode uint32, caller fuse.Caller) (*Node, err
 	n.up.Nlink = 0
 	return n, nil
 }
-
-var _ = upper.Now

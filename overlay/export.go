@@ -27,13 +27,13 @@ const (
 // one, and a hard link entry for each further name of a file. Holes of
 // sparse files are written as zeros. Applying the layer on the lower gives
 // the merged view; for a consistent layer, stop writers first.
-func (fs *FS) ExportTar(w io.Writer) error {
+func (u UpperLayer) ExportTar(w io.Writer) error {
 	tw := tar.NewWriter(w)
-	x := &exporter{fs: fs, tw: tw, first: make(map[*Node]string), buf: make([]byte, 1<<20)}
+	x := &exporter{fs: u.fs, tw: tw, first: make(map[*Node]string), buf: make([]byte, 1<<20)}
 	if err := x.root(); err != nil {
 		return err
 	}
-	if err := fs.walkChanges(x.entry); err != nil {
+	if err := u.walkChanges(x.entry); err != nil {
 		return err
 	}
 	return tw.Close()
@@ -101,7 +101,7 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 		if m.upData {
 			m.size = n.up.DataSize()
 		} else if n.lower != nil {
-			m.size = int64(n.lower.Attr.Size)
+			m.size = int64(n.lower.Attr().Size)
 		}
 		if !m.lazyX && len(n.up.Xattrs) > 0 {
 			m.xattrs = make(map[string][]byte, len(n.up.Xattrs))
@@ -112,15 +112,8 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 	}
 	n.mu.Unlock()
 	if !m.hasUp {
-		st := &n.lower.Attr
-		m.attr = upper.Attr{
-			Mode: uint32(st.Mode), UID: st.UID, GID: st.GID,
-			Rdev:  uint32(st.Rdev),
-			Nlink: st.Nlink,
-			Atime: st.Atime,
-			Mtime: st.Mtime,
-			Ctime: st.Ctime,
-		}
+		st := n.lower.Attr()
+		m.attr = upperAttr(&st)
 		m.size = int64(st.Size)
 		m.lazyX = true
 	}

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -43,8 +44,20 @@ func (fs *FS) openFlags(n *Node) uint32 {
 // access mode) truncates without copying data, a write open copies the data
 // up, a read open of lower data takes the lower fd and, when the kernel
 // inode nodeid allows, FUSE passthrough (nodeid 0: a file just created).
+//
+// Preconditions: no lock is held.
 func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 	h := &handle{n: n, flags: flags, lowerFD: -1}
+	write := flags&unix.O_ACCMODE != unix.O_RDONLY
+	trunc := flags&unix.O_TRUNC != 0
+	if n.typ == unix.S_IFREG && (write || trunc) {
+		// O_RDONLY|O_TRUNC truncates too: the kernel has checked that
+		// the caller may write (default_permissions), as Linux file
+		// systems do. A truncation copies no data.
+		if err := fs.copyUp(n, !trunc); err != nil {
+			return nil, err
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.typ == unix.S_IFREG && nodeid != 0 {
@@ -53,26 +66,21 @@ func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 		}
 	}
 	if n.typ == unix.S_IFREG {
-		write := flags&unix.O_ACCMODE != unix.O_RDONLY
 		switch {
-		case flags&unix.O_TRUNC != 0:
-			// O_RDONLY|O_TRUNC truncates too: the kernel has checked
-			// that the caller may write (default_permissions), as
-			// Linux file systems do.
+		case trunc:
 			if err := fs.truncateLocked(n, 0); err != nil {
 				return nil, err
 			}
 		case write:
-			if err := fs.copyUpData(n); err != nil {
-				return nil, err
-			}
+			// The data was copied up above.
 		case n.up == nil || !n.up.HasData:
+			// The lower fd is opened under the node's own lock.
 			fd, err := fs.lower.OpenData(n.lower)
 			if err != nil {
 				return nil, err
 			}
 			h.lowerFD = fd
-			if flags&unix.O_ACCMODE == unix.O_RDONLY && nodeid != 0 {
+			if nodeid != 0 {
 				fs.tryPassthrough(n, h, nodeid, fd)
 			}
 		}
@@ -95,10 +103,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		return fusekit.Status(err)
 	}
 	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
-		n.mu.Lock()
-		err = fs.killPrivNode(n)
-		n.mu.Unlock()
-		if err != nil {
+		if err := fs.killPrivNode(n); err != nil {
 			fs.releaseHandle(h)
 			return fusekit.Status(err)
 		}
@@ -202,10 +207,9 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 
 // write copies n up if needed and writes data; a short count comes with
 // the error that stopped it.
+// Preconditions: no lock is held.
 func (fs *FS) write(n *Node, in *fuse.WriteIn, data []byte) (int, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.copyUpData(n); err != nil {
+	if err := fs.copyUp(n, true); err != nil {
 		return 0, err
 	}
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
@@ -213,6 +217,8 @@ func (fs *FS) write(n *Node, in *fuse.WriteIn, data []byte) (int, error) {
 			return 0, err
 		}
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	return n.up.WriteAt(data, int64(in.Offset))
 }
 
@@ -288,11 +294,11 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 		return fuse.EBADF
 	}
 	n := h.n
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.copyUpData(n); err != nil {
+	if err := fs.copyUp(n, true); err != nil {
 		return fusekit.Status(err)
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	off, length := int64(in.Offset), int64(in.Length)
 	var err error
 	switch in.Mode {
@@ -308,21 +314,19 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 	return fusekit.Status(err)
 }
 
-// truncateLocked sets a regular file's size, copying lower data up only when
-// some of it survives, and sets mtime and ctime as truncate(2) does on
-// tmpfs and ext4, even when the size does not change. The caller holds
-// n.mu.
+// truncateLocked sets a regular file's size, giving it upper data without a
+// copy when none of the lower's survives, and sets mtime and ctime as
+// truncate(2) does on tmpfs and ext4, even when the size does not change.
+// Preconditions: n.mu is held; n is copied up, with its data if size > 0
+// (copyUp).
 func (fs *FS) truncateLocked(n *Node, size int64) error {
-	if err := fs.copyUpMeta(n); err != nil {
-		return err
-	}
-	if !n.up.HasData && size == 0 {
+	if !n.up.HasData {
+		if size != 0 {
+			return fmt.Errorf("overlay: truncate to %d of a file without upper data: %w", size, unix.EIO)
+		}
 		fs.store.MarkData(n.up)
 		n.up.Touch()
 		return nil
-	}
-	if err := fs.copyUpData(n); err != nil {
-		return err
 	}
 	return n.up.Truncate(size)
 }

@@ -9,38 +9,53 @@ package overlay
 // only once it has no children and no whiteouts of its own.
 //
 // Race with lookup: Lookup and READDIRPLUS count the kernel's reference in
-// lookupRef under FS.tree while the name still maps to the node, and
-// maybeForget checks the count under FS.tree too, so a node is never
+// lookupRef under the parent's dirMu while the name still maps to the node,
+// and maybeForget checks the count under that dirMu too, so a node is never
 // dropped between being found and being handed to the kernel.
 
 // maybeForget drops n if it is a forgotten pure-lower node.
+// Preconditions: no lock is held.
 func (fs *FS) maybeForget(n *Node) {
 	if n == fs.root {
 		return
 	}
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
+	n.mu.Lock()
 	p, name := n.seenIn, n.seenAs
-	if p == nil || p.children[name] != n {
+	n.mu.Unlock()
+	if p == nil {
 		return
 	}
-	if n.isDir() && (len(n.children) > 0 || len(n.whiteouts) > 0) {
-		return
+	if fs.dropForgotten(p, name, n) {
+		fs.lower.Forget(n.lower) // may close FDs through the gofer: no lock held
+	}
+}
+
+// dropForgotten removes n, named name in p, from p and from the nodeid
+// table if nothing refers to it any more, and reports whether it did.
+// Preconditions: no lock is held.
+func (fs *FS) dropForgotten(p *Node, name string, n *Node) bool {
+	p.dirMu.Lock()
+	defer p.dirMu.Unlock()
+	if p.children[name] != n {
+		return false
+	}
+	if n.isDir() {
+		n.dirMu.Lock() // p's child: ancestor before descendant
+		busy := len(n.children) > 0 || len(n.whiteouts) > 0
+		n.dirMu.Unlock()
+		if busy {
+			return false
+		}
 	}
 	n.mu.Lock()
-	droppable := !n.kept && n.pureLower() && n.opens == 0
-	n.mu.Unlock()
-	if !droppable {
-		return
+	defer n.mu.Unlock()
+	if n.seenIn != p || n.kept || !n.pureLower() || n.opens != 0 {
+		return false
 	}
-	fs.idMu.Lock()
-	if n.nlookup != 0 {
-		fs.idMu.Unlock()
-		return
+	if !fs.ids.dropUnreferenced(n) {
+		return false
 	}
-	delete(fs.nodes, n.nodeid)
-	fs.idMu.Unlock()
 	p.dropChild(name)
 	n.seenIn = nil
-	fs.lower.Forget(n.lower)
+	return true
 }

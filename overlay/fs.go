@@ -14,10 +14,36 @@
 //     same number is reported by stat and readdir;
 //   - the lower tree is never modified: the lower layer has no write path.
 //
-// Lock order: FS.tree before Node.mu before FS.idMu. Node.mu guards up, opens
-// and the lower data reference; FS.tree guards children, whiteouts and
-// parent pointers; FS.idMu guards the nodeid table and lookup counts. No lock
-// is held across a LISAFS round trip except Node.mu during a data copy-up.
+// Locks. Each lock below may be taken while holding the ones above it on
+// its path, never the other way round (the model is gVisor's overlay):
+//
+//	Node.copyMu             one node's copy-up (copyUp)
+//	  FS.renameMu           RWMutex: written by rename, read to follow parent
+//	    Node.dirMu          a directory's namespace; ancestor before descendant
+//	      Node.mu           a node's attributes and data (upper state, opens)
+//	        FS.hlMu         lower hard links by identity
+//	          nodeTable.mu  nodeids and lookup counts
+//
+// Two directories' dirMu are held together only by an ancestor and its
+// descendant (ancestor first), or by rename, which holds renameMu for
+// writing and so is the only one doing it for unrelated directories. The
+// lower layer's own locks are leaves below all of these.
+//
+// No lock but a node's own is held across a LISAFS round trip or a data
+// copy: a copy-up holds only that node's copyMu, and every operation that
+// needs one makes it before it takes renameMu or any dirMu (a copy-up is
+// never undone, so what it established still holds once the locks are
+// taken). A lower lookup is made with no lock held and its result
+// inserted under the directory's dirMu. Reading a symlink target, xattrs
+// or a lower data fd may hold the node's own mu. So renaming a large file
+// that a shared mount must copy stalls nothing but that file.
+//
+// An operation on names resolves and prepares (lookups, emptiness,
+// copy-ups) first, then takes its locks and checks that the names still
+// refer to what it resolved. Under the kernel's own directory locks they
+// always do; only a lower changed from outside (shared mode) can make them
+// differ, and the operation then answers ESTALE, which makes the kernel
+// look the names up again and retry once.
 package overlay
 
 import (
@@ -44,11 +70,8 @@ type Config struct {
 	// Timeout is the kernel entry, attribute and negative-entry cache
 	// lifetime. The lower is immutable (exclusive access), so it can be long.
 	Timeout time.Duration
-	// HiddenRootNames are names at the root that are never visible (the
-	// `self` filestore file), as if whited out.
-	HiddenRootNames []string
-	// HideRootName, if set, hides matching lower names at the root (other
-	// mounts' `self` filestores).
+	// HideRootName, if set, hides matching lower names at the root (the
+	// `self` filestores of this mount and of others).
 	HideRootName func(name string) bool
 	// Shared makes changes made to the lower from outside visible (see
 	// shared.go); otherwise the lower is assumed immutable.
@@ -60,8 +83,8 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
-// FS is a merged overlay served over FUSE. Build it with New and mount it
-// with Mount.
+// FS is a merged overlay served over FUSE. Build it with New and serve it
+// with go-fuse (fusekit.Mount).
 type FS struct {
 	fuse.RawFileSystem
 	cfg   Config
@@ -69,23 +92,21 @@ type FS struct {
 	store *upper.Store
 	root  *Node
 
-	tree sync.Mutex
+	renameMu sync.RWMutex
 	// nsGen counts namespace changes (names created, removed, renamed):
 	// a cached directory listing is valid while it is unchanged.
 	nsGen atomic.Uint64
 
-	releases   atomic.Int64 // upper files whose data maybeDrop freed
-	idMu       sync.Mutex
-	nodes      map[uint64]*Node
-	nextNodeID uint64
-	retired    map[uint64]*retiredID // nodeids replaced by a re-key
+	releases atomic.Int64 // upper files whose data maybeDrop freed
+	ids      *nodeTable
 
 	ptBroken atomic.Bool // the kernel refused a backing file
 	ptOpens  atomic.Uint64
 	ptRekeys atomic.Uint64
 
 	inos      fusekit.InoMap
-	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity
+	hlMu      sync.Mutex
+	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity; guarded by hlMu
 
 	handles fusekit.Handles[*handle]
 
@@ -93,6 +114,9 @@ type FS struct {
 	notes  chan uint64   // nodeids whose kernel caches must be dropped
 	stop   chan struct{} // closed at unmount
 
+	// copyHook, if set (by tests), runs in every data copy-up before the
+	// data is copied.
+	copyHook func(*Node)
 }
 
 // New builds the merged view of cfg.Lower and cfg.Store.
@@ -108,8 +132,7 @@ func New(cfg Config) (*FS, error) {
 		cfg:           cfg,
 		lower:         cfg.Lower,
 		store:         cfg.Store,
-		nodes:         make(map[uint64]*Node),
-		nextNodeID:    fuse.FUSE_ROOT_ID,
+		ids:           newNodeTable(),
 		hardlinks:     make(map[fusekit.DevIno]*Node),
 		notes:         make(chan uint64, 1024),
 		stop:          make(chan struct{}),
@@ -118,9 +141,6 @@ func New(cfg Config) (*FS, error) {
 	root := fs.newLowerNode(lroot)
 	root.parent = root
 	root.isRoot = true
-	for _, name := range cfg.HiddenRootNames {
-		root.whiteouts[name] = struct{}{}
-	}
 	fs.root = root
 	return fs, nil
 }
@@ -140,49 +160,20 @@ func (fs *FS) OnUnmount() { close(fs.stop) }
 // Root is the root directory's node.
 func (fs *FS) Root() *Node { return fs.root }
 
-// register gives n a nodeid and puts it in the nodeid table.
-func (fs *FS) register(n *Node) {
-	fs.idMu.Lock()
-	n.nodeid = fs.nextNodeID
-	fs.nextNodeID++
-	fs.nodes[n.nodeid] = n
-	fs.idMu.Unlock()
-}
-
 // node resolves a nodeid; nil if the kernel sent one we do not know.
-func (fs *FS) node(id uint64) *Node {
-	fs.idMu.Lock()
-	n := fs.nodes[id]
-	if n == nil {
-		if r := fs.retired[id]; r != nil {
-			n = r.n
-		}
-	}
-	fs.idMu.Unlock()
-	return n
-}
+func (fs *FS) node(id uint64) *Node { return fs.ids.get(id) }
 
 // Forget drops kernel references. A node that is deleted, unopened and
 // forgotten is dropped and its data released.
 func (fs *FS) Forget(nodeid, nlookup uint64) {
-	fs.idMu.Lock()
-	n := fs.nodes[nodeid]
+	n, current := fs.ids.forget(nodeid, nlookup)
 	if n == nil {
-		gone := fs.forgetRetired(nodeid, nlookup)
-		fs.idMu.Unlock()
-		if gone != nil {
-			fs.maybeDrop(gone)
-		}
 		return
 	}
-	if n.nlookup >= nlookup {
-		n.nlookup -= nlookup
-	} else {
-		n.nlookup = 0
-	}
-	fs.idMu.Unlock()
 	fs.maybeDrop(n)
-	fs.maybeForget(n)
+	if current {
+		fs.maybeForget(n)
+	}
 }
 
 // maybeDrop releases a deleted node once nothing refers to it. The data of
@@ -196,12 +187,7 @@ func (fs *FS) maybeDrop(n *Node) {
 	}
 	n.mu.Lock()
 	orphan := n.opens == 0 && n.nlink() == 0
-	fs.idMu.Lock()
-	dead := orphan && n.nlookup == 0 && n.retiredIDs == 0
-	if dead {
-		delete(fs.nodes, n.nodeid)
-	}
-	fs.idMu.Unlock()
+	dead := orphan && fs.ids.dropUnreferenced(n)
 	freed := false
 	switch {
 	case dead && n.up != nil && !n.released:
@@ -222,14 +208,7 @@ func (fs *FS) maybeDrop(n *Node) {
 // openOrphans counts regular files with upper data, no name and an open
 // handle: their space comes back with their RELEASE.
 func (fs *FS) openOrphans() int {
-	fs.idMu.Lock()
-	nodes := make([]*Node, 0, len(fs.nodes))
-	for _, n := range fs.nodes {
-		if n.typ == unix.S_IFREG {
-			nodes = append(nodes, n)
-		}
-	}
-	fs.idMu.Unlock()
+	nodes := fs.ids.nodesWhere(func(n *Node) bool { return n.typ == unix.S_IFREG })
 	count := 0
 	for _, n := range nodes {
 		n.mu.Lock()
@@ -272,3 +251,6 @@ func (fs *FS) awaitOrphanRelease() bool {
 func (fs *FS) lowerIno(dev, ino uint64) uint64 {
 	return fs.inos.Get(fusekit.DevIno{Dev: dev, Ino: ino})
 }
+
+// Store is the upper layer's store: its counters and its memfile.
+func (fs *FS) Store() *upper.Store { return fs.store }

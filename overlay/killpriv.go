@@ -17,8 +17,9 @@ import (
 
 const capabilityXattr = "security.capability"
 
-// killPriv clears set-id bits and capabilities of an upper inode. The caller
-// holds the node's lock and has copied its metadata up (xattrs loaded).
+// killPriv clears set-id bits and capabilities of an upper inode.
+// Preconditions: the node's mu is held; its metadata is copied up and its
+// xattrs loaded.
 func killPriv(in *upper.Inode) {
 	if in.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return
@@ -38,7 +39,8 @@ func killPriv(in *upper.Inode) {
 }
 
 // needsKillPriv reports whether n has anything killPriv would clear, without
-// copying anything up. The caller holds n.mu.
+// copying anything up (it may ask the lower, under the node's own lock).
+// Preconditions: n.mu is held.
 func (fs *FS) needsKillPriv(n *Node) bool {
 	var mode uint32
 	if n.up != nil {
@@ -48,7 +50,7 @@ func (fs *FS) needsKillPriv(n *Node) bool {
 			return mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP || hasCap
 		}
 	} else {
-		mode = uint32(n.lower.Attr.Mode)
+		mode = n.lower.Attr().Mode
 	}
 	if mode&unix.S_ISUID != 0 || mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
 		return true
@@ -63,14 +65,20 @@ func (fs *FS) needsKillPriv(n *Node) bool {
 }
 
 // killPrivNode copies n's metadata up if it has anything to clear, then
-// clears it. The caller holds n.mu.
+// clears it.
+// Preconditions: no lock is held.
 func (fs *FS) killPrivNode(n *Node) error {
-	if !fs.needsKillPriv(n) {
+	n.mu.Lock()
+	need := fs.needsKillPriv(n)
+	n.mu.Unlock()
+	if !need {
 		return nil
 	}
-	if err := fs.copyUpMeta(n); err != nil {
+	if err := fs.copyUp(n, false); err != nil {
 		return err
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if err := fs.loadXattrs(n); err != nil {
 		return err
 	}

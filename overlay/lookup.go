@@ -11,43 +11,67 @@ import (
 // lookupChild resolves name in dir: the children seen so far, then the
 // whiteouts, then the origin lower directory. It returns unix.ENOENT for a
 // name that is not visible.
+// Preconditions: no lock is held.
 func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
-	return fs.lookupFresh(dir, name, nil)
+	return fs.lookupFresh(dir, name, nil, false)
 }
 
-// lookupFresh is lookupChild with, optionally, the lower's attributes for
-// name just read from the gofer (a shared-mode listing), which revalidate a
-// cached node without another round trip.
-func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
+// lookupRef is lookupChild for a node about to be handed to the kernel: it
+// counts the kernel's reference under dir.dirMu while the name still maps
+// to the node, so that a concurrent FORGET cannot drop the node in between
+// (see forget.go). fresh, if set, is the lower's attributes for name just
+// read from the gofer (a shared-mode listing), which revalidate a cached
+// node without another round trip.
+// Preconditions: no lock is held.
+func (fs *FS) lookupRef(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
+	return fs.lookupFresh(dir, name, fresh, true)
+}
+
+// lookupFresh is lookupChild and lookupRef (ref: count a kernel reference).
+func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (*Node, error) {
 	if !dir.isDir() {
 		return nil, unix.ENOTDIR
 	}
-	fs.tree.Lock()
-	if c := dir.children[name]; c != nil {
-		ldir := dir.lower
-		fs.tree.Unlock()
-		if !fs.cfg.Shared || ldir == nil {
+	for {
+		dir.dirMu.Lock()
+		c := dir.children[name]
+		if c != nil && (!fs.cfg.Shared || dir.lower == nil) {
+			fs.refLocked(c, ref)
+			dir.dirMu.Unlock()
 			return c, nil
 		}
+		if c == nil {
+			break // dir.dirMu still held
+		}
+		dir.dirMu.Unlock()
 		c.mu.Lock()
 		pure := c.pureLower()
 		c.mu.Unlock()
-		if !pure {
+		if pure {
+			var err error
+			if c, err = fs.revalidate(dir, name, c, fresh); err != nil {
+				return nil, err
+			}
+		}
+		if c == nil {
+			continue // dropped: resolve the name afresh
+		}
+		dir.dirMu.Lock()
+		if dir.children[name] == c {
+			fs.refLocked(c, ref)
+			dir.dirMu.Unlock()
 			return c, nil
 		}
-		if c, err := fs.revalidate(dir, name, c, ldir, fresh); c != nil || err != nil {
-			return c, err
-		}
-		return fs.lookupChild(dir, name)
+		dir.dirMu.Unlock()
 	}
-	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil || fs.hiddenLocked(dir, name) {
-		fs.tree.Unlock()
+	// dir.dirMu is held and name is not among the children.
+	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil || fs.hidden(dir, name) {
+		dir.dirMu.Unlock()
 		return nil, unix.ENOENT
 	}
-	ldir := dir.lower
-	fs.tree.Unlock()
+	dir.dirMu.Unlock()
 
-	ln, err := fs.lower.Lookup(ldir, name)
+	ln, err := fs.lower.Lookup(dir.lower, name)
 	if err != nil {
 		return nil, err
 	}
@@ -56,70 +80,76 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr) (*Node, err
 		return nil, unix.ENOENT
 	}
 
-	fs.tree.Lock()
-	defer fs.tree.Unlock()
-	// Someone may have created, removed or looked up the name meanwhile.
-	if c := dir.children[name]; c != nil {
+	c, err := fs.insertLower(dir, name, ln, ref)
+	if c == nil || c.lower != ln {
+		// Not used: lower.Forget may close FDs through the gofer, so it
+		// runs with no lock held.
 		fs.lower.Forget(ln)
+	}
+	return c, err
+}
+
+// insertLower makes ln, just walked, dir's child name, unless someone
+// created, removed or looked up the name meanwhile: it returns the node
+// the name now refers to (whose lower is not ln if ln was not used), or
+// ENOENT.
+// Preconditions: no lock is held.
+func (fs *FS) insertLower(dir *Node, name string, ln *lower.Node, ref bool) (*Node, error) {
+	dir.dirMu.Lock()
+	defer dir.dirMu.Unlock()
+	if c := dir.children[name]; c != nil {
+		fs.refLocked(c, ref)
 		return c, nil
 	}
-	if _, wh := dir.whiteouts[name]; wh || dir.lower != ldir {
-		fs.lower.Forget(ln)
+	if _, wh := dir.whiteouts[name]; wh {
 		return nil, unix.ENOENT
 	}
-	c := fs.nodeForLower(ln)
+	c, shared := fs.nodeForLower(ln)
 	if c.isDir() {
-		c.parent = dir
+		c.parent = dir // a new node: nobody else sees it yet
 	}
-	if c.isDir() || ln.Attr.Nlink <= 1 {
+	if !shared {
+		c.mu.Lock()
 		c.seenIn, c.seenAs = dir, name
+		c.mu.Unlock()
 	}
 	c.validated.Store(nanotime())
 	dir.setChild(name, c)
+	fs.refLocked(c, ref)
 	return c, nil
 }
 
-// lookupRef is lookupChild for a node about to be handed to the kernel: it
-// counts the kernel's reference while the name still maps to the node, so
-// that a concurrent FORGET cannot drop the node in between (see forget.go).
-func (fs *FS) lookupRef(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
-	for {
-		c, err := fs.lookupFresh(dir, name, fresh)
-		if err != nil {
-			return nil, err
-		}
-		fs.tree.Lock()
-		if dir.children[name] == c {
-			fs.idMu.Lock()
-			c.nlookup++
-			fs.idMu.Unlock()
-			fs.tree.Unlock()
-			return c, nil
-		}
-		fs.tree.Unlock()
+// refLocked counts a kernel reference to c if ref is set.
+// Preconditions: the dirMu of a directory naming c is held.
+func (fs *FS) refLocked(c *Node, ref bool) {
+	if ref {
+		fs.ids.ref(c)
 	}
 }
 
 // nodeForLower returns the node for a newly walked lower file, sharing the
-// node of an already known hard link. The caller holds fs.tree.
-func (fs *FS) nodeForLower(ln *lower.Node) *Node {
-	st := &ln.Attr
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink <= 1 {
-		return fs.newLowerNode(ln)
+// node of an already known hard link (whose lower is then not ln); shared
+// reports that the node may be reached through several lower names (a
+// file with more than one link).
+func (fs *FS) nodeForLower(ln *lower.Node) (n *Node, shared bool) {
+	st := ln.Attr()
+	if ln.IsDir() || st.Nlink <= 1 {
+		return fs.newLowerNode(ln), false
 	}
 	k := fusekit.DevIno{Dev: st.Dev, Ino: st.Ino}
+	fs.hlMu.Lock()
+	defer fs.hlMu.Unlock()
 	if n := fs.hardlinks[k]; n != nil {
-		fs.lower.Forget(ln)
-		return n
+		return n, true
 	}
-	n := fs.newLowerNode(ln)
+	n = fs.newLowerNode(ln)
 	fs.hardlinks[k] = n
-	return n
+	return n, true
 }
 
 // lowerHas reports whether dir's origin lower directory has name (so that
-// removing it from the merged view needs a whiteout). The caller must not
-// hold fs.tree.
+// removing it from the merged view needs a whiteout).
+// Preconditions: no lock is held (it may list ldir through the gofer).
 func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
 	if ldir == nil {
 		return false
@@ -140,9 +170,7 @@ func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
 // fillEntry answers a request that hands n to the kernel, counting the
 // reference the kernel now holds.
 func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
-	fs.idMu.Lock()
-	n.nlookup++
-	fs.idMu.Unlock()
+	fs.ids.ref(n)
 	fs.entryOut(n, out)
 }
 
@@ -161,8 +189,8 @@ func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
 // Lookup resolves a name for the kernel. A missing name is answered as a
 // cacheable negative entry.
 func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	if len(name) > fusekit.MaxNameLen {
-		return fuse.Status(unix.ENAMETOOLONG)
+	if err := checkNameLen(name); err != nil {
+		return fusekit.Status(err)
 	}
 	dir := fs.node(h.NodeId)
 	if dir == nil {
@@ -181,8 +209,9 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	return fuse.OK
 }
 
-// hiddenLocked reports whether a lower name at the root is hidden by
-// configuration. The caller holds fs.tree.
-func (fs *FS) hiddenLocked(dir *Node, name string) bool {
+// hidden reports whether a name at the root is the overlay's own business
+// (a self filestore: Config.HideRootName), never visible and never a
+// user's change.
+func (fs *FS) hidden(dir *Node, name string) bool {
 	return dir == fs.root && fs.cfg.HideRootName != nil && fs.cfg.HideRootName(name)
 }

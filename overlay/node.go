@@ -12,19 +12,31 @@ import (
 	"overlayfs/upper"
 )
 
-// Node is one file of the merged view.
+// Node is one file of the merged view. Which lock guards which field is
+// given here; the order the locks are taken in is in the package doc.
 type Node struct {
 	ino    uint64
-	nodeid uint64
+	nodeid uint64 // guarded by nodeTable.mu, and changed (re-key) under mu as well
 	typ    uint32 // S_IFMT bits; immutable
 	isRoot bool   // the mount's root; immutable
 
 	// lower is the lower file this node came from (its origin), nil for a
-	// file created in the overlay. Immutable.
+	// file created in the overlay. Immutable: read it without a lock.
 	lower *lower.Node
 
-	// Guarded by FS.tree (directories only).
-	parent    *Node
+	// copyMu serialises this node's copy-up (copyUp). It is held across
+	// the copy-up's LISAFS round trips and data copy, and never while a
+	// lock below it in the order is held.
+	copyMu sync.Mutex
+
+	// parent is the directory a directory is linked in. Written only by
+	// rename under FS.renameMu held for writing (and when the node is
+	// made, before anyone else sees it); read under FS.renameMu.
+	parent *Node
+
+	// dirMu guards a directory's namespace: children, whiteouts, the
+	// cached listing and cookies (dircookies.go).
+	dirMu     sync.Mutex
 	children  map[string]*Node // change only with setChild and dropChild
 	whiteouts map[string]struct{}
 	// Handle-less reads (dircookies.go): the cached listing, and the
@@ -34,24 +46,25 @@ type Node struct {
 	nextCookie   uint64
 
 	// subdirs counts the directories in children (kept by setChild and
-	// dropChild). Written under FS.tree; read by fillAttr under mu only,
+	// dropChild). Written under dirMu; read by fillAttr under mu only,
 	// hence atomic.
 	subdirs atomic.Int32
 
 	// Where a pure-lower node was looked up (nil once it has upper state or
 	// when it is shared by several lower hard links), so that it can be
-	// dropped when the kernel forgets it. Guarded by FS.tree.
+	// dropped when the kernel forgets it. Guarded by mu.
 	seenIn *Node
 	seenAs string
 
-	// Guarded by FS.idMu.
+	// Guarded by nodeTable.mu.
 	nlookup    uint64
 	retiredIDs int // retired nodeids of this node the kernel still holds (passthrough.go)
 
 	// When a shared-mode revalidation last confirmed this node (nanotime).
 	validated atomic.Int64
 
-	// Guarded by mu.
+	// mu guards the node's attributes and data: its upper state and what
+	// refers to it.
 	mu        sync.Mutex
 	up        *upper.Inode
 	lazyX     bool // up's xattrs still live in the lower (metadata copy-up)
@@ -69,15 +82,15 @@ func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
 		n.children = make(map[string]*Node)
 		n.whiteouts = make(map[string]struct{})
 	}
-	fs.register(n)
+	fs.ids.add(n)
 	return n
 }
 
 // newLowerNode makes the node for a lower file seen for the first time.
 func (fs *FS) newLowerNode(ln *lower.Node) *Node {
-	st := &ln.Attr
+	st := ln.Attr()
 	ino := fs.lowerIno(st.Dev, st.Ino)
-	return fs.newNode(uint32(st.Mode)&unix.S_IFMT, ln, ino)
+	return fs.newNode(ln.Type(), ln, ino)
 }
 
 // newUpperNode makes the node for a file created in the overlay.
@@ -90,7 +103,7 @@ func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
 func (n *Node) isDir() bool { return n.typ == unix.S_IFDIR }
 
 // setChild makes name in directory d refer to c, replacing what it named.
-// The caller holds FS.tree.
+// Preconditions: d.dirMu is held.
 func (d *Node) setChild(name string, c *Node) {
 	if old := d.children[name]; old != nil && old.isDir() {
 		d.subdirs.Add(-1)
@@ -101,8 +114,8 @@ func (d *Node) setChild(name string, c *Node) {
 	}
 }
 
-// dropChild removes name from directory d's children. The caller holds
-// FS.tree.
+// dropChild removes name from directory d's children.
+// Preconditions: d.dirMu is held.
 func (d *Node) dropChild(name string) {
 	if old := d.children[name]; old != nil {
 		delete(d.children, name)
@@ -112,18 +125,20 @@ func (d *Node) dropChild(name string) {
 	}
 }
 
-// nlink is the link count; the caller holds n.mu.
+// nlink is the link count.
+// Preconditions: n.mu is held.
 func (n *Node) nlink() uint32 {
 	if n.up != nil {
 		return n.up.Nlink
 	}
-	return n.lower.Attr.Nlink
+	return n.lower.Attr().Nlink
 }
 
 // fuseTime is a time as FUSE attributes carry it.
 func fuseTime(t unix.Timespec) (uint64, uint32) { return uint64(t.Sec), uint32(t.Nsec) }
 
-// fillAttr writes n's attributes; the caller holds n.mu.
+// fillAttr writes n's attributes.
+// Preconditions: n.mu is held.
 func (n *Node) fillAttr(out *fuse.Attr) {
 	*out = fuse.Attr{Ino: n.ino, Blksize: 4096}
 	if n.up != nil {
@@ -137,8 +152,8 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 		out.Ctime, out.Ctimensec = fuseTime(a.Ctime)
 		switch {
 		case n.typ == unix.S_IFREG && !n.up.HasData && n.lower != nil:
-			out.Size = n.lower.Attr.Size
-			out.Blocks = n.lower.Attr.Blocks
+			st := n.lower.Attr()
+			out.Size, out.Blocks = st.Size, st.Blocks
 		case n.typ == unix.S_IFREG:
 			out.Size = uint64(n.up.DataSize())
 			out.Blocks = uint64(n.up.DataBlocks())
@@ -149,7 +164,7 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 			}
 		}
 	} else {
-		st := &n.lower.Attr
+		st := n.lower.Attr()
 		out.Mode = st.Mode
 		out.Uid, out.Gid = st.UID, st.GID
 		out.Rdev = uint32(st.Rdev)
@@ -171,28 +186,24 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 // in the overlay, replacing a removed lower directory, or made opaque by a
 // layer, so every child is ours); and 1 for a merged directory (upper and lower parts, like the
 // root), whose count would need every layer's subdirectories: 1 tells find
-// and friends not to trust the count. The caller holds n.mu.
+// and friends not to trust the count.
+// Preconditions: n.mu is held.
 func (n *Node) dirNlink() uint32 {
 	switch {
 	case n.isRoot:
 		return 1 // always merged, as in Linux (the upper root exists)
 	case n.up == nil:
-		return n.lower.Attr.Nlink
+		return n.lower.Attr().Nlink
 	case n.lower == nil || n.opaque:
 		return 2 + uint32(n.subdirs.Load())
 	}
 	return 1
 }
 
-// copyUpMeta gives a pure lower node its own upper metadata (no data, and
-// xattrs left in the lower until first needed). The caller holds n.mu.
-func (fs *FS) copyUpMeta(n *Node) error {
-	if n.up != nil {
-		return nil
-	}
-	st := &n.lower.Attr
-	in := &upper.Inode{Attr: upper.Attr{
-		Mode:  uint32(st.Mode),
+// upperAttr is a lower file's metadata as an upper inode starts with it.
+func upperAttr(st *lower.Attr) upper.Attr {
+	return upper.Attr{
+		Mode:  st.Mode,
 		UID:   st.UID,
 		GID:   st.GID,
 		Rdev:  uint32(st.Rdev),
@@ -200,7 +211,50 @@ func (fs *FS) copyUpMeta(n *Node) error {
 		Atime: st.Atime,
 		Mtime: st.Mtime,
 		Ctime: st.Ctime,
-	}}
+	}
+}
+
+// copyUp gives n upper state: its metadata (xattrs stay in the lower until
+// first needed, see loadXattrs) and, when data is set or the mount is
+// shared (a lower file may change later; a copied-up name must not), a
+// regular file's data, copied with holes kept. A copy-up is never undone,
+// so what it establishes holds once it returns.
+//
+// The LISAFS round trips and the data copy are made holding n.copyMu only;
+// n.mu is taken just to publish the result, so nothing but another
+// copy-up of n waits for them.
+//
+// Preconditions: no lock below copyMu in the lock order is held (in
+// particular no FS.renameMu, no dirMu and no Node.mu).
+func (fs *FS) copyUp(n *Node, data bool) error {
+	data = (data || fs.cfg.Shared) && n.typ == unix.S_IFREG
+	have := func() (meta, data bool) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.up != nil, n.up != nil && n.up.HasData
+	}
+	if haveMeta, haveData := have(); haveMeta && (haveData || !data) {
+		return nil // done already: the common case, without copyMu
+	}
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	haveMeta, haveData := have()
+	if !haveMeta {
+		if err := fs.copyMeta(n); err != nil {
+			return err
+		}
+	}
+	if !data || haveData {
+		return nil
+	}
+	return fs.copyData(n)
+}
+
+// copyMeta is copyUp's metadata part.
+// Preconditions: n.copyMu is held; n has no upper state.
+func (fs *FS) copyMeta(n *Node) error {
+	st := n.lower.Attr()
+	in := &upper.Inode{Attr: upperAttr(&st)}
 	if n.typ == unix.S_IFLNK {
 		t, err := fs.lower.Readlink(n.lower)
 		if err != nil {
@@ -208,47 +262,55 @@ func (fs *FS) copyUpMeta(n *Node) error {
 		}
 		in.Target = t
 	}
+	n.mu.Lock()
 	n.up = in
 	n.lazyX = true
-	// With upper state the node is part of the upper layer for good. (The
-	// caller holds n.mu; seenIn is read under fs.tree and n.mu together.)
+	// With upper state the node is part of the upper layer for good.
 	n.kept = true
 	fs.store.Adopt(in)
+	n.mu.Unlock()
 	fs.store.CountCopyUp(false)
-	if fs.cfg.Shared && n.typ == unix.S_IFREG {
-		// The lower file may change later; a copied-up name must not.
-		return fs.copyUpData(n)
-	}
 	return nil
 }
 
-// copyUpData gives a regular file its own data, copied from the lower with
-// holes kept. The caller holds n.mu.
-func (fs *FS) copyUpData(n *Node) error {
-	if err := fs.copyUpMeta(n); err != nil {
-		return err
-	}
-	if n.up.HasData || n.typ != unix.S_IFREG {
-		return nil
-	}
+// copyData is copyUp's data part. A truncation to zero (truncateLocked)
+// may have given the file its data meanwhile; the copy is then dropped.
+// Preconditions: n.copyMu is held; n is a regular file with upper state.
+func (fs *FS) copyData(n *Node) error {
 	if n.lower == nil {
+		n.mu.Lock()
 		fs.store.MarkData(n.up)
+		n.mu.Unlock()
 		return nil
 	}
-	size := int64(n.lower.Attr.Size)
-	if size == 0 {
-		return n.up.CopyFrom(-1, 0)
+	size := int64(n.lower.Attr().Size)
+	var fd = -1
+	if size > 0 {
+		var err error
+		if fd, err = fs.lower.OpenData(n.lower); err != nil {
+			return err
+		}
+		defer fs.lower.ReleaseData(n.lower)
 	}
-	fd, err := fs.lower.OpenData(n.lower)
+	if fs.copyHook != nil {
+		fs.copyHook(n)
+	}
+	c, err := fs.store.CopyData(fd, size)
 	if err != nil {
 		return err
 	}
-	defer fs.lower.ReleaseData(n.lower)
-	return n.up.CopyFrom(fd, size)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.up.HasData {
+		c.Discard()
+		return nil
+	}
+	return n.up.TakeCopy(c)
 }
 
-// loadXattrs brings a metadata-copied node's xattrs into memory. The caller
-// holds n.mu and n.up is set.
+// loadXattrs brings a metadata-copied node's xattrs into memory, with a
+// round trip under the node's own lock.
+// Preconditions: n.mu is held; n.up is set.
 func (fs *FS) loadXattrs(n *Node) error {
 	if !n.lazyX {
 		return nil

@@ -11,7 +11,7 @@ import (
 // then serves read(2), mmap and splice from that file itself, without a
 // FUSE round trip, and without us ever opening a lower file.
 //
-// Kernel rules (go-fuse-notes.md §3.3): a kernel inode has one data mode and
+// Kernel rules (fs/fuse/passthrough.c, fs/fuse/iomode.c): a kernel inode has one data mode and
 // one backing file for as long as any open of it exists, so
 //   - passthrough is granted only when the inode has no cached (FUSE READ)
 //     opens, and all passthrough opens of an inode share one backing id;
@@ -36,12 +36,6 @@ type ptState struct {
 	opens   int    // passthrough handles of that inode
 }
 
-// retiredID is a nodeid a re-key replaced, kept until the kernel forgets it.
-type retiredID struct {
-	n       *Node
-	nlookup uint64
-}
-
 // passthroughOn reports whether passthrough may be tried.
 func (fs *FS) passthroughOn() bool {
 	return !fs.cfg.NoPassthrough && fs.server != nil && !fs.ptBroken.Load()
@@ -50,7 +44,8 @@ func (fs *FS) passthroughOn() bool {
 // openGate decides, before anything changes, whether an open of a regular
 // file on nodeid can be served there. It returns ESTALE (after re-keying n
 // if needed) when the open would need a data mode the kernel inode cannot
-// take. The caller holds n.mu.
+// take.
+// Preconditions: n.mu is held.
 func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if nodeid != n.nodeid {
 		return unix.ESTALE // retired: the lookup finds the new one
@@ -62,8 +57,8 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if !changes && (n.up == nil || !n.up.HasData) {
 		return nil // another reader of the same lower data
 	}
-	old := n.nodeid
-	fs.rekeyLocked(n)
+	old := fs.ids.rekey(n)
+	fs.ptRekeys.Add(1)
 	// Other names of the file (hard links) still lead the kernel to the
 	// old inode, whose attributes it caches; they change with the data
 	// that is about to move. Drop them (attributes only: -1), and GetAttr
@@ -73,54 +68,10 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	return unix.ESTALE
 }
 
-// retiredIDLocked reports whether id is a nodeid n no longer has (a re-key
-// retired it). The caller holds n.mu.
-func (fs *FS) retiredIDLocked(n *Node, id uint64) bool {
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	return id != n.nodeid
-}
-
-// rekeyLocked gives n a new nodeid and retires the old one with the lookups
-// the kernel holds on it. The caller holds n.mu.
-func (fs *FS) rekeyLocked(n *Node) {
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	old := n.nodeid
-	if fs.retired == nil {
-		fs.retired = make(map[uint64]*retiredID)
-	}
-	fs.retired[old] = &retiredID{n: n, nlookup: n.nlookup}
-	n.retiredIDs++
-	delete(fs.nodes, old)
-	n.nlookup = 0
-	n.nodeid = fs.nextNodeID
-	fs.nextNodeID++
-	fs.nodes[n.nodeid] = n
-	fs.ptRekeys.Add(1)
-}
-
-// forgetRetired drops kernel references to a retired nodeid; it returns
-// the node once the kernel holds none (so that it may be dropped), nil
-// otherwise. The caller holds fs.idMu.
-func (fs *FS) forgetRetired(nodeid, nlookup uint64) *Node {
-	r := fs.retired[nodeid]
-	if r == nil {
-		return nil
-	}
-	if r.nlookup > nlookup {
-		r.nlookup -= nlookup
-		return nil
-	}
-	delete(fs.retired, nodeid)
-	r.n.retiredIDs--
-	return r.n
-}
-
 // tryPassthrough binds a read-only handle of lower data (fd is the lower
 // file's host fd) to the kernel inode nodeid in passthrough mode, if the
-// kernel's rules allow. The caller holds n.mu and has not yet counted h in
-// n.opens.
+// kernel's rules allow.
+// Preconditions: n.mu is held; h is not yet counted in n.opens.
 func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
 	if !fs.passthroughOn() {
 		return
@@ -147,8 +98,8 @@ func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
 	fs.ptOpens.Add(1)
 }
 
-// releasePassthrough drops h's share of n's backing id. The caller holds
-// n.mu.
+// releasePassthrough drops h's share of n's backing id.
+// Preconditions: n.mu is held.
 func (fs *FS) releasePassthrough(n *Node, h *handle) {
 	if !h.pt {
 		return
@@ -187,11 +138,4 @@ func (fs *FS) Passthrough() PassthroughStats {
 		Rekeys: fs.ptRekeys.Load(),
 		Off:    fs.cfg.NoPassthrough || fs.ptBroken.Load(),
 	}
-}
-
-// nodeID is n's current nodeid (a re-key changes it).
-func (fs *FS) nodeID(n *Node) uint64 {
-	fs.idMu.Lock()
-	defer fs.idMu.Unlock()
-	return n.nodeid
 }

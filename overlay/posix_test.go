@@ -15,8 +15,9 @@ func posixSkips() map[string]string {
 		// through a second fd of the same process to fail with EAGAIN, but
 		// POSIX record locks belong to the process: on any Linux file
 		// system (ext4, tmpfs) the second F_SETLK succeeds. go-fuse's own
-		// TestAll skips it too ("TODO - fix this test"). TestLocks checks
-		// the conflict from a second process instead.
+		// TestAll skips it too ("TODO - fix this test").
+		// TestLocksExcludeOtherProcesses checks the conflict from a
+		// second process instead.
 		"FcntlFlockLocksFile": "the case is wrong: POSIX locks of one process never conflict with each other",
 	}
 }

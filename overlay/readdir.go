@@ -29,10 +29,10 @@ func newDirEnt(name string, ino uint64, mode uint32, st *lower.Attr) dirEnt {
 // listDir builds the merged listing of d: ".", "..", the origin's entries in
 // the gofer's order less whiteouts, then names only the upper has, sorted.
 // Inode numbers are those stat reports.
+//
+// Preconditions: no lock is held.
 func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
-	fs.tree.Lock()
 	ldir := d.lower
-	fs.tree.Unlock()
 	var lents []lowerEnt
 	if ldir != nil {
 		read := fs.lower.ReadDir
@@ -54,15 +54,18 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	}
 	var maybeWhiteout []string
 	var maybeIdx []int
-	fs.tree.Lock()
+	fs.renameMu.RLock()
 	parent := d.parent
 	if parent == nil {
 		parent = d
 	}
-	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parent.ino, unix.S_IFDIR, nil)}
+	parentIno := parent.ino
+	fs.renameMu.RUnlock()
+	d.dirMu.Lock()
+	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parentIno, unix.S_IFDIR, nil)}
 	seen := make(map[string]bool, len(lents))
 	for i, e := range lents {
-		if _, wh := d.whiteouts[e.name]; wh || fs.hiddenLocked(d, e.name) {
+		if _, wh := d.whiteouts[e.name]; wh || fs.hidden(d, e.name) {
 			continue
 		}
 		seen[e.name] = true
@@ -101,7 +104,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		c := d.children[name]
 		out = append(out, newDirEnt(name, c.ino, c.typ, nil))
 	}
-	fs.tree.Unlock()
+	d.dirMu.Unlock()
 	// Character devices may be lower whiteouts (0/0); only a lookup tells.
 	for i, name := range maybeWhiteout {
 		if c, err := fs.lookupChild(d, name); err == nil {

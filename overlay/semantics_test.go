@@ -947,7 +947,10 @@ func TestSharedMmap(t *testing.T) {
 	})
 }
 
-func TestFsync(t *testing.T) {
+// TestSyncCallsSucceedAndKeepData: fsync, fdatasync and sync_file_range
+// succeed on lower, new and directory descriptors, and data written before
+// them reads back.
+func TestSyncCallsSucceedAndKeepData(t *testing.T) {
 	forEachMedium(t, func(t *testing.T, m medium) {
 		f := setup(t, m, files(map[string]string{"lowerfile": "lower", "dir/": ""}), "")
 		cases := []struct {
@@ -1067,7 +1070,9 @@ func TestFallocate(t *testing.T) {
 	})
 }
 
-func TestLocks(t *testing.T) {
+// TestLocksExcludeOtherProcesses: POSIX record locks and flock locks on
+// lower and upper files are held against another process and released.
+func TestLocksExcludeOtherProcesses(t *testing.T) {
 	forEachMedium(t, func(t *testing.T, m medium) {
 		f := setup(t, m, files(map[string]string{"lowerfile": "lock me"}), "")
 		mustWrite(t, f.path("upperfile"), []byte("lock me too"), 0o644)
@@ -1207,7 +1212,9 @@ func TestCallerOwnership(t *testing.T) {
 	})
 }
 
-func TestErrnos(t *testing.T) {
+// TestFailingCallsReturnLinuxErrnos: each failing system call answers the
+// errno Linux file systems give for it.
+func TestFailingCallsReturnLinuxErrnos(t *testing.T) {
 	name255, name256 := strings.Repeat("n", 255), strings.Repeat("n", 256)
 	build := files(map[string]string{
 		"d/f":         "f",

@@ -39,8 +39,8 @@ func nanotime() int64 { return int64(time.Since(clockBase)) }
 
 var clockBase = time.Now()
 
-// pureLower reports whether n is only a cached view of a lower file. The
-// caller holds n.mu.
+// pureLower reports whether n is only a cached view of a lower file.
+// Preconditions: n.mu is held.
 func (n *Node) pureLower() bool { return n.up == nil && n.lower != nil }
 
 // timeout is the kernel cache lifetime for n's entry and attributes.
@@ -65,60 +65,63 @@ func (fs *FS) negativeTimeout() time.Duration {
 	return fs.cfg.Timeout
 }
 
-// revalidate checks a cached pure-lower child c of dir against the gofer.
-// It returns c when it still names the same file, or nil when the cached
-// node no longer applies (the name is gone or names another file); then it
-// has removed c from dir.children so that a fresh lookup resolves the name.
-func (fs *FS) revalidate(dir *Node, name string, c *Node, ldir *lower.Node, fresh *lower.Attr) (*Node, error) {
+// revalidate checks a cached pure-lower child c of dir against the gofer
+// (fresh, if set, is its stat just listed). It returns c when it still
+// names the same file, or nil when the cached node no longer applies (the
+// name is gone or names another file); then it has removed c from
+// dir.children so that a fresh lookup resolves the name.
+// Preconditions: no lock is held.
+func (fs *FS) revalidate(dir *Node, name string, c *Node, fresh *lower.Attr) (*Node, error) {
 	var st lower.Attr
 	var err error
 	if fresh != nil {
 		st = *fresh
 	} else {
-		st, err = fs.lower.StatChild(ldir, name)
+		st, err = fs.lower.StatChild(dir.lower, name)
 	}
 	if err != nil && err != unix.ENOENT {
 		return nil, err
 	}
-	c.mu.Lock()
-	same := err == nil && lower.SameFile(&st, &c.lower.Attr)
-	c.mu.Unlock()
-	if same {
-		fs.refreshed(c, st)
+	if err == nil && fs.refreshed(c, st) {
 		c.validated.Store(nanotime())
 		return c, nil
 	}
-	fs.tree.Lock()
+	dir.dirMu.Lock()
 	c.mu.Lock()
 	if dir.children[name] == c && c.pureLower() {
 		dir.dropChild(name)
 	}
 	c.mu.Unlock()
-	fs.tree.Unlock()
+	dir.dirMu.Unlock()
 	return nil, nil
 }
 
-// refreshed stores a fresh stat of a pure-lower node and drops the kernel's
-// cached data if the contents changed.
-func (fs *FS) refreshed(n *Node, st lower.Attr) {
-	n.mu.Lock()
-	if !n.pureLower() {
-		n.mu.Unlock()
-		return
+// refreshed stores a fresh stat of a node's lower file if it is still the
+// same file, and drops the kernel's cached data if the contents changed.
+// It reports whether the stat was of the same file.
+func (fs *FS) refreshed(n *Node, st lower.Attr) bool {
+	old, same := n.lower.Refresh(st)
+	if !same {
+		return false
 	}
-	old := n.lower.Attr
-	n.lower.Attr = st
-	n.mu.Unlock()
 	if old.Size != st.Size || old.Mtime != st.Mtime || old.Ctime != st.Ctime {
+		n.mu.Lock()
+		pure := n.pureLower()
+		n.mu.Unlock()
+		if !pure {
+			return true // the node's own data and attributes are upper
+		}
 		if n.typ == unix.S_IFLNK {
 			n.lower.ForgetTarget()
 		}
 		fs.notifyInode(n)
 	}
+	return true
 }
 
 // refreshAttr re-reads a pure-lower node's attributes (GETATTR in shared
 // mode).
+// Preconditions: no lock is held.
 func (fs *FS) refreshAttr(n *Node) {
 	n.mu.Lock()
 	pure := n.pureLower()
@@ -130,18 +133,13 @@ func (fs *FS) refreshAttr(n *Node) {
 	if err != nil {
 		return // keep what we have; lookups will notice a removal
 	}
-	n.mu.Lock()
-	same := lower.SameFile(&st, &n.lower.Attr)
-	n.mu.Unlock()
-	if same {
-		fs.refreshed(n, st)
-	}
+	fs.refreshed(n, st)
 }
 
 // notifyInode queues a kernel invalidation of n's attributes and pages.
 func (fs *FS) notifyInode(n *Node) {
 	select {
-	case fs.notes <- fs.nodeID(n):
+	case fs.notes <- fs.ids.id(n):
 	default:
 		// The queue is full: the kernel refreshes attributes anyway (zero
 		// timeout) and drops stale pages when it sees the new mtime.

@@ -8,7 +8,6 @@ import (
 	"path"
 	"strings"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"overlayfs/upper"
@@ -18,10 +17,10 @@ import (
 // image layer) to the upper layer: files are created in the upper with the
 // archive's metadata and data, `.wh.NAME` hides a lower name, `.wh..wh..opq`
 // hides everything the lower has in a directory. Call it after New and
-// before Mount. Runs of zeros in file data become holes. A bad archive is
+// before the FS is mounted. Runs of zeros in file data become holes. A bad archive is
 // an error naming the entry; the layer may then be partly applied.
-func (fs *FS) ImportTar(r io.Reader) error {
-	im := &importer{fs: fs, mine: make(map[*Node]bool), buf: make([]byte, 1<<20)}
+func (u UpperLayer) ImportTar(r io.Reader) error {
+	im := &importer{fs: u.fs, mine: make(map[*Node]bool), buf: make([]byte, 1<<20)}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -101,11 +100,11 @@ func (im *importer) dir(parts []string) (*Node, error) {
 
 // setMeta gives n the header's metadata, copying it up.
 func (im *importer) setMeta(n *Node, h *tar.Header) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := im.fs.copyUpMeta(n); err != nil {
+	if err := im.fs.copyUp(n, false); err != nil {
 		return err
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	setAttr(n.up, h)
 	n.up.Xattrs = paxXattrs(h)
 	n.lazyX = false
@@ -147,30 +146,28 @@ func paxXattrs(h *tar.Header) map[string][]byte {
 // whiteout if the lower has the name.
 func (im *importer) detach(d *Node, name string, c *Node) error {
 	fs := im.fs
-	fs.tree.Lock()
-	ldir := d.lower
-	fs.tree.Unlock()
-	wh := fs.lowerHas(ldir, name)
+	wh := fs.lowerHas(d.lower, name)
+	for _, n := range []*Node{d, c} {
+		if err := fs.copyUp(n, false); err != nil {
+			return err
+		}
+	}
 	// The layer sets d's times; removing a name must not touch them.
 	d.mu.Lock()
-	err := fs.copyUpMeta(d)
-	var mtime, ctime unix.Timespec
-	if err == nil {
-		mtime, ctime = d.up.Mtime, d.up.Ctime
-	}
+	mtime, ctime := d.up.Mtime, d.up.Ctime
 	d.mu.Unlock()
-	if err != nil {
-		return err
+	d.dirMu.Lock()
+	if c.isDir() {
+		c.dirMu.Lock() // d's child: ancestor before descendant
 	}
-	fs.tree.Lock()
-	st := fs.detachLocked(d, name, c, wh)
-	fs.tree.Unlock()
+	fs.detachLocked(d, name, c, wh)
+	if c.isDir() {
+		c.dirMu.Unlock()
+	}
+	d.dirMu.Unlock()
 	d.mu.Lock()
 	d.up.Mtime, d.up.Ctime = mtime, ctime
 	d.mu.Unlock()
-	if st != fuse.OK {
-		return unix.Errno(st)
-	}
 	fs.maybeDrop(c)
 	return nil
 }
@@ -195,18 +192,13 @@ func (im *importer) whiteout(d *Node, name string) error {
 // opaque hides every lower name of d that this layer did not put there.
 func (im *importer) opaque(d *Node) error {
 	fs := im.fs
-	d.mu.Lock()
-	err := fs.copyUpMeta(d)
-	if err == nil {
-		d.opaque = true
-	}
-	d.mu.Unlock()
-	if err != nil {
+	if err := fs.copyUp(d, false); err != nil {
 		return err
 	}
-	fs.tree.Lock()
+	d.mu.Lock()
+	d.opaque = true
+	d.mu.Unlock()
 	ldir := d.lower
-	fs.tree.Unlock()
 	if ldir == nil {
 		return nil
 	}
@@ -216,9 +208,9 @@ func (im *importer) opaque(d *Node) error {
 	}
 	for i := range ents {
 		name := ents[i].Name
-		fs.tree.Lock()
+		d.dirMu.Lock()
 		c := d.children[name]
-		fs.tree.Unlock()
+		d.dirMu.Unlock()
 		if c != nil && im.mine[c] {
 			continue
 		}
@@ -228,9 +220,9 @@ func (im *importer) opaque(d *Node) error {
 			}
 			continue
 		}
-		fs.tree.Lock()
+		d.dirMu.Lock()
 		d.whiteouts[name] = struct{}{}
-		fs.tree.Unlock()
+		d.dirMu.Unlock()
 	}
 	return nil
 }
@@ -279,15 +271,12 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		if n.isDir() {
 			return nil, fmt.Errorf("hard link target %s is a directory", h.Linkname)
 		}
-		n.mu.Lock()
-		err = fs.copyUpMeta(n)
-		if err == nil {
-			n.up.Nlink++
-		}
-		n.mu.Unlock()
-		if err != nil {
+		if err := fs.copyUp(n, false); err != nil {
 			return nil, err
 		}
+		n.mu.Lock()
+		n.up.Nlink++
+		n.mu.Unlock()
 	} else {
 		var typ, rdev uint32
 		switch h.Typeflag {
@@ -320,19 +309,16 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		}
 		n.mu.Unlock()
 	}
-	d.mu.Lock()
-	err := fs.copyUpMeta(d)
-	d.mu.Unlock()
-	if err != nil {
+	if err := fs.copyUp(d, false); err != nil {
 		return nil, err
 	}
-	fs.tree.Lock()
+	d.dirMu.Lock()
 	delete(d.whiteouts, name)
 	d.setChild(name, n)
 	if n.isDir() {
-		n.parent = d
+		n.parent = d // a new node: nobody else sees it yet
 	}
-	fs.tree.Unlock()
+	d.dirMu.Unlock()
 	im.mine[n] = true
 	return n, nil
 }

@@ -100,11 +100,11 @@ func (fs *FS) changeXattrs(nodeid uint64, attr string, change func(*upper.Inode)
 	if overlayXattr(attr) {
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.copyUpMeta(n); err != nil {
+	if err := fs.copyUp(n, false); err != nil {
 		return fusekit.Status(err)
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if err := fs.loadXattrs(n); err != nil {
 		return fusekit.Status(err)
 	}

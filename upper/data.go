@@ -82,22 +82,44 @@ func (in *Inode) SeekData(off int64) (int64, error) { return in.data.SeekData(of
 // SeekHole is lseek(SEEK_HOLE) on the upper data.
 func (in *Inode) SeekHole(off int64) (int64, error) { return in.data.SeekHole(off) }
 
-// CopyFrom gives a file without upper data its own: the first size bytes of
-// the host file srcFd (not read when size is 0), holes kept. It counts a
-// data copy-up and leaves the times alone (a copy-up changes nothing a
-// user sees). On error the file is left without data and nothing it
-// allocated stays allocated.
-func (in *Inode) CopyFrom(srcFd int, size int64) error {
+// Copy is file data copied from a host file that no inode holds yet. It is
+// made without any inode's lock (CopyData) and handed to one under its
+// owner lock (TakeCopy), so that a long copy holds no lock a reader needs.
+type Copy struct {
+	store *Store
+	data  memfile.Data
+}
+
+// CopyData copies the first size bytes of the host file srcFd (not read
+// when size is 0), holes kept. On error nothing it allocated stays
+// allocated.
+func (s *Store) CopyData(srcFd int, size int64) (*Copy, error) {
+	c := &Copy{store: s}
+	if size > 0 {
+		if err := c.data.CopyFrom(s.mf, srcFd, size); err != nil {
+			c.data.Release(s.mf)
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Discard frees a copy that no inode took.
+func (c *Copy) Discard() {
+	c.data.Release(c.store.mf)
+	c.data = memfile.Data{}
+}
+
+// TakeCopy gives a file without upper data the copy as its data. It counts
+// a data copy-up and leaves the times alone (a copy-up changes nothing a
+// user sees). A file that has data already is refused and the copy left to
+// the caller.
+func (in *Inode) TakeCopy(c *Copy) error {
 	if in.HasData {
 		return fmt.Errorf("upper: copy-up of a file that has upper data")
 	}
-	if size > 0 {
-		if err := in.data.CopyFrom(in.store.mf, srcFd, size); err != nil {
-			in.data.Release(in.store.mf)
-			in.data = memfile.Data{}
-			return err
-		}
-	}
+	in.data = c.data
+	c.data = memfile.Data{}
 	in.store.MarkData(in)
 	in.store.CountCopyUp(true)
 	return nil

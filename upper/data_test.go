@@ -49,9 +49,23 @@ func TestDataOpsKeepTimes(t *testing.T) {
 	}
 }
 
-// TestCopyFrom copies a host file with a hole and counts the copy-up; a
-// copy that does not fit leaves no data and nothing allocated.
-func TestCopyFrom(t *testing.T) {
+// copyFrom copies size bytes of srcFd into in as a copy-up does.
+func copyFrom(in *Inode, srcFd int, size int64) error {
+	c, err := in.store.CopyData(srcFd, size)
+	if err != nil {
+		return err
+	}
+	if err := in.TakeCopy(c); err != nil {
+		c.Discard()
+		return err
+	}
+	return nil
+}
+
+// TestCopyUpKeepsHolesAndFailsWhole copies a host file with a hole and
+// counts the copy-up; a copy that does not fit leaves no data and nothing
+// allocated, and a second copy over upper data is refused.
+func TestCopyUpKeepsHolesAndFailsWhole(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	f, err := os.Create(src)
 	if err != nil {
@@ -69,7 +83,7 @@ func TestCopyFrom(t *testing.T) {
 	s := newStore(t)
 	in := &Inode{Attr: Attr{Mode: unix.S_IFREG | 0o644, Nlink: 1}}
 	s.Adopt(in)
-	if err := in.CopyFrom(int(f.Fd()), size); err != nil {
+	if err := copyFrom(in, int(f.Fd()), size); err != nil {
 		t.Fatal(err)
 	}
 	got := make([]byte, 4)
@@ -82,7 +96,7 @@ func TestCopyFrom(t *testing.T) {
 	if st := s.Stats(); st.DataCopyUps != 1 || st.Files != 1 {
 		t.Errorf("counters after copy-up: %+v", st)
 	}
-	if err := in.CopyFrom(int(f.Fd()), size); err == nil {
+	if err := copyFrom(in, int(f.Fd()), size); err == nil {
 		t.Errorf("a second copy-up over upper data succeeded")
 	}
 
@@ -102,7 +116,7 @@ func TestCopyFrom(t *testing.T) {
 	if _, err := f.WriteAt(big, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := in2.CopyFrom(int(f.Fd()), size); !errors.Is(err, unix.ENOSPC) {
+	if err := copyFrom(in2, int(f.Fd()), size); !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("copy-up past the limit: %v, want ENOSPC", err)
 	}
 	if in2.HasData || in2.DataSize() != 0 || small.Usage().InUse != 0 || small.Stats().DataCopyUps != 0 {

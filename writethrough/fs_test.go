@@ -454,8 +454,9 @@ func getdents(dir string) (map[string]uint64, error) {
 	}
 }
 
-// TestErrnos checks that the host's errnos reach the caller.
-func TestErrnos(t *testing.T) {
+// TestHostErrnosReachTheCaller checks that the host's errnos reach the
+// caller.
+func TestHostErrnosReachTheCaller(t *testing.T) {
 	f := newFixture(t, fixtureOptions{})
 	if err := os.MkdirAll(f.h("full", "child"), 0o755); err != nil {
 		t.Fatal(err)

@@ -20,8 +20,8 @@ const (
 // Init keeps the server for notifications.
 func (fs *FS) Init(s *fuse.Server) { fs.server = s }
 
-// maybePrune starts a pruning round if the table is large. The caller holds
-// fs.mu.
+// maybePruneLocked starts a pruning round if the table is large.
+// Preconditions: fs.mu is held.
 func (fs *FS) maybePruneLocked() {
 	if len(fs.nodes) <= pruneHigh || fs.pruning || fs.server == nil {
 		return

@@ -364,14 +364,14 @@ func waitOrKill(cmd *exec.Cmd, grace time.Duration) {
 //
 // Served through /dev/fuse, the daemon runs with GOMAXPROCS 1 unless the
 // environment sets it: a FUSE caller waits for each reply, so a second P
-// mostly moves the reply's wake-up to the other CPU (the daemon package's
-// metadata benchmarks on 2 vCPUs, medians of 5 alternating runs: 19.7 µs
-// per request with one P, 33.2 with two, creating files; 21.9 and 26.8
-// untarring). Blocking system calls still run in parallel: they give up
-// the P. FUSE over io_uring keeps the default (its rings serve each CPU).
+// mostly moves the reply's wake-up to the other CPU, which costs more than
+// it saves on metadata-heavy work (the daemon package's metadata
+// benchmarks, and the README's metadata run). Blocking system calls still
+// run in parallel: they give up the P. FUSE over io_uring keeps the
+// default (its rings serve each CPU).
 func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 	d, err := startDaemonConfig(mf, lowerDir, mnt)
-	if err == nil && os.Getenv("GOMAXPROCS") == "" && strings.HasPrefix(d.Transport(), "/dev/fuse") {
+	if err == nil && os.Getenv("GOMAXPROCS") == "" && d.Transport().Kind == fuseuring.DevFuse {
 		runtime.GOMAXPROCS(1)
 	}
 	return d, err

@@ -21,7 +21,7 @@ type MountOptions struct {
 	// change behind the mount).
 	Shared bool
 	// FuseURing chooses the transport: FUSE over io_uring or /dev/fuse
-	// (--fuse-uring auto|on|off; the zero value is auto).
+	// (--fuse-uring auto|on|off; the zero value is off).
 	FuseURing fuseuring.Mode
 	// Ledger, if set, counts every request the mount answers (on either
 	// transport: both call fs's methods).
