@@ -13,6 +13,11 @@
 // needs its FD walks to it again, checks that the name still holds the same
 // file (ESTALE otherwise), and closes the FD afterwards in a batch.
 //
+// Host stats (hostdir.go). In shared mode, where the gofer donated a host
+// fd on the root, names are looked up and revalidated with a host statx
+// beneath it, confined as the gofer confines its own walks, instead of a
+// round trip each.
+//
 // Listings (listing.go). A directory listing is read with the gofer's
 // Getdents64Stat extension where it has one, which brings every entry's
 // attributes; in exclusive mode a lookup of a name in a listed directory is
