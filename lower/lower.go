@@ -23,9 +23,12 @@
 // attributes; in exclusive mode a lookup of a name in a listed directory is
 // then answered from the listing with no round trip at all.
 //
-// Locks: Layer.idleMu before Node.mu; Node.attrMu (a node's attributes,
-// read with Attr and replaced with Refresh) and Layer.closeMu are leaves. No
-// Layer method holds any of them while making an RPC.
+// Locks: Layer.idleMu before Node.mu before Layer.hostMu; Node.attrMu (a
+// node's attributes, read with Attr and replaced with Refresh),
+// Layer.closeMu and Layer.hostMu are leaves. No Layer method holds any of
+// them while making an RPC; Node.mu is held across a host statx or openat2
+// of the node's own host directory fd, so that Forget cannot close it
+// meanwhile.
 package lower
 
 import (
