@@ -459,3 +459,35 @@ func snapshotTree(root string) (string, error) {
 	})
 	return b.String(), err
 }
+
+// TestSharedRemoveNameAddedAfterListing: a name that appeared in the lower
+// after the overlay listed its directory is hidden for good when it is
+// removed through the mount: the decision to leave a whiteout asks the
+// lower about the name now, not the old listing.
+func TestSharedRemoveNameAddedAfterListing(t *testing.T) {
+	for _, medium := range []string{"root:memory", "dir"} {
+		t.Run(medium, func(t *testing.T) {
+			lower, mnt := mountShared(t, medium)
+			if err := os.Mkdir(filepath.Join(lower, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(lower, "d", "old"), "x")
+			if got := listNames(t, filepath.Join(mnt, "d")); strings.Join(got, " ") != "old" {
+				t.Fatalf("d lists %v, want [old]", got)
+			}
+			write(t, filepath.Join(lower, "d", "new"), "y")
+			if err := os.Remove(filepath.Join(mnt, "d", "new")); err != nil {
+				t.Fatalf("remove a name the lower gained after the listing: %v", err)
+			}
+			if _, err := os.Lstat(filepath.Join(mnt, "d", "new")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after rm, d/new: %v, want it gone", err)
+			}
+			if got := listNames(t, filepath.Join(mnt, "d")); strings.Join(got, " ") != "old" {
+				t.Errorf("after rm, d lists %v, want [old]", got)
+			}
+			if readString(t, filepath.Join(lower, "d", "new")) != "y" {
+				t.Error("the lower file changed")
+			}
+		})
+	}
+}
