@@ -491,3 +491,27 @@ func TestSharedRemoveNameAddedAfterListing(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedRmdirSeesNamesAddedAfterListing: rmdir of a directory whose
+// lower gained a name after the overlay listed it fails with ENOTEMPTY, as
+// it would on the lower itself, instead of hiding the new name.
+func TestSharedRmdirSeesNamesAddedAfterListing(t *testing.T) {
+	for _, medium := range []string{"root:memory", "dir"} {
+		t.Run(medium, func(t *testing.T) {
+			lower, mnt := mountShared(t, medium)
+			if err := os.Mkdir(filepath.Join(lower, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if got := listNames(t, filepath.Join(mnt, "d")); len(got) != 0 {
+				t.Fatalf("d lists %v, want nothing", got)
+			}
+			write(t, filepath.Join(lower, "d", "new"), "y")
+			if err := unix.Rmdir(filepath.Join(mnt, "d")); err != unix.ENOTEMPTY {
+				t.Errorf("rmdir of a directory the lower filled after the listing: %v, want ENOTEMPTY", err)
+			}
+			if got := listNames(t, filepath.Join(mnt, "d")); strings.Join(got, " ") != "new" {
+				t.Errorf("d lists %v, want [new]", got)
+			}
+		})
+	}
+}
