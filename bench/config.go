@@ -21,17 +21,20 @@ const (
 	// MediumMemoryURing is MediumMemory with FUSE over io_uring
 	// (--fuse-uring on); the other overlayfs media use /dev/fuse.
 	MediumMemoryURing = "memory-uring"
+	// MediumMemoryShared is MediumMemory with --file-access shared: every
+	// name revalidated against the lower at each system call.
+	MediumMemoryShared = "memory-shared"
 )
 
 // AllMedia lists every medium in the order results are shown.
 func AllMedia() []string {
-	return []string{MediumMemory, MediumMemoryURing, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
+	return []string{MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
 }
 
 // isOverlayfs reports whether medium is one of this project's own media.
 func isOverlayfs(medium string) bool {
 	switch medium {
-	case MediumMemory, MediumMemoryURing, MediumDir, MediumSelf, MediumNone:
+	case MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone:
 		return true
 	}
 	return false

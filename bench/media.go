@@ -105,7 +105,7 @@ func (m *mounted) unmount() error {
 // overlaySpec is the --overlay2 value of one of overlayfs's own media.
 func overlaySpec(medium, filestoreDir string) string {
 	switch medium {
-	case MediumMemory, MediumMemoryURing:
+	case MediumMemory, MediumMemoryURing, MediumMemoryShared:
 		return "root:memory"
 	case MediumDir:
 		return "root:dir=" + filestoreDir
@@ -140,7 +140,11 @@ func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDi
 	if medium == MediumMemoryURing {
 		uring = "on"
 	}
-	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--fuse-uring", uring, "--log", logPath, lower, mnt).CombinedOutput()
+	access := "exclusive"
+	if medium == MediumMemoryShared {
+		access = "shared"
+	}
+	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--fuse-uring", uring, "--file-access", access, "--log", logPath, lower, mnt).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("overlayfs mount --overlay2 %s --fuse-uring %s: %w: %s", spec, uring, err, mountFailure(string(out), string(log)))

@@ -117,6 +117,7 @@ func (l *Layer) withFD(n *Node, f func(fd lisafs.FDID) error) error {
 // a directory's FD closes only when it is forgotten and has no kids left,
 // since they may still walk from it.
 func (l *Layer) Forget(n *Node) {
+	l.closeHostDir(n)
 	var fds []lisafs.FDID
 	l.closeMu.Lock()
 	if n.forgotten {
@@ -144,6 +145,9 @@ func (l *Layer) Forget(n *Node) {
 // StatChild asks the gofer for name's current attributes below dir, without
 // creating a control FD. A missing name is unix.ENOENT.
 func (l *Layer) StatChild(dir *Node, name string) (Attr, error) {
+	if a, ok, err := l.localStatChild(dir, name); ok {
+		return a, err
+	}
 	fd, err := l.dirFD(dir)
 	if err != nil {
 		return Attr{}, err
@@ -161,6 +165,11 @@ func (l *Layer) StatChild(dir *Node, name string) (Attr, error) {
 // Stat asks the gofer for n's current attributes. The caller compares
 // identity (SameFile): for a non-directory this asks by name.
 func (l *Layer) Stat(n *Node) (Attr, error) {
+	if n.IsDir() {
+		if a, ok := l.localStatDir(n); ok {
+			return a, nil
+		}
+	}
 	if n.IsDir() || n.parent == nil {
 		fd, err := l.dirFD(n)
 		if err != nil {

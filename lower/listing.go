@@ -25,13 +25,21 @@ func validName(name string) bool {
 }
 
 // Lookup finds one name below dir. A missing name is unix.ENOENT. In
-// exclusive mode a listed directory answers from its listing; otherwise
-// this is one Walk.
+// exclusive mode a listed directory answers from its listing; in shared
+// mode a host stat answers where the layer has host fds (hostdir.go);
+// otherwise this is one Walk.
 func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 	if !l.shared {
 		if n, err, ok := l.lookupListed(dir, name); ok {
 			return n, err
 		}
+	} else if a, ok, err := l.localStatChild(dir, name); ok {
+		if err != nil {
+			return nil, err
+		}
+		n := newNode(a, 0)
+		l.adopt(dir, n, name) // a directory walks to its FD when first needed
+		return n, nil
 	}
 	fd, err := l.dirFD(dir)
 	if err != nil {

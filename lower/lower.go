@@ -13,20 +13,29 @@
 // needs its FD walks to it again, checks that the name still holds the same
 // file (ESTALE otherwise), and closes the FD afterwards in a batch.
 //
+// Host stats (hostdir.go). In shared mode, where the gofer donated a host
+// fd on the root, names are looked up and revalidated with a host statx
+// beneath it, confined as the gofer confines its own walks, instead of a
+// round trip each.
+//
 // Listings (listing.go). A directory listing is read with the gofer's
 // Getdents64Stat extension where it has one, which brings every entry's
 // attributes; in exclusive mode a lookup of a name in a listed directory is
 // then answered from the listing with no round trip at all.
 //
-// Locks: Layer.idleMu before Node.mu; Node.attrMu (a node's attributes,
-// read with Attr and replaced with Refresh) and Layer.closeMu are leaves. No
-// Layer method holds any of them while making an RPC.
+// Locks: Layer.idleMu before Node.mu before Layer.hostMu; Node.attrMu (a
+// node's attributes, read with Attr and replaced with Refresh),
+// Layer.closeMu and Layer.hostMu are leaves. No Layer method holds any of
+// them while making an RPC; Node.mu is held across a host statx or openat2
+// of the node's own host directory fd, so that Forget cannot close it
+// meanwhile.
 package lower
 
 import (
 	"container/list"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +56,15 @@ type Layer struct {
 	// before Node.mu.
 	idleMu sync.Mutex
 	idle   list.List
+
+	// Host fds for stats without a round trip, in shared mode (hostdir.go):
+	// the donated root fd (-1: none), fixed at New; hostOff once the kernel
+	// has shown it cannot open paths safely; the nodes holding a host
+	// directory fd, guarded by hostMu.
+	rootHost int
+	hostOff  atomic.Bool
+	hostMu   sync.Mutex
+	hostDirs map[*Node]struct{}
 }
 
 // maxIdleFDs bounds the data fds kept open for files nobody has open.
@@ -82,21 +100,25 @@ type Node struct {
 	listed   bool
 	target   string // cached symlink target
 	hasTgt   bool
+	// hostDir is a directory's host O_PATH fd (-1: none yet), and
+	// forgottenHost says it must not open one again (see hostdir.go).
+	hostDir       int
+	forgottenHost bool
 }
 
 // New mounts the client's root and returns the layer. The client is owned by
 // the Layer from then on.
+// rootHostFD, if not -1, is the gofer's donated fd on the root, which the
+// Layer owns from then on (see hostdir.go).
 func New(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *Layer {
-	if rootHostFD >= 0 {
-		unix.Close(rootHostFD)
-	}
-	return &Layer{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD)}
+	return &Layer{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD), rootHost: rootHostFD,
+		hostDirs: make(map[*Node]struct{})}
 }
 
 // newNode returns a node with attributes a, holding control FD fd (0: none
 // yet).
 func newNode(a Attr, fd lisafs.FDID) *Node {
-	return &Node{typ: a.Type(), attr: a, fd: fd, hostFD: -1}
+	return &Node{typ: a.Type(), attr: a, fd: fd, hostFD: -1, hostDir: -1}
 }
 
 // Attr returns n's attributes as last reported by the gofer.
@@ -135,6 +157,7 @@ func (l *Layer) RoundTrips() uint64 { return l.c.RoundTrips() }
 // Close closes the client connection; every later call fails with EIO.
 func (l *Layer) Close() error {
 	l.closeIdle()
+	l.closeHostDirs()
 	return l.c.Close()
 }
 

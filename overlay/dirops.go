@@ -327,7 +327,11 @@ func (fs *FS) isEmpty(d *Node) (bool, error) {
 	if d.lower == nil {
 		return true, nil
 	}
-	ents, err := fs.lower.ReadDir(d.lower)
+	read := fs.lower.ReadDir
+	if fs.cfg.Shared {
+		read = fs.lower.ReadDirFresh // the lower may have gained names since it was listed
+	}
+	ents, err := read(d.lower)
 	if err != nil {
 		return false, err
 	}

@@ -154,6 +154,12 @@ func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
 	if ldir == nil {
 		return false
 	}
+	if fs.cfg.Shared {
+		// The lower may have changed since it was listed: ask about the
+		// name itself (a host stat where the layer can, lower/hostdir.go).
+		_, err := fs.lower.StatChild(ldir, name)
+		return err != unix.ENOENT // on other errors hide: a needless whiteout is invisible
+	}
 	ents, err := fs.lower.ReadDir(ldir)
 	if err != nil {
 		// Err on the side of hiding: a needless whiteout is invisible.

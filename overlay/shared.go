@@ -16,8 +16,10 @@ import (
 //     attribute timeouts, and negative entries are not cached, so every
 //     system call that looks comes to us.
 //   - A lookup that finds a cached pure-lower child revalidates it with one
-//     WalkStat and compares device, inode and type: equal means the same
-//     file (its attributes are refreshed), different or gone means the cached
+//     stat of the name (lower.Layer.StatChild: a host statx beneath the
+//     gofer's donated root fd where there is one, else a WalkStat round
+//     trip) and compares device, inode and type: equal means the same file
+//     (its attributes are refreshed), different or gone means the cached
 //     node is dropped and the name resolved afresh.
 //   - GETATTR of a pure-lower node refreshes its attributes with FStat.
 //   - Merged listings re-read the lower directory at every rewind.

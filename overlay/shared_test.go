@@ -2,6 +2,7 @@ package overlay_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -366,5 +367,151 @@ func TestSharedStress(t *testing.T) {
 				t.Errorf("%s differs between mount and lower", n)
 			}
 		}
+	}
+}
+
+// TestSharedLowerChangedDuringWalk changes the lower from outside while a
+// walk of the mount is under way, one directory ahead of it: each
+// directory, when the walk reaches it, must show exactly what the lower
+// holds then (names, types and sizes), including a directory that was
+// removed and made again after the walk had already looked into it once.
+func TestSharedLowerChangedDuringWalk(t *testing.T) {
+	for _, medium := range sharedMedia {
+		t.Run(medium, func(t *testing.T) {
+			lower, mnt := mountShared(t, medium)
+			const dirs = 6
+			for d := range dirs {
+				if err := os.Mkdir(filepath.Join(lower, fmt.Sprintf("d%d", d)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				for f := range 5 {
+					write(t, filepath.Join(lower, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f)), strings.Repeat("x", f))
+				}
+			}
+			// A first walk caches every node (and, where the layer stats
+			// on the host, every directory's host fd).
+			if _, err := snapshotTree(mnt); err != nil {
+				t.Fatal(err)
+			}
+			for d := range dirs {
+				if d+1 < dirs {
+					next := filepath.Join(lower, fmt.Sprintf("d%d", d+1))
+					switch d % 3 {
+					case 0: // names come and go, a file grows
+						write(t, filepath.Join(next, "new"), "fresh")
+						if err := os.Remove(filepath.Join(next, "f1")); err != nil {
+							t.Fatal(err)
+						}
+						write(t, filepath.Join(next, "f2"), "grown to eleven")
+					case 1: // a file becomes a directory
+						if err := os.Remove(filepath.Join(next, "f3")); err != nil {
+							t.Fatal(err)
+						}
+						if err := os.Mkdir(filepath.Join(next, "f3"), 0o755); err != nil {
+							t.Fatal(err)
+						}
+					case 2: // the directory itself is replaced
+						if err := os.RemoveAll(next); err != nil {
+							t.Fatal(err)
+						}
+						if err := os.Mkdir(next, 0o755); err != nil {
+							t.Fatal(err)
+						}
+						write(t, filepath.Join(next, "only"), "replaced")
+					}
+				}
+				dir := fmt.Sprintf("d%d", d)
+				want, err := snapshotTree(filepath.Join(lower, dir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := snapshotTree(filepath.Join(mnt, dir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Errorf("%s through the mount:\n%s\nthe lower holds:\n%s", dir, got, want)
+				}
+			}
+		})
+	}
+}
+
+// snapshotTree lists every entry below root with its type and size, in
+// order, by lstat.
+func snapshotTree(root string) (string, error) {
+	var b strings.Builder
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		size := st.Size
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			size = 0 // directory sizes differ between file systems
+		}
+		fmt.Fprintf(&b, "%s %o %d\n", rel, st.Mode&unix.S_IFMT, size)
+		return nil
+	})
+	return b.String(), err
+}
+
+// TestSharedRemoveNameAddedAfterListing: a name that appeared in the lower
+// after the overlay listed its directory is hidden for good when it is
+// removed through the mount: the decision to leave a whiteout asks the
+// lower about the name now, not the old listing.
+func TestSharedRemoveNameAddedAfterListing(t *testing.T) {
+	for _, medium := range []string{"root:memory", "dir"} {
+		t.Run(medium, func(t *testing.T) {
+			lower, mnt := mountShared(t, medium)
+			if err := os.Mkdir(filepath.Join(lower, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(lower, "d", "old"), "x")
+			if got := listNames(t, filepath.Join(mnt, "d")); strings.Join(got, " ") != "old" {
+				t.Fatalf("d lists %v, want [old]", got)
+			}
+			write(t, filepath.Join(lower, "d", "new"), "y")
+			if err := os.Remove(filepath.Join(mnt, "d", "new")); err != nil {
+				t.Fatalf("remove a name the lower gained after the listing: %v", err)
+			}
+			if _, err := os.Lstat(filepath.Join(mnt, "d", "new")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after rm, d/new: %v, want it gone", err)
+			}
+			if got := listNames(t, filepath.Join(mnt, "d")); strings.Join(got, " ") != "old" {
+				t.Errorf("after rm, d lists %v, want [old]", got)
+			}
+			if readString(t, filepath.Join(lower, "d", "new")) != "y" {
+				t.Error("the lower file changed")
+			}
+		})
+	}
+}
+
+// TestSharedRmdirSeesNamesAddedAfterListing: rmdir of a directory whose
+// lower gained a name after the overlay listed it fails with ENOTEMPTY, as
+// it would on the lower itself, instead of hiding the new name.
+func TestSharedRmdirSeesNamesAddedAfterListing(t *testing.T) {
+	for _, medium := range []string{"root:memory", "dir"} {
+		t.Run(medium, func(t *testing.T) {
+			lower, mnt := mountShared(t, medium)
+			if err := os.Mkdir(filepath.Join(lower, "d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if got := listNames(t, filepath.Join(mnt, "d")); len(got) != 0 {
+				t.Fatalf("d lists %v, want nothing", got)
+			}
+			write(t, filepath.Join(lower, "d", "new"), "y")
+			if err := unix.Rmdir(filepath.Join(mnt, "d")); err != unix.ENOTEMPTY {
+				t.Errorf("rmdir of a directory the lower filled after the listing: %v, want ENOTEMPTY", err)
+			}
+			if got := listNames(t, filepath.Join(mnt, "d")); strings.Join(got, " ") != "new" {
+				t.Errorf("d lists %v, want [new]", got)
+			}
+		})
 	}
 }
