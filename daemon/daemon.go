@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,6 +51,12 @@ type Config struct {
 	// UpperTar, if set, is an OCI layer applied as the upper layer before
 	// the mount (Overlay only).
 	UpperTar string
+	// LowerDirs, when it has more than one entry, stacks lower
+	// directories, top-most first, into one merged lower (Overlay only);
+	// LowerDir is then ignored and GoferAt reaches each one's gofer.
+	LowerDirs []string
+	// GoferAt is Gofer for LowerDirs[i], which it must serve read-only.
+	GoferAt func(i int) (fd int, wait func(), err error)
 	// Gofer connects to a gofer serving LowerDir, read-only if asked. It
 	// returns the daemon's end of the LISAFS connection, which the daemon
 	// owns from then on, and a function that waits (bounded) for the gofer
@@ -88,7 +95,17 @@ type Daemon interface {
 // Start connects to the gofer, builds the file system cfg.Spec asks for
 // and mounts it; it returns once the kernel answers on the mountpoint.
 func Start(cfg Config) (Daemon, error) {
-	if cfg.Gofer == nil {
+	if len(cfg.LowerDirs) > 1 {
+		if cfg.GoferAt == nil {
+			return nil, fmt.Errorf("daemon: no gofer for the lower directories")
+		}
+		if !cfg.Spec.Enabled() {
+			return nil, fmt.Errorf("--overlay2=none writes through to LOWERDIR, which needs a single lower directory (%d given)", len(cfg.LowerDirs))
+		}
+		if cfg.Spec.Medium == filestore.MediumSelf {
+			return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR, which needs a single lower directory (%d given): use another medium", len(cfg.LowerDirs))
+		}
+	} else if cfg.Gofer == nil {
 		return nil, fmt.Errorf("daemon: no gofer")
 	}
 	if cfg.Logf == nil {
@@ -146,6 +163,9 @@ func sameDir(dir string, root lisafs.Statx) error {
 func (c Config) source() string {
 	if c.Source != "" {
 		return c.Source
+	}
+	if len(c.LowerDirs) > 1 {
+		return strings.Join(c.LowerDirs, ":")
 	}
 	return c.LowerDir
 }

@@ -12,6 +12,7 @@ import (
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
 	"overlayfs/internal/fusekit"
+	"overlayfs/lisafs"
 	"overlayfs/lower"
 	"overlayfs/memfile"
 	"overlayfs/overlay"
@@ -23,9 +24,11 @@ import (
 type Overlay struct {
 	base
 	layer *lower.Layer
-	store *filestore.Store
-	mf    *memfile.File
-	fs    *overlay.FS
+	// stackWaits wait for the gofers of stacked lower directories.
+	stackWaits []func()
+	store      *filestore.Store
+	mf         *memfile.File
+	fs         *overlay.FS
 }
 
 func startOverlay(cfg Config) (_ *Overlay, err error) {
@@ -35,13 +38,19 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 			d.Close()
 		}
 	}()
-	// The gofer never writes: LOWERDIR is read-only to it.
-	root, rootFD, err := d.connect(true)
-	if err != nil {
-		return nil, err
+	if len(cfg.LowerDirs) > 1 {
+		if d.layer, err = d.connectStack(); err != nil {
+			return nil, err
+		}
+	} else {
+		// The gofer never writes: LOWERDIR is read-only to it.
+		root, rootFD, err := d.connect(true)
+		if err != nil {
+			return nil, err
+		}
+		d.layer = lower.New(d.client, root, rootFD)
+		d.client = nil // the layer owns it now
 	}
-	d.layer = lower.New(d.client, root, rootFD)
-	d.client = nil // the layer owns it now
 	d.layer.SetShared(cfg.Shared)
 	if cfg.Spec.Medium == filestore.MediumSelf && cfg.LowerDir == "" {
 		return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR: name the gofer's directory as LOWERDIR, or use another medium")
@@ -90,6 +99,35 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// connectStack reaches the gofer of every lower directory and stacks them.
+func (d *Overlay) connectStack() (*lower.Layer, error) {
+	var srcs []lower.Source
+	fail := func(err error) (*lower.Layer, error) {
+		for _, s := range srcs {
+			_ = s.Client.Close()
+		}
+		return nil, err
+	}
+	for i, dir := range d.cfg.LowerDirs {
+		fd, wait, err := d.cfg.GoferAt(i)
+		if err != nil {
+			return fail(fmt.Errorf("gofer for lower directory %s: %w", dir, err))
+		}
+		if wait != nil {
+			d.stackWaits = append(d.stackWaits, wait)
+		}
+		client, root, rootFD, err := lisafs.NewClient(fd)
+		if err != nil {
+			return fail(fmt.Errorf("connect to the gofer of lower directory %s: %w", dir, err))
+		}
+		srcs = append(srcs, lower.Source{Client: client, Root: root, RootHostFD: rootFD})
+		if err := sameDir(dir, root.Stat); err != nil {
+			return fail(err)
+		}
+	}
+	return lower.NewStack(srcs)
 }
 
 func randomID() string {
@@ -161,4 +199,7 @@ func (d *Overlay) Close() {
 		_ = d.layer.Close()
 	}
 	d.closeGofer()
+	for _, wait := range d.stackWaits {
+		wait()
+	}
 }

@@ -35,6 +35,8 @@ type mountFlags struct {
 	// removeDirs lists (as PATH does) directories to remove once the
 	// mount is gone (run --keep's mountpoint and work directory), if empty.
 	removeDirs string
+	// lowers are the --lower directories, top-most first.
+	lowers []string
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -47,6 +49,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
 		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
+	fl.StringArrayVar(&m.lowers, "lower", nil, "`DIR` a lower directory; repeat to stack several, top-most first (instead of LOWERDIR, and with no need to escape ':')")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
@@ -100,7 +103,12 @@ func runMount(args []string) error {
 			"       overlayfs mount --gofer-socket PATH [flags] [LOWERDIR] MOUNTPOINT\n\n"+
 			"Mounts a writable overlay of LOWERDIR on MOUNTPOINT. Every change lands in the upper layer\n"+
 			"(metadata in memory, file data in a memfd or filestore); LOWERDIR is never modified.\n"+
-			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it. With\n"+
+			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it.\n"+
+			"LOWERDIR may stack several read-only layers as overlayfs's lowerdir= does: DIR1:DIR2:...,\n"+
+			"top-most first, '\\:' for a colon inside a name (or give each with --lower DIR, and\n"+
+			"MOUNTPOINT alone). Whiteouts and opaque directories in the layers are honoured in both\n"+
+			"overlayfs's format (0/0 character devices, trusted.overlay.opaque or user.overlay.opaque\n"+
+			"= y) and OCI's (.wh.NAME, .wh..wh..opq, as tar -x leaves a layer tarball). With\n"+
 			"--gofer-socket the lower is what that gofer serves: LOWERDIR may be left out (the mount\n"+
 			"table then shows the socket as the source); if given, it must be the gofer's directory.\n"+
 			"Unmount with 'overlayfs umount MOUNTPOINT'.\n\nFlags:\n%s", fl.FlagUsages())
@@ -110,6 +118,11 @@ func runMount(args []string) error {
 	}
 	var lowerArg, mntArg string
 	switch {
+	case len(mf.lowers) > 0 && fl.NArg() == 1:
+		lowerArg, mntArg = joinLowerDirs(mf.lowers), fl.Arg(0)
+	case len(mf.lowers) > 0:
+		fl.Usage()
+		return exitError{code: 2, msg: "with --lower, give MOUNTPOINT only"}
 	case fl.NArg() == 2:
 		lowerArg, mntArg = fl.Arg(0), fl.Arg(1)
 	case fl.NArg() == 1 && mf.goferSocket != "":
@@ -147,7 +160,7 @@ func runMount(args []string) error {
 	// The daemon runs in / : hand it the flags as parsed and the absolute paths.
 	var daemonArgs []string
 	fl.Visit(func(f *pflag.Flag) {
-		if f.Name != "log" {
+		if f.Name != "log" && f.Name != "lower" {
 			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
@@ -188,11 +201,18 @@ func openLog(path string) (*os.File, bool, error) {
 // an error that names the path.
 // An empty lowerArg (LOWERDIR left out with --gofer-socket) stays empty.
 func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
-	var lowerDir string
+	var lowerDirs []string
 	if lowerArg != "" {
-		var err error
-		if lowerDir, err = existingDir(lowerArg, "LOWERDIR"); err != nil {
+		dirs, err := splitLowerDirs(lowerArg)
+		if err != nil {
 			return "", "", err
+		}
+		for _, d := range dirs {
+			abs, err := existingDir(d, "LOWERDIR")
+			if err != nil {
+				return "", "", err
+			}
+			lowerDirs = append(lowerDirs, abs)
 		}
 	}
 	mnt, err := existingDir(mntArg, "MOUNTPOINT")
@@ -206,10 +226,15 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	// before the mount hides it. A mountpoint strictly inside LOWERDIR is
 	// not: the overlay would contain itself, and the gofer, walking into
 	// it, would wait on the very daemon that waits on the gofer.
-	if lowerDir != "" && mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
-		return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
+	for _, lowerDir := range lowerDirs {
+		if mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
+			return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
+		}
 	}
-	return lowerDir, mnt, nil
+	if len(lowerDirs) == 0 {
+		return "", mnt, nil
+	}
+	return joinLowerDirs(lowerDirs), mnt, nil
 }
 
 func existingDir(p, what string) (string, error) {
@@ -373,9 +398,28 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 
 // startDaemonConfig is startDaemon's daemon.Start.
 func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
+	var lowerDirs []string
+	if lowerDir != "" {
+		var err error
+		if lowerDirs, err = splitLowerDirs(lowerDir); err != nil {
+			return nil, err
+		}
+		lowerDir = lowerDirs[0]
+	}
+	if len(lowerDirs) > 1 && mf.goferSocket != "" {
+		return nil, fmt.Errorf("--gofer-socket serves one lower directory; %d were given", len(lowerDirs))
+	}
 	return daemon.Start(daemon.Config{
-		LowerDir:      lowerDir,
-		Source:        mountSource(mf, lowerDir),
+		LowerDir:  lowerDir,
+		LowerDirs: lowerDirs,
+		GoferAt: func(i int) (int, func(), error) {
+			fd, cmd, err := spawnGofer(lowerDirs[i], true)
+			if err != nil {
+				return -1, nil, err
+			}
+			return fd, func() { waitOrKill(cmd, 5*time.Second) }, nil
+		},
+		Source:        mountSource(mf, joinLowerDirs(lowerDirs)),
 		Mountpoint:    mnt,
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",
