@@ -53,10 +53,14 @@ type Config struct {
 	UpperTar string
 	// LowerDirs, when it has more than one entry, stacks lower
 	// directories, top-most first, into one merged lower (Overlay only);
-	// LowerDir is then ignored and GoferAt reaches each one's gofer.
+	// LowerDir is then ignored and Gofers reaches their gofers.
 	LowerDirs []string
-	// GoferAt is Gofer for LowerDirs[i], which it must serve read-only.
-	GoferAt func(i int) (fd int, wait func(), err error)
+	// Gofers connects to gofers serving LowerDirs read-only: fds[i] is
+	// the daemon's end of the connection to LowerDirs[i]'s gofer (one
+	// process may serve several). The daemon owns the fds from then on;
+	// wait (or nil) waits, bounded, for the gofers to stop once every
+	// connection is closed.
+	Gofers func() (fds []int, wait func(), err error)
 	// Gofer connects to a gofer serving LowerDir, read-only if asked. It
 	// returns the daemon's end of the LISAFS connection, which the daemon
 	// owns from then on, and a function that waits (bounded) for the gofer
@@ -96,7 +100,7 @@ type Daemon interface {
 // and mounts it; it returns once the kernel answers on the mountpoint.
 func Start(cfg Config) (Daemon, error) {
 	if len(cfg.LowerDirs) > 1 {
-		if cfg.GoferAt == nil {
+		if cfg.Gofers == nil {
 			return nil, fmt.Errorf("daemon: no gofer for the lower directories")
 		}
 		if !cfg.Spec.Enabled() {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
 	"overlayfs/internal/fusekit"
@@ -101,24 +103,32 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 	return d, nil
 }
 
-// connectStack reaches the gofer of every lower directory and stacks them.
+// connectStack reaches the gofers of every lower directory and stacks them.
 func (d *Overlay) connectStack() (*lower.Layer, error) {
+	fds, wait, err := d.cfg.Gofers()
+	if err != nil {
+		return nil, fmt.Errorf("gofers for the lower directories: %w", err)
+	}
+	if wait != nil {
+		d.stackWaits = append(d.stackWaits, wait)
+	}
 	var srcs []lower.Source
+	next := 0
 	fail := func(err error) (*lower.Layer, error) {
 		for _, s := range srcs {
 			_ = s.Client.Close()
 		}
+		for _, fd := range fds[next:] {
+			unix.Close(fd)
+		}
 		return nil, err
 	}
+	if len(fds) != len(d.cfg.LowerDirs) {
+		return fail(fmt.Errorf("%d gofer connections for %d lower directories", len(fds), len(d.cfg.LowerDirs)))
+	}
 	for i, dir := range d.cfg.LowerDirs {
-		fd, wait, err := d.cfg.GoferAt(i)
-		if err != nil {
-			return fail(fmt.Errorf("gofer for lower directory %s: %w", dir, err))
-		}
-		if wait != nil {
-			d.stackWaits = append(d.stackWaits, wait)
-		}
-		client, root, rootFD, err := lisafs.NewClient(fd)
+		next = i + 1
+		client, root, rootFD, err := lisafs.NewClient(fds[i])
 		if err != nil {
 			return fail(fmt.Errorf("connect to the gofer of lower directory %s: %w", dir, err))
 		}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -412,12 +413,12 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 	return daemon.Start(daemon.Config{
 		LowerDir:  lowerDir,
 		LowerDirs: lowerDirs,
-		GoferAt: func(i int) (int, func(), error) {
-			fd, cmd, err := spawnGofer(lowerDirs[i], true)
+		Gofers: func() ([]int, func(), error) {
+			fds, cmd, err := spawnGofers(lowerDirs, true)
 			if err != nil {
-				return -1, nil, err
+				return nil, nil, err
 			}
-			return fd, func() { waitOrKill(cmd, 5*time.Second) }, nil
+			return fds, func() { waitOrKill(cmd, 5*time.Second) }, nil
 		},
 		Source:        mountSource(mf, joinLowerDirs(lowerDirs)),
 		Mountpoint:    mnt,
@@ -446,33 +447,58 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 // spawnGofer starts `overlayfs gofer` on one end of a socketpair and returns
 // the other end. The gofer dies with this process.
 func spawnGofer(root string, readOnly bool) (int, *exec.Cmd, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fds, cmd, err := spawnGofers([]string{root}, readOnly)
 	if err != nil {
-		return -1, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
 		return -1, nil, err
 	}
-	args := []string{"gofer", "--root", root, "--fd", "3"}
+	return fds[0], cmd, nil
+}
+
+// spawnGofers starts one `overlayfs gofer` process serving every root, each
+// on its own socketpair, and returns this side's ends in the order of
+// roots. The gofer dies with this process.
+func spawnGofers(roots []string, readOnly bool) ([]int, *exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	var ours []int
+	var theirs []*os.File
+	closeAll := func() {
+		for _, fd := range ours {
+			unix.Close(fd)
+		}
+		for _, f := range theirs {
+			f.Close()
+		}
+	}
+	args := []string{"gofer"}
+	for i, root := range roots {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("socketpair: %w", err)
+		}
+		ours = append(ours, fds[0])
+		theirs = append(theirs, os.NewFile(uintptr(fds[1]), "gofer-socket"))
+		args = append(args, "--root", root, "--fd", strconv.Itoa(3+i))
+	}
 	if readOnly {
 		args = append(args, "--read-only")
 	}
-	theirs := os.NewFile(uintptr(fds[1]), "gofer-socket")
 	cmd := exec.Command(self, args...)
-	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.ExtraFiles = theirs
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		theirs.Close()
-		unix.Close(fds[0])
-		return -1, nil, fmt.Errorf("start gofer: %w", err)
+		closeAll()
+		return nil, nil, fmt.Errorf("start gofer: %w", err)
 	}
-	theirs.Close()
-	return fds[0], cmd, nil
+	for _, f := range theirs {
+		f.Close()
+	}
+	return ours, cmd, nil
 }
 
 func dialGofer(path string) (int, error) {
