@@ -422,3 +422,27 @@ func TestBottomLayerMarkersHideOnlyThemselves(t *testing.T) {
 		}
 	}
 }
+
+// TestRunOnStackedLayers runs a command on a rootfs given as two layers:
+// it sees the merged tree (the top layer's whiteout hides a file below),
+// its changes are reported relative to the merged tree, and no layer
+// changes.
+func TestRunOnStackedLayers(t *testing.T) {
+	bottom := busyboxRootfs(t)
+	top := t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"d:etc", "f:etc/motd=layered\n", "w:etc/old"})
+	mounttest.GuardLower(t, top)
+	mounttest.GuardLower(t, bottom)
+	out := filepath.Join(t.TempDir(), "changes")
+	res := cliRun(t, "run", "--diff-out", out, top+":"+bottom, "--", "sh", "-c",
+		"cat /etc/motd; ls /etc; echo new > /etc/keep")
+	if res.code != 0 {
+		t.Fatalf("exit status %d; stderr:\n%s", res.code, res.stderr)
+	}
+	if want := "layered\nkeep\nmotd\n"; res.stdout != want {
+		t.Errorf("stdout %q, want %q", res.stdout, want)
+	}
+	if got, _ := os.ReadFile(out); string(got) != "C /etc/keep\n" {
+		t.Errorf("--diff-out %q, want %q", got, "C /etc/keep\n")
+	}
+}

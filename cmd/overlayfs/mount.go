@@ -50,7 +50,6 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
 		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "`MODE` exclusive: nobody else changes LOWERDIR, cache it forever | shared: changes made to LOWERDIR from outside show through (costs a gofer round trip per lookup)")
-	fl.StringArrayVar(&m.lowers, "lower", nil, "`DIR` a lower directory; repeat to stack several, top-most first (instead of LOWERDIR, and with no need to escape ':')")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer --socket `PATH`' instead of starting a gofer")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
@@ -95,6 +94,7 @@ func runMount(args []string) error {
 	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
 	logPath := fl.String("log", "", "`FILE` the background daemon logs to, kept after unmount (default: $TMPDIR/overlayfs-<mountpoint>.log while mounted, removed at a clean unmount, kept if the mount fails or the daemon dies)")
 	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored")
+	fl.StringArrayVar(&mf.lowers, "lower", nil, "`DIR` a lower directory; repeat to stack several, top-most first (instead of LOWERDIR, and with no need to escape ':')")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
 	tempLog := fl.String("temp-log", "", "internal: remove this log file at a clean unmount")
@@ -120,7 +120,7 @@ func runMount(args []string) error {
 	var lowerArg, mntArg string
 	switch {
 	case len(mf.lowers) > 0 && fl.NArg() == 1:
-		lowerArg, mntArg = joinLowerDirs(mf.lowers), fl.Arg(0)
+		lowerArg, mntArg = daemon.JoinLowerDirs(mf.lowers), fl.Arg(0)
 	case len(mf.lowers) > 0:
 		fl.Usage()
 		return exitError{code: 2, msg: "with --lower, give MOUNTPOINT only"}
@@ -204,7 +204,7 @@ func openLog(path string) (*os.File, bool, error) {
 func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	var lowerDirs []string
 	if lowerArg != "" {
-		dirs, err := splitLowerDirs(lowerArg)
+		dirs, err := daemon.SplitLowerDirs(lowerArg)
 		if err != nil {
 			return "", "", err
 		}
@@ -235,7 +235,7 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	if len(lowerDirs) == 0 {
 		return "", mnt, nil
 	}
-	return joinLowerDirs(lowerDirs), mnt, nil
+	return daemon.JoinLowerDirs(lowerDirs), mnt, nil
 }
 
 func existingDir(p, what string) (string, error) {
@@ -402,7 +402,7 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 	var lowerDirs []string
 	if lowerDir != "" {
 		var err error
-		if lowerDirs, err = splitLowerDirs(lowerDir); err != nil {
+		if lowerDirs, err = daemon.SplitLowerDirs(lowerDir); err != nil {
 			return nil, err
 		}
 		lowerDir = lowerDirs[0]
@@ -420,7 +420,7 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 			}
 			return fds, func() { waitOrKill(cmd, 5*time.Second) }, nil
 		},
-		Source:        mountSource(mf, joinLowerDirs(lowerDirs)),
+		Source:        mountSource(mf, daemon.JoinLowerDirs(lowerDirs)),
 		Mountpoint:    mnt,
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",

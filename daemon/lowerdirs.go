@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -6,10 +6,10 @@ import (
 	"strings"
 )
 
-// splitLowerDirs splits a LOWERDIR list as overlayfs's lowerdir= takes it:
+// SplitLowerDirs splits a LOWERDIR list as overlayfs's lowerdir= takes it:
 // directories separated by ':', top-most first, with "\:" standing for a
 // colon and "\\" for a backslash inside a name.
-func splitLowerDirs(spec string) ([]string, error) {
+func SplitLowerDirs(spec string) ([]string, error) {
 	var dirs []string
 	var cur strings.Builder
 	for i := 0; i < len(spec); i++ {
@@ -36,8 +36,8 @@ func splitLowerDirs(spec string) ([]string, error) {
 	return dirs, nil
 }
 
-// joinLowerDirs is the inverse of splitLowerDirs.
-func joinLowerDirs(dirs []string) string {
+// JoinLowerDirs is the inverse of SplitLowerDirs.
+func JoinLowerDirs(dirs []string) string {
 	esc := make([]string, len(dirs))
 	for i, d := range dirs {
 		esc[i] = strings.ReplaceAll(strings.ReplaceAll(d, `\`, `\\`), ":", `\:`)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"reflect"
@@ -18,18 +18,18 @@ func TestLowerDirListSyntax(t *testing.T) {
 		{`/a\\:/b`, []string{`/a\`, "/b"}},
 		{`/a\b`, []string{`/a\b`}},
 	} {
-		got, err := splitLowerDirs(tc.spec)
+		got, err := SplitLowerDirs(tc.spec)
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("splitLowerDirs(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
+			t.Errorf("SplitLowerDirs(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
 			continue
 		}
-		if back, _ := splitLowerDirs(joinLowerDirs(got)); !reflect.DeepEqual(back, got) {
-			t.Errorf("joinLowerDirs(%q) does not split back: %q", got, back)
+		if back, _ := SplitLowerDirs(JoinLowerDirs(got)); !reflect.DeepEqual(back, got) {
+			t.Errorf("JoinLowerDirs(%q) does not split back: %q", got, back)
 		}
 	}
 	for _, bad := range []string{"", ":", "/a:", ":/a", "/a::/b"} {
-		if _, err := splitLowerDirs(bad); err == nil {
-			t.Errorf("splitLowerDirs(%q) accepted an empty directory", bad)
+		if _, err := SplitLowerDirs(bad); err == nil {
+			t.Errorf("SplitLowerDirs(%q) accepted an empty directory", bad)
 		}
 	}
 }
