@@ -14,6 +14,7 @@ package daemon
 import (
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,6 +51,16 @@ type Config struct {
 	// UpperTar, if set, is an OCI layer applied as the upper layer before
 	// the mount (Overlay only).
 	UpperTar string
+	// LowerDirs, when it has more than one entry, stacks lower
+	// directories, top-most first, into one merged lower (Overlay only);
+	// LowerDir is then ignored and Gofers reaches their gofers.
+	LowerDirs []string
+	// Gofers connects to gofers serving LowerDirs read-only: fds[i] is
+	// the daemon's end of the connection to LowerDirs[i]'s gofer (one
+	// process may serve several). The daemon owns the fds from then on;
+	// wait (or nil) waits, bounded, for the gofers to stop once every
+	// connection is closed.
+	Gofers func() (fds []int, wait func(), err error)
 	// Gofer connects to a gofer serving LowerDir, read-only if asked. It
 	// returns the daemon's end of the LISAFS connection, which the daemon
 	// owns from then on, and a function that waits (bounded) for the gofer
@@ -88,7 +99,17 @@ type Daemon interface {
 // Start connects to the gofer, builds the file system cfg.Spec asks for
 // and mounts it; it returns once the kernel answers on the mountpoint.
 func Start(cfg Config) (Daemon, error) {
-	if cfg.Gofer == nil {
+	if len(cfg.LowerDirs) > 1 {
+		if cfg.Gofers == nil {
+			return nil, fmt.Errorf("daemon: no gofer for the lower directories")
+		}
+		if !cfg.Spec.Enabled() {
+			return nil, fmt.Errorf("--overlay2=none writes through to LOWERDIR, which needs a single lower directory (%d given)", len(cfg.LowerDirs))
+		}
+		if cfg.Spec.Medium == filestore.MediumSelf {
+			return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR, which needs a single lower directory (%d given): use another medium", len(cfg.LowerDirs))
+		}
+	} else if cfg.Gofer == nil {
 		return nil, fmt.Errorf("daemon: no gofer")
 	}
 	if cfg.Logf == nil {
@@ -146,6 +167,9 @@ func sameDir(dir string, root lisafs.Statx) error {
 func (c Config) source() string {
 	if c.Source != "" {
 		return c.Source
+	}
+	if len(c.LowerDirs) > 1 {
+		return strings.Join(c.LowerDirs, ":")
 	}
 	return c.LowerDir
 }

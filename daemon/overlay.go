@@ -8,9 +8,12 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"overlayfs/ctlsock"
 	"overlayfs/filestore"
 	"overlayfs/internal/fusekit"
+	"overlayfs/lisafs"
 	"overlayfs/lower"
 	"overlayfs/memfile"
 	"overlayfs/overlay"
@@ -22,9 +25,11 @@ import (
 type Overlay struct {
 	base
 	layer *lower.Layer
-	store *filestore.Store
-	mf    *memfile.File
-	fs    *overlay.FS
+	// stackWaits wait for the gofers of stacked lower directories.
+	stackWaits []func()
+	store      *filestore.Store
+	mf         *memfile.File
+	fs         *overlay.FS
 }
 
 func startOverlay(cfg Config) (_ *Overlay, err error) {
@@ -34,13 +39,19 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 			d.Close()
 		}
 	}()
-	// The gofer never writes: LOWERDIR is read-only to it.
-	root, rootFD, err := d.connect(true)
-	if err != nil {
-		return nil, err
+	if len(cfg.LowerDirs) > 1 {
+		if d.layer, err = d.connectStack(); err != nil {
+			return nil, err
+		}
+	} else {
+		// The gofer never writes: LOWERDIR is read-only to it.
+		root, rootFD, err := d.connect(true)
+		if err != nil {
+			return nil, err
+		}
+		d.layer = lower.New(d.client, root, rootFD)
+		d.client = nil // the layer owns it now
 	}
-	d.layer = lower.New(d.client, root, rootFD)
-	d.client = nil // the layer owns it now
 	d.layer.SetShared(cfg.Shared)
 	if cfg.Spec.Medium == filestore.MediumSelf && cfg.LowerDir == "" {
 		return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR: name the gofer's directory as LOWERDIR, or use another medium")
@@ -84,6 +95,43 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// connectStack reaches the gofers of every lower directory and stacks them.
+func (d *Overlay) connectStack() (*lower.Layer, error) {
+	fds, wait, err := d.cfg.Gofers()
+	if err != nil {
+		return nil, fmt.Errorf("gofers for the lower directories: %w", err)
+	}
+	if wait != nil {
+		d.stackWaits = append(d.stackWaits, wait)
+	}
+	var srcs []lower.Source
+	next := 0
+	fail := func(err error) (*lower.Layer, error) {
+		for _, s := range srcs {
+			_ = s.Client.Close()
+		}
+		for _, fd := range fds[next:] {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	if len(fds) != len(d.cfg.LowerDirs) {
+		return fail(fmt.Errorf("%d gofer connections for %d lower directories", len(fds), len(d.cfg.LowerDirs)))
+	}
+	for i, dir := range d.cfg.LowerDirs {
+		next = i + 1
+		client, root, rootFD, err := lisafs.NewClient(fds[i])
+		if err != nil {
+			return fail(fmt.Errorf("connect to the gofer of lower directory %s: %w", dir, err))
+		}
+		srcs = append(srcs, lower.Source{Client: client, Root: root, RootHostFD: rootFD})
+		if err := sameDir(dir, root.Stat); err != nil {
+			return fail(err)
+		}
+	}
+	return lower.NewStack(srcs)
 }
 
 func randomID() string {
@@ -155,4 +203,7 @@ func (d *Overlay) Close() {
 		_ = d.layer.Close()
 	}
 	d.closeGofer()
+	for _, wait := range d.stackWaits {
+		wait()
+	}
 }

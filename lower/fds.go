@@ -11,7 +11,7 @@ import (
 const closeBatch = 128
 
 // closeLater queues a control FD for a batched Close.
-func (l *Layer) closeLater(fd lisafs.FDID) {
+func (l *branch) closeLater(fd lisafs.FDID) {
 	l.closeMu.Lock()
 	l.closing = append(l.closing, fd)
 	var batch []lisafs.FDID
@@ -24,7 +24,7 @@ func (l *Layer) closeLater(fd lisafs.FDID) {
 	}
 }
 
-func (l *Layer) closeInodes(inodes []lisafs.Inode) {
+func (l *branch) closeInodes(inodes []lisafs.Inode) {
 	for i := range inodes {
 		l.closeLater(inodes[i].ControlFD)
 	}
@@ -32,7 +32,7 @@ func (l *Layer) closeInodes(inodes []lisafs.Inode) {
 
 // adopt records that n was found below parent, which must keep the FD it
 // walks from until n is forgotten.
-func (l *Layer) adopt(parent, n *Node, name string) {
+func (l *branch) adopt(parent, n *bnode, name string) {
 	n.parent, n.name = parent, name
 	l.closeMu.Lock()
 	parent.kids++
@@ -41,7 +41,7 @@ func (l *Layer) adopt(parent, n *Node, name string) {
 
 // walkTo walks from n's parent to n again and checks that the name still
 // holds the same file. The caller owns the returned FD.
-func (l *Layer) walkTo(n *Node) (lisafs.FDID, error) {
+func (l *branch) walkTo(n *bnode) (lisafs.FDID, error) {
 	if n.parent == nil {
 		return 0, unix.ESTALE // the root's FD is never given up
 	}
@@ -70,7 +70,7 @@ func (l *Layer) walkTo(n *Node) (lisafs.FDID, error) {
 
 // dirFD returns a directory's control FD, walking to it on first use and
 // keeping it.
-func (l *Layer) dirFD(n *Node) (lisafs.FDID, error) {
+func (l *branch) dirFD(n *bnode) (lisafs.FDID, error) {
 	l.closeMu.Lock()
 	fd := n.fd
 	l.closeMu.Unlock()
@@ -96,7 +96,7 @@ func (l *Layer) dirFD(n *Node) (lisafs.FDID, error) {
 
 // withFD runs f with a control FD of n: a directory's held one, or one
 // walked to for the call.
-func (l *Layer) withFD(n *Node, f func(fd lisafs.FDID) error) error {
+func (l *branch) withFD(n *bnode, f func(fd lisafs.FDID) error) error {
 	if n.IsDir() {
 		fd, err := l.dirFD(n)
 		if err != nil {
@@ -116,7 +116,7 @@ func (l *Layer) withFD(n *Node, f func(fd lisafs.FDID) error) error {
 // but the root counts once in its parent's kids until it is forgotten, and
 // a directory's FD closes only when it is forgotten and has no kids left,
 // since they may still walk from it.
-func (l *Layer) Forget(n *Node) {
+func (l *branch) Forget(n *bnode) {
 	l.closeHostDir(n)
 	var fds []lisafs.FDID
 	l.closeMu.Lock()
@@ -144,7 +144,7 @@ func (l *Layer) Forget(n *Node) {
 
 // StatChild asks the gofer for name's current attributes below dir, without
 // creating a control FD. A missing name is unix.ENOENT.
-func (l *Layer) StatChild(dir *Node, name string) (Attr, error) {
+func (l *branch) StatChild(dir *bnode, name string) (Attr, error) {
 	if a, ok, err := l.localStatChild(dir, name); ok {
 		return a, err
 	}
@@ -164,7 +164,7 @@ func (l *Layer) StatChild(dir *Node, name string) (Attr, error) {
 
 // Stat asks the gofer for n's current attributes. The caller compares
 // identity (SameFile): for a non-directory this asks by name.
-func (l *Layer) Stat(n *Node) (Attr, error) {
+func (l *branch) Stat(n *bnode) (Attr, error) {
 	if n.IsDir() {
 		if a, ok := l.localStatDir(n); ok {
 			return a, nil

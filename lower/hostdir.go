@@ -68,7 +68,7 @@ func statxAt(dirFD int, name string) (Attr, error) {
 }
 
 // relPath is n's path below the root ("." for the root).
-func (n *Node) relPath() string {
+func (n *bnode) relPath() string {
 	var parts []string
 	for p := n; p.parent != nil; p = p.parent {
 		parts = append(parts, p.name)
@@ -85,9 +85,9 @@ func (n *Node) relPath() string {
 // hostDirLocked returns directory n's host fd, opening it if need be. It
 // fails with ok false when the layer has no host fds, and with
 // unix.ESTALE when n's path no longer holds n.
-// Lock order: Node.mu before Layer.hostMu.
+// Lock order: bnode.mu before branch.hostMu.
 // Preconditions: n.mu is held; n is a directory.
-func (l *Layer) hostDirLocked(n *Node) (fd int, ok bool, err error) {
+func (l *branch) hostDirLocked(n *bnode) (fd int, ok bool, err error) {
 	if !l.shared || l.rootHost < 0 || l.hostOff.Load() {
 		return -1, false, nil
 	}
@@ -135,7 +135,7 @@ func (l *Layer) hostDirLocked(n *Node) (fd int, ok bool, err error) {
 // localStatChild stats name below dir on the host. ok is false when the
 // layer cannot (no host fds, or dir's path no longer holds dir), and the
 // gofer must answer.
-func (l *Layer) localStatChild(dir *Node, name string) (a Attr, ok bool, err error) {
+func (l *branch) localStatChild(dir *bnode, name string) (a Attr, ok bool, err error) {
 	if !validName(name) {
 		return Attr{}, false, nil
 	}
@@ -156,7 +156,7 @@ func (l *Layer) localStatChild(dir *Node, name string) (a Attr, ok bool, err err
 }
 
 // localStatDir stats directory n itself on the host, as localStatChild.
-func (l *Layer) localStatDir(n *Node) (a Attr, ok bool) {
+func (l *branch) localStatDir(n *bnode) (a Attr, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	fd, ok, err := l.hostDirLocked(n)
@@ -168,7 +168,7 @@ func (l *Layer) localStatDir(n *Node) (a Attr, ok bool) {
 }
 
 // closeHostDir closes n's host fd, if it has one, for good.
-func (l *Layer) closeHostDir(n *Node) {
+func (l *branch) closeHostDir(n *bnode) {
 	n.mu.Lock()
 	had := n.hostDir >= 0
 	if had {
@@ -185,9 +185,9 @@ func (l *Layer) closeHostDir(n *Node) {
 }
 
 // closeHostDirs closes every host fd of the layer.
-func (l *Layer) closeHostDirs() {
+func (l *branch) closeHostDirs() {
 	l.hostMu.Lock()
-	nodes := make([]*Node, 0, len(l.hostDirs))
+	nodes := make([]*bnode, 0, len(l.hostDirs))
 	for n := range l.hostDirs {
 		nodes = append(nodes, n)
 	}

@@ -28,7 +28,7 @@ func validName(name string) bool {
 // exclusive mode a listed directory answers from its listing; in shared
 // mode a host stat answers where the layer has host fds (hostdir.go);
 // otherwise this is one Walk.
-func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
+func (l *branch) Lookup(dir *bnode, name string) (*bnode, error) {
 	if !l.shared {
 		if n, err, ok := l.lookupListed(dir, name); ok {
 			return n, err
@@ -68,7 +68,7 @@ func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 
 // lookupListed answers a lookup from dir's cached listing: ok is false when
 // the listing cannot answer (not read yet, or without attributes).
-func (l *Layer) lookupListed(dir *Node, name string) (n *Node, err error, ok bool) {
+func (l *branch) lookupListed(dir *bnode, name string) (n *bnode, err error, ok bool) {
 	dir.mu.Lock()
 	if !dir.listed || dir.index == nil {
 		dir.mu.Unlock()
@@ -91,7 +91,7 @@ func (l *Layer) lookupListed(dir *Node, name string) (n *Node, err error, ok boo
 
 // ReadDir returns dir's entries, without "." and "..", in the gofer's order.
 // The listing is cached: the lower is immutable in exclusive mode.
-func (l *Layer) ReadDir(dir *Node) ([]Entry, error) {
+func (l *branch) ReadDir(dir *bnode) ([]Entry, error) {
 	dir.mu.Lock()
 	if dir.listed {
 		ents := dir.listing
@@ -123,7 +123,7 @@ func (l *Layer) ReadDir(dir *Node) ([]Entry, error) {
 
 // ReadDirFresh is ReadDir without the cache: it always asks the gofer and
 // replaces the cached listing (shared file access).
-func (l *Layer) ReadDirFresh(dir *Node) ([]Entry, error) {
+func (l *branch) ReadDirFresh(dir *bnode) ([]Entry, error) {
 	dir.mu.Lock()
 	dir.listed, dir.listing, dir.index = false, nil, nil
 	dir.mu.Unlock()
@@ -132,7 +132,7 @@ func (l *Layer) ReadDirFresh(dir *Node) ([]Entry, error) {
 
 // list reads a whole lower directory from the gofer, with attributes when
 // the gofer offers them.
-func (l *Layer) list(dir *Node) ([]Entry, error) {
+func (l *branch) list(dir *bnode) ([]Entry, error) {
 	fd, err := l.dirFD(dir)
 	if err != nil {
 		return nil, err
@@ -181,7 +181,7 @@ func (l *Layer) list(dir *Node) ([]Entry, error) {
 }
 
 // getdents reads one batch, with attributes if the gofer has the extension.
-func (l *Layer) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
+func (l *branch) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
 	ds, err := l.c.Getdents64Stat(ofd, count)
 	if err == nil {
 		out := make([]Entry, len(ds))
@@ -203,4 +203,26 @@ func (l *Layer) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
 		out[i] = entryOf(&plain[i])
 	}
 	return out, nil
+}
+
+// listed reports whether dir's listing, read once and then cached, holds
+// name.
+func (l *branch) listed(dir *bnode, name string) (bool, error) {
+	ents, err := l.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	dir.mu.Lock()
+	index := dir.index
+	dir.mu.Unlock()
+	if index != nil {
+		_, ok := index[name]
+		return ok, nil
+	}
+	for i := range ents {
+		if ents[i].Name == name {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -1,124 +1,173 @@
-// Package lower is the read-only layer of an overlay: a tree of lower files
-// reached through a LISAFS client.
+// Package lower is the read-only lower layer of an overlay: one or more
+// lower directories, each reached through its own LISAFS client, stacked
+// top-most first and presented as one merged, read-only tree.
 //
-// A Layer never changes the lower tree. It walks one name at a time (Lookup),
-// lists directories (ReadDir), reads symlinks and xattrs, and opens file data
-// through host fds donated by the gofer. In exclusive mode the lower is
-// assumed immutable, so what it learns is cached for the life of the Layer.
+// Merging follows Linux overlayfs with lowerdir=top:...:bottom:
 //
-// Control FDs (fds.go). The gofer holds one host fd per control FD, and
-// hosts limit fds (often to 20,000 or less), so a Layer keeps control FDs
-// only for directories, which it needs to walk further, and opens those
-// lazily. Every other node remembers its parent and name; an operation that
-// needs its FD walks to it again, checks that the name still holds the same
-// file (ESTALE otherwise), and closes the FD afterwards in a batch.
+//   - a name is looked up top-down and the first layer that has it wins;
+//   - a whiteout in a layer hides the name in every layer below it;
+//   - a directory merges with the directories of the same name below it,
+//     down to and including the first opaque one; a non-directory ends the
+//     merge and is itself hidden by the directory above it;
+//   - a non-directory hides everything below it;
+//   - a merged listing has each visible name once, as the top-most layer
+//     that has it reports it (its inode number is that entry's);
+//   - attributes, symlink targets, xattrs and file data come from the one
+//     layer that holds the entry (for a directory, the top-most part).
 //
-// Host stats (hostdir.go). In shared mode, where the gofer donated a host
-// fd on the root, names are looked up and revalidated with a host statx
-// beneath it, confined as the gofer confines its own walks, instead of a
-// round trip each.
+// Markers come in two formats: overlayfs's own (a whiteout is a character
+// device 0/0; a directory is opaque when its trusted.overlay.opaque or
+// user.overlay.opaque xattr is "y") and OCI/AUFS's as a plain tar -x leaves
+// them (a whiteout is a file named .wh.NAME; a directory holding a file
+// named .wh..wh..opq is opaque). A directory that has a sibling whiteout for
+// its own name (NAME beside .wh.NAME, as an OCI layer that replaces a
+// directory may carry) is treated as opaque too. Markers are never part of
+// the merged tree: their names, the 0/0 devices and the opaque xattrs are
+// hidden in every layer. A marker in the bottom-most layer therefore hides
+// only itself, since nothing lies below it; Linux overlayfs likewise never
+// shows a whiteout of its lowest layer. The roots of the layers always
+// merge: an opaque root hides nothing.
 //
-// Listings (listing.go). A directory listing is read with the gofer's
-// Getdents64Stat extension where it has one, which brings every entry's
-// attributes; in exclusive mode a lookup of a name in a listed directory is
-// then answered from the listing with no round trip at all.
+// Inode numbers are the layers' own (st_dev, st_ino): layers on one file
+// system have distinct inodes, layers on different file systems distinct
+// devices, so two layers' files never share an identity unless they are
+// one host file (a hard link between layers, or one directory given twice).
 //
-// Locks: Layer.idleMu before Node.mu before Layer.hostMu; Node.attrMu (a
-// node's attributes, read with Attr and replaced with Refresh),
-// Layer.closeMu and Layer.hostMu are leaves. No Layer method holds any of
-// them while making an RPC; Node.mu is held across a host statx or openat2
-// of the node's own host directory fd, so that Forget cannot close it
-// meanwhile.
+// Lock order: Node.mu is a leaf lock, taken after any branch lock;
+// Node.attrMu (the merged node's attributes, read with Attr and replaced
+// with Refresh) is a leaf. Each branch's own locks are described in
+// branch.go.
 package lower
 
 import (
-	"container/list"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
 	"overlayfs/lisafs"
 )
 
-// Layer is the lower layer of one mount. Safe for concurrent use.
-type Layer struct {
-	c      *lisafs.Client
-	root   *Node
-	shared bool // the lower may change: never answer lookups from listings
+// OCI/AUFS marker names, as image layer tars carry them.
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
 
-	closeMu sync.Mutex
-	closing []lisafs.FDID // control FDs waiting for a batched Close
+// Overlayfs's opaque-directory xattrs; the value "y" makes a directory opaque.
+const (
+	trustedOpaque = "trusted.overlay.opaque"
+	userOpaque    = "user.overlay.opaque"
+)
 
-	// Donated data fds of files nobody has open, most recently used first,
-	// kept so that reopening a hot file costs no RPC. Lock order: idleMu
-	// before Node.mu.
-	idleMu sync.Mutex
-	idle   list.List
-
-	// Host fds for stats without a round trip, in shared mode (hostdir.go):
-	// the donated root fd (-1: none), fixed at New; hostOff once the kernel
-	// has shown it cannot open paths safely; the nodes holding a host
-	// directory fd, guarded by hostMu.
-	rootHost int
-	hostOff  atomic.Bool
-	hostMu   sync.Mutex
-	hostDirs map[*Node]struct{}
+// Source is one lower directory: a client connected to a gofer serving it,
+// and the root the client mounted (as lisafs.NewClient returns them).
+type Source struct {
+	Client     *lisafs.Client
+	Root       lisafs.Inode
+	RootHostFD int
 }
 
-// maxIdleFDs bounds the data fds kept open for files nobody has open.
-const maxIdleFDs = 1024
+// Layer is the merged lower layer of one mount. Safe for concurrent use.
+type Layer struct {
+	bs     []*branch // top-most first
+	root   *Node
+	shared bool
+}
 
-// Node is one lower file, held by a LISAFS control FD. Its attributes are
-// the gofer's answer at the time the node was walked, or at its last
-// Refresh; typ never changes.
+// part is one layer's directory or file behind a merged node.
+type part struct {
+	layer int // index in Layer.bs
+	n     *bnode
+}
+
+// Node is one file of the merged lower. Its attributes are those of the
+// layer that holds it, as the gofer reported them when the node was looked
+// up or at its last Refresh; typ never changes.
 type Node struct {
-	typ uint32 // S_IFMT bits
-
+	typ    uint32     // S_IFMT bits
 	attrMu sync.Mutex // guards attr only; a leaf lock
 	attr   Attr
 
-	// Where the node was found, to walk to it again; nil for the root.
-	parent *Node
-	name   string
+	// The layers' files behind the node, top-most first: one for a
+	// non-directory, one per merged layer for a directory.
+	parts []part
 
-	// Guarded by Layer.closeMu: the held control FD (directories only, 0
-	// until first needed), the nodes found below this directory and not
-	// yet forgotten (they walk from its FD), and whether the directory
-	// itself was forgotten. The FD closes when both allow.
-	fd        lisafs.FDID
-	kids      int
-	forgotten bool
-
-	mu       sync.Mutex
-	hostFD   int // donated read-only fd, -1 until opened
-	opens    int
-	idleElem *list.Element  // in Layer.idle while hostFD is open and opens == 0
-	listing  []Entry        // cached directory listing, nil until read
-	index    map[string]int // listing position by name
-	listed   bool
-	target   string // cached symlink target
-	hasTgt   bool
-	// hostDir is a directory's host O_PATH fd (-1: none yet), and
-	// forgottenHost says it must not open one again (see hostdir.go).
-	hostDir       int
-	forgottenHost bool
+	mu      sync.Mutex
+	listing []Entry // cached merged listing, valid when listed
+	index   map[string]struct{}
+	listed  bool
 }
 
-// New mounts the client's root and returns the layer. The client is owned by
+// New returns a lower layer of a single directory. The client is owned by
 // the Layer from then on.
-// rootHostFD, if not -1, is the gofer's donated fd on the root, which the
-// Layer owns from then on (see hostdir.go).
 func New(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *Layer {
-	return &Layer{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD), rootHost: rootHostFD,
-		hostDirs: make(map[*Node]struct{})}
+	l, _ := NewStack([]Source{{Client: c, Root: root, RootHostFD: rootHostFD}})
+	return l
 }
 
-// newNode returns a node with attributes a, holding control FD fd (0: none
-// yet).
-func newNode(a Attr, fd lisafs.FDID) *Node {
-	return &Node{typ: a.Type(), attr: a, fd: fd, hostFD: -1, hostDir: -1}
+// NewStack returns the merged lower layer of srcs, top-most first. The
+// clients are owned by the Layer from then on, also when NewStack fails.
+func NewStack(srcs []Source) (*Layer, error) {
+	if len(srcs) == 0 {
+		return nil, errors.New("lower: no lower directory")
+	}
+	l := &Layer{root: &Node{}}
+	for i, s := range srcs {
+		b := newBranch(s.Client, s.Root, s.RootHostFD)
+		l.bs = append(l.bs, b)
+		l.root.parts = append(l.root.parts, part{layer: i, n: b.root})
+	}
+	l.root.attr = l.root.parts[0].n.Attr()
+	l.root.typ = l.root.attr.Type()
+	return l, nil
+}
+
+// Layers is the number of stacked lower directories.
+func (l *Layer) Layers() int { return len(l.bs) }
+
+// SetShared tells the layer that the lower may change behind it (shared
+// file access): lookups always ask the gofers and listings are reread.
+func (l *Layer) SetShared(shared bool) {
+	l.shared = shared
+	for _, b := range l.bs {
+		b.SetShared(shared)
+	}
+}
+
+// Root is the merged root directory.
+func (l *Layer) Root() *Node { return l.root }
+
+// RoundTrips is the number of gofer round trips made, over every layer.
+func (l *Layer) RoundTrips() uint64 {
+	var n uint64
+	for _, b := range l.bs {
+		n += b.RoundTrips()
+	}
+	return n
+}
+
+// Close closes every client connection; every later call fails with EIO.
+func (l *Layer) Close() error {
+	var errs []error
+	for i, b := range l.bs {
+		if err := b.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("lower layer %d: %w", i+1, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsDir reports whether n is a directory.
+func (n *Node) IsDir() bool { return n.typ == unix.S_IFDIR }
+
+// IsWhiteout reports whether n is a character device 0/0. The merged tree
+// never holds one: lookups hide whiteouts.
+func (n *Node) IsWhiteout() bool {
+	a := n.Attr()
+	return isWhiteoutAttr(&a)
 }
 
 // Attr returns n's attributes as last reported by the gofer.
@@ -144,221 +193,331 @@ func (n *Node) Refresh(fresh Attr) (old Attr, same bool) {
 	return old, true
 }
 
-// SetShared tells the layer that the lower may change behind it (shared
-// file access): lookups always ask the gofer.
-func (l *Layer) SetShared(shared bool) { l.shared = shared }
+func isWhiteoutAttr(a *Attr) bool { return a.Type() == unix.S_IFCHR && a.Rdev == 0 }
 
-// Root is the lower root directory.
-func (l *Layer) Root() *Node { return l.root }
+// isMarkerName reports whether name is an OCI/AUFS marker, never visible.
+func isMarkerName(name string) bool { return strings.HasPrefix(name, whiteoutPrefix) }
 
-// RoundTrips is the number of gofer round trips the layer has made.
-func (l *Layer) RoundTrips() uint64 { return l.c.RoundTrips() }
+// ForgetTarget drops a cached symlink target (the link may be retargeted
+// behind our back with shared file access).
+func (n *Node) ForgetTarget() { n.top().n.ForgetTarget() }
 
-// Close closes the client connection; every later call fails with EIO.
-func (l *Layer) Close() error {
-	l.closeIdle()
-	l.closeHostDirs()
-	return l.c.Close()
+func (n *Node) top() part { return n.parts[0] }
+
+// holder is the branch holding n's data and attributes.
+func (l *Layer) holder(n *Node) (*branch, *bnode) {
+	p := n.top()
+	return l.bs[p.layer], p.n
 }
 
-// IsDir reports whether n is a directory.
-func (n *Node) IsDir() bool { return n.typ == unix.S_IFDIR }
+// Lookup finds one name below dir in the merged tree. A missing, whited-out
+// or marker name is unix.ENOENT.
+func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
+	if isMarkerName(name) {
+		return nil, unix.ENOENT
+	}
+	if !l.shared && len(l.bs) > 1 {
+		dir.mu.Lock()
+		listed, index := dir.listed, dir.index
+		dir.mu.Unlock()
+		if listed {
+			if _, ok := index[name]; !ok {
+				return nil, unix.ENOENT
+			}
+		}
+	}
+	last := len(l.bs) - 1
+	var found []part
+	fail := func(err error) (*Node, error) {
+		l.forgetParts(found)
+		return nil, err
+	}
+	for _, p := range dir.parts {
+		b := l.bs[p.layer]
+		n, err := b.Lookup(p.n, name)
+		if err == unix.ENOENT {
+			if p.layer == last {
+				break
+			}
+			wh, err := l.has(b, p.n, whiteoutPrefix+name)
+			if err != nil {
+				return fail(err)
+			}
+			if wh {
+				break
+			}
+			continue
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if n.IsWhiteout() {
+			b.Forget(n)
+			break
+		}
+		if len(found) > 0 && !n.IsDir() {
+			b.Forget(n) // a non-directory below a directory ends the merge
+			break
+		}
+		found = append(found, part{layer: p.layer, n: n})
+		if !n.IsDir() || p.layer == last {
+			break
+		}
+		opaque, err := l.opaque(b, p.n, n, name)
+		if err != nil {
+			return fail(err)
+		}
+		if opaque {
+			break
+		}
+	}
+	if len(found) == 0 {
+		return nil, unix.ENOENT
+	}
+	a := found[0].n.Attr()
+	return &Node{typ: a.Type(), attr: a, parts: found}, nil
+}
 
-// IsWhiteout reports whether n is a character device 0/0, which an overlay
-// treats as a whiteout wherever it appears.
-func (n *Node) IsWhiteout() bool {
-	return n.typ == unix.S_IFCHR && n.Attr().Rdev == 0
+// opaque reports whether the directory n, found as name in parent, hides
+// the directories of the same name in the layers below.
+func (l *Layer) opaque(b *branch, parent, n *bnode, name string) (bool, error) {
+	names, err := b.ListXattr(n)
+	if err != nil {
+		return false, fmt.Errorf("list xattrs of a lower directory: %w", err)
+	}
+	for _, x := range names {
+		if x != trustedOpaque && x != userOpaque {
+			continue
+		}
+		v, err := b.GetXattr(n, x)
+		if err == unix.ENODATA {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("read %s of a lower directory: %w", x, err)
+		}
+		if string(v) == "y" {
+			return true, nil
+		}
+	}
+	if ok, err := l.has(b, n, opaqueMarker); ok || err != nil {
+		return ok, err
+	}
+	return l.has(b, parent, whiteoutPrefix+name)
+}
+
+// has reports whether dir holds name in one layer, from the directory's
+// listing in exclusive mode (read once, then cached) and by asking the gofer
+// otherwise.
+func (l *Layer) has(b *branch, dir *bnode, name string) (bool, error) {
+	if !l.shared {
+		return b.listed(dir, name)
+	}
+	_, err := b.StatChild(dir, name)
+	if err == unix.ENOENT {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (l *Layer) forgetParts(ps []part) {
+	for _, p := range ps {
+		l.bs[p.layer].Forget(p.n)
+	}
+}
+
+// Forget releases what n holds; n must not be used afterwards.
+func (l *Layer) Forget(n *Node) {
+	if n == l.root {
+		return
+	}
+	l.forgetParts(n.parts)
+}
+
+// ReadDir returns dir's merged entries, without "." and "..", markers and
+// whited-out names, layer by layer top-down, each in its gofer's order. In
+// exclusive mode the listing is cached.
+func (l *Layer) ReadDir(dir *Node) ([]Entry, error) {
+	dir.mu.Lock()
+	if dir.listed {
+		ents := dir.listing
+		dir.mu.Unlock()
+		return ents, nil
+	}
+	dir.mu.Unlock()
+	return l.merge(dir, false)
+}
+
+// ReadDirFresh is ReadDir without the caches: it always asks the gofers and
+// replaces the cached listing (shared file access).
+func (l *Layer) ReadDirFresh(dir *Node) ([]Entry, error) {
+	return l.merge(dir, true)
+}
+
+// merge builds and caches dir's merged listing.
+func (l *Layer) merge(dir *Node, fresh bool) ([]Entry, error) {
+	var out []Entry
+	hidden := make(map[string]struct{}) // listed above, or whited out above
+	for _, p := range dir.parts {
+		b := l.bs[p.layer]
+		read := b.ReadDir
+		if fresh {
+			read = b.ReadDirFresh
+		}
+		ents, err := read(p.n)
+		if err != nil {
+			return nil, err
+		}
+		var whiteouts []string
+		for j := range ents {
+			e := &ents[j]
+			if isMarkerName(e.Name) {
+				if e.Name != opaqueMarker {
+					whiteouts = append(whiteouts, e.Name[len(whiteoutPrefix):])
+				}
+				continue
+			}
+			if _, ok := hidden[e.Name]; ok {
+				continue
+			}
+			wh, err := l.entryIsWhiteout(b, p.n, e)
+			if err != nil {
+				return nil, err
+			}
+			if wh {
+				whiteouts = append(whiteouts, e.Name)
+				continue
+			}
+			hidden[e.Name] = struct{}{}
+			out = append(out, *e)
+		}
+		for _, name := range whiteouts {
+			hidden[name] = struct{}{}
+		}
+	}
+	index := make(map[string]struct{}, len(out))
+	for i := range out {
+		index[out[i].Name] = struct{}{}
+	}
+	dir.mu.Lock()
+	if fresh || !dir.listed {
+		dir.listing, dir.index, dir.listed = out, index, true
+	}
+	ents := dir.listing
+	dir.mu.Unlock()
+	return ents, nil
+}
+
+// entryIsWhiteout reports whether a listed entry is a 0/0 character device,
+// asking the gofer when the listing came without attributes.
+func (l *Layer) entryIsWhiteout(b *branch, dir *bnode, e *Entry) (bool, error) {
+	if e.Type != unix.DT_CHR {
+		return false, nil
+	}
+	if e.HasAttr {
+		return isWhiteoutAttr(&e.Attr), nil
+	}
+	n, err := b.Lookup(dir, e.Name)
+	if err == unix.ENOENT {
+		return true, nil // gone: hide it
+	}
+	if err != nil {
+		return false, err
+	}
+	defer b.Forget(n)
+	return n.IsWhiteout(), nil
 }
 
 // Readlink returns a symlink's target.
 func (l *Layer) Readlink(n *Node) (string, error) {
-	n.mu.Lock()
-	if n.hasTgt {
-		t := n.target
-		n.mu.Unlock()
-		return t, nil
-	}
-	n.mu.Unlock()
-	var t string
-	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
-		t, err = l.c.ReadLinkAt(fd)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	n.mu.Lock()
-	n.target, n.hasTgt = t, true
-	n.mu.Unlock()
-	return t, nil
+	b, bn := l.holder(n)
+	return b.Readlink(bn)
 }
 
-// Xattrs returns every extended attribute of n. A lower file system without
-// xattr support yields an empty map.
+// hiddenXattr reports whether an xattr is an overlay marker, never shown.
+func hiddenXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || name == userOpaque
+}
+
+// Xattrs returns every extended attribute of n but overlay markers. A lower
+// file system without xattr support yields an empty map.
 func (l *Layer) Xattrs(n *Node) (map[string][]byte, error) {
-	var out map[string][]byte
-	err := l.withFD(n, func(fd lisafs.FDID) error {
-		names, err := l.c.FListXattr(fd, 0)
-		if err != nil {
-			if err == unix.EOPNOTSUPP || err == unix.ENOTSUP || err == unix.ENODATA {
-				return nil
-			}
-			return err
+	b, bn := l.holder(n)
+	xs, err := b.Xattrs(bn)
+	for name := range xs {
+		if hiddenXattr(name) {
+			delete(xs, name)
 		}
-		for _, name := range names {
-			v, err := l.c.FGetXattr(fd, name, 0)
-			if err != nil {
-				if err == unix.ENODATA {
-					continue
-				}
-				return fmt.Errorf("get lower xattr %q: %w", name, err)
-			}
-			if out == nil {
-				out = make(map[string][]byte, len(names))
-			}
-			out[name] = append([]byte(nil), v...)
+	}
+	return xs, err
+}
+
+// GetXattr reads one extended attribute of n; an overlay marker is
+// unix.ENODATA.
+func (l *Layer) GetXattr(n *Node, name string) ([]byte, error) {
+	if hiddenXattr(name) {
+		return nil, unix.ENODATA
+	}
+	b, bn := l.holder(n)
+	return b.GetXattr(bn, name)
+}
+
+// ListXattr lists n's extended attribute names but overlay markers.
+func (l *Layer) ListXattr(n *Node) ([]string, error) {
+	b, bn := l.holder(n)
+	names, err := b.ListXattr(bn)
+	out := names[:0]
+	for _, name := range names {
+		if !hiddenXattr(name) {
+			out = append(out, name)
 		}
-		return nil
-	})
+	}
 	return out, err
 }
 
-// GetXattr reads one extended attribute of n.
-func (l *Layer) GetXattr(n *Node, name string) ([]byte, error) {
-	var v []byte
-	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
-		v, err = l.c.FGetXattr(fd, name, 0)
-		return err
-	})
-	return v, err
-}
-
-// ListXattr lists n's extended attribute names.
-func (l *Layer) ListXattr(n *Node) ([]string, error) {
-	var names []string
-	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
-		names, err = l.c.FListXattr(fd, 0)
-		return err
-	})
-	if err == unix.EOPNOTSUPP || err == unix.ENOTSUP {
-		return nil, nil
-	}
-	return names, err
-}
-
-// OpenData returns a read-only host fd for n's data, opening it through the
-// gofer on first use. Each OpenData must be paired with ReleaseData.
+// OpenData returns a read-only host fd for n's data, opened through the
+// gofer of the layer that holds n. Each OpenData must be paired with
+// ReleaseData.
 func (l *Layer) OpenData(n *Node) (int, error) {
-	l.idleMu.Lock()
-	n.mu.Lock()
-	if n.hostFD >= 0 {
-		if n.idleElem != nil {
-			l.idle.Remove(n.idleElem)
-			n.idleElem = nil
-		}
-		n.opens++
-		fd := n.hostFD
-		n.mu.Unlock()
-		l.idleMu.Unlock()
-		return fd, nil
-	}
-	n.mu.Unlock()
-	l.idleMu.Unlock()
-	var ofd lisafs.FDID
-	hostFD := -1
-	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
-		ofd, hostFD, err = l.c.OpenAt(fd, unix.O_RDONLY)
-		return err
-	})
-	if err != nil {
-		return -1, err
-	}
-	l.closeLater(ofd)
-	if hostFD < 0 {
-		return -1, fmt.Errorf("gofer donated no fd for a lower file: %w", unix.EIO)
-	}
-	// Donated fds are non-blocking; regular files do not care.
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.hostFD >= 0 {
-		unix.Close(hostFD)
-	} else {
-		n.hostFD = hostFD
-	}
-	n.opens++
-	return n.hostFD, nil
+	b, bn := l.holder(n)
+	return b.OpenData(bn)
 }
 
-// ReleaseData drops one OpenData reference. The host fd of a file nobody
-// has open is kept among the most recently used idle fds, and closed when it
-// falls off that list.
+// ReleaseData drops one OpenData reference.
 func (l *Layer) ReleaseData(n *Node) {
-	var victims []int
-	l.idleMu.Lock()
-	n.mu.Lock()
-	if n.opens > 0 {
-		n.opens--
-	}
-	if n.opens == 0 && n.hostFD >= 0 && n.idleElem == nil {
-		n.idleElem = l.idle.PushFront(n)
-	}
-	n.mu.Unlock()
-	for l.idle.Len() > maxIdleFDs {
-		m := l.idle.Remove(l.idle.Back()).(*Node)
-		m.mu.Lock()
-		m.idleElem = nil
-		victims = append(victims, m.hostFD)
-		m.hostFD = -1
-		m.mu.Unlock()
-	}
-	l.idleMu.Unlock()
-	for _, fd := range victims {
-		unix.Close(fd)
-	}
+	b, bn := l.holder(n)
+	b.ReleaseData(bn)
 }
 
-// closeIdle closes every idle data fd.
-func (l *Layer) closeIdle() {
-	l.idleMu.Lock()
-	defer l.idleMu.Unlock()
-	for l.idle.Len() > 0 {
-		m := l.idle.Remove(l.idle.Back()).(*Node)
-		m.mu.Lock()
-		m.idleElem = nil
-		if m.hostFD >= 0 {
-			unix.Close(m.hostFD)
-			m.hostFD = -1
+// StatFS reports the statfs of the top-most lower directory's file system.
+func (l *Layer) StatFS() (StatFS, error) { return l.bs[0].StatFS() }
+
+// StatChild reports name's current attributes below dir in the merged
+// tree. A missing or whited-out name is unix.ENOENT.
+func (l *Layer) StatChild(dir *Node, name string) (Attr, error) {
+	if isMarkerName(name) {
+		return Attr{}, unix.ENOENT
+	}
+	if len(dir.parts) == 1 && dir.parts[0].layer == len(l.bs)-1 {
+		// One layer, nothing below: no merge, and no control FD.
+		p := dir.parts[0]
+		a, err := l.bs[p.layer].StatChild(p.n, name)
+		if err == nil && isWhiteoutAttr(&a) {
+			return Attr{}, unix.ENOENT
 		}
-		m.mu.Unlock()
+		return a, err
 	}
+	n, err := l.Lookup(dir, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer l.Forget(n)
+	return n.Attr(), nil
 }
 
-// StatFS reports the lower file system's statfs.
-func (l *Layer) StatFS() (StatFS, error) {
-	fd, err := l.dirFD(l.root)
-	if err != nil {
-		return StatFS{}, err
-	}
-	st, err := l.c.FStatFS(fd)
-	if err != nil {
-		return StatFS{}, err
-	}
-	return StatFS{
-		BlockSize:       st.BlockSize,
-		Blocks:          st.Blocks,
-		BlocksFree:      st.BlocksFree,
-		BlocksAvailable: st.BlocksAvailable,
-		Files:           st.Files,
-		FilesFree:       st.FilesFree,
-		NameLength:      st.NameLength,
-	}, nil
-}
-
-// ForgetTarget drops a cached symlink target (the link may be retargeted
-// behind our back with shared file access).
-func (n *Node) ForgetTarget() {
-	n.mu.Lock()
-	n.hasTgt = false
-	n.target = ""
-	n.mu.Unlock()
+// Stat asks the gofer of the layer holding n for its current attributes.
+// The caller compares identity (SameFile).
+func (l *Layer) Stat(n *Node) (Attr, error) {
+	b, bn := l.holder(n)
+	return b.Stat(bn)
 }

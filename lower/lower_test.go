@@ -125,9 +125,10 @@ func TestForgetClosesDirectoryFDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := func(n *Node) bool {
-		l.closeMu.Lock()
-		defer l.closeMu.Unlock()
-		return n.fd != 0
+		b, bn := l.holder(n)
+		b.closeMu.Lock()
+		defer b.closeMu.Unlock()
+		return bn.fd != 0
 	}
 	l.Forget(deeper)
 	if !held(deeper) {

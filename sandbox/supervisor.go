@@ -301,21 +301,24 @@ func Supervise(planFD int, path string, initArgs, reexecArgs []string, reexecute
 				saveLog(logPath)
 			}
 		}()
-		mount := func(o Overlay, lower, mnt, dest string) error {
+		mount := func(o Overlay, layers []string, mnt, dest string) error {
 			if err := os.Mkdir(mnt, 0o755); err != nil {
 				return err
 			}
-			d, err := mountOverlay(o, lower, mnt, logw)
+			d, err := mountOverlay(o, layers, mnt, logw)
 			if err != nil {
 				return err
 			}
 			mounts = append(mounts, runMount{d: d, mnt: mnt, dest: dest})
 			return nil
 		}
-		err = mount(plan.Root, plan.Rootfs, filepath.Join(scratch, "root"), "")
+		var layers []string
+		if layers, err = daemon.SplitLowerDirs(plan.Rootfs); err == nil {
+			err = mount(plan.Root, layers, filepath.Join(scratch, "root"), "")
+		}
 		for i, m := range plan.BindOverlays() {
 			if err == nil {
-				err = mount(plan.Bind, m.Source, filepath.Join(scratch, fmt.Sprintf("bind-%d", i)), m.Dest)
+				err = mount(plan.Bind, []string{m.Source}, filepath.Join(scratch, fmt.Sprintf("bind-%d", i)), m.Dest)
 			}
 		}
 		if err != nil {
@@ -436,7 +439,9 @@ func saveLog(logPath string) {
 // that mounts made on it reach a mount namespace copied from this one
 // before they were made (the sandbox init's).
 func makeScratch(plan *Plan) (dir string, cleanup func(), err error) {
-	need := append([]string{plan.Rootfs, plan.Log, plan.Root.Spec.Dir, plan.Root.UpperTar, plan.Root.GoferSocket, plan.Bind.Spec.Dir}, plan.Need...)
+	layers, _ := daemon.SplitLowerDirs(plan.Rootfs)
+	need := append(layers, plan.Log, plan.Root.Spec.Dir, plan.Root.UpperTar, plan.Root.GoferSocket, plan.Bind.Spec.Dir)
+	need = append(need, plan.Need...)
 	for _, m := range plan.Sandbox.Mounts {
 		need = append(need, m.Source)
 	}
@@ -471,12 +476,34 @@ func makeScratch(plan *Plan) (dir string, cleanup func(), err error) {
 	return base, cleanup, nil
 }
 
-// mountOverlay mounts an overlay of lower on mnt, served by this process
+// mountOverlay mounts an overlay of the lower directories layers (top-most
+// first) on mnt, served by this process
 // (package daemon), and returns once the mount answers. Its diagnostics go
 // to logw.
-func mountOverlay(o Overlay, lower, mnt string, logw io.Writer) (daemon.Daemon, error) {
+func mountOverlay(o Overlay, layers []string, mnt string, logw io.Writer) (daemon.Daemon, error) {
+	lower := layers[0]
 	d, err := daemon.Start(daemon.Config{
-		LowerDir:      lower,
+		LowerDir:  lower,
+		LowerDirs: layers,
+		Gofers: func() ([]int, func(), error) {
+			var fds []int
+			var waits []func()
+			for _, l := range layers {
+				fd, wait, err := inProcessGofer(l, true, logw)
+				if err != nil {
+					for _, fd := range fds {
+						unix.Close(fd)
+					}
+					return nil, nil, err
+				}
+				fds, waits = append(fds, fd), append(waits, wait)
+			}
+			return fds, func() {
+				for _, w := range waits {
+					w()
+				}
+			}, nil
+		},
 		Mountpoint:    mnt,
 		Spec:          o.Spec,
 		Shared:        o.Shared,
@@ -494,7 +521,7 @@ func mountOverlay(o Overlay, lower, mnt string, logw io.Writer) (daemon.Daemon, 
 		Logf: func(format string, args ...any) { fmt.Fprintf(logw, format+"\n", args...) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", lower, err)
+		return nil, fmt.Errorf("mount %s: %w", daemon.JoinLowerDirs(layers), err)
 	}
 	return d, nil
 }

@@ -17,21 +17,22 @@ import (
 
 // goferFlags are the parsed flags of `overlayfs gofer`.
 type goferFlags struct {
-	root     string
+	roots    []string
 	socket   string
-	fd       int
+	fds      []int
 	readOnly bool
 }
 
 func parseGoferFlags(args []string) (goferFlags, error) {
 	var g goferFlags
 	fl := pflag.NewFlagSet("gofer", pflag.ContinueOnError)
-	fl.StringVar(&g.root, "root", "", "host `DIR` to serve; clients can never reach outside it (required)")
+	fl.StringArrayVar(&g.roots, "root", nil, "host `DIR` to serve; clients can never reach outside it (required; with --fd it may be repeated, the i-th --root served on the i-th --fd)")
 	fl.StringVar(&g.socket, "socket", "", "listen on the unix socket `PATH` and serve every connection to it; the socket file is removed at exit")
-	fl.IntVar(&g.fd, "fd", -1, "serve the single connected unix stream socket inherited as file descriptor `N`, and exit when the peer closes it")
+	fl.IntSliceVar(&g.fds, "fd", nil, "serve the single connected unix stream socket inherited as file descriptor `N`, and exit when the peer closes it (repeat with one --root each to serve several directories, exiting once every peer has closed)")
 	fl.BoolVar(&g.readOnly, "read-only", false, "refuse every change with EROFS (reads, walks and stats still work)")
 	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), "Usage: overlayfs gofer --root DIR (--socket PATH | --fd N) [--read-only]\n\n"+
+		fmt.Fprint(fl.Output(), "Usage: overlayfs gofer --root DIR (--socket PATH | --fd N) [--read-only]\n"+
+			"       overlayfs gofer --root DIR1 --fd N1 --root DIR2 --fd N2 ... [--read-only]\n\n"+
 			"Serve the directory tree DIR over LISAFS (gVisor's gofer protocol). Every request is\n"+
 			"confined to DIR: names are single path components and symlinks are never followed.\n"+
 			"File modes are applied exactly as the client sends them. SIGTERM or SIGINT stops the\n"+
@@ -44,12 +45,16 @@ func parseGoferFlags(args []string) (goferFlags, error) {
 	switch {
 	case fl.NArg() != 0:
 		return g, fmt.Errorf("unexpected arguments %q (see --help)", fl.Args())
-	case g.root == "":
+	case len(g.roots) == 0:
 		return g, errors.New("--root is required (see --help)")
-	case g.socket == "" && g.fd < 0:
+	case g.socket == "" && len(g.fds) == 0:
 		return g, errors.New("one of --socket or --fd is required (see --help)")
-	case g.socket != "" && g.fd >= 0:
+	case g.socket != "" && len(g.fds) > 0:
 		return g, errors.New("--socket and --fd are mutually exclusive")
+	case g.socket != "" && len(g.roots) > 1:
+		return g, errors.New("--socket serves one --root")
+	case g.socket == "" && len(g.roots) != len(g.fds):
+		return g, fmt.Errorf("%d --root but %d --fd: give one --fd per --root", len(g.roots), len(g.fds))
 	}
 	return g, nil
 }
@@ -61,18 +66,38 @@ func runGofer(args []string) error {
 		return err
 	}
 	raiseNoFile()
-	srv, err := lisafs.NewServer(lisafs.Config{Root: g.root, ReadOnly: g.readOnly})
-	if err != nil {
-		return err
+	srvs := make([]*lisafs.Server, len(g.roots))
+	for i, root := range g.roots {
+		if srvs[i], err = lisafs.NewServer(lisafs.Config{Root: root, ReadOnly: g.readOnly}); err != nil {
+			for _, s := range srvs[:i] {
+				_ = s.Close()
+			}
+			return err
+		}
 	}
 	// Register for signals before any socket exists, so that a signal
 	// arriving once clients can connect always ends the gofer cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if g.socket != "" {
-		return serveSocket(ctx, srv, g.socket)
+		return serveSocket(ctx, srvs[0], g.socket)
 	}
-	return serveFD(ctx, srv, g.fd)
+	if len(srvs) == 1 {
+		return serveFD(ctx, srvs[0], g.fds[0])
+	}
+	// One process serves every root, each on its own connection: a stack
+	// of lower directories costs one gofer's memory, not one per layer.
+	errs := make(chan error, len(srvs))
+	for i := range srvs {
+		go func(i int) { errs <- serveFD(ctx, srvs[i], g.fds[i]) }(i)
+	}
+	var all []error
+	for range srvs {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
 }
 
 // serveFD serves one inherited connected socket until the peer closes it or

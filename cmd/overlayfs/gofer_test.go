@@ -34,6 +34,8 @@ func TestGoferFlagErrors(t *testing.T) {
 		{[]string{"--root", missing, "--fd", "3"}, missing},
 		{[]string{"--root", file, "--fd", "3"}, file},
 		{[]string{"--bogus"}, "bogus"},
+		{[]string{"--root", dir, "--root", dir, "--fd", "3"}, "one --fd per --root"},
+		{[]string{"--root", dir, "--root", dir, "--socket", "x"}, "--socket serves one --root"},
 	}
 	for _, c := range cases {
 		err := runGofer(c.args)

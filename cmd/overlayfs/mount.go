@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,8 @@ type mountFlags struct {
 	// removeDirs lists (as PATH does) directories to remove once the
 	// mount is gone (run --keep's mountpoint and work directory), if empty.
 	removeDirs string
+	// lowers are the --lower directories, top-most first.
+	lowers []string
 }
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
@@ -94,6 +97,7 @@ func runMount(args []string) error {
 	foreground := fl.BoolP("foreground", "f", false, "stay attached until unmounted; Ctrl-C unmounts (default: return once the mount is ready, the daemon runs on in the background)")
 	logPath := fl.String("log", "", "log the background daemon to `FILE`, kept after unmount (default: $TMPDIR/overlayfs-<mountpoint>.log while mounted, removed at a clean unmount, kept if the mount fails or the daemon dies)")
 	fl.VarP(&mf.options, "options", "o", "generic mount options, comma-separated, as mount(8) takes them: ro, nosuid, nodev, noexec, noatime, relatime, strictatime, nodiratime, sync, dirsync, nosymfollow (and rw, suid, dev, exec, atime, async, symfollow to undo one); ro also makes the daemon refuse every change with EROFS. defaults, auto, noauto, user, users, nofail, _netdev and x-* are accepted and ignored. A non-root user's mount goes through fusermount3, which does not take strictatime, nodiratime or nosymfollow")
+	fl.StringArrayVar(&mf.lowers, "lower", nil, "`DIR` a lower directory; repeat to stack several, top-most first (instead of LOWERDIR, and with no need to escape ':')")
 	readyFD := fl.Int("ready-fd", -1, "internal: report readiness on this inherited pipe")
 	_ = fl.MarkHidden("ready-fd")
 	tempLog := fl.String("temp-log", "", "internal: remove this log file at a clean unmount")
@@ -103,7 +107,12 @@ func runMount(args []string) error {
 			"       overlayfs mount --gofer-socket PATH [flags] [LOWERDIR] MOUNTPOINT\n\n"+
 			"Mounts a writable overlay of LOWERDIR on MOUNTPOINT. Every change lands in the upper layer\n"+
 			"(metadata in memory, file data in a memfd or filestore); LOWERDIR is never modified.\n"+
-			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it. With\n"+
+			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it.\n"+
+			"LOWERDIR may stack several read-only layers as overlayfs's lowerdir= does: DIR1:DIR2:...,\n"+
+			"top-most first, '\\:' for a colon inside a name (or give each with --lower DIR, and\n"+
+			"MOUNTPOINT alone). Whiteouts and opaque directories in the layers are honoured in both\n"+
+			"overlayfs's format (0/0 character devices, trusted.overlay.opaque or user.overlay.opaque\n"+
+			"= y) and OCI's (.wh.NAME, .wh..wh..opq, as tar -x leaves a layer tarball). With\n"+
 			"--gofer-socket the lower is what that gofer serves: LOWERDIR may be left out (the mount\n"+
 			"table then shows the socket as the source); if given, it must be the gofer's directory.\n"+
 			"Unmount with 'overlayfs umount MOUNTPOINT'.\n\nFlags:\n%s", fl.FlagUsages())
@@ -113,6 +122,11 @@ func runMount(args []string) error {
 	}
 	var lowerArg, mntArg string
 	switch {
+	case len(mf.lowers) > 0 && fl.NArg() == 1:
+		lowerArg, mntArg = daemon.JoinLowerDirs(mf.lowers), fl.Arg(0)
+	case len(mf.lowers) > 0:
+		fl.Usage()
+		return exitError{code: 2, msg: "with --lower, give MOUNTPOINT only"}
 	case fl.NArg() == 2:
 		lowerArg, mntArg = fl.Arg(0), fl.Arg(1)
 	case fl.NArg() == 1 && mf.goferSocket != "":
@@ -150,7 +164,7 @@ func runMount(args []string) error {
 	// The daemon runs in / : hand it the flags as parsed and the absolute paths.
 	var daemonArgs []string
 	fl.Visit(func(f *pflag.Flag) {
-		if f.Name != "log" {
+		if f.Name != "log" && f.Name != "lower" {
 			daemonArgs = append(daemonArgs, "--"+f.Name+"="+f.Value.String())
 		}
 	})
@@ -191,11 +205,18 @@ func openLog(path string) (*os.File, bool, error) {
 // an error that names the path.
 // An empty lowerArg (LOWERDIR left out with --gofer-socket) stays empty.
 func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
-	var lowerDir string
+	var lowerDirs []string
 	if lowerArg != "" {
-		var err error
-		if lowerDir, err = existingDir(lowerArg, "LOWERDIR"); err != nil {
+		dirs, err := daemon.SplitLowerDirs(lowerArg)
+		if err != nil {
 			return "", "", err
+		}
+		for _, d := range dirs {
+			abs, err := existingDir(d, "LOWERDIR")
+			if err != nil {
+				return "", "", err
+			}
+			lowerDirs = append(lowerDirs, abs)
 		}
 	}
 	mnt, err := existingDir(mntArg, "MOUNTPOINT")
@@ -212,10 +233,15 @@ func checkMountArgs(lowerArg, mntArg string) (string, string, error) {
 	// before the mount hides it. A mountpoint strictly inside LOWERDIR is
 	// not: the overlay would contain itself, and the gofer, walking into
 	// it, would wait on the very daemon that waits on the gofer.
-	if lowerDir != "" && mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
-		return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
+	for _, lowerDir := range lowerDirs {
+		if mnt != lowerDir && (lowerDir == "/" || strings.HasPrefix(mnt, lowerDir+"/")) {
+			return "", "", fmt.Errorf("MOUNTPOINT %s is inside LOWERDIR %s: the overlay would contain itself (mount elsewhere, or on LOWERDIR itself)", mnt, lowerDir)
+		}
 	}
-	return lowerDir, mnt, nil
+	if len(lowerDirs) == 0 {
+		return "", mnt, nil
+	}
+	return daemon.JoinLowerDirs(lowerDirs), mnt, nil
 }
 
 func existingDir(p, what string) (string, error) {
@@ -379,9 +405,28 @@ func startDaemon(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
 
 // startDaemonConfig is startDaemon's daemon.Start.
 func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, error) {
+	var lowerDirs []string
+	if lowerDir != "" {
+		var err error
+		if lowerDirs, err = daemon.SplitLowerDirs(lowerDir); err != nil {
+			return nil, err
+		}
+		lowerDir = lowerDirs[0]
+	}
+	if len(lowerDirs) > 1 && mf.goferSocket != "" {
+		return nil, fmt.Errorf("--gofer-socket serves one lower directory; %d were given", len(lowerDirs))
+	}
 	return daemon.Start(daemon.Config{
-		LowerDir:      lowerDir,
-		Source:        mountSource(mf, lowerDir),
+		LowerDir:  lowerDir,
+		LowerDirs: lowerDirs,
+		Gofers: func() ([]int, func(), error) {
+			fds, cmd, err := spawnGofers(lowerDirs, true)
+			if err != nil {
+				return nil, nil, err
+			}
+			return fds, func() { waitOrKill(cmd, 5*time.Second) }, nil
+		},
+		Source:        mountSource(mf, daemon.JoinLowerDirs(lowerDirs)),
 		Mountpoint:    mnt,
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",
@@ -408,33 +453,58 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 // spawnGofer starts `overlayfs gofer` on one end of a socketpair and returns
 // the other end. The gofer dies with this process.
 func spawnGofer(root string, readOnly bool) (int, *exec.Cmd, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fds, cmd, err := spawnGofers([]string{root}, readOnly)
 	if err != nil {
-		return -1, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
 		return -1, nil, err
 	}
-	args := []string{"gofer", "--root", root, "--fd", "3"}
+	return fds[0], cmd, nil
+}
+
+// spawnGofers starts one `overlayfs gofer` process serving every root, each
+// on its own socketpair, and returns this side's ends in the order of
+// roots. The gofer dies with this process.
+func spawnGofers(roots []string, readOnly bool) ([]int, *exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	var ours []int
+	var theirs []*os.File
+	closeAll := func() {
+		for _, fd := range ours {
+			unix.Close(fd)
+		}
+		for _, f := range theirs {
+			f.Close()
+		}
+	}
+	args := []string{"gofer"}
+	for i, root := range roots {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("socketpair: %w", err)
+		}
+		ours = append(ours, fds[0])
+		theirs = append(theirs, os.NewFile(uintptr(fds[1]), "gofer-socket"))
+		args = append(args, "--root", root, "--fd", strconv.Itoa(3+i))
+	}
 	if readOnly {
 		args = append(args, "--read-only")
 	}
-	theirs := os.NewFile(uintptr(fds[1]), "gofer-socket")
 	cmd := exec.Command(self, args...)
-	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.ExtraFiles = theirs
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		theirs.Close()
-		unix.Close(fds[0])
-		return -1, nil, fmt.Errorf("start gofer: %w", err)
+		closeAll()
+		return nil, nil, fmt.Errorf("start gofer: %w", err)
 	}
-	theirs.Close()
-	return fds[0], cmd, nil
+	for _, f := range theirs {
+		f.Close()
+	}
+	return ours, cmd, nil
 }
 
 // fuseURingEnv, when set, is the default of --fuse-uring: a way to run a

@@ -73,3 +73,29 @@ func TestMountHelperWithoutLowerdirPointsAtIt(t *testing.T) {
 		t.Errorf("left %d mounts", n)
 	}
 }
+
+// TestMountHelperStacksLowerdirList checks that -o lowerdir=a:b stacks the
+// layers as overlayfs's lowerdir= does, top-most first.
+func TestMountHelperStacksLowerdirList(t *testing.T) {
+	helper := filepath.Join(t.TempDir(), mountHelperName)
+	if err := os.Symlink(mounttest.Binary(t), helper); err != nil {
+		t.Fatal(err)
+	}
+	top, bottom := t.TempDir(), t.TempDir()
+	for p, c := range map[string]string{filepath.Join(top, "f"): "top", filepath.Join(bottom, "f"): "bottom", filepath.Join(bottom, "g"): "bottom"} {
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mnt := t.TempDir()
+	out, err := mounttest.Command(t, helper, "overlayfs", mnt, "-o", "lowerdir="+top+":"+bottom).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mount helper: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { mounttest.Unmount(t, mnt, "") })
+	for name, want := range map[string]string{"f": "top", "g": "bottom"} {
+		if b, err := os.ReadFile(filepath.Join(mnt, name)); err != nil || string(b) != want {
+			t.Errorf("%s reads %q, %v; want %q", name, b, err, want)
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
+	"overlayfs/daemon"
 	"overlayfs/filestore"
 	"overlayfs/sandbox"
 )
@@ -122,6 +123,8 @@ func runRun(args []string) error {
 	}
 	fl.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: overlayfs run [flags] ROOTFS -- COMMAND [ARGS...]\n\n"+
+			"ROOTFS is a directory, or read-only layers stacked as 'overlayfs mount' takes them\n"+
+			"(DIR1:DIR2:..., top-most first, '\\:' for a colon inside a name).\n\n"+
 			"Runs COMMAND in a writable overlay of ROOTFS, isolated as bubblewrap or systemd-nspawn\n"+
 			"would: new PID, mount, UTS and IPC namespaces (and a network namespace with --net none),\n"+
 			"pivot_root into the overlay, a fresh /proc, a minimal /dev (null zero full random urandom\n"+
@@ -153,10 +156,16 @@ func runRun(args []string) error {
 		fl.Usage()
 		return exitError{code: 2, msg: "need ROOTFS -- COMMAND [ARGS...]"}
 	}
-	rootfs, err := existingDir(fl.Arg(0), "ROOTFS")
+	layers, err := daemon.SplitLowerDirs(fl.Arg(0))
 	if err != nil {
-		return exitError{code: exitRunError, msg: err.Error()}
+		return exitError{code: exitRunError, msg: strings.Replace(err.Error(), "LOWERDIR", "ROOTFS", 1)}
 	}
+	for i, l := range layers {
+		if layers[i], err = existingDir(l, "ROOTFS"); err != nil {
+			return exitError{code: exitRunError, msg: err.Error()}
+		}
+	}
+	rootfs := daemon.JoinLowerDirs(layers)
 	plan := runPlan{Keep: keep, DiffOut: string(diffOut)}
 	plan.Rootfs, plan.Log = rootfs, string(logPath)
 	plan.AllBinds = mf.overlay2.Enabled() && mf.overlay2.Mount == "all"
@@ -171,7 +180,7 @@ func runRun(args []string) error {
 		// The upper data goes on ROOTFS's file system, as self asks, but
 		// in an unlinked file (O_TMPFILE): it leaves nothing in ROOTFS even
 		// if run is killed before it can clean up.
-		plan.Root.Spec.Medium, plan.Root.Spec.Dir = filestore.MediumDir, rootfs
+		plan.Root.Spec.Medium, plan.Root.Spec.Dir = filestore.MediumDir, layers[0]
 	}
 	plan.Bind = bindOverlay(mf)
 	if plan.DiffOut != "" {

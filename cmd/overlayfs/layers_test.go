@@ -1,0 +1,448 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"overlayfs/internal/mounttest"
+)
+
+// layerEntry is one entry of a test layer, in a little language:
+//
+//	"d:PATH"        a directory
+//	"f:PATH=TEXT"   a regular file
+//	"l:PATH=TARGET" a symlink
+//	"h:PATH=OLD"    a hard link to OLD
+//	"w:PATH"        a whiteout
+//	"o:PATH"        an opaque directory
+type layerEntry = string
+
+// markerFormat is how a test layer writes whiteouts and opaque directories.
+type markerFormat int
+
+const (
+	overlayMarkers markerFormat = iota // 0/0 devices, trusted.overlay.opaque
+	userMarkers                        // 0/0 devices, user.overlay.opaque
+	ociMarkers                         // .wh.NAME, .wh..wh..opq
+)
+
+// writeLayer builds a layer in dir with the given marker format.
+func writeLayer(t *testing.T, dir string, format markerFormat, entries []layerEntry) {
+	t.Helper()
+	for _, e := range entries {
+		kind, rest, _ := strings.Cut(e, ":")
+		p, val, _ := strings.Cut(rest, "=")
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		switch kind {
+		case "d":
+			err = os.Mkdir(full, 0o755)
+		case "f":
+			err = os.WriteFile(full, []byte(val), 0o644)
+		case "l":
+			err = os.Symlink(val, full)
+		case "h":
+			err = os.Link(filepath.Join(dir, val), full)
+		case "w":
+			if format == ociMarkers {
+				err = os.WriteFile(filepath.Join(filepath.Dir(full), ".wh."+filepath.Base(full)), nil, 0o644)
+			} else {
+				err = unix.Mknod(full, unix.S_IFCHR|0o600, 0)
+			}
+		case "o":
+			if err = os.Mkdir(full, 0o755); err != nil {
+				break
+			}
+			switch format {
+			case ociMarkers:
+				err = os.WriteFile(filepath.Join(full, ".wh..wh..opq"), nil, 0o644)
+			case userMarkers:
+				err = unix.Setxattr(full, "user.overlay.opaque", []byte("y"), 0)
+			default:
+				err = unix.Setxattr(full, "trusted.overlay.opaque", []byte("y"), 0)
+			}
+		default:
+			t.Fatalf("bad layer entry %q", e)
+		}
+		if err != nil {
+			t.Fatalf("layer entry %q: %v", e, err)
+		}
+	}
+}
+
+// kernelLowerOverlay mounts a read-only Linux overlayfs of lowers (top-most
+// first) on a new directory, unmounted at cleanup.
+func kernelLowerOverlay(t *testing.T, lowers []string) string {
+	t.Helper()
+	mnt := t.TempDir()
+	for _, l := range lowers {
+		if strings.ContainsAny(l, ",:") {
+			t.Fatalf("a kernel lowerdir cannot hold %q", l)
+		}
+	}
+	opts := "lowerdir=" + strings.Join(lowers, ":")
+	if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, opts); err != nil {
+		t.Skipf("no kernel overlayfs to compare with (mount -o %s: %v)", opts, err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for i := 0; i < 40; i++ {
+			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
+				break
+			}
+			runtime.GC()
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("unmount kernel overlay %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
+
+// treeOf lists a tree as "path kind perm size content-or-target" lines,
+// plus the (dev, ino) of every non-directory so callers can check identity.
+func treeOf(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s %o", rel, st.Mode)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" %q", b)
+		case unix.S_IFLNK:
+			tgt, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + tgt
+		case unix.S_IFCHR:
+			line += fmt.Sprintf(" rdev=%d", st.Rdev)
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", root, err)
+	}
+	return out
+}
+
+// checkInodes checks that every entry's d_ino is its st_ino, and that no two
+// files share an st_ino unless they are hard links of one file.
+func checkInodes(t *testing.T, root string) {
+	t.Helper()
+	byIno := map[uint64]string{}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := unix.Getdents(int(f.Fd()), buf)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return nil
+			}
+			for off := 0; off < n; {
+				reclen := int(buf[off+16]) | int(buf[off+17])<<8
+				ino := uint64(0)
+				for i := 7; i >= 0; i-- {
+					ino = ino<<8 | uint64(buf[off+i])
+				}
+				name := unix.ByteSliceToString(buf[off+19 : off+reclen])
+				off += reclen
+				if name == "." || name == ".." {
+					continue
+				}
+				var st unix.Stat_t
+				child := filepath.Join(p, name)
+				if err := unix.Lstat(child, &st); err != nil {
+					return err
+				}
+				if st.Ino != ino {
+					t.Errorf("%s: d_ino %d, st_ino %d", child, ino, st.Ino)
+				}
+				rel, _ := filepath.Rel(root, child)
+				if other, ok := byIno[st.Ino]; ok && (st.Nlink < 2 || st.Mode&unix.S_IFMT == unix.S_IFDIR) {
+					t.Errorf("%s and %s share st_ino %d", other, rel, st.Ino)
+				}
+				byIno[st.Ino] = rel
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", root, err)
+	}
+}
+
+// layerStacks are stacks of layers, top-most first, with whiteouts and
+// opaque directories in the upper layers.
+var layerStacks = []struct {
+	name   string
+	layers [][]layerEntry
+}{
+	{"two layers", [][]layerEntry{
+		{"f:top=a", "d:d", "f:d/new=a", "w:d/gone", "w:w", "f:shadow=a", "o:op", "f:op/only=a", "d:fil"},
+		{"f:bottom=b", "d:d", "f:d/gone=b", "f:d/kept=b", "f:w=b", "d:shadow", "f:shadow/x=b", "d:op", "f:op/hidden=b", "f:fil=b", "l:link=d/kept", "f:hl=b", "h:hl2=hl"},
+	}},
+	{"three layers", [][]layerEntry{
+		{"d:d", "f:d/a=a", "w:d/b2", "w:mid", "d:deep", "d:deep/x", "f:deep/x/a=a"},
+		{"d:d", "f:d/b=b", "f:d/b2=b", "o:deep", "o:deep/x", "f:deep/x/b=b", "w:low", "f:mid=b", "d:dirgone", "w:dirgone/y"},
+		{"d:d", "f:d/c=c", "f:d/b2=c", "d:deep", "d:deep/x", "f:deep/x/c=c", "f:deep/c=c", "f:low=c", "d:dirgone", "f:dirgone/y=c", "f:dirgone/z=c"},
+	}},
+}
+
+// TestStackedLayersMatchLinuxOverlayfs mounts stacks of 2 and 3 layers with
+// whiteouts and opaque directories in each marker format and checks that
+// the tree is the one Linux overlayfs shows for lowerdir=a:b:c (with the
+// OCI markers converted to overlayfs's for the kernel), that d_ino is st_ino
+// and inodes are unique, and that no layer changes.
+func TestStackedLayersMatchLinuxOverlayfs(t *testing.T) {
+	for _, stack := range layerStacks {
+		for _, format := range []struct {
+			name string
+			f    markerFormat
+		}{{"overlay", overlayMarkers}, {"user", userMarkers}, {"oci", ociMarkers}} {
+			t.Run(stack.name+"/"+format.name, func(t *testing.T) {
+				var ours, kernel []string
+				for _, entries := range stack.layers {
+					o, k := filepath.Join(t.TempDir(), "l"), filepath.Join(t.TempDir(), "k")
+					writeLayer(t, o, format.f, entries)
+					writeLayer(t, k, overlayMarkers, entries)
+					mounttest.GuardLower(t, o)
+					ours, kernel = append(ours, o), append(kernel, k)
+				}
+				want := treeOf(t, kernelLowerOverlay(t, kernel))
+				mnt := mounttest.Mount(t, strings.Join(ours, ":"))
+				got := treeOf(t, mnt)
+				if d := diffLines(want, got); d != "" {
+					t.Errorf("tree differs from Linux overlayfs (- kernel, + ours):\n%s", d)
+				}
+				checkInodes(t, mnt)
+			})
+		}
+	}
+}
+
+// diffLines is a small sorted-set diff.
+func diffLines(want, got []string) string {
+	w, g := map[string]bool{}, map[string]bool{}
+	for _, l := range want {
+		w[l] = true
+	}
+	for _, l := range got {
+		g[l] = true
+	}
+	var out []string
+	for l := range w {
+		if !g[l] {
+			out = append(out, "- "+l)
+		}
+	}
+	for l := range g {
+		if !w[l] {
+			out = append(out, "+ "+l)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+// TestLowerFlagStacksLikeAColonList checks that repeated --lower flags give
+// the stack the colon list gives, and that "\:" reaches a directory whose
+// name holds a colon.
+func TestLowerFlagStacksLikeAColonList(t *testing.T) {
+	base := t.TempDir()
+	top, bottom := filepath.Join(base, "to:p"), filepath.Join(base, "bottom")
+	writeLayer(t, top, ociMarkers, []layerEntry{"f:a=top", "w:b"})
+	writeLayer(t, bottom, ociMarkers, []layerEntry{"f:a=bottom", "f:b=bottom", "f:c=bottom"})
+	want := []string{". 40755", `a 100644 "top"`, `c 100644 "bottom"`}
+	mntFlags := t.TempDir()
+	logPath := filepath.Join(t.TempDir(), "daemon.log")
+	if out, err := mounttest.Command(t, mounttest.Binary(t), "mount", "--log", logPath, "--lower", top, "--lower", bottom, mntFlags).CombinedOutput(); err != nil {
+		t.Fatalf("mount --lower: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { mounttest.Unmount(t, mntFlags, logPath) })
+	escaped := mounttest.Mount(t, strings.ReplaceAll(top, ":", `\:`)+":"+bottom)
+	for _, mnt := range []string{mntFlags, escaped} {
+		got := treeOf(t, mnt)
+		got[0] = ". " + strings.Fields(got[0])[1][len(strings.Fields(got[0])[1])-5:]
+		if d := diffLines(want, got); d != "" {
+			t.Errorf("%s:\n%s", mnt, d)
+		}
+	}
+}
+
+// TestCopyUpFromEveryLayerKeepsHardLinks writes to files held by the top
+// and the bottom layer: each copies up from its own layer, hard links of
+// the bottom layer stay one file, and the layers never change.
+func TestCopyUpFromEveryLayerKeepsHardLinks(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"f:t=top", "d:d", "f:d/t=top"})
+	writeLayer(t, bottom, ociMarkers, []layerEntry{"f:b=bottom", "h:b2=b", "d:d", "f:d/b=bottom"})
+	mounttest.GuardLower(t, top)
+	mounttest.GuardLower(t, bottom)
+	for _, access := range []string{"exclusive", "shared"} {
+		t.Run(access, func(t *testing.T) {
+			mnt := mounttest.Mount(t, top+":"+bottom, "--file-access="+access)
+			for _, p := range []string{"t", "b", "d/t", "d/b"} {
+				f, err := os.OpenFile(filepath.Join(mnt, p), os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = f.WriteString("+")
+				f.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for p, want := range map[string]string{"t": "top+", "b": "bottom+", "b2": "bottom+", "d/t": "top+", "d/b": "bottom+"} {
+				if b, err := os.ReadFile(filepath.Join(mnt, p)); err != nil || string(b) != want {
+					t.Errorf("%s reads %q, %v; want %q", p, b, err, want)
+				}
+			}
+			var s1, s2 unix.Stat_t
+			if unix.Lstat(filepath.Join(mnt, "b"), &s1) != nil || unix.Lstat(filepath.Join(mnt, "b2"), &s2) != nil || s1.Ino != s2.Ino || s1.Nlink != 2 {
+				t.Errorf("hard links b, b2 after copy-up: ino %d/%d nlink %d, want one file with 2 links", s1.Ino, s2.Ino, s1.Nlink)
+			}
+		})
+	}
+}
+
+// TestExportedLayerStacks writes changes on a 2-layer stack, exports them
+// with `overlayfs tar`, extracts the tar with plain tar, and checks that
+// the extracted layer stacked on top gives the changed tree.
+func TestExportedLayerStacks(t *testing.T) {
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("no tar")
+	}
+	top, bottom := t.TempDir(), t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"f:t=top", "d:d", "f:d/t=top", "w:gone"})
+	writeLayer(t, bottom, ociMarkers, []layerEntry{"f:b=bottom", "f:gone=bottom", "d:d", "f:d/b=bottom", "d:rep", "f:rep/old=bottom", "f:rm=bottom"})
+	mounttest.GuardLower(t, top)
+	mounttest.GuardLower(t, bottom)
+	mnt := mounttest.Mount(t, top+":"+bottom)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(mnt, "d/b"), []byte("changed"), 0o644))
+	must(os.Remove(filepath.Join(mnt, "rm")))
+	must(os.Remove(filepath.Join(mnt, "d/t")))
+	must(os.RemoveAll(filepath.Join(mnt, "rep")))
+	must(os.Mkdir(filepath.Join(mnt, "rep"), 0o755))
+	must(os.WriteFile(filepath.Join(mnt, "rep/new"), []byte("new"), 0o644))
+	want := treeOf(t, mnt)
+
+	tarFile := filepath.Join(t.TempDir(), "layer.tar")
+	out, err := mounttest.Command(t, mounttest.Binary(t), "tar", mnt, "-f", tarFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("overlayfs tar: %v\n%s", err, out)
+	}
+	layer := t.TempDir()
+	if out, err := exec.Command("tar", "-xf", tarFile, "-C", layer).CombinedOutput(); err != nil {
+		t.Fatalf("tar -x: %v\n%s", err, out)
+	}
+	stacked := mounttest.Mount(t, layer+":"+top+":"+bottom)
+	got := treeOf(t, stacked)
+	// The root's mode comes from the extracted layer's root.
+	want[0], got[0] = ".", "."
+	if d := diffLines(want, got); d != "" {
+		t.Errorf("the exported layer stacked on its lowers differs from the mount it came from (- mount, + stack):\n%s", d)
+	}
+}
+
+// TestBottomLayerMarkersHideOnlyThemselves pins what a marker in the
+// bottom-most layer means: it hides nothing (nothing lies below) and is
+// never shown itself, neither listed nor found by name. (Linux overlayfs
+// lists a whiteout of a directory only the bottom layer has, yet cannot
+// stat it; we hide it from both.)
+func TestBottomLayerMarkersHideOnlyThemselves(t *testing.T) {
+	for _, format := range []markerFormat{overlayMarkers, ociMarkers} {
+		top, bottom := t.TempDir(), t.TempDir()
+		writeLayer(t, top, format, []layerEntry{"f:t=top"})
+		writeLayer(t, bottom, format, []layerEntry{"f:b=bottom", "w:x", "d:only", "w:only/y", "o:op", "f:op/z=bottom"})
+		for _, lowers := range []string{top + ":" + bottom, bottom} {
+			mnt := mounttest.Mount(t, lowers)
+			got := treeOf(t, mnt)
+			var names []string
+			for _, l := range got[1:] {
+				names = append(names, strings.Fields(l)[0])
+			}
+			want := []string{"b", "only", "op", "op/z"}
+			if lowers != bottom {
+				want = append(want, "t")
+			}
+			sort.Strings(names)
+			if strings.Join(names, " ") != strings.Join(want, " ") {
+				t.Errorf("format %d, %s: tree %q, want %q", format, lowers, names, want)
+			}
+			for _, p := range []string{"x", ".wh.x", "only/y", "only/.wh.y", "op/.wh..wh..opq"} {
+				if _, err := os.Lstat(filepath.Join(mnt, p)); !os.IsNotExist(err) {
+					t.Errorf("format %d, %s: lstat %s: %v, want ENOENT", format, lowers, p, err)
+				}
+			}
+			if _, err := unix.Lgetxattr(filepath.Join(mnt, "op"), "trusted.overlay.opaque", make([]byte, 8)); err == nil {
+				t.Errorf("format %d: the opaque xattr shows through: %v", format, err)
+			}
+		}
+	}
+}
+
+// TestRunOnStackedLayers runs a command on a rootfs given as two layers:
+// it sees the merged tree (the top layer's whiteout hides a file below),
+// its changes are reported relative to the merged tree, and no layer
+// changes.
+func TestRunOnStackedLayers(t *testing.T) {
+	bottom := busyboxRootfs(t)
+	top := t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"d:etc", "f:etc/motd=layered\n", "w:etc/old"})
+	mounttest.GuardLower(t, top)
+	mounttest.GuardLower(t, bottom)
+	out := filepath.Join(t.TempDir(), "changes")
+	res := cliRun(t, "run", "--diff-out", out, top+":"+bottom, "--", "sh", "-c",
+		"cat /etc/motd; ls /etc; echo new > /etc/keep")
+	if res.code != 0 {
+		t.Fatalf("exit status %d; stderr:\n%s", res.code, res.stderr)
+	}
+	if want := "layered\nkeep\nmotd\n"; res.stdout != want {
+		t.Errorf("stdout %q, want %q", res.stdout, want)
+	}
+	if got, _ := os.ReadFile(out); string(got) != "C /etc/keep\n" {
+		t.Errorf("--diff-out %q, want %q", got, "C /etc/keep\n")
+	}
+}
