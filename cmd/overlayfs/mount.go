@@ -50,7 +50,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
 		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
-	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "who changes LOWERDIR, `MODE` exclusive (nobody else: cache it for good) or shared (changes made to LOWERDIR from outside show through, at a gofer round trip per lookup)")
+	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "who changes LOWERDIR, `MODE` exclusive (nobody else: cache it for good) or shared (changes made to LOWERDIR from outside show through at the next system call; the kernel caches nothing of LOWERDIR's names, so each one costs FUSE requests, and the daemon stats it on the host beneath the gofer's root fd)")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer' listening on the unix socket `PATH` instead of starting a gofer; LOWERDIR may then be left out")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
