@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,14 +117,33 @@ func kernelLowerOverlay(t *testing.T, lowers []string) string {
 // plus the (dev, ino) of every non-directory so callers can check identity.
 func treeOf(t *testing.T, root string) []string {
 	t.Helper()
+	return walkTree(t, root, false)
+}
+
+// kernelTreeOf is treeOf for a Linux overlayfs mount, which lists a
+// whiteout of a directory that does not merge with one below, but cannot
+// stat it: such a name counts as absent.
+func kernelTreeOf(t *testing.T, root string) []string {
+	t.Helper()
+	return walkTree(t, root, true)
+}
+
+func walkTree(t *testing.T, root string, skipUnstatable bool) []string {
+	t.Helper()
 	var out []string
 	err := filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
 		if err != nil {
+			if skipUnstatable && os.IsNotExist(err) {
+				return nil
+			}
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
+			if skipUnstatable && err == unix.ENOENT {
+				return nil
+			}
 			return err
 		}
 		line := fmt.Sprintf("%s %o", rel, st.Mode)
@@ -445,4 +465,115 @@ func TestRunOnStackedLayers(t *testing.T) {
 	if got, _ := os.ReadFile(out); string(got) != "C /etc/keep\n" {
 		t.Errorf("--diff-out %q, want %q", got, "C /etc/keep\n")
 	}
+}
+
+// randomStack makes a stack of 1 to 4 layers over a small namespace (four
+// names at the root, three below each directory) where every layer gives
+// every path at random nothing, a file, a symlink, a directory, an opaque
+// directory or a whiteout. Each layer picks its marker format at random.
+func randomStack(r *rand.Rand) (layers [][]layerEntry, formats []markerFormat) {
+	n := 1 + r.Intn(4)
+	for i := 0; i < n; i++ {
+		var entries []layerEntry
+		for _, top := range []string{"a", "b", "c", "d"} {
+			kind := r.Intn(8)
+			switch kind {
+			case 0, 1:
+				continue
+			case 2:
+				entries = append(entries, fmt.Sprintf("f:%s=%d", top, i))
+				continue
+			case 3:
+				entries = append(entries, fmt.Sprintf("l:%s=t%d", top, i))
+				continue
+			case 4:
+				entries = append(entries, "w:"+top)
+				continue
+			case 5:
+				entries = append(entries, "o:"+top)
+			default:
+				entries = append(entries, "d:"+top)
+			}
+			for _, sub := range []string{"x", "y", "z"} {
+				p := top + "/" + sub
+				switch r.Intn(6) {
+				case 0, 1:
+				case 2:
+					entries = append(entries, fmt.Sprintf("f:%s=%d", p, i))
+				case 3:
+					entries = append(entries, "w:"+p)
+				case 4:
+					entries = append(entries, "d:"+p, fmt.Sprintf("f:%s/in=%d", p, i))
+				default:
+					entries = append(entries, "o:"+p, fmt.Sprintf("f:%s/in=%d", p, i))
+				}
+			}
+		}
+		layers = append(layers, entries)
+		formats = append(formats, markerFormat(r.Intn(3)))
+	}
+	return layers, formats
+}
+
+// TestRandomStacksMatchLinuxOverlayfs is the differential test over random
+// stacks of 1 to 4 layers: each gives the tree Linux overlayfs gives for
+// the same layers with overlayfs-format markers.
+func TestRandomStacksMatchLinuxOverlayfs(t *testing.T) {
+	stacks := 40
+	if testing.Short() {
+		stacks = 8
+	}
+	for seed := int64(1); seed <= int64(stacks); seed++ {
+		layers, formats := randomStack(rand.New(rand.NewSource(seed)))
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			var ours, kernel []string
+			for i, entries := range layers {
+				o, k := filepath.Join(t.TempDir(), "l"), filepath.Join(t.TempDir(), "k")
+				writeLayer(t, o, formats[i], entries)
+				writeLayer(t, k, overlayMarkers, entries)
+				ours, kernel = append(ours, o), append(kernel, k)
+			}
+			want := kernelTreeOf(t, kernelLowerOverlay(t, kernel))
+			mnt := mounttest.Mount(t, strings.Join(ours, ":"))
+			if d := diffLines(want, treeOf(t, mnt)); d != "" {
+				t.Errorf("layers %q (formats %v): tree differs from Linux overlayfs (- kernel, + ours):\n%s", layers, formats, d)
+			}
+			checkInodes(t, mnt)
+			// Lookups without a listing first: lstat every path any
+			// layer names, on a fresh mount, as the kernel answers it.
+			kmnt, fresh := kernelLowerOverlay(t, kernel), mounttest.Mount(t, strings.Join(ours, ":"))
+			for _, p := range layerPaths(layers) {
+				if k, o := lstatLine(kmnt, p), lstatLine(fresh, p); k != o {
+					t.Errorf("layers %q (formats %v): lstat %s: kernel %q, ours %q", layers, formats, p, k, o)
+				}
+			}
+		})
+	}
+}
+
+// layerPaths lists every path the layers name, parents first.
+func layerPaths(layers [][]layerEntry) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, entries := range layers {
+		for _, e := range entries {
+			_, rest, _ := strings.Cut(e, ":")
+			p, _, _ := strings.Cut(rest, "=")
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// lstatLine describes what lstat says of root/p: its mode, or its error.
+func lstatLine(root, p string) string {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(root, p), &st); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("mode %o size %d", st.Mode, st.Size)
 }
