@@ -577,3 +577,67 @@ func lstatLine(root, p string) string {
 	}
 	return fmt.Sprintf("mode %o size %d", st.Mode, st.Size)
 }
+
+// TestRenameOfMergedDirectory renames a directory that spans two layers:
+// it keeps the contents of both, the old name is gone, and no layer
+// changes.
+func TestRenameOfMergedDirectory(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"d:d", "f:d/t=top", "w:d/gone"})
+	writeLayer(t, bottom, overlayMarkers, []layerEntry{"d:d", "f:d/b=bottom", "f:d/gone=bottom", "d:d/sub", "f:d/sub/s=bottom"})
+	mounttest.GuardLower(t, top)
+	mounttest.GuardLower(t, bottom)
+	mnt := mounttest.Mount(t, top+":"+bottom)
+	if err := os.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "e")); err != nil {
+		t.Fatalf("rename of a directory spanning two layers: %v", err)
+	}
+	want := []string{". 40755", `e 40755`, `e/b 100644 "bottom"`, `e/sub 40755`, `e/sub/s 100644 "bottom"`, `e/t 100644 "top"`}
+	got := treeOf(t, mnt)
+	got[0] = ". 40755"
+	if d := diffLines(want, got); d != "" {
+		t.Errorf("after rename d e:\n%s", d)
+	}
+}
+
+// TestSharedAccessSeesChangesInEveryLayer checks --file-access shared on a
+// stack: a file added to the bottom layer from outside shows, and a
+// whiteout added to the top layer from outside hides the file below.
+func TestSharedAccessSeesChangesInEveryLayer(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"d:d", "f:d/t=top"})
+	writeLayer(t, bottom, ociMarkers, []layerEntry{"d:d", "f:d/b=bottom"})
+	mnt := mounttest.Mount(t, top+":"+bottom, "--file-access=shared")
+	names := func() string {
+		ents, err := os.ReadDir(filepath.Join(mnt, "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		sort.Strings(n)
+		return strings.Join(n, " ")
+	}
+	if got := names(); got != "b t" {
+		t.Fatalf("d lists %q, want %q", got, "b t")
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "d/b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bottom, "d/new"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "d/new")); err != nil || string(b) != "new" {
+		t.Errorf("a file added to the bottom layer reads %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(top, "d/.wh.b"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "d/b")); !os.IsNotExist(err) {
+		t.Errorf("a file whited out in the top layer from outside: stat %v, want ENOENT", err)
+	}
+	if got := names(); got != "new t" {
+		t.Errorf("d lists %q, want %q", got, "new t")
+	}
+}
