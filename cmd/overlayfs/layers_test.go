@@ -410,8 +410,8 @@ func TestExportedLayerStacks(t *testing.T) {
 // TestBottomLayerMarkersHideOnlyThemselves pins what a marker in the
 // bottom-most layer means: it hides nothing (nothing lies below) and is
 // never shown itself, neither listed nor found by name. (Linux overlayfs
-// lists a whiteout of a directory only the bottom layer has, yet cannot
-// stat it; we hide it from both.)
+// lists a whiteout in a directory that merges with no other layer, yet
+// cannot stat it; we hide it from both.)
 func TestBottomLayerMarkersHideOnlyThemselves(t *testing.T) {
 	for _, format := range []markerFormat{overlayMarkers, ociMarkers} {
 		top, bottom := t.TempDir(), t.TempDir()
