@@ -666,3 +666,115 @@ func TestPosixOnThreeLayerStack(t *testing.T) {
 		})
 	}
 }
+
+// kernelOverlay mounts a writable Linux overlayfs of lowers (top-most
+// first) with an upper on a new directory, unmounted at cleanup.
+func kernelOverlay(t *testing.T, lowers []string) string {
+	t.Helper()
+	base := t.TempDir()
+	mnt, up, work := filepath.Join(base, "m"), filepath.Join(base, "u"), filepath.Join(base, "w")
+	for _, d := range []string{mnt, up, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off", strings.Join(lowers, ":"), up, work)
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		t.Skipf("no kernel overlayfs to compare with (mount -o %s: %v)", opts, err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for i := 0; i < 40; i++ {
+			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
+				break
+			}
+			runtime.GC()
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("unmount kernel overlay %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
+
+// stackOp applies one random change to the tree at root and returns its
+// outcome (the error's errno, or "ok").
+func stackOp(root, kind, p, q string) string {
+	var err error
+	full := filepath.Join(root, p)
+	switch kind {
+	case "rm":
+		err = os.RemoveAll(full)
+	case "append":
+		var f *os.File
+		if f, err = os.OpenFile(full, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			_, err = f.WriteString("+")
+			f.Close()
+		}
+	case "mkdir":
+		err = os.Mkdir(full, 0o755)
+	case "create":
+		err = os.WriteFile(full, []byte("new"), 0o644)
+	case "rename":
+		err = os.Rename(full, filepath.Join(root, q))
+	}
+	if err == nil {
+		return "ok"
+	}
+	var errno unix.Errno
+	for e := err; e != nil; {
+		if en, ok := e.(unix.Errno); ok {
+			errno = en
+			break
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return errno.Error()
+}
+
+// TestRandomChangesOnStacksMatchLinuxOverlayfs applies the same random
+// changes (remove, append, mkdir, create, rename) to random stacks of 1 to
+// 4 layers on our mount and on a writable Linux overlayfs (redirect_dir on)
+// and compares every outcome and the final tree; no layer changes.
+func TestRandomChangesOnStacksMatchLinuxOverlayfs(t *testing.T) {
+	stacks := 30
+	if testing.Short() {
+		stacks = 6
+	}
+	for seed := int64(1); seed <= int64(stacks); seed++ {
+		r := rand.New(rand.NewSource(seed))
+		layers, formats := randomStack(r)
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			var ours, kernel []string
+			for i, entries := range layers {
+				o, k := filepath.Join(t.TempDir(), "l"), filepath.Join(t.TempDir(), "k")
+				writeLayer(t, o, formats[i], entries)
+				writeLayer(t, k, overlayMarkers, entries)
+				mounttest.GuardLower(t, o)
+				ours, kernel = append(ours, o), append(kernel, k)
+			}
+			kmnt := kernelOverlay(t, kernel)
+			mnt := mounttest.Mount(t, strings.Join(ours, ":"))
+			paths := append(layerPaths(layers), "n", "a/n", "b/n")
+			var log []string
+			for i := 0; i < 12; i++ {
+				kind := []string{"rm", "append", "mkdir", "create", "rename"}[r.Intn(5)]
+				p, q := paths[r.Intn(len(paths))], paths[r.Intn(len(paths))]
+				k, o := stackOp(kmnt, kind, p, q), stackOp(mnt, kind, p, q)
+				log = append(log, fmt.Sprintf("%s %s %s: %s", kind, p, q, k))
+				if k != o {
+					t.Errorf("layers %q (formats %v), after\n%s\nours: %s", layers, formats, strings.Join(log, "\n"), o)
+				}
+			}
+			t.Logf("changes:\n%s", strings.Join(log, "\n"))
+			if d := diffLines(kernelTreeOf(t, kmnt), treeOf(t, mnt)); d != "" {
+				t.Errorf("layers %q (formats %v), after\n%s\ntree differs from Linux overlayfs (- kernel, + ours):\n%s", layers, formats, strings.Join(log, "\n"), d)
+			}
+		})
+	}
+}
