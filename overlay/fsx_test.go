@@ -33,8 +33,9 @@ var (
 const fsxMaxSize = 300 << 10
 
 // fsxMedia are the media the test runs on; dir gets a fresh directory; a
-// "+shared" suffix mounts with --file-access shared.
-var fsxMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared"}
+// "+shared" suffix mounts with --file-access shared; "+layers" stacks three
+// lower layers, the file in the middle one over a stale copy in the bottom.
+var fsxMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared", "memory+layers"}
 
 func TestFsx(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -84,6 +85,20 @@ func runFsxCase(t *rapid.T, bin, base, medium string) int {
 	if err := os.WriteFile(filepath.Join(lower, "lowerfile"), initial, 0o644); err != nil {
 		t.Fatalf("write lower: %v", err)
 	}
+	medium, layered := strings.CutSuffix(medium, "+layers")
+	lowerArg := lower
+	if layered {
+		top, bottom := filepath.Join(caseDir, "top"), filepath.Join(caseDir, "bottom")
+		for _, d := range []string{top, bottom} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatalf("mkdir: %v", err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(bottom, "lowerfile"), []byte("stale: hidden by the middle layer"), 0o644); err != nil {
+			t.Fatalf("write bottom layer: %v", err)
+		}
+		lowerArg = top + ":" + lower + ":" + bottom
+	}
 	medium, shared := strings.CutSuffix(medium, "+shared")
 	var extra []string
 	if shared {
@@ -93,7 +108,7 @@ func runFsxCase(t *rapid.T, bin, base, medium string) int {
 	if medium == "dir" {
 		spec = "root:dir=" + diffTempDir(t, base, "store-")
 	}
-	ours := diffMountOurs(t, bin, lower, mnt, spec, caseDir, extra...)
+	ours := diffMountOurs(t, bin, lowerArg, mnt, spec, caseDir, extra...)
 
 	f := &fsxFile{fd: -1, ro: -1}
 	if rapid.Bool().Draw(t, "lower file") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/posixtest"
 	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/mounttest"
@@ -116,14 +118,33 @@ func kernelLowerOverlay(t *testing.T, lowers []string) string {
 // plus the (dev, ino) of every non-directory so callers can check identity.
 func treeOf(t *testing.T, root string) []string {
 	t.Helper()
+	return walkTree(t, root, false)
+}
+
+// kernelTreeOf is treeOf for a Linux overlayfs mount, which lists a
+// whiteout of a directory that does not merge with one below, but cannot
+// stat it: such a name counts as absent.
+func kernelTreeOf(t *testing.T, root string) []string {
+	t.Helper()
+	return walkTree(t, root, true)
+}
+
+func walkTree(t *testing.T, root string, skipUnstatable bool) []string {
+	t.Helper()
 	var out []string
 	err := filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
 		if err != nil {
+			if skipUnstatable && os.IsNotExist(err) {
+				return nil
+			}
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
+			if skipUnstatable && err == unix.ENOENT {
+				return nil
+			}
 			return err
 		}
 		line := fmt.Sprintf("%s %o", rel, st.Mode)
@@ -389,8 +410,8 @@ func TestExportedLayerStacks(t *testing.T) {
 // TestBottomLayerMarkersHideOnlyThemselves pins what a marker in the
 // bottom-most layer means: it hides nothing (nothing lies below) and is
 // never shown itself, neither listed nor found by name. (Linux overlayfs
-// lists a whiteout of a directory only the bottom layer has, yet cannot
-// stat it; we hide it from both.)
+// lists a whiteout in a directory that merges with no other layer, yet
+// cannot stat it; we hide it from both.)
 func TestBottomLayerMarkersHideOnlyThemselves(t *testing.T) {
 	for _, format := range []markerFormat{overlayMarkers, ociMarkers} {
 		top, bottom := t.TempDir(), t.TempDir()
@@ -444,5 +465,316 @@ func TestRunOnStackedLayers(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(out); string(got) != "C /etc/keep\n" {
 		t.Errorf("--diff-out %q, want %q", got, "C /etc/keep\n")
+	}
+}
+
+// randomStack makes a stack of 1 to 4 layers over a small namespace (four
+// names at the root, three below each directory) where every layer gives
+// every path at random nothing, a file, a symlink, a directory, an opaque
+// directory or a whiteout. Each layer picks its marker format at random.
+func randomStack(r *rand.Rand) (layers [][]layerEntry, formats []markerFormat) {
+	n := 1 + r.Intn(4)
+	for i := 0; i < n; i++ {
+		var entries []layerEntry
+		for _, top := range []string{"a", "b", "c", "d"} {
+			kind := r.Intn(8)
+			switch kind {
+			case 0, 1:
+				continue
+			case 2:
+				entries = append(entries, fmt.Sprintf("f:%s=%d", top, i))
+				continue
+			case 3:
+				entries = append(entries, fmt.Sprintf("l:%s=t%d", top, i))
+				continue
+			case 4:
+				entries = append(entries, "w:"+top)
+				continue
+			case 5:
+				entries = append(entries, "o:"+top)
+			default:
+				entries = append(entries, "d:"+top)
+			}
+			for _, sub := range []string{"x", "y", "z"} {
+				p := top + "/" + sub
+				switch r.Intn(6) {
+				case 0, 1:
+				case 2:
+					entries = append(entries, fmt.Sprintf("f:%s=%d", p, i))
+				case 3:
+					entries = append(entries, "w:"+p)
+				case 4:
+					entries = append(entries, "d:"+p, fmt.Sprintf("f:%s/in=%d", p, i))
+				default:
+					entries = append(entries, "o:"+p, fmt.Sprintf("f:%s/in=%d", p, i))
+				}
+			}
+		}
+		layers = append(layers, entries)
+		formats = append(formats, markerFormat(r.Intn(3)))
+	}
+	return layers, formats
+}
+
+// TestRandomStacksMatchLinuxOverlayfs is the differential test over random
+// stacks of 1 to 4 layers: each gives the tree Linux overlayfs gives for
+// the same layers with overlayfs-format markers.
+func TestRandomStacksMatchLinuxOverlayfs(t *testing.T) {
+	stacks := 40
+	if testing.Short() {
+		stacks = 8
+	}
+	for seed := int64(1); seed <= int64(stacks); seed++ {
+		layers, formats := randomStack(rand.New(rand.NewSource(seed)))
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			var ours, kernel []string
+			for i, entries := range layers {
+				o, k := filepath.Join(t.TempDir(), "l"), filepath.Join(t.TempDir(), "k")
+				writeLayer(t, o, formats[i], entries)
+				writeLayer(t, k, overlayMarkers, entries)
+				ours, kernel = append(ours, o), append(kernel, k)
+			}
+			want := kernelTreeOf(t, kernelLowerOverlay(t, kernel))
+			mnt := mounttest.Mount(t, strings.Join(ours, ":"))
+			if d := diffLines(want, treeOf(t, mnt)); d != "" {
+				t.Errorf("layers %q (formats %v): tree differs from Linux overlayfs (- kernel, + ours):\n%s", layers, formats, d)
+			}
+			checkInodes(t, mnt)
+			// Lookups without a listing first: lstat every path any
+			// layer names, on a fresh mount, as the kernel answers it.
+			kmnt, fresh := kernelLowerOverlay(t, kernel), mounttest.Mount(t, strings.Join(ours, ":"))
+			for _, p := range layerPaths(layers) {
+				if k, o := lstatLine(kmnt, p), lstatLine(fresh, p); k != o {
+					t.Errorf("layers %q (formats %v): lstat %s: kernel %q, ours %q", layers, formats, p, k, o)
+				}
+			}
+		})
+	}
+}
+
+// layerPaths lists every path the layers name, parents first.
+func layerPaths(layers [][]layerEntry) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, entries := range layers {
+		for _, e := range entries {
+			_, rest, _ := strings.Cut(e, ":")
+			p, _, _ := strings.Cut(rest, "=")
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// lstatLine describes what lstat says of root/p: its mode, or its error.
+func lstatLine(root, p string) string {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(root, p), &st); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("mode %o size %d", st.Mode, st.Size)
+}
+
+// TestRenameOfMergedDirectory renames a directory that spans two layers:
+// it keeps the contents of both, the old name is gone, and no layer
+// changes.
+func TestRenameOfMergedDirectory(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"d:d", "f:d/t=top", "w:d/gone"})
+	writeLayer(t, bottom, overlayMarkers, []layerEntry{"d:d", "f:d/b=bottom", "f:d/gone=bottom", "d:d/sub", "f:d/sub/s=bottom"})
+	mounttest.GuardLower(t, top)
+	mounttest.GuardLower(t, bottom)
+	mnt := mounttest.Mount(t, top+":"+bottom)
+	if err := os.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "e")); err != nil {
+		t.Fatalf("rename of a directory spanning two layers: %v", err)
+	}
+	want := []string{". 40755", `e 40755`, `e/b 100644 "bottom"`, `e/sub 40755`, `e/sub/s 100644 "bottom"`, `e/t 100644 "top"`}
+	got := treeOf(t, mnt)
+	got[0] = ". 40755"
+	if d := diffLines(want, got); d != "" {
+		t.Errorf("after rename d e:\n%s", d)
+	}
+}
+
+// TestSharedAccessSeesChangesInEveryLayer checks --file-access shared on a
+// stack: a file added to the bottom layer from outside shows, and a
+// whiteout added to the top layer from outside hides the file below.
+func TestSharedAccessSeesChangesInEveryLayer(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	writeLayer(t, top, ociMarkers, []layerEntry{"d:d", "f:d/t=top"})
+	writeLayer(t, bottom, ociMarkers, []layerEntry{"d:d", "f:d/b=bottom"})
+	mnt := mounttest.Mount(t, top+":"+bottom, "--file-access=shared")
+	names := func() string {
+		ents, err := os.ReadDir(filepath.Join(mnt, "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		sort.Strings(n)
+		return strings.Join(n, " ")
+	}
+	if got := names(); got != "b t" {
+		t.Fatalf("d lists %q, want %q", got, "b t")
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "d/b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bottom, "d/new"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "d/new")); err != nil || string(b) != "new" {
+		t.Errorf("a file added to the bottom layer reads %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(top, "d/.wh.b"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "d/b")); !os.IsNotExist(err) {
+		t.Errorf("a file whited out in the top layer from outside: stat %v, want ENOENT", err)
+	}
+	if got := names(); got != "new t" {
+		t.Errorf("d lists %q, want %q", got, "new t")
+	}
+}
+
+// TestPosixOnThreeLayerStack runs go-fuse's POSIX conformance suite on a
+// fresh mount of three empty layers per case, so that every case runs in a
+// root merged from three layers.
+func TestPosixOnThreeLayerStack(t *testing.T) {
+	var cases []string
+	for name := range posixtest.All {
+		cases = append(cases, name)
+	}
+	sort.Strings(cases)
+	for _, name := range cases {
+		t.Run(name, func(t *testing.T) {
+			if name == "FcntlFlockLocksFile" {
+				t.Skip("the case is wrong: POSIX locks of one process never conflict with each other")
+			}
+			var layers []string
+			for i := 0; i < 3; i++ {
+				layers = append(layers, t.TempDir())
+			}
+			mnt := mounttest.Mount(t, strings.Join(layers, ":"))
+			posixtest.All[name](t, mnt)
+		})
+	}
+}
+
+// kernelOverlay mounts a writable Linux overlayfs of lowers (top-most
+// first) with an upper on a new directory, unmounted at cleanup.
+func kernelOverlay(t *testing.T, lowers []string) string {
+	t.Helper()
+	base := t.TempDir()
+	mnt, up, work := filepath.Join(base, "m"), filepath.Join(base, "u"), filepath.Join(base, "w")
+	for _, d := range []string{mnt, up, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off", strings.Join(lowers, ":"), up, work)
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		t.Skipf("no kernel overlayfs to compare with (mount -o %s: %v)", opts, err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for i := 0; i < 40; i++ {
+			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
+				break
+			}
+			runtime.GC()
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("unmount kernel overlay %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
+
+// stackOp applies one random change to the tree at root and returns its
+// outcome (the error's errno, or "ok").
+func stackOp(root, kind, p, q string) string {
+	var err error
+	full := filepath.Join(root, p)
+	switch kind {
+	case "rm":
+		err = os.RemoveAll(full)
+	case "append":
+		var f *os.File
+		if f, err = os.OpenFile(full, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			_, err = f.WriteString("+")
+			f.Close()
+		}
+	case "mkdir":
+		err = os.Mkdir(full, 0o755)
+	case "create":
+		err = os.WriteFile(full, []byte("new"), 0o644)
+	case "rename":
+		err = os.Rename(full, filepath.Join(root, q))
+	}
+	if err == nil {
+		return "ok"
+	}
+	var errno unix.Errno
+	for e := err; e != nil; {
+		if en, ok := e.(unix.Errno); ok {
+			errno = en
+			break
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return errno.Error()
+}
+
+// TestRandomChangesOnStacksMatchLinuxOverlayfs applies the same random
+// changes (remove, append, mkdir, create, rename) to random stacks of 1 to
+// 4 layers on our mount and on a writable Linux overlayfs (redirect_dir on)
+// and compares every outcome and the final tree; no layer changes.
+func TestRandomChangesOnStacksMatchLinuxOverlayfs(t *testing.T) {
+	stacks := 30
+	if testing.Short() {
+		stacks = 6
+	}
+	for seed := int64(1); seed <= int64(stacks); seed++ {
+		r := rand.New(rand.NewSource(seed))
+		layers, formats := randomStack(r)
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			var ours, kernel []string
+			for i, entries := range layers {
+				o, k := filepath.Join(t.TempDir(), "l"), filepath.Join(t.TempDir(), "k")
+				writeLayer(t, o, formats[i], entries)
+				writeLayer(t, k, overlayMarkers, entries)
+				mounttest.GuardLower(t, o)
+				ours, kernel = append(ours, o), append(kernel, k)
+			}
+			kmnt := kernelOverlay(t, kernel)
+			mnt := mounttest.Mount(t, strings.Join(ours, ":"))
+			paths := append(layerPaths(layers), "n", "a/n", "b/n")
+			var log []string
+			for i := 0; i < 12; i++ {
+				kind := []string{"rm", "append", "mkdir", "create", "rename"}[r.Intn(5)]
+				p, q := paths[r.Intn(len(paths))], paths[r.Intn(len(paths))]
+				k, o := stackOp(kmnt, kind, p, q), stackOp(mnt, kind, p, q)
+				log = append(log, fmt.Sprintf("%s %s %s: %s", kind, p, q, k))
+				if k != o {
+					t.Errorf("layers %q (formats %v), after\n%s\nours: %s", layers, formats, strings.Join(log, "\n"), o)
+				}
+			}
+			t.Logf("changes:\n%s", strings.Join(log, "\n"))
+			if d := diffLines(kernelTreeOf(t, kmnt), treeOf(t, mnt)); d != "" {
+				t.Errorf("layers %q (formats %v), after\n%s\ntree differs from Linux overlayfs (- kernel, + ours):\n%s", layers, formats, strings.Join(log, "\n"), d)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
+	"overlayfs/daemon"
 	"overlayfs/filestore"
 )
 
@@ -69,6 +70,11 @@ func runUmount(args []string) error {
 		fmt.Fprintf(os.Stderr, "overlayfs: the daemon of %s was not running; removed the dead mount\n", mnt)
 		// A dead daemon of the self medium left its filestore in LOWERDIR
 		// (the mount's source); remove it now rather than at the next mount.
+		// The source is LOWERDIR as mount wrote it ('\:' for a colon); a
+		// stack of several never has a filestore.
+		if dirs, err := daemon.SplitLowerDirs(source); err == nil && len(dirs) == 1 {
+			source = dirs[0]
+		}
 		if filepath.IsAbs(source) {
 			if st, err := os.Stat(source); err == nil && st.IsDir() {
 				removed, err := filestore.RemoveStale(source)
