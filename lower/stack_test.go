@@ -117,8 +117,8 @@ func TestStackDataAndIdentityComeFromTheHoldingLayer(t *testing.T) {
 	if err := unix.Stat(filepath.Join(bottom, "d/b"), &st); err != nil {
 		t.Fatal(err)
 	}
-	if b.Attr.Ino != st.Ino || b.Attr.Dev != st.Dev {
-		t.Errorf("d/b has identity %d:%d, the bottom layer's file %d:%d", b.Attr.Dev, b.Attr.Ino, st.Dev, st.Ino)
+	if a := b.Attr(); a.Ino != st.Ino || a.Dev != st.Dev {
+		t.Errorf("d/b has identity %d:%d, the bottom layer's file %d:%d", a.Dev, a.Ino, st.Dev, st.Ino)
 	}
 	fd, err := l.OpenData(b)
 	if err != nil {
