@@ -94,11 +94,12 @@ func runUmount(args []string) error {
 		fmt.Fprintf(os.Stderr, "overlayfs: detached %s; it is still in use, so its daemon (pid %d) goes on serving the open files and exits, stopping its gofer and removing its filestore, once the last of them is closed\n", mnt, pid)
 		return nil
 	}
-	// The daemon tears down (gofer, filestore) once the kernel lets go.
-	deadline := time.Now().Add(10 * time.Second)
+	// The daemon tears down (gofer, filestore) once the kernel lets go;
+	// on a loaded machine that can take seconds.
+	deadline := time.Now().Add(daemonExitWait)
 	for ctlsock.ProcessAlive(pid) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("unmounted %s, but its daemon (pid %d) has not exited after 10s", mnt, pid)
+			return fmt.Errorf("unmounted %s, but its daemon (pid %d) has not exited after %v", mnt, pid, daemonExitWait)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -115,6 +116,10 @@ const (
 	busyWaitUsers  = 2 * time.Second
 	busyWaitKernel = 10 * time.Second
 )
+
+// daemonExitWait is how long umount waits for the daemon of a mount it
+// unmounted to finish its teardown and exit.
+const daemonExitWait = 30 * time.Second
 
 // unmountWhenFree unmounts mnt, retrying while it is busy for as long as
 // busyWaitUsers or busyWaitKernel allows, and saying so once. A mount that
