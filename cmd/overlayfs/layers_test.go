@@ -579,10 +579,10 @@ func lstatLine(root, p string) string {
 	return fmt.Sprintf("mode %o size %d", st.Mode, st.Size)
 }
 
-// TestRenameOfMergedDirectory renames a directory that spans two layers:
+// TestRenameOfDirectorySpanningLayers renames a directory that spans two layers:
 // it keeps the contents of both, the old name is gone, and no layer
 // changes.
-func TestRenameOfMergedDirectory(t *testing.T) {
+func TestRenameOfDirectorySpanningLayers(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
 	writeLayer(t, top, ociMarkers, []layerEntry{"d:d", "f:d/t=top", "w:d/gone"})
 	writeLayer(t, bottom, overlayMarkers, []layerEntry{"d:d", "f:d/b=bottom", "f:d/gone=bottom", "d:d/sub", "f:d/sub/s=bottom"})
