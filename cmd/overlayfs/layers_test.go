@@ -579,10 +579,10 @@ func lstatLine(root, p string) string {
 	return fmt.Sprintf("mode %o size %d", st.Mode, st.Size)
 }
 
-// TestRenameOfMergedDirectory renames a directory that spans two layers:
+// TestRenameOfDirectorySpanningLayers renames a directory that spans two layers:
 // it keeps the contents of both, the old name is gone, and no layer
 // changes.
-func TestRenameOfMergedDirectory(t *testing.T) {
+func TestRenameOfDirectorySpanningLayers(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
 	writeLayer(t, top, ociMarkers, []layerEntry{"d:d", "f:d/t=top", "w:d/gone"})
 	writeLayer(t, bottom, overlayMarkers, []layerEntry{"d:d", "f:d/b=bottom", "f:d/gone=bottom", "d:d/sub", "f:d/sub/s=bottom"})
@@ -777,4 +777,34 @@ func TestRandomChangesOnStacksMatchLinuxOverlayfs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLayersOnSeparateFileSystemsNeverShareInodes stacks two fresh tmpfs
+// file systems, whose files have the same inode numbers, and checks that
+// every file of the merged tree still has an st_ino of its own, equal to
+// its d_ino.
+func TestLayersOnSeparateFileSystemsNeverShareInodes(t *testing.T) {
+	var layers []string
+	for i := 0; i < 2; i++ {
+		dir := t.TempDir()
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+			t.Skipf("mount tmpfs: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount tmpfs %s: %v", dir, err)
+			}
+		})
+		writeLayer(t, dir, ociMarkers, []layerEntry{"d:d", fmt.Sprintf("f:d/f%d=%d", i, i), fmt.Sprintf("f:g%d=%d", i, i)})
+		layers = append(layers, dir)
+	}
+	var a, b unix.Stat_t
+	if unix.Stat(filepath.Join(layers[0], "d/f0"), &a) != nil || unix.Stat(filepath.Join(layers[1], "d/f1"), &b) != nil {
+		t.Fatal("stat the layers")
+	}
+	if a.Ino != b.Ino {
+		t.Logf("the two tmpfs gave d/f0 and d/f1 different inode numbers (%d, %d): the test is weaker", a.Ino, b.Ino)
+	}
+	mnt := mounttest.Mount(t, strings.Join(layers, ":"))
+	checkInodes(t, mnt)
 }
