@@ -1,6 +1,8 @@
 package lower
 
 import (
+	"sync"
+
 	"golang.org/x/sys/unix"
 
 	"overlayfs/lisafs"
@@ -24,6 +26,41 @@ type Attr struct {
 
 // Type is the S_IFMT bits of the mode.
 func (a *Attr) Type() uint32 { return a.Mode & unix.S_IFMT }
+
+// attrs holds a file's attributes behind a lock of their own (a leaf):
+// the gofer's answer when the file was found, or its last Refresh. The
+// file type never changes.
+type attrs struct {
+	typ uint32 // S_IFMT bits
+
+	mu   sync.Mutex // guards attr only
+	attr Attr
+}
+
+func newAttrs(a Attr) attrs { return attrs{typ: a.Type(), attr: a} }
+
+// Attr returns the attributes as last reported by the gofer.
+func (h *attrs) Attr() Attr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.attr
+}
+
+// Type is the file type (S_IFMT bits), which never changes.
+func (h *attrs) Type() uint32 { return h.typ }
+
+// Refresh stores a fresh stat if it describes the same file (see
+// SameFile), and returns the attributes it replaced and whether it did.
+func (h *attrs) Refresh(fresh Attr) (old Attr, same bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old = h.attr
+	if !SameFile(&fresh, &old) {
+		return old, false
+	}
+	h.attr = fresh
+	return old, true
+}
 
 // attrOf converts the gofer's answer.
 func attrOf(st *lisafs.Statx) Attr {

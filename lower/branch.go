@@ -24,7 +24,7 @@ package lower
 // attributes; in exclusive mode a lookup of a name in a listed directory is
 // then answered from the listing with no round trip at all.
 //
-// Locks: branch.idleMu before bnode.mu before branch.hostMu; bnode.attrMu (a
+// Locks: branch.idleMu before bnode.mu before branch.hostMu; bnode.attrs (a
 // node's attributes, read with Attr and replaced with Refresh),
 // branch.closeMu and branch.hostMu are leaves. No branch method holds any of
 // them while making an RPC; bnode.mu is held across a host statx or openat2
@@ -74,10 +74,7 @@ const maxIdleFDs = 1024
 // the gofer's answer at the time the node was walked, or at its last
 // Refresh; typ never changes.
 type bnode struct {
-	typ uint32 // S_IFMT bits
-
-	attrMu sync.Mutex // guards attr only; a leaf lock
-	attr   Attr
+	attrs
 
 	// Where the node was found, to walk to it again; nil for the root.
 	parent *bnode
@@ -118,30 +115,7 @@ func newBranch(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *branch {
 // newNode returns a node with attributes a, holding control FD fd (0: none
 // yet).
 func newNode(a Attr, fd lisafs.FDID) *bnode {
-	return &bnode{typ: a.Type(), attr: a, fd: fd, hostFD: -1, hostDir: -1}
-}
-
-// Attr returns n's attributes as last reported by the gofer.
-func (n *bnode) Attr() Attr {
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
-	return n.attr
-}
-
-// Type is n's file type (S_IFMT bits), which never changes.
-func (n *bnode) Type() uint32 { return n.typ }
-
-// Refresh stores a fresh stat of n if it describes the same file (see
-// SameFile), and returns the attributes it replaced and whether it did.
-func (n *bnode) Refresh(fresh Attr) (old Attr, same bool) {
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
-	old = n.attr
-	if !SameFile(&fresh, &old) {
-		return old, false
-	}
-	n.attr = fresh
-	return old, true
+	return &bnode{attrs: newAttrs(a), fd: fd, hostFD: -1, hostDir: -1}
 }
 
 // SetShared tells the layer that the lower may change behind it (shared

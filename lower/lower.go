@@ -34,7 +34,7 @@
 // one host file (a hard link between layers, or one directory given twice).
 //
 // Lock order: Node.mu is a leaf lock, taken after any branch lock;
-// Node.attrMu (the merged node's attributes, read with Attr and replaced
+// Node.attrs (the merged node's attributes, read with Attr and replaced
 // with Refresh) is a leaf. Each branch's own locks are described in
 // branch.go.
 package lower
@@ -87,9 +87,7 @@ type part struct {
 // layer that holds it, as the gofer reported them when the node was looked
 // up or at its last Refresh; typ never changes.
 type Node struct {
-	typ    uint32     // S_IFMT bits
-	attrMu sync.Mutex // guards attr only; a leaf lock
-	attr   Attr
+	attrs
 
 	// The layers' files behind the node, top-most first: one for a
 	// non-directory, one per merged layer for a directory.
@@ -120,8 +118,7 @@ func NewStack(srcs []Source) (*Layer, error) {
 		l.bs = append(l.bs, b)
 		l.root.parts = append(l.root.parts, part{layer: i, n: b.root})
 	}
-	l.root.attr = l.root.parts[0].n.Attr()
-	l.root.typ = l.root.attr.Type()
+	l.root.attrs = newAttrs(l.root.parts[0].n.Attr())
 	return l, nil
 }
 
@@ -168,29 +165,6 @@ func (n *Node) IsDir() bool { return n.typ == unix.S_IFDIR }
 func (n *Node) IsWhiteout() bool {
 	a := n.Attr()
 	return isWhiteoutAttr(&a)
-}
-
-// Attr returns n's attributes as last reported by the gofer.
-func (n *Node) Attr() Attr {
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
-	return n.attr
-}
-
-// Type is n's file type (S_IFMT bits), which never changes.
-func (n *Node) Type() uint32 { return n.typ }
-
-// Refresh stores a fresh stat of n if it describes the same file (see
-// SameFile), and returns the attributes it replaced and whether it did.
-func (n *Node) Refresh(fresh Attr) (old Attr, same bool) {
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
-	old = n.attr
-	if !SameFile(&fresh, &old) {
-		return old, false
-	}
-	n.attr = fresh
-	return old, true
 }
 
 func isWhiteoutAttr(a *Attr) bool { return a.Type() == unix.S_IFCHR && a.Rdev == 0 }
@@ -274,8 +248,7 @@ func (l *Layer) Lookup(dir *Node, name string) (*Node, error) {
 	if len(found) == 0 {
 		return nil, unix.ENOENT
 	}
-	a := found[0].n.Attr()
-	return &Node{typ: a.Type(), attr: a, parts: found}, nil
+	return &Node{attrs: newAttrs(found[0].n.Attr()), parts: found}, nil
 }
 
 // opaque reports whether the directory n, found as name in parent, hides
