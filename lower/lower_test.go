@@ -6,34 +6,13 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"overlayfs/lisafs"
 )
 
-// newLayer serves dir with a real gofer server over a socketpair.
+// newLayer serves dir with a real gofer server over a socketpair: a stack
+// of one.
 func newLayer(t *testing.T, dir string) *Layer {
 	t.Helper()
-	srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.ServeConn(fds[1]); close(done) }()
-	c, root, rootFD, err := lisafs.NewClient(fds[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := New(c, root, rootFD)
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		srv.Close()
-	})
-	return l
+	return newStack(t, dir)
 }
 
 func mkTree(t *testing.T) string {
