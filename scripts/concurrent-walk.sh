@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's figure: N processes (1, 2, 4) each stat-walking its own
+# N processes (1, 2, 4) each stat-walking its own
 # directory of 5,000 files through a --file-access=shared mount, where every
 # name costs gofer round trips; prints the wall time of each N, RUNS times.
 # Usage (root): scripts/concurrent-walk.sh [RUNS]   (OVL=path/to/overlayfs)

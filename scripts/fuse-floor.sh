@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's comparison: Linux overlayfs (tmpfs upper), fuse-overlayfs (tmpfs
+# A comparison: Linux overlayfs (tmpfs upper), fuse-overlayfs (tmpfs
 # upper) and overlayfs (memory and dir= media), interleaved, RUNS times:
 # awk creating 20,000 4 KiB files, untar of the Go source tree, dd of 1 GiB.
 # Usage (root): scripts/fuse-floor.sh [RUNS]   (OVL=path/to/overlayfs)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's figures: the cost of --file-access=shared over exclusive on a
+# The cost of --file-access=shared over exclusive on a
 # stat-heavy walk of a 50,000-file lower (twice per mount) and on re-reading
 # 500 cached files ten times, interleaved, RUNS times.
 # Usage (root): scripts/shared-cost.sh [RUNS]   (OVL=path/to/overlayfs)
