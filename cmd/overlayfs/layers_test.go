@@ -94,24 +94,7 @@ func kernelLowerOverlay(t *testing.T, lowers []string) string {
 			t.Fatalf("a kernel lowerdir cannot hold %q", l)
 		}
 	}
-	opts := "lowerdir=" + strings.Join(lowers, ":")
-	if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, opts); err != nil {
-		t.Skipf("no kernel overlayfs to compare with (mount -o %s: %v)", opts, err)
-	}
-	t.Cleanup(func() {
-		var err error
-		for i := 0; i < 40; i++ {
-			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
-				break
-			}
-			runtime.GC()
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("unmount kernel overlay %s: %v", mnt, err)
-		}
-	})
-	return mnt
+	return mountKernelOverlay(t, mnt, unix.MS_RDONLY, "lowerdir="+strings.Join(lowers, ":"))
 }
 
 // treeOf lists a tree as "path kind perm size content-or-target" lines,
@@ -678,24 +661,7 @@ func kernelOverlay(t *testing.T, lowers []string) string {
 			t.Fatal(err)
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off", strings.Join(lowers, ":"), up, work)
-	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
-		t.Skipf("no kernel overlayfs to compare with (mount -o %s: %v)", opts, err)
-	}
-	t.Cleanup(func() {
-		var err error
-		for i := 0; i < 40; i++ {
-			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
-				break
-			}
-			runtime.GC()
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("unmount kernel overlay %s: %v", mnt, err)
-		}
-	})
-	return mnt
+	return mountKernelOverlay(t, mnt, 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=on,index=on,metacopy=off", strings.Join(lowers, ":"), up, work))
 }
 
 // stackOp applies one random change to the tree at root and returns its
@@ -807,4 +773,28 @@ func TestLayersOnSeparateFileSystemsNeverShareInodes(t *testing.T) {
 	}
 	mnt := mounttest.Mount(t, strings.Join(layers, ":"))
 	checkInodes(t, mnt)
+}
+
+// mountKernelOverlay mounts Linux overlayfs with opts on mnt (skipping the
+// test where the kernel has none) and unmounts it at cleanup, waiting out a
+// short EBUSY.
+func mountKernelOverlay(t *testing.T, mnt string, flags uintptr, opts string) string {
+	t.Helper()
+	if err := unix.Mount("overlay", mnt, "overlay", flags, opts); err != nil {
+		t.Skipf("no kernel overlayfs to compare with (mount -o %s: %v)", opts, err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for i := 0; i < 40; i++ {
+			if err = unix.Unmount(mnt, 0); err != unix.EBUSY {
+				break
+			}
+			runtime.GC()
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("unmount kernel overlay %s: %v", mnt, err)
+		}
+	})
+	return mnt
 }
