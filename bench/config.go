@@ -65,6 +65,10 @@ type Config struct {
 	// GoSrc is the source tree copied into the lower (stat, rm -rf) and
 	// tarred for untar; default GOROOT/src.
 	GoSrc string
+	// Layers are the layer counts the stacked-layer workloads (layers-*)
+	// run over, in increasing order; the deepest is compared with the
+	// shallowest.
+	Layers []int
 	// Progress receives one line per finished run; nil discards.
 	Progress io.Writer
 }
@@ -80,6 +84,7 @@ func DefaultConfig(quick bool) Config {
 		Quick:     quick,
 		Baseline:  MediumNone,
 		GoSrc:     defaultGoSrc(),
+		Layers:    append([]int(nil), DefaultLayers...),
 	}
 	if quick {
 		c.Size = 128 << 20
@@ -113,6 +118,16 @@ func (c *Config) Validate() error {
 	}
 	if err := checkNames("workload", c.Workloads, WorkloadNames()); err != nil {
 		return err
+	}
+	for i, n := range c.Layers {
+		if n < 1 || (i > 0 && n <= c.Layers[i-1]) {
+			return fmt.Errorf("layer counts must be at least 1 and increasing, got %v", c.Layers)
+		}
+	}
+	for _, w := range c.Workloads {
+		if isLayered(w) && len(c.Layers) == 0 {
+			return fmt.Errorf("workload %s needs layer counts", w)
+		}
 	}
 	found := false
 	for _, m := range c.Media {
@@ -168,11 +183,14 @@ type scale struct {
 	smallFiles  int   // files created by create-small
 	treeDirs    []string
 	buildWarm   bool // quick: the Go build cache is warmed into the lower
+	layerDirs   int  // directories of a stacked-layer tree
+	layerFiles  int  // files of a stacked-layer tree
 }
 
 func (c *Config) scale() scale {
-	s := scale{size: c.Size, randomReads: 20000, smallFiles: 20000}
+	s := scale{size: c.Size, randomReads: 20000, smallFiles: 20000, layerDirs: 50, layerFiles: 5000}
 	if c.Quick {
+		s.layerDirs, s.layerFiles = 20, 1000
 		s.randomReads = 10000
 		s.smallFiles = 4000
 		s.treeDirs = []string{"go", "encoding", "os", "strings", "bufio", "sort", "net", "crypto"}

@@ -33,6 +33,7 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	workDir := fl.String("workdir", "/var/tmp", "`DIR` for the scratch tree, mountpoints and filestores (on the disk you want measured)")
 	src := fl.String("src", "", "source tree `DIR` copied into the lower and tarred for untar (default the Go distribution's src)")
 	jsonPath := fl.String("json", "", "write every figure as JSON to `FILE`")
+	layers := fl.String("layers", "1,10,50", "`LIST` of layer counts, comma-separated and increasing, that the layers-* workloads spread their tree over; the deepest is compared with the shallowest")
 	chart := fl.String("chart", "", "draw throughput per workload and memory per medium as SVG into `FILE`")
 	fl.Usage = func() {
 		fmt.Fprintf(usageOut, "Usage: overlayfs bench [flags]\n\n"+
@@ -44,7 +45,8 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 		}
 		fmt.Fprintf(usageOut, "\nFlags:\n%s", fl.FlagUsages())
 	}
-	if err := fl.Parse(args); err != nil {
+	err := fl.Parse(args)
+	if err != nil {
 		return Options{}, err
 	}
 	if fl.NArg() != 0 {
@@ -66,6 +68,9 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	cfg.Baseline = *baseline
 	if !fl.Changed("baseline") && !slices.Contains(cfg.Media, cfg.Baseline) && len(cfg.Media) > 0 {
 		cfg.Baseline = cfg.Media[0]
+	}
+	if cfg.Layers, err = ParseLayers(*layers); err != nil {
+		return Options{}, err
 	}
 	cfg.WorkDir = *workDir
 	if *src != "" {

@@ -66,9 +66,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	var ws []workload
+	var layered []string
 	for _, n := range cfg.Workloads {
 		w, _ := workloadByName(n)
-		ws = append(ws, w)
+		if !isLayered(n) {
+			ws = append(ws, w)
+			continue
+		}
+		layered = append(layered, n)
+		for _, count := range cfg.Layers {
+			ws = append(ws, withLayers(w, count, sc))
+		}
 	}
 	fmt.Fprintf(progress, "bench: preparing the lower tree in %s\n", scratch)
 	as, err := buildAssets(ctx, &cfg, sc, scratch, ws)
@@ -76,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	for _, w := range ws {
-		res.Workloads = append(res.Workloads, WorkloadInfo{Name: w.name, Desc: w.desc, Unit: w.unit, Amount: amountOf(w, sc, as)})
+		res.Workloads = append(res.Workloads, WorkloadInfo{Name: w.name, Desc: w.desc, Unit: w.unit, Amount: amountOf(w, sc, as), Layers: w.layers})
 	}
 
 	var media []string
@@ -97,11 +105,27 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return res, fmt.Errorf("no medium can run on this machine")
 	}
 
-	before, err := treeDigest(as.lower)
+	skipRoots := layerRoots(as.stacks, as.lower)
+	before, err := treeDigest(as.lower, skipRoots)
 	if err != nil {
 		return nil, err
 	}
-	total := len(ws) * cfg.Runs * len(media)
+	total := 0
+	for _, w := range ws {
+		for _, m := range media {
+			if ok, _ := stacksLayers(m); ok || w.layers == 0 {
+				total += cfg.Runs
+			}
+		}
+	}
+	if len(layered) > 0 {
+		for _, m := range media {
+			if ok, why := stacksLayers(m); !ok {
+				res.Notes = append(res.Notes, fmt.Sprintf("%s: not run on %s: %s", strings.Join(layered, ", "), m, why))
+			}
+		}
+		res.Notes = append(res.Notes, "stacked layers: kernel-overlay mounts lowerdir=L1:...:LN with its tmpfs upper, fuse-overlayfs lowerdir=L1:...:LN with its upper, overlayfs --lower L1 ... --lower LN")
+	}
 	done := 0
 	var runErr error
 loop:
@@ -110,6 +134,9 @@ loop:
 			// Rotate the order each run so no medium always goes first.
 			for i := range media {
 				m := media[(i+r)%len(media)]
+				if ok, _ := stacksLayers(m); !ok && w.layers > 0 {
+					continue
+				}
 				if ctx.Err() != nil {
 					runErr = ctx.Err()
 					break loop
@@ -133,8 +160,11 @@ loop:
 		}
 	}
 	res.Cells, res.index = cells, nil
+	if len(layered) > 0 {
+		res.Layers = layerCosts(res, layered, media, cfg.Layers)
+	}
 
-	after, err := treeDigest(as.lower)
+	after, err := treeDigest(as.lower, skipRoots)
 	if err != nil {
 		return res, errors.Join(runErr, err)
 	}
@@ -164,6 +194,9 @@ func (r *Result) cell(workload, medium string) *Cell {
 }
 
 func amountOf(w workload, sc scale, as *assets) float64 {
+	if w.layers > 0 {
+		return float64(sc.layerFiles)
+	}
 	switch w.name {
 	case "write-seq", "read-seq-upper", "read-seq-lower":
 		return float64(sc.size)
@@ -199,7 +232,7 @@ func probe(ctx context.Context, bin, medium, scratch, filestoreDir string) strin
 	if err := os.Mkdir(lower, 0o755); err != nil {
 		return err.Error()
 	}
-	m, err := mountMedium(ctx, bin, medium, lower, dir, filestoreDir)
+	m, err := mountMedium(ctx, bin, medium, []string{lower}, dir, filestoreDir)
 	if err != nil {
 		return err.Error()
 	}
@@ -229,7 +262,11 @@ func runOne(ctx context.Context, cfg *Config, sc scale, as *assets, w workload, 
 			return fail(fmt.Errorf("copy the lower: %w", err))
 		}
 	}
-	m, err := mountMedium(ctx, cfg.Binary, medium, lower, runDir, filestoreDir)
+	lowers := []string{lower}
+	if w.layers > 0 {
+		lowers = as.stacks[w.layers]
+	}
+	m, err := mountMedium(ctx, cfg.Binary, medium, lowers, runDir, filestoreDir)
 	if err != nil {
 		return fail(err)
 	}

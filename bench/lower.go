@@ -18,6 +18,9 @@ type assets struct {
 	tarFiles    int // entries in the tarball
 	treeEntries int // entries under lower/tree, itself included
 	goBin       string
+	// stacks are the stacked-layer workloads' layer directories by layer
+	// count, top-most first (under lower/layers).
+	stacks map[int][]string
 }
 
 // buildProgram is the stdlib-only program the build workload compiles.
@@ -75,6 +78,14 @@ func buildAssets(ctx context.Context, cfg *Config, sc scale, scratch string, ws 
 		}
 		if w.name == "untar" {
 			need["tarball"] = true
+		}
+	}
+	for _, w := range ws {
+		if w.layers > 0 && a.stacks == nil {
+			var err error
+			if a.stacks, err = buildStacks(ctx, a.lower, sc, cfg.Layers); err != nil {
+				return nil, err
+			}
 		}
 	}
 	srcs, err := treeSources(cfg.GoSrc, sc.treeDirs)
@@ -207,15 +218,19 @@ func countEntries(root string) (int, error) {
 	return n, err
 }
 
-// treeDigest digests every entry below root (root's own metadata excluded:
-// the self medium creates and removes its filestore there, which changes
-// root's mtime).
-func treeDigest(root string) (treehash.Snapshot, error) {
+// treeDigest digests every entry below root (root's own metadata excluded,
+// and that of the skip directories, relative to root: the self medium
+// creates and removes its filestore in the top lower directory, which
+// changes its mtime).
+func treeDigest(root string, skip []string) (treehash.Snapshot, error) {
 	snap, err := treehash.Take(root)
 	if err != nil {
 		return nil, err
 	}
 	delete(snap, ".")
+	for _, s := range skip {
+		delete(snap, s)
+	}
 	return snap, nil
 }
 

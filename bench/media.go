@@ -115,21 +115,33 @@ func overlaySpec(medium, filestoreDir string) string {
 	return "none"
 }
 
-// mountMedium mounts medium over lower inside runDir (a fresh, empty
+// mountMedium mounts medium over the lower directories lowers (top-most
+// first; the host medium takes one) inside runDir (a fresh, empty
 // directory owned by this run).
-func mountMedium(ctx context.Context, bin, medium, lower, runDir, filestoreDir string) (*mounted, error) {
+func mountMedium(ctx context.Context, bin, medium string, lowers []string, runDir, filestoreDir string) (*mounted, error) {
 	switch medium {
 	case MediumHost:
-		return &mounted{medium: medium, root: lower}, nil
+		return &mounted{medium: medium, root: lowers[0]}, nil
 	case MediumKernel:
-		return mountKernel(lower, runDir)
+		return mountKernel(lowerdirOption(lowers), runDir)
 	case MediumFuseOverlayfs:
-		return mountFuseOverlayfs(ctx, lower, runDir)
+		return mountFuseOverlayfs(ctx, lowerdirOption(lowers), runDir)
 	}
-	return mountOverlayfs(ctx, bin, medium, lower, runDir, filestoreDir)
+	return mountOverlayfs(ctx, bin, medium, lowers, runDir, filestoreDir)
 }
 
-func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDir string) (*mounted, error) {
+// lowerdirOption is the lowerdir= value of a stack for Linux overlayfs and
+// fuse-overlayfs: the directories, top-most first, separated by ':', with
+// ':' and '\' inside a name escaped by '\'.
+func lowerdirOption(lowers []string) string {
+	esc := make([]string, len(lowers))
+	for i, l := range lowers {
+		esc[i] = strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(l)
+	}
+	return strings.Join(esc, ":")
+}
+
+func mountOverlayfs(ctx context.Context, bin, medium string, lowers []string, runDir, filestoreDir string) (*mounted, error) {
 	mnt := filepath.Join(runDir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		return nil, err
@@ -144,7 +156,17 @@ func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDi
 	if medium == MediumMemoryShared {
 		access = "shared"
 	}
-	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--fuse-uring", uring, "--file-access", access, "--log", logPath, lower, mnt).CombinedOutput()
+	args := []string{"mount", "--overlay2", spec, "--fuse-uring", uring, "--file-access", access, "--log", logPath}
+	if len(lowers) == 1 {
+		args = append(args, lowers[0], mnt)
+	} else {
+		// --lower needs no escaping of ':' in a name.
+		for _, l := range lowers {
+			args = append(args, "--lower", l)
+		}
+		args = append(args, mnt)
+	}
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("overlayfs mount --overlay2 %s --fuse-uring %s: %w: %s", spec, uring, err, mountFailure(string(out), string(log)))
@@ -191,9 +213,9 @@ func unmountOverlayfs(bin, mnt, logPath string) error {
 	return fmt.Errorf("overlayfs umount %s: %w: %s (lazy detach: %v) %s", mnt, err, strings.TrimSpace(string(out)), derr, daemonLog(string(log)))
 }
 
-// mountKernel mounts Linux overlayfs with its upper and work directories on
-// a fresh tmpfs.
-func mountKernel(lower, runDir string) (*mounted, error) {
+// mountKernel mounts Linux overlayfs over lowerdir (an option value) with
+// its upper and work directories on a fresh tmpfs.
+func mountKernel(lowerdir, runDir string) (*mounted, error) {
 	t := filepath.Join(runDir, "tmpfs")
 	mnt := filepath.Join(runDir, "mnt")
 	for _, d := range []string{t, mnt} {
@@ -210,7 +232,7 @@ func mountKernel(lower, runDir string) (*mounted, error) {
 			return nil, err
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, t, t)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lowerdir, t, t)
 	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
 		_ = unix.Unmount(t, unix.MNT_DETACH)
 		return nil, fmt.Errorf("mount -t overlay -o %s: %w", opts, err)
@@ -240,9 +262,10 @@ func unmountRetry(mnt string) error {
 	return fmt.Errorf("unmount %s: %w (lazy detach: %v)", mnt, err, derr)
 }
 
-// mountFuseOverlayfs mounts fuse-overlayfs with its upper directory on the
-// work disk (the counterpart of a filestore).
-func mountFuseOverlayfs(ctx context.Context, lower, runDir string) (*mounted, error) {
+// mountFuseOverlayfs mounts fuse-overlayfs over lowerdir (an option value)
+// with its upper directory on the work disk (the counterpart of a
+// filestore).
+func mountFuseOverlayfs(ctx context.Context, lowerdir, runDir string) (*mounted, error) {
 	bin, err := exec.LookPath("fuse-overlayfs")
 	if err != nil {
 		return nil, fmt.Errorf("fuse-overlayfs is not installed (apt install fuse-overlayfs)")
@@ -255,7 +278,7 @@ func mountFuseOverlayfs(ctx context.Context, lower, runDir string) (*mounted, er
 			return nil, err
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lowerdir, upper, work)
 	out, err := exec.CommandContext(ctx, bin, "-o", opts, mnt).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("fuse-overlayfs -o %s: %w: %s", opts, err, strings.TrimSpace(string(out)))

@@ -7,16 +7,18 @@ import (
 
 // Result is everything one bench invocation measured.
 type Result struct {
-	Machine   Machine           `json:"machine"`
-	Config    ResultConfig      `json:"config"`
-	Media     []MediumInfo      `json:"media"`
-	Workloads []WorkloadInfo    `json:"workloads"`
-	Cells     []Cell            `json:"cells"`
-	Lower     LowerCheck        `json:"lower_check"`
-	Started   time.Time         `json:"started"`
-	Elapsed   float64           `json:"elapsed_seconds"`
-	Notes     []string          `json:"notes"`
-	index     map[[2]string]int // workload, medium -> Cells index
+	Machine   Machine        `json:"machine"`
+	Config    ResultConfig   `json:"config"`
+	Media     []MediumInfo   `json:"media"`
+	Workloads []WorkloadInfo `json:"workloads"`
+	Cells     []Cell         `json:"cells"`
+	// Layers sums up the stacked-layer workloads across layer counts.
+	Layers  []LayerCost       `json:"layers,omitempty"`
+	Lower   LowerCheck        `json:"lower_check"`
+	Started time.Time         `json:"started"`
+	Elapsed float64           `json:"elapsed_seconds"`
+	Notes   []string          `json:"notes"`
+	index   map[[2]string]int // workload, medium -> Cells index
 }
 
 // ResultConfig is the part of Config worth recording.
@@ -42,6 +44,8 @@ type WorkloadInfo struct {
 	Desc   string  `json:"desc"`
 	Unit   string  `json:"unit"`
 	Amount float64 `json:"amount"`
+	// Layers is a stacked-layer workload's layer count (0: one lower).
+	Layers int `json:"layers,omitempty"`
 }
 
 // Trial is one timed run of a workload on a medium.

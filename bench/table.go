@@ -139,6 +139,9 @@ func WriteTable(w io.Writer, r *Result) error {
 	}
 	fmt.Fprintln(tw)
 	for _, wl := range r.Workloads {
+		if wl.Layers > 0 {
+			continue // compared across layer counts below
+		}
 		fmt.Fprintf(tw, "%s\t", wl.Name)
 		for _, m := range ran {
 			if x := r.Ratio(wl.Name, m); x > 0 {
@@ -150,6 +153,7 @@ func WriteTable(w io.Writer, r *Result) error {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	writeLayerCosts(ew, r.Layers)
 
 	fmt.Fprintln(ew)
 	for _, mi := range r.Media {

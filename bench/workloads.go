@@ -45,6 +45,7 @@ type workload struct {
 	unit    string
 	parts   []string // lower parts it reads
 	mutates bool     // it changes the tree (a host or none run needs its own copy)
+	layers  int      // a stacked-layer workload's layer count (0: one lower)
 	// setup prepares the root, untimed.
 	setup func(ctx context.Context, e *env) error
 	// run does the timed work and returns the amount done, in unit.
@@ -69,8 +70,10 @@ func workloadByName(name string) (workload, bool) {
 	return workload{}, false
 }
 
+// workloads lists every workload; the stacked-layer ones (layers.go) by
+// their base name, which Run splits by layer count.
 func workloads() []workload {
-	return []workload{
+	return append([]workload{
 		{name: "write-seq", desc: "sequential write of a new large file, 1 MiB writes, until close", unit: UnitBytes, mutates: true, run: writeSeq},
 		{name: "read-seq-upper", desc: "sequential 4 KiB reads of a large file written in the upper layer", unit: UnitBytes, mutates: true, setup: writeUpperFile, run: readSeq("upper.bin")},
 		{name: "read-rand-upper", desc: "random 4 KiB reads of a large file written in the upper layer", unit: UnitReads, mutates: true, setup: writeUpperFile, run: readRand("upper.bin")},
@@ -82,7 +85,7 @@ func workloads() []workload {
 		{name: "untar", desc: "tar -x of a real source tree into a new directory", unit: UnitFiles, mutates: true, run: untar},
 		{name: "rm-tree", desc: "rm -rf of a large lower source tree (whiteout-heavy)", unit: UnitEntries, parts: []string{partTree}, mutates: true, run: rmTree},
 		{name: "build", desc: "go build of a stdlib-only program in the lower, GOCACHE/GOTMPDIR/output inside the mount", unit: UnitBuilds, parts: []string{partGoMod}, mutates: true, run: goBuild},
-	}
+	}, layeredWorkloads()...)
 }
 
 // fillRandom returns n pseudo-random bytes (fixed seed: every medium writes
