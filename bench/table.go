@@ -127,6 +127,44 @@ func WriteTable(w io.Writer, r *Result) error {
 		}
 	}
 
+	writeSpeedMatrix(ew, r)
+	writeLayerCosts(ew, r.Layers)
+
+	fmt.Fprintln(ew)
+	for _, mi := range r.Media {
+		if mi.Skipped != "" {
+			fmt.Fprintf(ew, "skipped %s: %s\n", mi.Name, mi.Skipped)
+		}
+	}
+	switch {
+	case !r.Lower.Checked:
+		fmt.Fprintln(ew, "lower tree: not checked")
+	case r.Lower.Unchanged:
+		fmt.Fprintf(ew, "lower tree: unchanged after all media (%d entries compared: contents, modes, owners, sizes, mtimes)\n", r.Lower.Entries)
+	default:
+		fmt.Fprintf(ew, "lower tree: CHANGED: %s\n", strings.Join(r.Lower.Diffs, "; "))
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(ew, "note: %s\n", n)
+	}
+	if r.Elapsed > 0 {
+		fmt.Fprintf(ew, "total time %s\n", formatSeconds(r.Elapsed))
+	}
+	return ew.err
+}
+
+// writeSpeedMatrix writes every workload's speed on every medium against
+// the baseline; the stacked-layer workloads are left to writeLayerCosts.
+func writeSpeedMatrix(ew io.Writer, r *Result) {
+	n := 0
+	for _, wl := range r.Workloads {
+		if wl.Layers == 0 {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
 	fmt.Fprintf(ew, "\n== speed against %s (higher is faster)\n", r.Config.Baseline)
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "workload\t")
@@ -153,29 +191,6 @@ func WriteTable(w io.Writer, r *Result) error {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	writeLayerCosts(ew, r.Layers)
-
-	fmt.Fprintln(ew)
-	for _, mi := range r.Media {
-		if mi.Skipped != "" {
-			fmt.Fprintf(ew, "skipped %s: %s\n", mi.Name, mi.Skipped)
-		}
-	}
-	switch {
-	case !r.Lower.Checked:
-		fmt.Fprintln(ew, "lower tree: not checked")
-	case r.Lower.Unchanged:
-		fmt.Fprintf(ew, "lower tree: unchanged after all media (%d entries compared: contents, modes, owners, sizes, mtimes)\n", r.Lower.Entries)
-	default:
-		fmt.Fprintf(ew, "lower tree: CHANGED: %s\n", strings.Join(r.Lower.Diffs, "; "))
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(ew, "note: %s\n", n)
-	}
-	if r.Elapsed > 0 {
-		fmt.Fprintf(ew, "total time %s\n", formatSeconds(r.Elapsed))
-	}
-	return ew.err
 }
 
 func firstErr(c *Cell) string {
