@@ -26,7 +26,7 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	fl.SetOutput(usageOut)
 	quick := fl.Bool("quick", false, "shrink every workload (size 128MiB, 1 run, smaller trees, warm build cache): about two minutes on 2 CPUs with all media")
 	media := fl.String("media", "all", "`LIST` of media, comma-separated: "+strings.Join(AllMedia(), ","))
-	wls := fl.String("workloads", "all", "`LIST` of workloads, comma-separated: "+strings.Join(WorkloadNames(), ","))
+	wls := fl.String("workloads", "all", "`LIST` of workloads, comma-separated: "+strings.Join(WorkloadNames(), ", "))
 	size := fl.String("size", "", "`SIZE` of the large files written and read (default 1GiB, 128MiB with --quick)")
 	runs := fl.Int("runs", 0, "`N` runs per workload per medium; median, min and max are shown (default 3, 1 with --quick)")
 	baseline := fl.String("baseline", MediumNone, "`MEDIUM` the speed ratios are computed against")

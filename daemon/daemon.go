@@ -53,7 +53,8 @@ type Config struct {
 	UpperTar string
 	// LowerDirs, when it has more than one entry, stacks lower
 	// directories, top-most first, into one merged lower (Overlay only);
-	// LowerDir is then ignored and Gofers reaches their gofers.
+	// Gofers then reaches their gofers, and LowerDir, the top-most one,
+	// is only where the self medium keeps its filestore.
 	LowerDirs []string
 	// Gofers connects to gofers serving LowerDirs read-only: fds[i] is
 	// the daemon's end of the connection to LowerDirs[i]'s gofer (one
@@ -105,9 +106,6 @@ func Start(cfg Config) (Daemon, error) {
 		}
 		if !cfg.Spec.Enabled() {
 			return nil, fmt.Errorf("--overlay2=none writes through to LOWERDIR, which needs a single lower directory (%d given)", len(cfg.LowerDirs))
-		}
-		if cfg.Spec.Medium == filestore.MediumSelf {
-			return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR, which needs a single lower directory (%d given): use another medium", len(cfg.LowerDirs))
 		}
 	} else if cfg.Gofer == nil {
 		return nil, fmt.Errorf("daemon: no gofer")

@@ -46,12 +46,12 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.Var(&m.overlay2, "overlay2", "`SPEC`: where upper-layer file data lives: none | {root|all}:{memory|self|dir=/abs/dir}[,size=N]\n"+
 		"  memory: a memfd (data counts as this daemon's memory)\n"+
 		"  dir=/abs/dir: an unlinked filestore file in that directory (data on disk)\n"+
-		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR, removed at unmount\n"+
-		"  none: no overlay; every change is written through the gofer to LOWERDIR\n"+
+		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR (a stack's top-most layer), removed at unmount\n"+
+		"  none: no overlay; every change is written through the gofer to LOWERDIR (one directory, never a stack)\n"+
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
 		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "who changes LOWERDIR, `MODE` exclusive (nobody else: cache it for good) or shared (changes made to LOWERDIR from outside show through at the next system call; the kernel caches nothing of LOWERDIR's names, so each one costs FUSE requests, and the daemon stats it on the host beneath the gofer's root fd)")
-	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer' listening on the unix socket `PATH` instead of starting a gofer; LOWERDIR may then be left out")
+	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer' listening on the unix socket `PATH` instead of starting a gofer; LOWERDIR may then be left out (a gofer serves one directory, never a stack)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
 	fl.Var(&m.upperTar, "upper-tar", "start with the OCI layer tarball `FILE` (as written by 'overlayfs tar') applied as the upper layer")
@@ -110,11 +110,13 @@ func runMount(args []string) error {
 			"LOWERDIR is read through a separate 'overlayfs gofer' process confined to it.\n"+
 			"LOWERDIR may stack several read-only layers as overlayfs's lowerdir= does: DIR1:DIR2:...,\n"+
 			"top-most first, '\\:' for a colon inside a name (or give each with --lower DIR, and\n"+
-			"MOUNTPOINT alone). Whiteouts and opaque directories in the layers are honoured in both\n"+
-			"overlayfs's format (0/0 character devices, trusted.overlay.opaque or user.overlay.opaque\n"+
-			"= y) and OCI's (.wh.NAME, .wh..wh..opq, as tar -x leaves a layer tarball). With\n"+
-			"--gofer-socket the lower is what that gofer serves: LOWERDIR may be left out (the mount\n"+
-			"table then shows the socket as the source); if given, it must be the gofer's directory.\n"+
+			"MOUNTPOINT alone). A stack takes neither --overlay2 none nor --gofer-socket (each works\n"+
+			"on one directory); self keeps its filestore in the top-most layer. Whiteouts and opaque\n"+
+			"directories in the layers are honoured in both overlayfs's format (0/0 character devices,\n"+
+			"trusted.overlay.opaque or user.overlay.opaque = y) and OCI's (.wh.NAME, .wh..wh..opq, as\n"+
+			"tar -x leaves a layer tarball). With --gofer-socket the lower is what that gofer serves:\n"+
+			"LOWERDIR may be left out (the mount table then shows the socket as the source); if given,\n"+
+			"it must be the gofer's directory.\n"+
 			"Unmount with 'overlayfs umount MOUNTPOINT'.\n\nFlags:\n%s", fl.FlagUsages())
 	}
 	if err := fl.Parse(args); err != nil {

@@ -115,6 +115,7 @@ func runRun(args []string) error {
 	fl.Var(mountList{kind: "bind", list: &mounts}, "bind", "bind host directory or file SRC on DST; under --overlay2 all:… SRC gets an overlay of its own (changes listed under DST, then discarded), under root:… changes reach SRC (repeatable)")
 	fl.Var(mountList{kind: "bind", ro: true, list: &mounts}, "ro-bind", "bind SRC on DST read-only (repeatable)")
 	fl.Var(mountList{kind: "tmpfs", list: &mounts}, "tmpfs", "mount an empty tmpfs on DST (repeatable)")
+	fl.StringArrayVar(&mf.lowers, "lower", nil, "`DIR` a read-only layer of the rootfs; repeat to stack several, top-most first (instead of ROOTFS, and with no need to escape ':')")
 	fl.BoolVar(&nsChild, "ns-child", false, "internal")
 	fl.BoolVar(&sandboxInit, "sandbox-init", false, "internal")
 	fl.BoolVar(&mapped, "mapped", false, "internal")
@@ -122,9 +123,13 @@ func runRun(args []string) error {
 		_ = fl.MarkHidden(n)
 	}
 	fl.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: overlayfs run [flags] ROOTFS -- COMMAND [ARGS...]\n\n"+
+		fmt.Fprintf(os.Stderr, "Usage: overlayfs run [flags] ROOTFS -- COMMAND [ARGS...]\n"+
+			"       overlayfs run [flags] --lower DIR [--lower DIR...] -- COMMAND [ARGS...]\n\n"+
 			"ROOTFS is a directory, or read-only layers stacked as 'overlayfs mount' takes them\n"+
-			"(DIR1:DIR2:..., top-most first, '\\:' for a colon inside a name).\n\n"+
+			"(DIR1:DIR2:..., top-most first, '\\:' for a colon inside a name). Or give each layer\n"+
+			"with --lower DIR, top-most first, and no ROOTFS. A stack of more than one layer takes\n"+
+			"neither --gofer-socket (a gofer serves one directory) nor --overlay2 none (it writes\n"+
+			"through to one directory); root:self keeps its data in the top layer's directory.\n\n"+
 			"Runs COMMAND in a writable overlay of ROOTFS, isolated as bubblewrap or systemd-nspawn\n"+
 			"would: new PID, mount, UTS and IPC namespaces (and a network namespace with --net none),\n"+
 			"pivot_root into the overlay, a fresh /proc, a minimal /dev (null zero full random urandom\n"+
@@ -152,18 +157,19 @@ func runRun(args []string) error {
 	if err := mf.validate(); err != nil {
 		return exitError{code: exitRunError, msg: err.Error()}
 	}
-	if fl.ArgsLenAtDash() != 1 || fl.NArg() < 2 {
-		fl.Usage()
-		return exitError{code: 2, msg: "need ROOTFS -- COMMAND [ARGS...]"}
-	}
-	layers, err := daemon.SplitLowerDirs(fl.Arg(0))
+	layers, command, err := runLayers(fl, mf.lowers)
 	if err != nil {
-		return exitError{code: exitRunError, msg: strings.Replace(err.Error(), "LOWERDIR", "ROOTFS", 1)}
-	}
-	for i, l := range layers {
-		if layers[i], err = existingDir(l, "ROOTFS"); err != nil {
-			return exitError{code: exitRunError, msg: err.Error()}
+		var ee exitError
+		if errors.As(err, &ee) && ee.code == 2 {
+			fl.Usage()
 		}
+		return err
+	}
+	if len(layers) > 1 && mf.goferSocket != "" {
+		return exitError{code: exitRunError, msg: fmt.Sprintf("--gofer-socket serves one lower directory; ROOTFS has %d layers", len(layers))}
+	}
+	if len(layers) > 1 && !mf.overlay2.Enabled() {
+		return exitError{code: exitRunError, msg: fmt.Sprintf("--overlay2=none writes through to one directory; ROOTFS has %d layers (use another medium)", len(layers))}
 	}
 	rootfs := daemon.JoinLowerDirs(layers)
 	plan := runPlan{Keep: keep, DiffOut: string(diffOut)}
@@ -187,7 +193,7 @@ func runRun(args []string) error {
 		plan.Need = append(plan.Need, plan.DiffOut)
 	}
 	sp := &plan.Sandbox
-	sp.Args = fl.Args()[1:]
+	sp.Args = command
 	sp.Hostname = hostname
 	sp.Dir = chdir
 	sp.Mounts = mounts
@@ -227,6 +233,38 @@ func runRun(args []string) error {
 		}
 	}
 	return runHost(&plan)
+}
+
+// runLayers reads the rootfs layers, top-most first, and COMMAND from
+// run's arguments: ROOTFS before "--" (a directory or a stack in
+// LOWERDIR's syntax), or the --lower directories and nothing before "--".
+// Giving both, or neither, is a usage error (exit status 2).
+func runLayers(fl *pflag.FlagSet, lowers []string) (layers, command []string, err error) {
+	dash := fl.ArgsLenAtDash()
+	switch {
+	case dash < 0 || fl.NArg() <= dash || (dash == 0 && len(lowers) == 0):
+		return nil, nil, exitError{code: 2, msg: "need ROOTFS (or --lower DIR) -- COMMAND [ARGS...]"}
+	case len(lowers) > 0 && dash > 0:
+		return nil, nil, exitError{code: 2, msg: fmt.Sprintf("give ROOTFS or --lower, not both (ROOTFS %q with --lower %s)", fl.Arg(0), strings.Join(lowers, " --lower "))}
+	case len(lowers) > 0:
+		layers = append([]string(nil), lowers...)
+	case dash != 1:
+		return nil, nil, exitError{code: 2, msg: fmt.Sprintf("need one ROOTFS before --, got %d arguments: %q", dash, fl.Args()[:dash])}
+	default:
+		if layers, err = daemon.SplitLowerDirs(fl.Arg(0)); err != nil {
+			return nil, nil, exitError{code: exitRunError, msg: strings.Replace(err.Error(), "LOWERDIR", "ROOTFS", 1)}
+		}
+	}
+	for i, l := range layers {
+		what := "ROOTFS"
+		if len(lowers) > 0 {
+			what = "--lower"
+		}
+		if layers[i], err = existingDir(l, what); err != nil {
+			return nil, nil, exitError{code: exitRunError, msg: err.Error()}
+		}
+	}
+	return layers, fl.Args()[dash:], nil
 }
 
 // bindMountArgs are the mount flags of the overlay of a --bind under all:

@@ -71,8 +71,8 @@ func runUmount(args []string) error {
 		// A dead daemon of the self medium left its filestore in LOWERDIR
 		// (the mount's source); remove it now rather than at the next mount.
 		// The source is LOWERDIR as mount wrote it ('\:' for a colon); a
-		// stack of several never has a filestore.
-		if dirs, err := daemon.SplitLowerDirs(source); err == nil && len(dirs) == 1 {
+		// stack's filestore is in its top-most layer.
+		if dirs, err := daemon.SplitLowerDirs(source); err == nil && len(dirs) > 0 {
 			source = dirs[0]
 		}
 		if filepath.IsAbs(source) {
