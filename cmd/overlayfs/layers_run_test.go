@@ -189,3 +189,32 @@ func TestRunSelfMediumOnStack(t *testing.T) {
 		t.Errorf("filestores left in the top layer: %v", fs)
 	}
 }
+
+// TestUmountOfDeadSelfStackRemovesItsFilestore kills the daemon of a self
+// mount on a two-layer stack: `overlayfs umount` removes the dead mount
+// and the filestore it left in the top layer, and says so.
+func TestUmountOfDeadSelfStackRemovesItsFilestore(t *testing.T) {
+	base := t.TempDir()
+	top, bottom := filepath.Join(base, "to:p"), filepath.Join(base, "bottom")
+	writeLayer(t, top, ociMarkers, []layerEntry{"f:a=top"})
+	writeLayer(t, bottom, ociMarkers, []layerEntry{"f:b=bottom"})
+	mounttest.GuardLower(t, bottom)
+	mnt, log := faultMount(t, strings.ReplaceAll(top, ":", `\:`)+":"+bottom, "root:self")
+	if err := faultWrite(filepath.Join(mnt, "up"), bytes.Repeat([]byte("x"), 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if fs := cliFilestores(t, top); len(fs) != 1 {
+		t.Fatalf("filestores in the top layer: %v, want one", fs)
+	}
+	faultKill(t, faultOnePid(t, "daemon", "mount", mnt))
+	msg := faultUmount(t, mnt, log)
+	if !strings.Contains(msg, "not running") || !strings.Contains(msg, "removed its stale filestore") {
+		t.Errorf("umount of a dead self mount on a stack says %q; want it to say the daemon was not running and that it removed the filestore", msg)
+	}
+	if fs := cliFilestores(t, top); len(fs) > 0 {
+		t.Errorf("filestores left in the top layer: %v", fs)
+	}
+	if n := cliMounts(t, mnt); n != 0 {
+		t.Errorf("%s still mounted after umount", mnt)
+	}
+}
