@@ -57,8 +57,9 @@ type Config struct {
 	// Runs is how many times each workload runs on each medium (median,
 	// min and max are reported).
 	Runs int
-	// Quick shrinks every workload: the whole run takes about two minutes
-	// on 2 CPUs with every medium.
+	// Quick shrinks every workload: the whole run, the stacked-layer
+	// workloads aside, takes about two minutes on 2 CPUs with every
+	// medium.
 	Quick bool
 	// Baseline is the medium the ratios are computed against.
 	Baseline string

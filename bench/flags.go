@@ -24,7 +24,7 @@ type Options struct {
 func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	fl := pflag.NewFlagSet("bench", pflag.ContinueOnError)
 	fl.SetOutput(usageOut)
-	quick := fl.Bool("quick", false, "shrink every workload (size 128MiB, 1 run, smaller trees, warm build cache): about two minutes on 2 CPUs with all media")
+	quick := fl.Bool("quick", false, "shrink every workload (size 128MiB, 1 run, smaller trees, stacks of 1,000 files, warm build cache): about two minutes on 2 CPUs with all media, and more for the layers-* workloads (54 mounts with all media)")
 	media := fl.String("media", "all", "`LIST` of media, comma-separated: "+strings.Join(AllMedia(), ","))
 	wls := fl.String("workloads", "all", "`LIST` of workloads, comma-separated: "+strings.Join(WorkloadNames(), ", "))
 	size := fl.String("size", "", "`SIZE` of the large files written and read (default 1GiB, 128MiB with --quick)")
