@@ -146,9 +146,10 @@ func TestLayerCostsRatioAndPerFileFigures(t *testing.T) {
 }
 
 // TestRunLayeredEndToEnd runs the stacked-layer workloads through the real
-// binary on overlayfs's memory medium and Linux overlayfs, over 1 and 3
-// layers: every figure is positive, --overlay2 none is left out with a
-// note, the layers are unchanged and nothing stays mounted.
+// binary on overlayfs's memory and self media and Linux overlayfs, over 1
+// and 3 layers: every figure is positive, --overlay2 none is left out with
+// a note, the layers are unchanged (self's filestore comes and goes in the
+// top layer) and nothing stays mounted.
 func TestRunLayeredEndToEnd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
@@ -159,7 +160,7 @@ func TestRunLayeredEndToEnd(t *testing.T) {
 	cfg := DefaultConfig(true)
 	cfg.Binary = mounttest.Binary(t)
 	cfg.WorkDir = t.TempDir()
-	cfg.Media = []string{MediumMemory, MediumKernel, MediumNone}
+	cfg.Media = []string{MediumMemory, MediumKernel, MediumSelf, MediumNone}
 	cfg.Baseline = MediumMemory
 	cfg.Workloads = []string{"layers-stat", "layers-readdir", "layers-open"}
 	cfg.Layers = []int{1, 3}
@@ -178,16 +179,18 @@ func TestRunLayeredEndToEnd(t *testing.T) {
 			if c.FuseRequests <= 0 || c.RequestsPerUnit <= 0 || c.GoferRoundTrips <= 0 {
 				t.Errorf("%s/%s on memory: no FUSE requests or gofer round trips counted: %+v", w, n, c)
 			}
-			if k := res.Cell(w+"/"+n, MediumKernel); k == nil || k.Errors != 0 || k.Median <= 0 {
-				t.Errorf("%s/%s on kernel-overlay: %+v", w, n, k)
+			for _, m := range []string{MediumKernel, MediumSelf} {
+				if c := res.Cell(w+"/"+n, m); c == nil || c.Errors != 0 || c.Median <= 0 {
+					t.Errorf("%s/%s on %s: %+v", w, n, m, c)
+				}
 			}
 			if res.Cell(w+"/"+n, MediumNone) != nil {
 				t.Errorf("%s/%s ran on none, which cannot stack layers", w, n)
 			}
 		}
 	}
-	if len(res.Layers) != 6 {
-		t.Fatalf("layer costs %+v, want 3 workloads x 2 media", res.Layers)
+	if len(res.Layers) != 9 {
+		t.Fatalf("layer costs %+v, want 3 workloads x 3 media", res.Layers)
 	}
 	for _, lc := range res.Layers {
 		if lc.Ratio <= 0 {
