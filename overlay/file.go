@@ -61,7 +61,7 @@ func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.typ == unix.S_IFREG && nodeid != 0 {
-		if err := fs.openGate(n, nodeid, flags); err != nil {
+		if err := fs.pt.openGate(n, nodeid, flags); err != nil {
 			return nil, err
 		}
 	}
@@ -81,7 +81,7 @@ func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 			}
 			h.lowerFD = fd
 			if nodeid != 0 {
-				fs.tryPassthrough(n, h, nodeid, fd)
+				fs.pt.tryPassthrough(n, h, nodeid, fd)
 			}
 		}
 	}
@@ -236,7 +236,7 @@ func (fs *FS) releaseHandle(h *handle) {
 		fs.lower.ReleaseData(n.lower)
 	}
 	n.mu.Lock()
-	fs.releasePassthrough(n, h)
+	fs.pt.releasePassthrough(n, h)
 	n.opens--
 	n.mu.Unlock()
 	fs.maybeDrop(n)

@@ -100,9 +100,7 @@ type FS struct {
 	releases atomic.Int64 // upper files whose data maybeDrop freed
 	ids      *nodeTable
 
-	ptBroken atomic.Bool // the kernel refused a backing file
-	ptOpens  atomic.Uint64
-	ptRekeys atomic.Uint64
+	pt *ptGate
 
 	inos      fusekit.InoMap
 	hlMu      sync.Mutex
@@ -127,12 +125,14 @@ func New(cfg Config) (*FS, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf
 	}
+	ids := newNodeTable()
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		cfg:           cfg,
 		lower:         cfg.Lower,
 		store:         cfg.Store,
-		ids:           newNodeTable(),
+		ids:           ids,
+		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
 		hardlinks:     make(map[fusekit.DevIno]*Node),
 		notes:         make(chan uint64, 1024),
 		stop:          make(chan struct{}),
@@ -151,6 +151,7 @@ func (fs *FS) String() string { return "overlayfs" }
 // Init receives the server so that notifications can be sent later.
 func (fs *FS) Init(s *fuse.Server) {
 	fs.server = s
+	fs.pt.server = s
 	go fs.notifier()
 }
 
@@ -251,6 +252,9 @@ func (fs *FS) awaitOrphanRelease() bool {
 func (fs *FS) lowerIno(dev, ino uint64) uint64 {
 	return fs.inos.Get(fusekit.DevIno{Dev: dev, Ino: ino})
 }
+
+// Passthrough reports passthrough use.
+func (fs *FS) Passthrough() PassthroughStats { return fs.pt.stats() }
 
 // Store is the upper layer's store: its counters and its memfile.
 func (fs *FS) Store() *upper.Store { return fs.store }
