@@ -15,7 +15,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 		return fuse.ENOENT
 	}
 	if fs.cfg.Shared {
-		fs.refreshAttr(n)
+		fs.cache.refreshAttr(n)
 	}
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
@@ -24,7 +24,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	if retired {
 		out.SetTimeout(0) // see openGate: the file changes under another id
 	} else {
-		out.SetTimeout(fs.timeout(n))
+		out.SetTimeout(fs.cache.timeout(n))
 	}
 	return fuse.OK
 }

@@ -26,20 +26,6 @@ func (fs *FS) handle(fh uint64) *handle {
 	return h
 }
 
-// openFlags are the FOPEN_* flags for a regular file: the kernel may keep
-// its page cache across opens because every write goes through us.
-func (fs *FS) openFlags(n *Node) uint32 {
-	if fs.cfg.Shared {
-		n.mu.Lock()
-		pure := n.pureLower()
-		n.mu.Unlock()
-		if pure {
-			return fuse.FOPEN_NOFLUSH // lower data may change behind us
-		}
-	}
-	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
-}
-
 // openNode prepares n for I/O with the given open flags: O_TRUNC (with any
 // access mode) truncates without copying data, a write open copies the data
 // up, a read open of lower data takes the lower fd and, when the kernel
@@ -161,7 +147,7 @@ func (fs *FS) answerOpen(n *Node, h *handle, out *fuse.OpenOut) {
 		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
 		return
 	}
-	out.OpenFlags = fs.openFlags(n)
+	out.OpenFlags = fs.cache.openFlags(n)
 }
 
 // Read reads file data from wherever it lives now, so a handle opened before

@@ -108,9 +108,7 @@ type FS struct {
 
 	handles fusekit.Handles[*handle]
 
-	server *fuse.Server
-	notes  chan uint64   // nodeids whose kernel caches must be dropped
-	stop   chan struct{} // closed at unmount
+	cache *kernelCache
 
 	// copyHook, if set (by tests), runs in every data copy-up before the
 	// data is copied.
@@ -134,8 +132,7 @@ func New(cfg Config) (*FS, error) {
 		ids:           ids,
 		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
 		hardlinks:     make(map[fusekit.DevIno]*Node),
-		notes:         make(chan uint64, 1024),
-		stop:          make(chan struct{}),
+		cache:         newKernelCache(cfg, ids),
 	}
 	lroot := cfg.Lower.Root()
 	root := fs.newLowerNode(lroot)
@@ -150,13 +147,12 @@ func (fs *FS) String() string { return "overlayfs" }
 
 // Init receives the server so that notifications can be sent later.
 func (fs *FS) Init(s *fuse.Server) {
-	fs.server = s
 	fs.pt.server = s
-	go fs.notifier()
+	go fs.cache.notifier(s)
 }
 
 // OnUnmount stops the background notifier.
-func (fs *FS) OnUnmount() { close(fs.stop) }
+func (fs *FS) OnUnmount() { close(fs.cache.stop) }
 
 // Root is the root directory's node.
 func (fs *FS) Root() *Node { return fs.root }

@@ -49,7 +49,7 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 		c.mu.Unlock()
 		if pure {
 			var err error
-			if c, err = fs.revalidate(dir, name, c, fresh); err != nil {
+			if c, err = fs.cache.revalidate(dir, name, c, fresh); err != nil {
 				return nil, err
 			}
 		}
@@ -187,7 +187,7 @@ func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
 	out.NodeId = n.nodeid // a re-key changes it under n.mu
 	n.mu.Unlock()
 	out.Generation = 1
-	t := fs.timeout(n)
+	t := fs.cache.timeout(n)
 	out.SetEntryTimeout(t)
 	out.SetAttrTimeout(t)
 }
@@ -205,7 +205,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	c, err := fs.lookupRef(dir, name, nil)
 	if err == unix.ENOENT {
 		out.NodeId = 0
-		out.SetEntryTimeout(fs.negativeTimeout())
+		out.SetEntryTimeout(fs.cache.negativeTimeout())
 		return fuse.OK
 	}
 	if err != nil {

@@ -122,15 +122,6 @@ type lowerEnt struct {
 	st       *lower.Attr
 }
 
-// dirFlags are the FOPEN_* flags for directories: the kernel may cache
-// listings, which it drops itself when we change the directory.
-func (fs *FS) dirFlags(n *Node) uint32 {
-	if fs.cfg.Shared && n.lower != nil {
-		return 0 // the lower part of the listing may change any time
-	}
-	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
-}
-
 // OpenDir opens a directory; its listing is taken at the first read. With
 // exclusive access it answers ENOSYS, once: the kernel then opens
 // directories itself and reads them without a handle (dircookies.go).
@@ -146,7 +137,7 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.ENOTDIR
 	}
 	out.Fh = fs.handles.Add(&handle{n: n, lowerFD: -1})
-	out.OpenFlags = fs.dirFlags(n)
+	out.OpenFlags = fs.cache.dirFlags(n)
 	return fuse.OK
 }
 
