@@ -54,7 +54,7 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 	} else if err != unix.ENOENT {
 		return nil, err
 	}
-	if err := fs.copyUp(dir, false); err != nil {
+	if err := fs.copier.copyUp(dir, false); err != nil {
 		return nil, err
 	}
 	dir.dirMu.Lock()
@@ -194,10 +194,10 @@ func (fs *FS) link(dir *Node, name string, n *Node) error {
 	} else if err != unix.ENOENT {
 		return err
 	}
-	if err := fs.copyUp(dir, false); err != nil {
+	if err := fs.copier.copyUp(dir, false); err != nil {
 		return err
 	}
-	if err := fs.copyUp(n, false); err != nil {
+	if err := fs.copier.copyUp(n, false); err != nil {
 		return err
 	}
 
@@ -266,7 +266,7 @@ func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
 	}
 	needWhiteout := fs.lowerHas(dir.lower, name)
 	for _, n := range []*Node{dir, c} {
-		if err := fs.copyUp(n, false); err != nil {
+		if err := fs.copier.copyUp(n, false); err != nil {
 			return fusekit.Status(err)
 		}
 	}
@@ -465,7 +465,7 @@ func (fs *FS) validateRename(in *fuse.RenameIn, oldName, newName string) (*renam
 		if n == nil {
 			continue
 		}
-		if err := fs.copyUp(n, false); err != nil {
+		if err := fs.copier.copyUp(n, false); err != nil {
 			return nil, err
 		}
 	}

@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -40,7 +39,7 @@ func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 		// O_RDONLY|O_TRUNC truncates too: the kernel has checked that
 		// the caller may write (default_permissions), as Linux file
 		// systems do. A truncation copies no data.
-		if err := fs.copyUp(n, !trunc); err != nil {
+		if err := fs.copier.copyUp(n, !trunc); err != nil {
 			return nil, err
 		}
 	}
@@ -54,7 +53,7 @@ func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 	if n.typ == unix.S_IFREG {
 		switch {
 		case trunc:
-			if err := fs.truncateLocked(n, 0); err != nil {
+			if err := fs.copier.truncateLocked(n, 0); err != nil {
 				return nil, err
 			}
 		case write:
@@ -89,7 +88,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		return fusekit.Status(err)
 	}
 	if in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
-		if err := fs.killPrivNode(n); err != nil {
+		if err := fs.copier.killPrivNode(n); err != nil {
 			fs.releaseHandle(h)
 			return fusekit.Status(err)
 		}
@@ -195,11 +194,11 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 // the error that stopped it.
 // Preconditions: no lock is held.
 func (fs *FS) write(n *Node, in *fuse.WriteIn, data []byte) (int, error) {
-	if err := fs.copyUp(n, true); err != nil {
+	if err := fs.copier.copyUp(n, true); err != nil {
 		return 0, err
 	}
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		if err := fs.killPrivNode(n); err != nil {
+		if err := fs.copier.killPrivNode(n); err != nil {
 			return 0, err
 		}
 	}
@@ -280,7 +279,7 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 		return fuse.EBADF
 	}
 	n := h.n
-	if err := fs.copyUp(n, true); err != nil {
+	if err := fs.copier.copyUp(n, true); err != nil {
 		return fusekit.Status(err)
 	}
 	n.mu.Lock()
@@ -298,21 +297,4 @@ func (fs *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Statu
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
 	return fusekit.Status(err)
-}
-
-// truncateLocked sets a regular file's size, giving it upper data without a
-// copy when none of the lower's survives, and sets mtime and ctime as
-// truncate(2) does on tmpfs and ext4, even when the size does not change.
-// Preconditions: n.mu is held; n is copied up, with its data if size > 0
-// (copyUp).
-func (fs *FS) truncateLocked(n *Node, size int64) error {
-	if !n.up.HasData {
-		if size != 0 {
-			return fmt.Errorf("overlay: truncate to %d of a file without upper data: %w", size, unix.EIO)
-		}
-		fs.store.MarkData(n.up)
-		n.up.Touch()
-		return nil
-	}
-	return n.up.Truncate(size)
 }

@@ -108,11 +108,8 @@ type FS struct {
 
 	handles fusekit.Handles[*handle]
 
-	cache *kernelCache
-
-	// copyHook, if set (by tests), runs in every data copy-up before the
-	// data is copied.
-	copyHook func(*Node)
+	cache  *kernelCache
+	copier *copier
 }
 
 // New builds the merged view of cfg.Lower and cfg.Store.
@@ -133,6 +130,7 @@ func New(cfg Config) (*FS, error) {
 		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
 		hardlinks:     make(map[fusekit.DevIno]*Node),
 		cache:         newKernelCache(cfg, ids),
+		copier:        &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared},
 	}
 	lroot := cfg.Lower.Root()
 	root := fs.newLowerNode(lroot)

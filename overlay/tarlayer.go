@@ -100,7 +100,7 @@ func (im *importer) dir(parts []string) (*Node, error) {
 
 // setMeta gives n the header's metadata, copying it up.
 func (im *importer) setMeta(n *Node, h *tar.Header) error {
-	if err := im.fs.copyUp(n, false); err != nil {
+	if err := im.fs.copier.copyUp(n, false); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -148,7 +148,7 @@ func (im *importer) detach(d *Node, name string, c *Node) error {
 	fs := im.fs
 	wh := fs.lowerHas(d.lower, name)
 	for _, n := range []*Node{d, c} {
-		if err := fs.copyUp(n, false); err != nil {
+		if err := fs.copier.copyUp(n, false); err != nil {
 			return err
 		}
 	}
@@ -192,7 +192,7 @@ func (im *importer) whiteout(d *Node, name string) error {
 // opaque hides every lower name of d that this layer did not put there.
 func (im *importer) opaque(d *Node) error {
 	fs := im.fs
-	if err := fs.copyUp(d, false); err != nil {
+	if err := fs.copier.copyUp(d, false); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -271,7 +271,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		if n.isDir() {
 			return nil, fmt.Errorf("hard link target %s is a directory", h.Linkname)
 		}
-		if err := fs.copyUp(n, false); err != nil {
+		if err := fs.copier.copyUp(n, false); err != nil {
 			return nil, err
 		}
 		n.mu.Lock()
@@ -309,7 +309,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		}
 		n.mu.Unlock()
 	}
-	if err := fs.copyUp(d, false); err != nil {
+	if err := fs.copier.copyUp(d, false); err != nil {
 		return nil, err
 	}
 	d.dirMu.Lock()

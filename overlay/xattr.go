@@ -100,12 +100,12 @@ func (fs *FS) changeXattrs(nodeid uint64, attr string, change func(*upper.Inode)
 	if overlayXattr(attr) {
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
-	if err := fs.copyUp(n, false); err != nil {
+	if err := fs.copier.copyUp(n, false); err != nil {
 		return fusekit.Status(err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := fs.loadXattrs(n); err != nil {
+	if err := fs.copier.loadXattrs(n); err != nil {
 		return fusekit.Status(err)
 	}
 	return fusekit.Status(change(n.up))
