@@ -86,8 +86,8 @@ func (u UpperLayer) walkChanges(visit func(changeEntry) error) error {
 func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
 	d.dirMu.Lock()
 	defer d.dirMu.Unlock()
-	u.fs.hlMu.Lock()
-	defer u.fs.hlMu.Unlock()
+	u.fs.nodes.hlMu.Lock()
+	defer u.fs.nodes.hlMu.Unlock()
 	s := dirSnap{origin: d.lower, children: make(map[string]*Node, len(d.children))}
 	for name, c := range d.children {
 		s.children[name] = c
@@ -96,7 +96,7 @@ func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
 		s.whiteouts = append(s.whiteouts, name)
 	}
 	sort.Strings(s.whiteouts)
-	if len(u.fs.hardlinks) > 0 {
+	if len(u.fs.nodes.hardlinks) > 0 {
 		for i := range listing {
 			e := &listing[i]
 			if e.Type == unix.DT_DIR || s.children[e.Name] != nil {
@@ -105,7 +105,7 @@ func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
 			if _, wh := d.whiteouts[e.Name]; wh {
 				continue
 			}
-			if u.fs.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
+			if u.fs.nodes.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
 				s.linked = append(s.linked, e.Name)
 			}
 		}

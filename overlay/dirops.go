@@ -68,7 +68,7 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 		return nil, unix.ENOENT // directory removed while we looked
 	}
 	uid, gid, mode := fusekit.NewOwner(dir.up.Mode, dir.up.GID, spec.caller, spec.mode)
-	n := fs.newUpperNode(mode, uid, gid, spec.rdev)
+	n := fs.nodes.newUpperNode(mode, uid, gid, spec.rdev)
 	n.up.Target = spec.target
 	if n.isDir() {
 		n.parent = dir // a new node: nobody else sees it yet
@@ -591,7 +591,7 @@ func (fs *FS) newTmpfile(dir *Node, mode uint32, caller fuse.Caller) (*Node, err
 	}
 	dir.mu.Unlock()
 	uid, gid, _ := fusekit.NewOwner(dirMode, dirGID, caller, unix.S_IFREG)
-	n := fs.newUpperNode(unix.S_IFREG|mode&07777, uid, gid, 0)
+	n := fs.nodes.newUpperNode(unix.S_IFREG|mode&07777, uid, gid, 0)
 	n.up.Nlink = 0
 	return n, nil
 }

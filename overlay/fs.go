@@ -21,7 +21,7 @@
 //	  FS.renameMu           RWMutex: written by rename, read to follow parent
 //	    Node.dirMu          a directory's namespace; ancestor before descendant
 //	      Node.mu           a node's attributes and data (upper state, opens)
-//	        FS.hlMu         lower hard links by identity
+//	        nodeFactory.hlMu lower hard links by identity
 //	          nodeTable.mu  nodeids and lookup counts
 //
 // Two directories' dirMu are held together only by an ancestor and its
@@ -99,12 +99,9 @@ type FS struct {
 
 	releases atomic.Int64 // upper files whose data maybeDrop freed
 	ids      *nodeTable
+	nodes    *nodeFactory
 
 	pt *ptGate
-
-	inos      fusekit.InoMap
-	hlMu      sync.Mutex
-	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity; guarded by hlMu
 
 	handles fusekit.Handles[*handle]
 
@@ -128,12 +125,12 @@ func New(cfg Config) (*FS, error) {
 		store:         cfg.Store,
 		ids:           ids,
 		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
-		hardlinks:     make(map[fusekit.DevIno]*Node),
+		nodes:         newNodeFactory(ids, cfg.Store),
 		cache:         newKernelCache(cfg, ids),
 		copier:        &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared},
 	}
 	lroot := cfg.Lower.Root()
-	root := fs.newLowerNode(lroot)
+	root := fs.nodes.newLowerNode(lroot)
 	root.parent = root
 	root.isRoot = true
 	fs.root = root
@@ -239,12 +236,6 @@ func (fs *FS) awaitOrphanRelease() bool {
 		}
 	}
 	return false
-}
-
-// lowerIno maps a lower (dev, ino) to a stable overlay inode number (see
-// fusekit.InoMap: most files keep their host number).
-func (fs *FS) lowerIno(dev, ino uint64) uint64 {
-	return fs.inos.Get(fusekit.DevIno{Dev: dev, Ino: ino})
 }
 
 // Passthrough reports passthrough use.

@@ -104,7 +104,7 @@ func (fs *FS) insertLower(dir *Node, name string, ln *lower.Node, ref bool) (*No
 	if _, wh := dir.whiteouts[name]; wh {
 		return nil, unix.ENOENT
 	}
-	c, shared := fs.nodeForLower(ln)
+	c, shared := fs.nodes.nodeForLower(ln)
 	if c.isDir() {
 		c.parent = dir // a new node: nobody else sees it yet
 	}
@@ -125,26 +125,6 @@ func (fs *FS) refLocked(c *Node, ref bool) {
 	if ref {
 		fs.ids.ref(c)
 	}
-}
-
-// nodeForLower returns the node for a newly walked lower file, sharing the
-// node of an already known hard link (whose lower is then not ln); shared
-// reports that the node may be reached through several lower names (a
-// file with more than one link).
-func (fs *FS) nodeForLower(ln *lower.Node) (n *Node, shared bool) {
-	st := ln.Attr()
-	if ln.IsDir() || st.Nlink <= 1 {
-		return fs.newLowerNode(ln), false
-	}
-	k := fusekit.DevIno{Dev: st.Dev, Ino: st.Ino}
-	fs.hlMu.Lock()
-	defer fs.hlMu.Unlock()
-	if n := fs.hardlinks[k]; n != nil {
-		return n, true
-	}
-	n = fs.newLowerNode(ln)
-	fs.hardlinks[k] = n
-	return n, true
 }
 
 // lowerHas reports whether dir's origin lower directory has name (so that

@@ -76,30 +76,6 @@ type Node struct {
 	pt        ptState
 }
 
-func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
-	n := &Node{ino: ino, typ: typ, lower: ln}
-	if typ == unix.S_IFDIR {
-		n.children = make(map[string]*Node)
-		n.whiteouts = make(map[string]struct{})
-	}
-	fs.ids.add(n)
-	return n
-}
-
-// newLowerNode makes the node for a lower file seen for the first time.
-func (fs *FS) newLowerNode(ln *lower.Node) *Node {
-	st := ln.Attr()
-	ino := fs.lowerIno(st.Dev, st.Ino)
-	return fs.newNode(ln.Type(), ln, ino)
-}
-
-// newUpperNode makes the node for a file created in the overlay.
-func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
-	n := fs.newNode(mode&unix.S_IFMT, nil, fs.inos.Alloc())
-	n.up = fs.store.NewInode(mode, uid, gid, rdev)
-	return n
-}
-
 func (n *Node) isDir() bool { return n.typ == unix.S_IFDIR }
 
 // setChild makes name in directory d refer to c, replacing what it named.

@@ -79,7 +79,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 			maybeIdx = append(maybeIdx, i)
 			continue
 		}
-		out = append(out, newDirEnt(e.name, fs.lowerIno(e.dev, e.ino), uint32(e.typ)<<12, e.st))
+		out = append(out, newDirEnt(e.name, fs.nodes.lowerIno(e.dev, e.ino), uint32(e.typ)<<12, e.st))
 		out[len(out)-1].lowerIdx = i
 	}
 	var extra []string

@@ -300,7 +300,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		default:
 			return nil, fmt.Errorf("unsupported entry type %q", h.Typeflag)
 		}
-		n = fs.newUpperNode(typ|uint32(h.Mode)&0o7777, uint32(h.Uid), uint32(h.Gid), rdev)
+		n = fs.nodes.newUpperNode(typ|uint32(h.Mode)&0o7777, uint32(h.Uid), uint32(h.Gid), rdev)
 		n.mu.Lock()
 		setAttr(n.up, h)
 		n.up.Xattrs = paxXattrs(h)
