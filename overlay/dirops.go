@@ -289,7 +289,7 @@ func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
 		c.dirMu.Unlock()
 	}
 	dir.dirMu.Unlock()
-	fs.maybeDrop(c)
+	fs.reaper.maybeDrop(c)
 	return fuse.OK
 }
 
@@ -360,7 +360,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 	defer fs.nsChanged()
 	replaced, err := fs.rename(in, oldName, newName)
 	if replaced != nil {
-		fs.maybeDrop(replaced)
+		fs.reaper.maybeDrop(replaced)
 	}
 	return fusekit.Status(err)
 }

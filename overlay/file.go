@@ -181,7 +181,7 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 		return 0, fuse.EBADF
 	}
 	cnt, err := fs.write(h.n, in, data)
-	if cnt == 0 && errors.Is(err, unix.ENOSPC) && fs.awaitOrphanRelease() {
+	if cnt == 0 && errors.Is(err, unix.ENOSPC) && fs.reaper.awaitOrphanRelease() {
 		cnt, err = fs.write(h.n, in, data)
 	}
 	if err != nil && cnt == 0 {
@@ -224,7 +224,7 @@ func (fs *FS) releaseHandle(h *handle) {
 	fs.pt.releasePassthrough(n, h)
 	n.opens--
 	n.mu.Unlock()
-	fs.maybeDrop(n)
+	fs.reaper.maybeDrop(n)
 }
 
 // Flush has nothing to do: data is in the store as soon as WRITE returns.

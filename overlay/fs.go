@@ -54,7 +54,6 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
@@ -97,9 +96,9 @@ type FS struct {
 	// a cached directory listing is valid while it is unchanged.
 	nsGen atomic.Uint64
 
-	releases atomic.Int64 // upper files whose data maybeDrop freed
-	ids      *nodeTable
-	nodes    *nodeFactory
+	ids    *nodeTable
+	nodes  *nodeFactory
+	reaper *reaper
 
 	pt *ptGate
 
@@ -126,6 +125,7 @@ func New(cfg Config) (*FS, error) {
 		ids:           ids,
 		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
 		nodes:         newNodeFactory(ids, cfg.Store),
+		reaper:        &reaper{ids: ids, store: cfg.Store, lower: cfg.Lower},
 		cache:         newKernelCache(cfg, ids),
 		copier:        &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared},
 	}
@@ -134,6 +134,7 @@ func New(cfg Config) (*FS, error) {
 	root.parent = root
 	root.isRoot = true
 	fs.root = root
+	fs.reaper.root = root
 	return fs, nil
 }
 
@@ -162,80 +163,10 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	if n == nil {
 		return
 	}
-	fs.maybeDrop(n)
+	fs.reaper.maybeDrop(n)
 	if current {
-		fs.maybeForget(n)
+		fs.reaper.maybeForget(n)
 	}
-}
-
-// maybeDrop releases a deleted node once nothing refers to it. The data of
-// a file with no name and no open handle goes at once, without waiting for
-// the kernel's FORGET (asynchronous, and possibly much later): nothing can
-// read it any more, and `rm big; write new` on a full upper must find the
-// space.
-func (fs *FS) maybeDrop(n *Node) {
-	if n == fs.root {
-		return
-	}
-	n.mu.Lock()
-	orphan := n.opens == 0 && n.nlink() == 0
-	dead := orphan && fs.ids.dropUnreferenced(n)
-	freed := false
-	switch {
-	case dead && n.up != nil && !n.released:
-		n.released = true
-		freed = n.up.HasData && !n.dataFreed
-		fs.store.Release(n.up)
-	case orphan && n.up != nil && n.up.HasData && !n.released && !n.dataFreed:
-		n.dataFreed = true
-		freed = true
-		fs.store.ReleaseData(n.up)
-	}
-	n.mu.Unlock()
-	if freed {
-		fs.releases.Add(1)
-	}
-}
-
-// openOrphans counts regular files with upper data, no name and an open
-// handle: their space comes back with their RELEASE.
-func (fs *FS) openOrphans() int {
-	nodes := fs.ids.nodesWhere(func(n *Node) bool { return n.typ == unix.S_IFREG })
-	count := 0
-	for _, n := range nodes {
-		n.mu.Lock()
-		if n.up != nil && n.up.HasData && !n.released && n.opens > 0 && n.up.Nlink == 0 {
-			count++
-		}
-		n.mu.Unlock()
-	}
-	return count
-}
-
-// releaseWait bounds how long a write that ran out of space waits for the
-// RELEASE of unlinked files.
-const releaseWait = 500 * time.Millisecond
-
-// awaitOrphanRelease is called when a write found no space. The kernel
-// sends RELEASE asynchronously after the last close, so a file removed just
-// before (close; unlink; write) may still hold its space for a moment. If
-// unlinked files are still open here, it waits, bounded by releaseWait, for
-// one of them to be released, and reports whether one was (then the write
-// is worth retrying). A file a process really keeps open keeps its space,
-// as on any file system; the write then fails after the wait.
-func (fs *FS) awaitOrphanRelease() bool {
-	before := fs.releases.Load()
-	if fs.openOrphans() == 0 {
-		return false
-	}
-	deadline := time.Now().Add(releaseWait)
-	for time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
-		if fs.releases.Load() != before {
-			return true
-		}
-	}
-	return false
 }
 
 // Passthrough reports passthrough use.

@@ -168,7 +168,7 @@ func (im *importer) detach(d *Node, name string, c *Node) error {
 	d.mu.Lock()
 	d.up.Mtime, d.up.Ctime = mtime, ctime
 	d.mu.Unlock()
-	fs.maybeDrop(c)
+	fs.reaper.maybeDrop(c)
 	return nil
 }
 
