@@ -165,7 +165,7 @@ func (u UpperLayer) walkInPlace(d *Node, dpath string, visit func(changeEntry) e
 	}
 	s := u.snapDir(d, listing)
 	for _, name := range s.linked {
-		if c, err := u.fs.lookupChild(d, name); err == nil && hasUpper(c) {
+		if c, err := u.fs.res.lookupChild(d, name); err == nil && hasUpper(c) {
 			s.children[name] = c
 		}
 	}
@@ -175,7 +175,7 @@ func (u UpperLayer) walkInPlace(d *Node, dpath string, visit func(changeEntry) e
 	}
 	var items []item
 	for _, name := range s.whiteouts {
-		if byName[name] != nil && !u.fs.hidden(d, name) {
+		if byName[name] != nil && !u.fs.res.hidden(d, name) {
 			items = append(items, item{name: name})
 		}
 	}
@@ -302,7 +302,7 @@ func (u UpperLayer) walkFull(d *Node, dpath string, base *lower.Node, visit func
 			}
 			continue
 		}
-		c, err := u.fs.lookupChild(d, it.name)
+		c, err := u.fs.res.lookupChild(d, it.name)
 		if err == unix.ENOENT {
 			continue // removed meanwhile
 		}

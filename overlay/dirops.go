@@ -49,7 +49,7 @@ func (fs *FS) create(dir *Node, name string, spec createSpec) (*Node, error) {
 	}
 	// Validate and prepare with no lock held: an existing lower name is
 	// EEXIST.
-	if _, err := fs.lookupChild(dir, name); err == nil {
+	if _, err := fs.res.lookupChild(dir, name); err == nil {
 		return nil, unix.EEXIST
 	} else if err != unix.ENOENT {
 		return nil, err
@@ -90,7 +90,7 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	fs.fillEntry(n, out)
+	fs.res.fillEntry(n, out)
 	return fuse.OK
 }
 
@@ -117,7 +117,7 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	fs.fillEntry(n, out)
+	fs.res.fillEntry(n, out)
 	return fuse.OK
 }
 
@@ -135,7 +135,7 @@ func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name str
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	fs.fillEntry(n, out)
+	fs.res.fillEntry(n, out)
 	return fuse.OK
 }
 
@@ -176,7 +176,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if err := fs.link(dir, name, n); err != nil {
 		return fusekit.Status(err)
 	}
-	fs.fillEntry(n, out)
+	fs.res.fillEntry(n, out)
 	return fuse.OK
 }
 
@@ -189,7 +189,7 @@ func (fs *FS) link(dir *Node, name string, n *Node) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	if _, err := fs.lookupChild(dir, name); err == nil {
+	if _, err := fs.res.lookupChild(dir, name); err == nil {
 		return unix.EEXIST
 	} else if err != unix.ENOENT {
 		return err
@@ -245,7 +245,7 @@ func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
 	if err := checkNameLen(name); err != nil {
 		return fusekit.Status(err)
 	}
-	c, err := fs.lookupChild(dir, name)
+	c, err := fs.res.lookupChild(dir, name)
 	if err != nil {
 		return fusekit.Status(err)
 	}
@@ -264,7 +264,7 @@ func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
 			return fuse.Status(unix.ENOTEMPTY)
 		}
 	}
-	needWhiteout := fs.lowerHas(dir.lower, name)
+	needWhiteout := fs.res.lowerHas(dir.lower, name)
 	for _, n := range []*Node{dir, c} {
 		if err := fs.copier.copyUp(n, false); err != nil {
 			return fusekit.Status(err)
@@ -345,7 +345,7 @@ func (fs *FS) isEmpty(d *Node) (bool, error) {
 		}
 		if ents[i].Type == unix.DT_CHR {
 			// Possibly a lower whiteout: ask.
-			if _, err := fs.lookupChild(d, name); err == unix.ENOENT {
+			if _, err := fs.res.lookupChild(d, name); err == unix.ENOENT {
 				continue
 			}
 		}
@@ -427,10 +427,10 @@ func (fs *FS) validateRename(in *fuse.RenameIn, oldName, newName string) (*renam
 	}
 	op := &renameOp{odir: odir, ndir: ndir, oldName: oldName, newName: newName, exchange: in.Flags&renameExchange != 0}
 	var err error
-	if op.src, err = fs.lookupChild(odir, oldName); err != nil {
+	if op.src, err = fs.res.lookupChild(odir, oldName); err != nil {
 		return nil, err
 	}
-	op.dst, err = fs.lookupChild(ndir, newName)
+	op.dst, err = fs.res.lookupChild(ndir, newName)
 	if err != nil && err != unix.ENOENT {
 		return nil, err
 	}
@@ -460,7 +460,7 @@ func (fs *FS) validateRename(in *fuse.RenameIn, oldName, newName string) (*renam
 			}
 		}
 	}
-	op.whiteout = !op.exchange && fs.lowerHas(odir.lower, oldName)
+	op.whiteout = !op.exchange && fs.res.lowerHas(odir.lower, oldName)
 	for _, n := range []*Node{odir, ndir, src, dst} {
 		if n == nil {
 			continue

@@ -131,7 +131,7 @@ func (fs *FS) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse.Statu
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	fs.fillEntry(n, &out.EntryOut)
+	fs.res.fillEntry(n, &out.EntryOut)
 	fs.answerOpen(n, h, &out.OpenOut)
 	return fuse.OK
 }

@@ -99,6 +99,7 @@ type FS struct {
 	ids    *nodeTable
 	nodes  *nodeFactory
 	reaper *reaper
+	res    *resolver
 
 	pt *ptGate
 
@@ -117,6 +118,8 @@ func New(cfg Config) (*FS, error) {
 		cfg.Logf = log.Printf
 	}
 	ids := newNodeTable()
+	cache := newKernelCache(cfg, ids)
+	nodes := newNodeFactory(ids, cfg.Store)
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		cfg:           cfg,
@@ -124,9 +127,10 @@ func New(cfg Config) (*FS, error) {
 		store:         cfg.Store,
 		ids:           ids,
 		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
-		nodes:         newNodeFactory(ids, cfg.Store),
+		nodes:         nodes,
+		res:           &resolver{lower: cfg.Lower, shared: cfg.Shared, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache},
 		reaper:        &reaper{ids: ids, store: cfg.Store, lower: cfg.Lower},
-		cache:         newKernelCache(cfg, ids),
+		cache:         cache,
 		copier:        &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared},
 	}
 	lroot := cfg.Lower.Root()
@@ -135,6 +139,7 @@ func New(cfg Config) (*FS, error) {
 	root.isRoot = true
 	fs.root = root
 	fs.reaper.root = root
+	fs.res.root = root
 	return fs, nil
 }
 

@@ -65,7 +65,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parentIno, unix.S_IFDIR, nil)}
 	seen := make(map[string]bool, len(lents))
 	for i, e := range lents {
-		if _, wh := d.whiteouts[e.name]; wh || fs.hidden(d, e.name) {
+		if _, wh := d.whiteouts[e.name]; wh || fs.res.hidden(d, e.name) {
 			continue
 		}
 		seen[e.name] = true
@@ -107,7 +107,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	d.dirMu.Unlock()
 	// Character devices may be lower whiteouts (0/0); only a lookup tells.
 	for i, name := range maybeWhiteout {
-		if c, err := fs.lookupChild(d, name); err == nil {
+		if c, err := fs.res.lookupChild(d, name); err == nil {
 			out = append(out, newDirEnt(name, c.ino, c.typ, nil))
 			out[len(out)-1].lowerIdx = maybeIdx[i]
 		}
@@ -171,11 +171,11 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 // d, counting a kernel lookup.
 func (fs *FS) plusLookup(d *Node) func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
 	return func(e dirEnt, eo *fuse.EntryOut) (uint32, bool) {
-		c, err := fs.lookupRef(d, e.d.Name, e.st)
+		c, err := fs.res.lookupRef(d, e.d.Name, e.st)
 		if err != nil {
 			return 0, false // removed since the listing; the kernel skips nodeid 0
 		}
-		fs.entryOut(c, eo)
+		fs.res.entryOut(c, eo)
 		return 0, true
 	}
 }

@@ -83,7 +83,7 @@ func (im *importer) dir(parts []string) (*Node, error) {
 		if name == opaqueMarker || strings.HasPrefix(name, whiteoutPrefix) {
 			return nil, fmt.Errorf("a whiteout cannot be a directory")
 		}
-		c, err := im.fs.lookupChild(d, name)
+		c, err := im.fs.res.lookupChild(d, name)
 		if err == unix.ENOENT {
 			c, err = im.attach(d, name, &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755})
 		}
@@ -146,7 +146,7 @@ func paxXattrs(h *tar.Header) map[string][]byte {
 // whiteout if the lower has the name.
 func (im *importer) detach(d *Node, name string, c *Node) error {
 	fs := im.fs
-	wh := fs.lowerHas(d.lower, name)
+	wh := fs.res.lowerHas(d.lower, name)
 	for _, n := range []*Node{d, c} {
 		if err := fs.copier.copyUp(n, false); err != nil {
 			return err
@@ -177,7 +177,7 @@ func (im *importer) whiteout(d *Node, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	c, err := im.fs.lookupChild(d, name)
+	c, err := im.fs.res.lookupChild(d, name)
 	switch {
 	case err == unix.ENOENT:
 		return nil // nothing to hide
@@ -232,7 +232,7 @@ func (im *importer) add(d *Node, name string, h *tar.Header, tr *tar.Reader) err
 	if err := checkName(name); err != nil {
 		return err
 	}
-	old, err := im.fs.lookupChild(d, name)
+	old, err := im.fs.res.lookupChild(d, name)
 	if err != nil && err != unix.ENOENT {
 		return err
 	}
@@ -265,7 +265,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hard link target %s: %w", h.Linkname, err)
 		}
-		if n, err = fs.lookupChild(ld, base); err != nil {
+		if n, err = fs.res.lookupChild(ld, base); err != nil {
 			return nil, fmt.Errorf("hard link target %s: %w", h.Linkname, err)
 		}
 		if n.isDir() {
