@@ -104,7 +104,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	n, err := fs.create(dir, name, createSpec{mode: unix.S_IFREG | in.Mode&07777, caller: in.Caller})
+	n, err := fs.ns.create(dir, name, createSpec{mode: unix.S_IFREG | in.Mode&07777, caller: in.Caller})
 	if err != nil {
 		return fusekit.Status(err)
 	}
@@ -117,7 +117,7 @@ func (fs *FS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Creat
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	n, err := fs.newTmpfile(dir, in.Mode, in.Caller)
+	n, err := fs.ns.newTmpfile(dir, in.Mode, in.Caller)
 	if err != nil {
 		return fusekit.Status(err)
 	}

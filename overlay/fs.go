@@ -17,12 +17,12 @@
 // Locks. Each lock below may be taken while holding the ones above it on
 // its path, never the other way round (the model is gVisor's overlay):
 //
-//	Node.copyMu             one node's copy-up (copyUp)
-//	  FS.renameMu           RWMutex: written by rename, read to follow parent
-//	    Node.dirMu          a directory's namespace; ancestor before descendant
-//	      Node.mu           a node's attributes and data (upper state, opens)
-//	        nodeFactory.hlMu lower hard links by identity
-//	          nodeTable.mu  nodeids and lookup counts
+//	Node.copyMu                 one node's copy-up (copier.copyUp)
+//	  namespace.renameMu        RWMutex: written by rename, read to follow parent
+//	    Node.dirMu              a directory's namespace; ancestor before descendant
+//	      Node.mu               a node's attributes and data (upper state, opens)
+//	        nodeFactory.hlMu    lower hard links by identity
+//	          nodeTable.mu      nodeids and lookup counts
 //
 // Two directories' dirMu are held together only by an ancestor and its
 // descendant (ancestor first), or by rename, which holds renameMu for
@@ -49,7 +49,6 @@ package overlay
 import (
 	"fmt"
 	"log"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,7 +82,8 @@ type Config struct {
 }
 
 // FS is a merged overlay served over FUSE. Build it with New and serve it
-// with go-fuse (fusekit.Mount).
+// with go-fuse (fusekit.Mount). FS holds the FUSE operations; each part of
+// the work they share is a field with a type of its own.
 type FS struct {
 	fuse.RawFileSystem
 	cfg   Config
@@ -91,22 +91,20 @@ type FS struct {
 	store *upper.Store
 	root  *Node
 
-	renameMu sync.RWMutex
 	// nsGen counts namespace changes (names created, removed, renamed):
 	// a cached directory listing is valid while it is unchanged.
 	nsGen atomic.Uint64
 
-	ids    *nodeTable
-	nodes  *nodeFactory
-	reaper *reaper
-	res    *resolver
-
-	pt *ptGate
+	ids    *nodeTable   // nodeids, lookup counts, re-keys
+	nodes  *nodeFactory // node creation, inode numbers, lower hard links
+	reaper *reaper      // dropping nodes nothing refers to
+	res    *resolver    // name lookup and entry replies
+	ns     *namespace   // create, link, remove, rename
+	copier *copier      // copy-up
+	cache  *kernelCache // kernel cache lifetimes, shared-mode revalidation
+	pt     *ptGate      // FUSE passthrough
 
 	handles fusekit.Handles[*handle]
-
-	cache  *kernelCache
-	copier *copier
 }
 
 // New builds the merged view of cfg.Lower and cfg.Store.
@@ -118,28 +116,30 @@ func New(cfg Config) (*FS, error) {
 		cfg.Logf = log.Printf
 	}
 	ids := newNodeTable()
-	cache := newKernelCache(cfg, ids)
 	nodes := newNodeFactory(ids, cfg.Store)
+	cache := newKernelCache(cfg, ids)
+	reaper := &reaper{ids: ids, store: cfg.Store, lower: cfg.Lower}
+	res := &resolver{lower: cfg.Lower, shared: cfg.Shared, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache}
+	cp := &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared}
+	ns := &namespace{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, copier: cp, reaper: reaper}
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		cfg:           cfg,
 		lower:         cfg.Lower,
 		store:         cfg.Store,
 		ids:           ids,
-		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
 		nodes:         nodes,
-		res:           &resolver{lower: cfg.Lower, shared: cfg.Shared, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache},
-		reaper:        &reaper{ids: ids, store: cfg.Store, lower: cfg.Lower},
+		reaper:        reaper,
+		res:           res,
+		ns:            ns,
+		copier:        cp,
 		cache:         cache,
-		copier:        &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared},
+		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
 	}
-	lroot := cfg.Lower.Root()
-	root := fs.nodes.newLowerNode(lroot)
+	root := nodes.newLowerNode(cfg.Lower.Root())
 	root.parent = root
 	root.isRoot = true
-	fs.root = root
-	fs.reaper.root = root
-	fs.res.root = root
+	fs.root, reaper.root, res.root, ns.root = root, root, root, root
 	return fs, nil
 }
 

@@ -30,8 +30,8 @@ type Node struct {
 	copyMu sync.Mutex
 
 	// parent is the directory a directory is linked in. Written only by
-	// rename under FS.renameMu held for writing (and when the node is
-	// made, before anyone else sees it); read under FS.renameMu.
+	// rename under namespace.renameMu held for writing (and when the node is
+	// made, before anyone else sees it); read under namespace.renameMu.
 	parent *Node
 
 	// dirMu guards a directory's namespace: children, whiteouts, the

@@ -54,13 +54,13 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	}
 	var maybeWhiteout []string
 	var maybeIdx []int
-	fs.renameMu.RLock()
+	fs.ns.renameMu.RLock()
 	parent := d.parent
 	if parent == nil {
 		parent = d
 	}
 	parentIno := parent.ino
-	fs.renameMu.RUnlock()
+	fs.ns.renameMu.RUnlock()
 	d.dirMu.Lock()
 	out := []dirEnt{newDirEnt(".", d.ino, unix.S_IFDIR, nil), newDirEnt("..", parentIno, unix.S_IFDIR, nil)}
 	seen := make(map[string]bool, len(lents))

@@ -160,7 +160,7 @@ func (im *importer) detach(d *Node, name string, c *Node) error {
 	if c.isDir() {
 		c.dirMu.Lock() // d's child: ancestor before descendant
 	}
-	fs.detachLocked(d, name, c, wh)
+	fs.ns.detachLocked(d, name, c, wh)
 	if c.isDir() {
 		c.dirMu.Unlock()
 	}
