@@ -253,7 +253,7 @@ func (u UpperLayer) walkReplaced(c *Node, p string, existed, isDir bool, lowerPa
 // walkFull visits every entry of d, a directory new at dpath or replacing
 // base there (nil if the lower has no directory at dpath).
 func (u UpperLayer) walkFull(d *Node, dpath string, base *lower.Node, visit func(changeEntry) error) error {
-	ents, err := u.fs.listDir(d)
+	ents, err := u.fs.dirs.listDir(d)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func checkName(name string) error {
 
 // Mkdir creates a directory.
 func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	dir := fs.node(in.NodeId)
 	if dir == nil {
 		return fuse.ENOENT
@@ -48,7 +48,7 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 // Mknod creates a regular file, device, fifo or socket. A character device
 // 0/0 is an overlay whiteout and cannot be created.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	dir := fs.node(in.NodeId)
 	if dir == nil {
 		return fuse.ENOENT
@@ -74,7 +74,7 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 
 // Symlink creates a symbolic link.
 func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	dir := fs.node(h.NodeId)
 	if dir == nil {
 		return fuse.ENOENT
@@ -119,7 +119,7 @@ func (fs *FS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.S
 // Link adds a name for an existing file. Lower files keep one identity
 // across all their names, copied up or not.
 func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	dir, n := fs.node(in.NodeId), fs.node(in.Oldnodeid)
 	if dir == nil || n == nil {
 		return fuse.ENOENT
@@ -133,20 +133,20 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 
 // Unlink removes a non-directory name.
 func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	return fs.ns.remove(h.NodeId, name, false)
 }
 
 // Rmdir removes an empty directory.
 func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	return fs.ns.remove(h.NodeId, name, true)
 }
 
 // Rename moves or exchanges names. Directories move in O(1): the node keeps
 // its lower origin, so nothing is copied and EXDEV never happens.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	replaced, err := fs.ns.rename(in, oldName, newName)
 	if replaced != nil {
 		fs.reaper.maybeDrop(replaced)

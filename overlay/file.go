@@ -99,7 +99,7 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 
 // Create makes and opens a regular file.
 func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	defer fs.nsChanged()
+	defer fs.dirs.nsChanged()
 	dir := fs.node(in.NodeId)
 	if dir == nil {
 		return fuse.ENOENT

@@ -49,7 +49,6 @@ package overlay
 import (
 	"fmt"
 	"log"
-	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -91,15 +90,12 @@ type FS struct {
 	store *upper.Store
 	root  *Node
 
-	// nsGen counts namespace changes (names created, removed, renamed):
-	// a cached directory listing is valid while it is unchanged.
-	nsGen atomic.Uint64
-
 	ids    *nodeTable   // nodeids, lookup counts, re-keys
 	nodes  *nodeFactory // node creation, inode numbers, lower hard links
 	reaper *reaper      // dropping nodes nothing refers to
 	res    *resolver    // name lookup and entry replies
 	ns     *namespace   // create, link, remove, rename
+	dirs   *lister      // directory listings and their cookies
 	copier *copier      // copy-up
 	cache  *kernelCache // kernel cache lifetimes, shared-mode revalidation
 	pt     *ptGate      // FUSE passthrough
@@ -132,6 +128,7 @@ func New(cfg Config) (*FS, error) {
 		reaper:        reaper,
 		res:           res,
 		ns:            ns,
+		dirs:          &lister{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, ns: ns},
 		copier:        cp,
 		cache:         cache,
 		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
