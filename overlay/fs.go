@@ -53,7 +53,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 	"overlayfs/upper"
 )
@@ -99,8 +98,7 @@ type FS struct {
 	copier *copier      // copy-up
 	cache  *kernelCache // kernel cache lifetimes, shared-mode revalidation
 	pt     *ptGate      // FUSE passthrough
-
-	handles fusekit.Handles[*handle]
+	files  *openFiles   // open handles
 }
 
 // New builds the merged view of cfg.Lower and cfg.Store.
@@ -118,6 +116,7 @@ func New(cfg Config) (*FS, error) {
 	res := &resolver{lower: cfg.Lower, shared: cfg.Shared, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache}
 	cp := &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared}
 	ns := &namespace{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, copier: cp, reaper: reaper}
+	pt := &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids}
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		cfg:           cfg,
@@ -131,7 +130,8 @@ func New(cfg Config) (*FS, error) {
 		dirs:          &lister{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, ns: ns},
 		copier:        cp,
 		cache:         cache,
-		pt:            &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids},
+		pt:            pt,
+		files:         &openFiles{lower: cfg.Lower, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper},
 	}
 	root := nodes.newLowerNode(cfg.Lower.Root())
 	root.parent = root

@@ -16,7 +16,7 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if !n.isDir() {
 		return fuse.ENOTDIR
 	}
-	out.Fh = fs.handles.Add(&handle{n: n, lowerFD: -1})
+	out.Fh = fs.files.handles.Add(&handle{n: n, lowerFD: -1})
 	out.OpenFlags = fs.cache.dirFlags(n)
 	return fuse.OK
 }
@@ -26,7 +26,7 @@ func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 	if in.Fh == 0 {
 		return fs.dirs.readDirNoHandle(in, out, false)
 	}
-	h := fs.handle(in.Fh)
+	h := fs.files.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -39,7 +39,7 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 	if in.Fh == 0 {
 		return fs.dirs.readDirNoHandle(in, out, true)
 	}
-	h := fs.handle(in.Fh)
+	h := fs.files.handle(in.Fh)
 	if h == nil {
 		return fuse.EBADF
 	}
@@ -48,7 +48,7 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 }
 
 // ReleaseDir closes a directory handle.
-func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.handles.Drop(in.Fh) }
+func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.files.handles.Drop(in.Fh) }
 
 // FsyncDir succeeds: the upper layer is in memory.
 func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }
