@@ -164,3 +164,18 @@ func (c *copier) truncateLocked(n *Node, size int64) error {
 	}
 	return n.up.Truncate(size)
 }
+
+// changeXattrs copies n's metadata and xattrs up and applies change to its
+// upper inode under n.mu.
+// Preconditions: no lock is held.
+func (c *copier) changeXattrs(n *Node, change func(*upper.Inode) error) error {
+	if err := c.copyUp(n, false); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := c.loadXattrs(n); err != nil {
+		return err
+	}
+	return change(n.up)
+}
