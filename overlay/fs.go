@@ -14,6 +14,24 @@
 //     same number is reported by stat and readdir;
 //   - the lower tree is never modified: the lower layer has no write path.
 //
+// Parts. FS holds the FUSE operations; the work they share is done by types
+// that each own one job, held by FS as fields:
+//
+//	nodeTable    nodeids, the kernel's lookup counts, re-keys (nodetable.go)
+//	nodeFactory  making nodes, inode numbers, lower hard links (nodefactory.go)
+//	resolver     name lookup, lower insertion, entry replies (lookup.go)
+//	namespace    create, link, remove, rename; renameMu (namespace.go)
+//	lister       merged directory listings and cookies (listing.go, dircookies.go)
+//	copier       copy-up, lazy xattrs, kill-priv (copyup.go, killpriv.go)
+//	openFiles    open handles and what they hold (openfiles.go)
+//	kernelCache  kernel cache lifetimes, shared-mode revalidation (shared.go)
+//	ptGate       FUSE passthrough (passthrough.go)
+//	reaper       dropping nodes nothing refers to (forget.go)
+//
+// UpperLayer is the upper layer seen as an OCI image layer: its diff
+// against the lower, its export and its import (changes.go, export.go,
+// tarlayer.go).
+//
 // Locks. Each lock below may be taken while holding the ones above it on
 // its path, never the other way round (the model is gVisor's overlay):
 //
