@@ -229,11 +229,11 @@ func (d *Data) SeekHole(off int64) (int64, error) {
 	return min(pos, d.size), nil
 }
 
-// Extent returns the run of the backing file that holds the file byte at off,
-// for splicing reads straight from File.Fd: the bytes [off, off+n) of the file
-// are the bytes [fileOff, fileOff+n) of the backing file, and n stops at Size.
-// ok is false inside a hole or at or past Size.
-func (d *Data) Extent(off int64) (fileOff int64, n int64, ok bool) {
+// extent returns the run of the backing file that holds the file byte at off:
+// the bytes [off, off+n) of the file are the bytes [fileOff, fileOff+n) of
+// the backing file, and n stops at Size. ok is false inside a hole or at or
+// past Size. Tests use it to check where a file's bytes are kept.
+func (d *Data) extent(off int64) (fileOff int64, n int64, ok bool) {
 	if off < 0 || off >= d.size {
 		return 0, 0, false
 	}

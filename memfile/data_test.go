@@ -56,9 +56,9 @@ func TestSequentialWritesStayOneExtent(t *testing.T) {
 	if len(d.ext) != 1 {
 		t.Fatalf("3 MiB written page by page (crossing chunk growth) map to %d extents, want 1", len(d.ext))
 	}
-	fileOff, n, ok := d.Extent(5000)
+	fileOff, n, ok := d.extent(5000)
 	if !ok || n != 3<<20-5000 || fileOff != int64(d.ext[0].start)+5000 {
-		t.Fatalf("Extent(5000) = %d, %d, %v", fileOff, n, ok)
+		t.Fatalf("extent(5000) = %d, %d, %v", fileOff, n, ok)
 	}
 }
 
@@ -141,8 +141,8 @@ func TestPunchAllocateSeek(t *testing.T) {
 			t.Errorf("%s: seek(%d) = %d, %v; want %d, %v", s.name, s.off, res, err, s.res, s.err)
 		}
 	}
-	if _, _, ok := d.Extent(3 * PageSize); ok {
-		t.Error("Extent inside a hole reported data")
+	if _, _, ok := d.extent(3 * PageSize); ok {
+		t.Error("extent inside a hole reported data")
 	}
 	// fallocate with KEEP_SIZE past EOF backs pages but keeps the size.
 	if err := d.Allocate(m, 8*PageSize, 2*PageSize, true); err != nil {

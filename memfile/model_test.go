@@ -258,13 +258,13 @@ func checkData(rt *rapid.T, m *File, files []Data, models [][]byte) {
 			if err != nil || hole < off || hole > int64(len(want)) {
 				rt.Fatalf("file %d: SeekHole(%d) = %d, %v", i, off, hole, err)
 			}
-			if fo, n, ok := d.Extent(off); ok {
+			if fo, n, ok := d.extent(off); ok {
 				buf := make([]byte, n)
 				if _, err := m.ReadAt(buf, fo); err != nil {
 					rt.Fatal(err)
 				}
 				if !bytes.Equal(buf, want[off:off+n]) {
-					rt.Fatalf("file %d: Extent(%d) does not hold the file's bytes", i, off)
+					rt.Fatalf("file %d: extent(%d) does not hold the file's bytes", i, off)
 				}
 			}
 		}

@@ -15,7 +15,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 		return fuse.ENOENT
 	}
 	if fs.cfg.Shared {
-		fs.refreshAttr(n)
+		fs.cache.refreshAttr(n)
 	}
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
@@ -24,7 +24,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 	if retired {
 		out.SetTimeout(0) // see openGate: the file changes under another id
 	} else {
-		out.SetTimeout(fs.timeout(n))
+		out.SetTimeout(fs.cache.timeout(n))
 	}
 	return fuse.OK
 }
@@ -43,7 +43,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	if trunc && n.typ != unix.S_IFREG {
 		return fuse.EINVAL
 	}
-	if err := fs.copyUp(n, trunc && size > 0); err != nil {
+	if err := fs.copier.copyUp(n, trunc && size > 0); err != nil {
 		return fusekit.Status(err)
 	}
 	n.mu.Lock()
@@ -51,7 +51,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	a := &n.up.Attr
 	now := upper.Now()
 	if trunc {
-		if err := fs.truncateLocked(n, int64(size)); err != nil {
+		if err := fs.copier.truncateLocked(n, int64(size)); err != nil {
 			return fusekit.Status(err)
 		}
 	}
@@ -65,7 +65,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	// then sends a SETATTR with nothing valid.
 	chown := chownU || chownG || in.Valid&^fuse.FATTR_LOCKOWNER == 0
 	if chown && !chmod || trunc && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
-		if err := fs.loadXattrs(n); err != nil {
+		if err := fs.copier.loadXattrs(n); err != nil {
 			return fusekit.Status(err)
 		}
 		killPriv(n.up)

@@ -86,8 +86,8 @@ func (u UpperLayer) walkChanges(visit func(changeEntry) error) error {
 func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
 	d.dirMu.Lock()
 	defer d.dirMu.Unlock()
-	u.fs.hlMu.Lock()
-	defer u.fs.hlMu.Unlock()
+	u.fs.nodes.hlMu.Lock()
+	defer u.fs.nodes.hlMu.Unlock()
 	s := dirSnap{origin: d.lower, children: make(map[string]*Node, len(d.children))}
 	for name, c := range d.children {
 		s.children[name] = c
@@ -96,7 +96,7 @@ func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
 		s.whiteouts = append(s.whiteouts, name)
 	}
 	sort.Strings(s.whiteouts)
-	if len(u.fs.hardlinks) > 0 {
+	if len(u.fs.nodes.hardlinks) > 0 {
 		for i := range listing {
 			e := &listing[i]
 			if e.Type == unix.DT_DIR || s.children[e.Name] != nil {
@@ -105,7 +105,7 @@ func (u UpperLayer) snapDir(d *Node, listing []lower.Entry) dirSnap {
 			if _, wh := d.whiteouts[e.Name]; wh {
 				continue
 			}
-			if u.fs.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
+			if u.fs.nodes.hardlinks[fusekit.DevIno{Dev: e.Dev, Ino: e.Ino}] != nil {
 				s.linked = append(s.linked, e.Name)
 			}
 		}
@@ -165,7 +165,7 @@ func (u UpperLayer) walkInPlace(d *Node, dpath string, visit func(changeEntry) e
 	}
 	s := u.snapDir(d, listing)
 	for _, name := range s.linked {
-		if c, err := u.fs.lookupChild(d, name); err == nil && hasUpper(c) {
+		if c, err := u.fs.res.lookupChild(d, name); err == nil && hasUpper(c) {
 			s.children[name] = c
 		}
 	}
@@ -175,7 +175,7 @@ func (u UpperLayer) walkInPlace(d *Node, dpath string, visit func(changeEntry) e
 	}
 	var items []item
 	for _, name := range s.whiteouts {
-		if byName[name] != nil && !u.fs.hidden(d, name) {
+		if byName[name] != nil && !u.fs.res.hidden(d, name) {
 			items = append(items, item{name: name})
 		}
 	}
@@ -253,7 +253,7 @@ func (u UpperLayer) walkReplaced(c *Node, p string, existed, isDir bool, lowerPa
 // walkFull visits every entry of d, a directory new at dpath or replacing
 // base there (nil if the lower has no directory at dpath).
 func (u UpperLayer) walkFull(d *Node, dpath string, base *lower.Node, visit func(changeEntry) error) error {
-	ents, err := u.fs.listDir(d)
+	ents, err := u.fs.dirs.listDir(d)
 	if err != nil {
 		return err
 	}
@@ -302,7 +302,7 @@ func (u UpperLayer) walkFull(d *Node, dpath string, base *lower.Node, visit func
 			}
 			continue
 		}
-		c, err := u.fs.lookupChild(d, it.name)
+		c, err := u.fs.res.lookupChild(d, it.name)
 		if err == unix.ENOENT {
 			continue // removed meanwhile
 		}

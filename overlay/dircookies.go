@@ -28,7 +28,7 @@ import (
 const upperCookieBase = 1 << 62 // far above every lower index (maxDirEntries)
 
 // dirListing is a directory's merged listing with cookies, valid while
-// FS.nsGen is still gen.
+// lister.nsGen is still gen.
 type dirListing struct {
 	gen  uint64
 	ents []fusekit.Cookie[dirEnt]
@@ -37,13 +37,13 @@ type dirListing struct {
 // nsChanged records that a name appeared or went away somewhere: cached
 // listings are stale. Callers call it after the change (a listing taken
 // before it carries an older generation).
-func (fs *FS) nsChanged() { fs.nsGen.Add(1) }
+func (ls *lister) nsChanged() { ls.nsGen.Add(1) }
 
 // cookieListing returns d's merged listing in cookie order, cached until
 // the next namespace change anywhere.
 // Preconditions: no lock is held.
-func (fs *FS) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
-	gen := fs.nsGen.Load()
+func (ls *lister) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
+	gen := ls.nsGen.Load()
 	d.dirMu.Lock()
 	if l := d.listing; l != nil && l.gen == gen {
 		ents := l.ents
@@ -51,7 +51,7 @@ func (fs *FS) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
 		return ents, nil
 	}
 	d.dirMu.Unlock()
-	ents, err := fs.listDir(d)
+	ents, err := ls.listDir(d)
 	if err != nil {
 		return nil, err
 	}
@@ -93,8 +93,8 @@ func (fs *FS) cookieListing(d *Node) ([]fusekit.Cookie[dirEnt], error) {
 }
 
 // dirWithoutHandle returns the directory a handle-less read names.
-func (fs *FS) dirWithoutHandle(nodeid uint64) (*Node, fuse.Status) {
-	n := fs.node(nodeid)
+func (ls *lister) dirWithoutHandle(nodeid uint64) (*Node, fuse.Status) {
+	n := ls.ids.get(nodeid)
 	if n == nil {
 		return nil, fuse.ENOENT
 	}
@@ -107,7 +107,7 @@ func (fs *FS) dirWithoutHandle(nodeid uint64) (*Node, fuse.Status) {
 // doneReading drops d's cached listing once a read reached its end (the
 // kernel reads until a reply comes back empty), so that a walk does not keep
 // the listings of every directory it passed.
-func (fs *FS) doneReading(d *Node, ents []fusekit.Cookie[dirEnt], off uint64) {
+func (ls *lister) doneReading(d *Node, ents []fusekit.Cookie[dirEnt], off uint64) {
 	if len(ents) > 0 && ents[len(ents)-1].Off > off {
 		return
 	}
@@ -120,20 +120,20 @@ func (fs *FS) doneReading(d *Node, ents []fusekit.Cookie[dirEnt], off uint64) {
 
 // readDirNoHandle answers READDIR (plus false) or READDIRPLUS (plus true)
 // with handle 0.
-func (fs *FS) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
-	d, st := fs.dirWithoutHandle(in.NodeId)
+func (ls *lister) readDirNoHandle(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	d, st := ls.dirWithoutHandle(in.NodeId)
 	if !st.Ok() {
 		return st
 	}
-	ents, err := fs.cookieListing(d)
+	ents, err := ls.cookieListing(d)
 	if err != nil {
 		return fusekit.Status(err)
 	}
 	if plus {
-		fusekit.ReadDirPlusCookies(ents, in.Offset, out, fs.plusLookup(d))
+		fusekit.ReadDirPlusCookies(ents, in.Offset, out, ls.plusLookup(d))
 	} else {
 		fusekit.ReadDirCookies(ents, in.Offset, out)
 	}
-	fs.doneReading(d, ents, in.Offset)
+	ls.doneReading(d, ents, in.Offset)
 	return fuse.OK
 }

@@ -14,15 +14,33 @@
 //     same number is reported by stat and readdir;
 //   - the lower tree is never modified: the lower layer has no write path.
 //
+// Parts. FS holds the FUSE operations; the work they share is done by types
+// that each own one job, held by FS as fields:
+//
+//	nodeTable    nodeids, the kernel's lookup counts, re-keys (nodetable.go)
+//	nodeFactory  making nodes, inode numbers, lower hard links (nodefactory.go)
+//	resolver     name lookup, lower insertion, entry replies (lookup.go)
+//	namespace    create, link, remove, rename; renameMu (namespace.go)
+//	lister       merged directory listings and cookies (listing.go, dircookies.go)
+//	copier       copy-up, lazy xattrs, kill-priv (copyup.go, killpriv.go)
+//	openFiles    open handles and what they hold (openfiles.go)
+//	kernelCache  kernel cache lifetimes, shared-mode revalidation (shared.go)
+//	ptGate       FUSE passthrough (passthrough.go)
+//	reaper       dropping nodes nothing refers to (forget.go)
+//
+// UpperLayer is the upper layer seen as an OCI image layer: its diff
+// against the lower, its export and its import (changes.go, export.go,
+// tarlayer.go).
+//
 // Locks. Each lock below may be taken while holding the ones above it on
 // its path, never the other way round (the model is gVisor's overlay):
 //
-//	Node.copyMu             one node's copy-up (copyUp)
-//	  FS.renameMu           RWMutex: written by rename, read to follow parent
-//	    Node.dirMu          a directory's namespace; ancestor before descendant
-//	      Node.mu           a node's attributes and data (upper state, opens)
-//	        FS.hlMu         lower hard links by identity
-//	          nodeTable.mu  nodeids and lookup counts
+//	Node.copyMu                 one node's copy-up (copier.copyUp)
+//	  namespace.renameMu        RWMutex: written by rename, read to follow parent
+//	    Node.dirMu              a directory's namespace; ancestor before descendant
+//	      Node.mu               a node's attributes and data (upper state, opens)
+//	        nodeFactory.hlMu    lower hard links by identity
+//	          nodeTable.mu      nodeids and lookup counts
 //
 // Two directories' dirMu are held together only by an ancestor and its
 // descendant (ancestor first), or by rename, which holds renameMu for
@@ -49,14 +67,10 @@ package overlay
 import (
 	"fmt"
 	"log"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
-	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 	"overlayfs/upper"
 )
@@ -84,7 +98,8 @@ type Config struct {
 }
 
 // FS is a merged overlay served over FUSE. Build it with New and serve it
-// with go-fuse (fusekit.Mount).
+// with go-fuse (fusekit.Mount). FS holds the FUSE operations; each part of
+// the work they share is a field with a type of its own.
 type FS struct {
 	fuse.RawFileSystem
 	cfg   Config
@@ -92,31 +107,16 @@ type FS struct {
 	store *upper.Store
 	root  *Node
 
-	renameMu sync.RWMutex
-	// nsGen counts namespace changes (names created, removed, renamed):
-	// a cached directory listing is valid while it is unchanged.
-	nsGen atomic.Uint64
-
-	releases atomic.Int64 // upper files whose data maybeDrop freed
-	ids      *nodeTable
-
-	ptBroken atomic.Bool // the kernel refused a backing file
-	ptOpens  atomic.Uint64
-	ptRekeys atomic.Uint64
-
-	inos      fusekit.InoMap
-	hlMu      sync.Mutex
-	hardlinks map[fusekit.DevIno]*Node // lower files with nlink > 1, by identity; guarded by hlMu
-
-	handles fusekit.Handles[*handle]
-
-	server *fuse.Server
-	notes  chan uint64   // nodeids whose kernel caches must be dropped
-	stop   chan struct{} // closed at unmount
-
-	// copyHook, if set (by tests), runs in every data copy-up before the
-	// data is copied.
-	copyHook func(*Node)
+	ids    *nodeTable   // nodeids, lookup counts, re-keys
+	nodes  *nodeFactory // node creation, inode numbers, lower hard links
+	reaper *reaper      // dropping nodes nothing refers to
+	res    *resolver    // name lookup and entry replies
+	ns     *namespace   // create, link, remove, rename
+	dirs   *lister      // directory listings and their cookies
+	copier *copier      // copy-up
+	cache  *kernelCache // kernel cache lifetimes, shared-mode revalidation
+	pt     *ptGate      // FUSE passthrough
+	files  *openFiles   // open handles
 }
 
 // New builds the merged view of cfg.Lower and cfg.Store.
@@ -127,21 +127,34 @@ func New(cfg Config) (*FS, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf
 	}
+	ids := newNodeTable()
+	nodes := newNodeFactory(ids, cfg.Store)
+	cache := newKernelCache(cfg, ids)
+	reaper := &reaper{ids: ids, store: cfg.Store, lower: cfg.Lower}
+	res := &resolver{lower: cfg.Lower, shared: cfg.Shared, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache}
+	cp := &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared}
+	ns := &namespace{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, copier: cp, reaper: reaper}
+	pt := &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids}
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		cfg:           cfg,
 		lower:         cfg.Lower,
 		store:         cfg.Store,
-		ids:           newNodeTable(),
-		hardlinks:     make(map[fusekit.DevIno]*Node),
-		notes:         make(chan uint64, 1024),
-		stop:          make(chan struct{}),
+		ids:           ids,
+		nodes:         nodes,
+		reaper:        reaper,
+		res:           res,
+		ns:            ns,
+		dirs:          &lister{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, ns: ns},
+		copier:        cp,
+		cache:         cache,
+		pt:            pt,
+		files:         &openFiles{lower: cfg.Lower, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper},
 	}
-	lroot := cfg.Lower.Root()
-	root := fs.newLowerNode(lroot)
+	root := nodes.newLowerNode(cfg.Lower.Root())
 	root.parent = root
 	root.isRoot = true
-	fs.root = root
+	fs.root, reaper.root, res.root, ns.root = root, root, root, root
 	return fs, nil
 }
 
@@ -150,12 +163,12 @@ func (fs *FS) String() string { return "overlayfs" }
 
 // Init receives the server so that notifications can be sent later.
 func (fs *FS) Init(s *fuse.Server) {
-	fs.server = s
-	go fs.notifier()
+	fs.pt.server = s
+	go fs.cache.notifier(s)
 }
 
 // OnUnmount stops the background notifier.
-func (fs *FS) OnUnmount() { close(fs.stop) }
+func (fs *FS) OnUnmount() { close(fs.cache.stop) }
 
 // Root is the root directory's node.
 func (fs *FS) Root() *Node { return fs.root }
@@ -170,87 +183,14 @@ func (fs *FS) Forget(nodeid, nlookup uint64) {
 	if n == nil {
 		return
 	}
-	fs.maybeDrop(n)
+	fs.reaper.maybeDrop(n)
 	if current {
-		fs.maybeForget(n)
+		fs.reaper.maybeForget(n)
 	}
 }
 
-// maybeDrop releases a deleted node once nothing refers to it. The data of
-// a file with no name and no open handle goes at once, without waiting for
-// the kernel's FORGET (asynchronous, and possibly much later): nothing can
-// read it any more, and `rm big; write new` on a full upper must find the
-// space.
-func (fs *FS) maybeDrop(n *Node) {
-	if n == fs.root {
-		return
-	}
-	n.mu.Lock()
-	orphan := n.opens == 0 && n.nlink() == 0
-	dead := orphan && fs.ids.dropUnreferenced(n)
-	freed := false
-	switch {
-	case dead && n.up != nil && !n.released:
-		n.released = true
-		freed = n.up.HasData && !n.dataFreed
-		fs.store.Release(n.up)
-	case orphan && n.up != nil && n.up.HasData && !n.released && !n.dataFreed:
-		n.dataFreed = true
-		freed = true
-		fs.store.ReleaseData(n.up)
-	}
-	n.mu.Unlock()
-	if freed {
-		fs.releases.Add(1)
-	}
-}
-
-// openOrphans counts regular files with upper data, no name and an open
-// handle: their space comes back with their RELEASE.
-func (fs *FS) openOrphans() int {
-	nodes := fs.ids.nodesWhere(func(n *Node) bool { return n.typ == unix.S_IFREG })
-	count := 0
-	for _, n := range nodes {
-		n.mu.Lock()
-		if n.up != nil && n.up.HasData && !n.released && n.opens > 0 && n.up.Nlink == 0 {
-			count++
-		}
-		n.mu.Unlock()
-	}
-	return count
-}
-
-// releaseWait bounds how long a write that ran out of space waits for the
-// RELEASE of unlinked files.
-const releaseWait = 500 * time.Millisecond
-
-// awaitOrphanRelease is called when a write found no space. The kernel
-// sends RELEASE asynchronously after the last close, so a file removed just
-// before (close; unlink; write) may still hold its space for a moment. If
-// unlinked files are still open here, it waits, bounded by releaseWait, for
-// one of them to be released, and reports whether one was (then the write
-// is worth retrying). A file a process really keeps open keeps its space,
-// as on any file system; the write then fails after the wait.
-func (fs *FS) awaitOrphanRelease() bool {
-	before := fs.releases.Load()
-	if fs.openOrphans() == 0 {
-		return false
-	}
-	deadline := time.Now().Add(releaseWait)
-	for time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
-		if fs.releases.Load() != before {
-			return true
-		}
-	}
-	return false
-}
-
-// lowerIno maps a lower (dev, ino) to a stable overlay inode number (see
-// fusekit.InoMap: most files keep their host number).
-func (fs *FS) lowerIno(dev, ino uint64) uint64 {
-	return fs.inos.Get(fusekit.DevIno{Dev: dev, Ino: ino})
-}
+// Passthrough reports passthrough use.
+func (fs *FS) Passthrough() PassthroughStats { return fs.pt.stats() }
 
 // Store is the upper layer's store: its counters and its memfile.
 func (fs *FS) Store() *upper.Store { return fs.store }

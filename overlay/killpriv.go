@@ -41,7 +41,7 @@ func killPriv(in *upper.Inode) {
 // needsKillPriv reports whether n has anything killPriv would clear, without
 // copying anything up (it may ask the lower, under the node's own lock).
 // Preconditions: n.mu is held.
-func (fs *FS) needsKillPriv(n *Node) bool {
+func (c *copier) needsKillPriv(n *Node) bool {
 	var mode uint32
 	if n.up != nil {
 		mode = n.up.Mode
@@ -60,26 +60,26 @@ func (fs *FS) needsKillPriv(n *Node) bool {
 	if n.typ != unix.S_IFREG || n.lower == nil {
 		return false
 	}
-	_, err := fs.lower.GetXattr(n.lower, capabilityXattr)
+	_, err := c.lower.GetXattr(n.lower, capabilityXattr)
 	return err == nil
 }
 
 // killPrivNode copies n's metadata up if it has anything to clear, then
 // clears it.
 // Preconditions: no lock is held.
-func (fs *FS) killPrivNode(n *Node) error {
+func (c *copier) killPrivNode(n *Node) error {
 	n.mu.Lock()
-	need := fs.needsKillPriv(n)
+	need := c.needsKillPriv(n)
 	n.mu.Unlock()
 	if !need {
 		return nil
 	}
-	if err := fs.copyUp(n, false); err != nil {
+	if err := c.copyUp(n, false); err != nil {
 		return err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := fs.loadXattrs(n); err != nil {
+	if err := c.loadXattrs(n); err != nil {
 		return err
 	}
 	killPriv(n.up)

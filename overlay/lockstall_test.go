@@ -21,7 +21,7 @@ import (
 
 // mountInternal mounts an FS over lowerDir in this process, as the daemon
 // does (a lisafs gofer on a socketpair, upper data in a memfd), with hook
-// as its copyHook, and registers its unmount. It is for tests that need to
+// as its copier's hook, and registers its unmount. It is for tests that need to
 // reach inside the FS; the mount, gofer and FUSE connection are real.
 func mountInternal(t *testing.T, lowerDir string, shared bool, hook func(*Node)) (fs *FS, mnt string) {
 	t.Helper()
@@ -70,7 +70,7 @@ func mountInternal(t *testing.T, lowerDir string, shared bool, hook func(*Node))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs.copyHook = hook
+	fs.copier.hook = hook
 	mnt = t.TempDir()
 	m, err := fusekit.Mount(fs, mnt, fusekit.MountOptions{FsName: lowerDir, Shared: shared, FuseURing: fuseuring.Off})
 	if err != nil {
@@ -88,9 +88,9 @@ func mountInternal(t *testing.T, lowerDir string, shared bool, hook func(*Node))
 
 // TestRenameCopyStallsNoOtherFile: in shared mode a rename copies the
 // lower file's data up, and that copy holds no lock a request for another
-// file needs. The copy is held in progress (copyHook) until stats of files
-// in another directory have all been answered; if they waited for the
-// copy, they would never be, and the bound fails the test.
+// file needs. The copy is held in progress (the copier's hook) until stats
+// of files in another directory have all been answered; if they waited for
+// the copy, they would never be, and the bound fails the test.
 func TestRenameCopyStallsNoOtherFile(t *testing.T) {
 	const bound = 30 * time.Second // generous: the stats need no copy at all
 	lowerDir := t.TempDir()

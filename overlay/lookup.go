@@ -8,12 +8,28 @@ import (
 	"overlayfs/lower"
 )
 
+// resolver resolves names to nodes: the children a directory has seen,
+// its whiteouts, then its origin lower directory, inserting what the lower
+// has; and it hands nodes to the kernel (entry replies), counting the
+// kernel's references. It takes Node.dirMu and Node.mu as its methods say,
+// never across a LISAFS round trip; its fields are set by New and never
+// change.
+type resolver struct {
+	lower  *lower.Layer
+	shared bool                   // Config.Shared
+	hide   func(name string) bool // Config.HideRootName
+	root   *Node                  // set by New once the root is made
+	ids    *nodeTable
+	nodes  *nodeFactory
+	cache  *kernelCache
+}
+
 // lookupChild resolves name in dir: the children seen so far, then the
 // whiteouts, then the origin lower directory. It returns unix.ENOENT for a
 // name that is not visible.
 // Preconditions: no lock is held.
-func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
-	return fs.lookupFresh(dir, name, nil, false)
+func (r *resolver) lookupChild(dir *Node, name string) (*Node, error) {
+	return r.lookupFresh(dir, name, nil, false)
 }
 
 // lookupRef is lookupChild for a node about to be handed to the kernel: it
@@ -23,20 +39,20 @@ func (fs *FS) lookupChild(dir *Node, name string) (*Node, error) {
 // read from the gofer (a shared-mode listing), which revalidate a cached
 // node without another round trip.
 // Preconditions: no lock is held.
-func (fs *FS) lookupRef(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
-	return fs.lookupFresh(dir, name, fresh, true)
+func (r *resolver) lookupRef(dir *Node, name string, fresh *lower.Attr) (*Node, error) {
+	return r.lookupFresh(dir, name, fresh, true)
 }
 
 // lookupFresh is lookupChild and lookupRef (ref: count a kernel reference).
-func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (*Node, error) {
+func (r *resolver) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (*Node, error) {
 	if !dir.isDir() {
 		return nil, unix.ENOTDIR
 	}
 	for {
 		dir.dirMu.Lock()
 		c := dir.children[name]
-		if c != nil && (!fs.cfg.Shared || dir.lower == nil) {
-			fs.refLocked(c, ref)
+		if c != nil && (!r.shared || dir.lower == nil) {
+			r.refLocked(c, ref)
 			dir.dirMu.Unlock()
 			return c, nil
 		}
@@ -49,7 +65,7 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 		c.mu.Unlock()
 		if pure {
 			var err error
-			if c, err = fs.revalidate(dir, name, c, fresh); err != nil {
+			if c, err = r.cache.revalidate(dir, name, c, fresh); err != nil {
 				return nil, err
 			}
 		}
@@ -58,33 +74,33 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 		}
 		dir.dirMu.Lock()
 		if dir.children[name] == c {
-			fs.refLocked(c, ref)
+			r.refLocked(c, ref)
 			dir.dirMu.Unlock()
 			return c, nil
 		}
 		dir.dirMu.Unlock()
 	}
 	// dir.dirMu is held and name is not among the children.
-	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil || fs.hidden(dir, name) {
+	if _, wh := dir.whiteouts[name]; wh || dir.lower == nil || r.hidden(dir, name) {
 		dir.dirMu.Unlock()
 		return nil, unix.ENOENT
 	}
 	dir.dirMu.Unlock()
 
-	ln, err := fs.lower.Lookup(dir.lower, name)
+	ln, err := r.lower.Lookup(dir.lower, name)
 	if err != nil {
 		return nil, err
 	}
 	if ln.IsWhiteout() {
-		fs.lower.Forget(ln)
+		r.lower.Forget(ln)
 		return nil, unix.ENOENT
 	}
 
-	c, err := fs.insertLower(dir, name, ln, ref)
+	c, err := r.insertLower(dir, name, ln, ref)
 	if c == nil || c.lower != ln {
 		// Not used: lower.Forget may close FDs through the gofer, so it
 		// runs with no lock held.
-		fs.lower.Forget(ln)
+		r.lower.Forget(ln)
 	}
 	return c, err
 }
@@ -94,17 +110,17 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 // the name now refers to (whose lower is not ln if ln was not used), or
 // ENOENT.
 // Preconditions: no lock is held.
-func (fs *FS) insertLower(dir *Node, name string, ln *lower.Node, ref bool) (*Node, error) {
+func (r *resolver) insertLower(dir *Node, name string, ln *lower.Node, ref bool) (*Node, error) {
 	dir.dirMu.Lock()
 	defer dir.dirMu.Unlock()
 	if c := dir.children[name]; c != nil {
-		fs.refLocked(c, ref)
+		r.refLocked(c, ref)
 		return c, nil
 	}
 	if _, wh := dir.whiteouts[name]; wh {
 		return nil, unix.ENOENT
 	}
-	c, shared := fs.nodeForLower(ln)
+	c, shared := r.nodes.nodeForLower(ln)
 	if c.isDir() {
 		c.parent = dir // a new node: nobody else sees it yet
 	}
@@ -115,52 +131,32 @@ func (fs *FS) insertLower(dir *Node, name string, ln *lower.Node, ref bool) (*No
 	}
 	c.validated.Store(nanotime())
 	dir.setChild(name, c)
-	fs.refLocked(c, ref)
+	r.refLocked(c, ref)
 	return c, nil
 }
 
 // refLocked counts a kernel reference to c if ref is set.
 // Preconditions: the dirMu of a directory naming c is held.
-func (fs *FS) refLocked(c *Node, ref bool) {
+func (r *resolver) refLocked(c *Node, ref bool) {
 	if ref {
-		fs.ids.ref(c)
+		r.ids.ref(c)
 	}
-}
-
-// nodeForLower returns the node for a newly walked lower file, sharing the
-// node of an already known hard link (whose lower is then not ln); shared
-// reports that the node may be reached through several lower names (a
-// file with more than one link).
-func (fs *FS) nodeForLower(ln *lower.Node) (n *Node, shared bool) {
-	st := ln.Attr()
-	if ln.IsDir() || st.Nlink <= 1 {
-		return fs.newLowerNode(ln), false
-	}
-	k := fusekit.DevIno{Dev: st.Dev, Ino: st.Ino}
-	fs.hlMu.Lock()
-	defer fs.hlMu.Unlock()
-	if n := fs.hardlinks[k]; n != nil {
-		return n, true
-	}
-	n = fs.newLowerNode(ln)
-	fs.hardlinks[k] = n
-	return n, true
 }
 
 // lowerHas reports whether dir's origin lower directory has name (so that
 // removing it from the merged view needs a whiteout).
 // Preconditions: no lock is held (it may list ldir through the gofer).
-func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
+func (r *resolver) lowerHas(ldir *lower.Node, name string) bool {
 	if ldir == nil {
 		return false
 	}
-	if fs.cfg.Shared {
+	if r.shared {
 		// The lower may have changed since it was listed: ask about the
 		// name itself (a host stat where the layer can, lower/hostdir.go).
-		_, err := fs.lower.StatChild(ldir, name)
+		_, err := r.lower.StatChild(ldir, name)
 		return err != unix.ENOENT // on other errors hide: a needless whiteout is invisible
 	}
-	ents, err := fs.lower.ReadDir(ldir)
+	ents, err := r.lower.ReadDir(ldir)
 	if err != nil {
 		// Err on the side of hiding: a needless whiteout is invisible.
 		return true
@@ -175,21 +171,28 @@ func (fs *FS) lowerHas(ldir *lower.Node, name string) bool {
 
 // fillEntry answers a request that hands n to the kernel, counting the
 // reference the kernel now holds.
-func (fs *FS) fillEntry(n *Node, out *fuse.EntryOut) {
-	fs.ids.ref(n)
-	fs.entryOut(n, out)
+func (r *resolver) fillEntry(n *Node, out *fuse.EntryOut) {
+	r.ids.ref(n)
+	r.entryOut(n, out)
 }
 
 // entryOut fills an entry reply for a node whose reference is counted.
-func (fs *FS) entryOut(n *Node, out *fuse.EntryOut) {
+func (r *resolver) entryOut(n *Node, out *fuse.EntryOut) {
 	n.mu.Lock()
 	n.fillAttr(&out.Attr)
 	out.NodeId = n.nodeid // a re-key changes it under n.mu
 	n.mu.Unlock()
 	out.Generation = 1
-	t := fs.timeout(n)
+	t := r.cache.timeout(n)
 	out.SetEntryTimeout(t)
 	out.SetAttrTimeout(t)
+}
+
+// hidden reports whether a name at the root is the overlay's own business
+// (a self filestore: Config.HideRootName), never visible and never a
+// user's change.
+func (r *resolver) hidden(dir *Node, name string) bool {
+	return dir == r.root && r.hide != nil && r.hide(name)
 }
 
 // Lookup resolves a name for the kernel. A missing name is answered as a
@@ -202,22 +205,15 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	if dir == nil {
 		return fuse.ENOENT
 	}
-	c, err := fs.lookupRef(dir, name, nil)
+	c, err := fs.res.lookupRef(dir, name, nil)
 	if err == unix.ENOENT {
 		out.NodeId = 0
-		out.SetEntryTimeout(fs.negativeTimeout())
+		out.SetEntryTimeout(fs.cache.negativeTimeout())
 		return fuse.OK
 	}
 	if err != nil {
 		return fusekit.Status(err)
 	}
-	fs.entryOut(c, out)
+	fs.res.entryOut(c, out)
 	return fuse.OK
-}
-
-// hidden reports whether a name at the root is the overlay's own business
-// (a self filestore: Config.HideRootName), never visible and never a
-// user's change.
-func (fs *FS) hidden(dir *Node, name string) bool {
-	return dir == fs.root && fs.cfg.HideRootName != nil && fs.cfg.HideRootName(name)
 }

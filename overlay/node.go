@@ -30,8 +30,8 @@ type Node struct {
 	copyMu sync.Mutex
 
 	// parent is the directory a directory is linked in. Written only by
-	// rename under FS.renameMu held for writing (and when the node is
-	// made, before anyone else sees it); read under FS.renameMu.
+	// rename under namespace.renameMu held for writing (and when the node is
+	// made, before anyone else sees it); read under namespace.renameMu.
 	parent *Node
 
 	// dirMu guards a directory's namespace: children, whiteouts, the
@@ -74,30 +74,6 @@ type Node struct {
 	dataFreed bool // up's data pages were freed (no name, no open handle)
 	kept      bool // has had upper state: never dropped on FORGET
 	pt        ptState
-}
-
-func (fs *FS) newNode(typ uint32, ln *lower.Node, ino uint64) *Node {
-	n := &Node{ino: ino, typ: typ, lower: ln}
-	if typ == unix.S_IFDIR {
-		n.children = make(map[string]*Node)
-		n.whiteouts = make(map[string]struct{})
-	}
-	fs.ids.add(n)
-	return n
-}
-
-// newLowerNode makes the node for a lower file seen for the first time.
-func (fs *FS) newLowerNode(ln *lower.Node) *Node {
-	st := ln.Attr()
-	ino := fs.lowerIno(st.Dev, st.Ino)
-	return fs.newNode(ln.Type(), ln, ino)
-}
-
-// newUpperNode makes the node for a file created in the overlay.
-func (fs *FS) newUpperNode(mode, uid, gid, rdev uint32) *Node {
-	n := fs.newNode(mode&unix.S_IFMT, nil, fs.inos.Alloc())
-	n.up = fs.store.NewInode(mode, uid, gid, rdev)
-	return n
 }
 
 func (n *Node) isDir() bool { return n.typ == unix.S_IFDIR }
@@ -198,130 +174,6 @@ func (n *Node) dirNlink() uint32 {
 		return 2 + uint32(n.subdirs.Load())
 	}
 	return 1
-}
-
-// upperAttr is a lower file's metadata as an upper inode starts with it.
-func upperAttr(st *lower.Attr) upper.Attr {
-	return upper.Attr{
-		Mode:  st.Mode,
-		UID:   st.UID,
-		GID:   st.GID,
-		Rdev:  uint32(st.Rdev),
-		Nlink: st.Nlink,
-		Atime: st.Atime,
-		Mtime: st.Mtime,
-		Ctime: st.Ctime,
-	}
-}
-
-// copyUp gives n upper state: its metadata (xattrs stay in the lower until
-// first needed, see loadXattrs) and, when data is set or the mount is
-// shared (a lower file may change later; a copied-up name must not), a
-// regular file's data, copied with holes kept. A copy-up is never undone,
-// so what it establishes holds once it returns.
-//
-// The LISAFS round trips and the data copy are made holding n.copyMu only;
-// n.mu is taken just to publish the result, so nothing but another
-// copy-up of n waits for them.
-//
-// Preconditions: no lock below copyMu in the lock order is held (in
-// particular no FS.renameMu, no dirMu and no Node.mu).
-func (fs *FS) copyUp(n *Node, data bool) error {
-	data = (data || fs.cfg.Shared) && n.typ == unix.S_IFREG
-	have := func() (meta, data bool) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		return n.up != nil, n.up != nil && n.up.HasData
-	}
-	if haveMeta, haveData := have(); haveMeta && (haveData || !data) {
-		return nil // done already: the common case, without copyMu
-	}
-	n.copyMu.Lock()
-	defer n.copyMu.Unlock()
-	haveMeta, haveData := have()
-	if !haveMeta {
-		if err := fs.copyMeta(n); err != nil {
-			return err
-		}
-	}
-	if !data || haveData {
-		return nil
-	}
-	return fs.copyData(n)
-}
-
-// copyMeta is copyUp's metadata part.
-// Preconditions: n.copyMu is held; n has no upper state.
-func (fs *FS) copyMeta(n *Node) error {
-	st := n.lower.Attr()
-	in := &upper.Inode{Attr: upperAttr(&st)}
-	if n.typ == unix.S_IFLNK {
-		t, err := fs.lower.Readlink(n.lower)
-		if err != nil {
-			return err
-		}
-		in.Target = t
-	}
-	n.mu.Lock()
-	n.up = in
-	n.lazyX = true
-	// With upper state the node is part of the upper layer for good.
-	n.kept = true
-	fs.store.Adopt(in)
-	n.mu.Unlock()
-	fs.store.CountCopyUp(false)
-	return nil
-}
-
-// copyData is copyUp's data part. A truncation to zero (truncateLocked)
-// may have given the file its data meanwhile; the copy is then dropped.
-// Preconditions: n.copyMu is held; n is a regular file with upper state.
-func (fs *FS) copyData(n *Node) error {
-	if n.lower == nil {
-		n.mu.Lock()
-		fs.store.MarkData(n.up)
-		n.mu.Unlock()
-		return nil
-	}
-	size := int64(n.lower.Attr().Size)
-	var fd = -1
-	if size > 0 {
-		var err error
-		if fd, err = fs.lower.OpenData(n.lower); err != nil {
-			return err
-		}
-		defer fs.lower.ReleaseData(n.lower)
-	}
-	if fs.copyHook != nil {
-		fs.copyHook(n)
-	}
-	c, err := fs.store.CopyData(fd, size)
-	if err != nil {
-		return err
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.up.HasData {
-		c.Discard()
-		return nil
-	}
-	return n.up.TakeCopy(c)
-}
-
-// loadXattrs brings a metadata-copied node's xattrs into memory, with a
-// round trip under the node's own lock.
-// Preconditions: n.mu is held; n.up is set.
-func (fs *FS) loadXattrs(n *Node) error {
-	if !n.lazyX {
-		return nil
-	}
-	x, err := fs.lower.Xattrs(n.lower)
-	if err != nil {
-		return err
-	}
-	n.up.Xattrs = x
-	n.lazyX = false
-	return nil
 }
 
 // sortedNames returns a map's keys in order.

@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"sync/atomic"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -36,9 +38,25 @@ type ptState struct {
 	opens   int    // passthrough handles of that inode
 }
 
+// ptGate decides which opens FUSE passthrough serves and keeps each node's
+// binding to a backing id within the kernel rules above; it counts what it
+// did. Its own state is atomic; a node's binding is guarded by Node.mu.
+type ptGate struct {
+	off  bool // Config.NoPassthrough
+	logf func(format string, args ...any)
+	ids  *nodeTable
+	// server registers backing files and sends notifications; set by
+	// FS.Init before any request is served.
+	server *fuse.Server
+
+	broken atomic.Bool // the kernel refused a backing file
+	opens  atomic.Uint64
+	rekeys atomic.Uint64
+}
+
 // passthroughOn reports whether passthrough may be tried.
-func (fs *FS) passthroughOn() bool {
-	return !fs.cfg.NoPassthrough && fs.server != nil && !fs.ptBroken.Load()
+func (g *ptGate) passthroughOn() bool {
+	return !g.off && g.server != nil && !g.broken.Load()
 }
 
 // openGate decides, before anything changes, whether an open of a regular
@@ -46,7 +64,7 @@ func (fs *FS) passthroughOn() bool {
 // if needed) when the open would need a data mode the kernel inode cannot
 // take.
 // Preconditions: n.mu is held.
-func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
+func (g *ptGate) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if nodeid != n.nodeid {
 		return unix.ESTALE // retired: the lookup finds the new one
 	}
@@ -57,14 +75,14 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if !changes && (n.up == nil || !n.up.HasData) {
 		return nil // another reader of the same lower data
 	}
-	old := fs.ids.rekey(n)
-	fs.ptRekeys.Add(1)
+	old := g.ids.rekey(n)
+	g.rekeys.Add(1)
 	// Other names of the file (hard links) still lead the kernel to the
 	// old inode, whose attributes it caches; they change with the data
 	// that is about to move. Drop them (attributes only: -1), and GetAttr
 	// answers a retired id with a zero timeout from now on. Sent before
 	// this OPEN is answered, so no later stat sees them.
-	fs.server.InodeNotify(old, -1, 0)
+	g.server.InodeNotify(old, -1, 0)
 	return unix.ESTALE
 }
 
@@ -72,8 +90,8 @@ func (fs *FS) openGate(n *Node, nodeid uint64, flags uint32) error {
 // file's host fd) to the kernel inode nodeid in passthrough mode, if the
 // kernel's rules allow.
 // Preconditions: n.mu is held; h is not yet counted in n.opens.
-func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
-	if !fs.passthroughOn() {
+func (g *ptGate) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
+	if !g.passthroughOn() {
 		return
 	}
 	switch {
@@ -82,12 +100,12 @@ func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
 	case n.pt.opens == 0 && n.opens > 0:
 		return // cached opens exist on this inode
 	case n.pt.opens == 0:
-		id, errno := fs.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
+		id, errno := g.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
 		if errno != 0 {
 			// Not CAP_SYS_ADMIN, or the kernel lacks passthrough:
 			// FUSE READ from now on.
-			if !fs.ptBroken.Swap(true) {
-				fs.cfg.Logf("overlayfs: FUSE passthrough unavailable (%v); lower files are read through the daemon", errno)
+			if !g.broken.Swap(true) {
+				g.logf("overlayfs: FUSE passthrough unavailable (%v); lower files are read through the daemon", errno)
 			}
 			return
 		}
@@ -95,12 +113,12 @@ func (fs *FS) tryPassthrough(n *Node, h *handle, nodeid uint64, fd int) {
 	}
 	n.pt.opens++
 	h.pt = true
-	fs.ptOpens.Add(1)
+	g.opens.Add(1)
 }
 
 // releasePassthrough drops h's share of n's backing id.
 // Preconditions: n.mu is held.
-func (fs *FS) releasePassthrough(n *Node, h *handle) {
+func (g *ptGate) releasePassthrough(n *Node, h *handle) {
 	if !h.pt {
 		return
 	}
@@ -109,13 +127,13 @@ func (fs *FS) releasePassthrough(n *Node, h *handle) {
 	if n.pt.opens > 0 {
 		return
 	}
-	switch errno := fs.server.UnregisterBackingFd(n.pt.backing); errno {
+	switch errno := g.server.UnregisterBackingFd(n.pt.backing); errno {
 	case 0, unix.EBADF, unix.ENODEV:
 		// EBADF, ENODEV: the connection is gone (a RELEASE served by a
 		// ring after go-fuse closed its /dev/fuse fd at unmount), and
 		// the kernel dropped its backing ids with it.
 	default:
-		fs.cfg.Logf("overlayfs: closing backing id %d: %v", n.pt.backing, errno)
+		g.logf("overlayfs: closing backing id %d: %v", n.pt.backing, errno)
 	}
 	n.pt = ptState{}
 }
@@ -131,11 +149,11 @@ type PassthroughStats struct {
 	Off bool
 }
 
-// Passthrough reports passthrough use.
-func (fs *FS) Passthrough() PassthroughStats {
+// stats reports passthrough use.
+func (g *ptGate) stats() PassthroughStats {
 	return PassthroughStats{
-		Opens:  fs.ptOpens.Load(),
-		Rekeys: fs.ptRekeys.Load(),
-		Off:    fs.cfg.NoPassthrough || fs.ptBroken.Load(),
+		Opens:  g.opens.Load(),
+		Rekeys: g.rekeys.Load(),
+		Off:    g.off || g.broken.Load(),
 	}
 }

@@ -3,6 +3,7 @@ package overlay
 import (
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"overlayfs/lower"
@@ -41,14 +42,40 @@ func nanotime() int64 { return int64(time.Since(clockBase)) }
 
 var clockBase = time.Now()
 
+// kernelCache decides what the kernel may cache and for how long (entry and
+// attribute timeouts, FOPEN_* cache flags) and, in shared mode, keeps the
+// cached pure-lower nodes true to the lower: it revalidates them, refreshes
+// their attributes and has the kernel drop pages that changed. Its fields
+// are set by New and never change; it takes node locks (Node.dirMu, then
+// Node.mu) only as its methods say.
+type kernelCache struct {
+	shared bool          // Config.Shared
+	ttl    time.Duration // Config.Timeout
+	lower  *lower.Layer
+	ids    *nodeTable
+	notes  chan uint64   // nodeids whose kernel caches must be dropped
+	stop   chan struct{} // closed at unmount
+}
+
+func newKernelCache(cfg Config, ids *nodeTable) *kernelCache {
+	return &kernelCache{
+		shared: cfg.Shared,
+		ttl:    cfg.Timeout,
+		lower:  cfg.Lower,
+		ids:    ids,
+		notes:  make(chan uint64, 1024),
+		stop:   make(chan struct{}),
+	}
+}
+
 // pureLower reports whether n is only a cached view of a lower file.
 // Preconditions: n.mu is held.
 func (n *Node) pureLower() bool { return n.up == nil && n.lower != nil }
 
 // timeout is the kernel cache lifetime for n's entry and attributes.
-func (fs *FS) timeout(n *Node) time.Duration {
-	if !fs.cfg.Shared {
-		return fs.cfg.Timeout
+func (k *kernelCache) timeout(n *Node) time.Duration {
+	if !k.shared {
+		return k.ttl
 	}
 	n.mu.Lock()
 	pure := n.pureLower()
@@ -56,15 +83,15 @@ func (fs *FS) timeout(n *Node) time.Duration {
 	if pure {
 		return 0
 	}
-	return fs.cfg.Timeout
+	return k.ttl
 }
 
 // negativeTimeout is how long the kernel may remember that a name is absent.
-func (fs *FS) negativeTimeout() time.Duration {
-	if fs.cfg.Shared {
+func (k *kernelCache) negativeTimeout() time.Duration {
+	if k.shared {
 		return 0
 	}
-	return fs.cfg.Timeout
+	return k.ttl
 }
 
 // revalidate checks a cached pure-lower child c of dir against the gofer
@@ -73,18 +100,18 @@ func (fs *FS) negativeTimeout() time.Duration {
 // name is gone or names another file); then it has removed c from
 // dir.children so that a fresh lookup resolves the name.
 // Preconditions: no lock is held.
-func (fs *FS) revalidate(dir *Node, name string, c *Node, fresh *lower.Attr) (*Node, error) {
+func (k *kernelCache) revalidate(dir *Node, name string, c *Node, fresh *lower.Attr) (*Node, error) {
 	var st lower.Attr
 	var err error
 	if fresh != nil {
 		st = *fresh
 	} else {
-		st, err = fs.lower.StatChild(dir.lower, name)
+		st, err = k.lower.StatChild(dir.lower, name)
 	}
 	if err != nil && err != unix.ENOENT {
 		return nil, err
 	}
-	if err == nil && fs.refreshed(c, st) {
+	if err == nil && k.refreshed(c, st) {
 		c.validated.Store(nanotime())
 		return c, nil
 	}
@@ -101,7 +128,7 @@ func (fs *FS) revalidate(dir *Node, name string, c *Node, fresh *lower.Attr) (*N
 // refreshed stores a fresh stat of a node's lower file if it is still the
 // same file, and drops the kernel's cached data if the contents changed.
 // It reports whether the stat was of the same file.
-func (fs *FS) refreshed(n *Node, st lower.Attr) bool {
+func (k *kernelCache) refreshed(n *Node, st lower.Attr) bool {
 	old, same := n.lower.Refresh(st)
 	if !same {
 		return false
@@ -116,7 +143,7 @@ func (fs *FS) refreshed(n *Node, st lower.Attr) bool {
 		if n.typ == unix.S_IFLNK {
 			n.lower.ForgetTarget()
 		}
-		fs.notifyInode(n)
+		k.notifyInode(n)
 	}
 	return true
 }
@@ -124,40 +151,61 @@ func (fs *FS) refreshed(n *Node, st lower.Attr) bool {
 // refreshAttr re-reads a pure-lower node's attributes (GETATTR in shared
 // mode).
 // Preconditions: no lock is held.
-func (fs *FS) refreshAttr(n *Node) {
+func (k *kernelCache) refreshAttr(n *Node) {
 	n.mu.Lock()
 	pure := n.pureLower()
 	n.mu.Unlock()
 	if !pure || nanotime()-n.validated.Load() < freshWindow {
 		return
 	}
-	st, err := fs.lower.Stat(n.lower)
+	st, err := k.lower.Stat(n.lower)
 	if err != nil {
 		return // keep what we have; lookups will notice a removal
 	}
-	fs.refreshed(n, st)
+	k.refreshed(n, st)
 }
 
 // notifyInode queues a kernel invalidation of n's attributes and pages.
-func (fs *FS) notifyInode(n *Node) {
+func (k *kernelCache) notifyInode(n *Node) {
 	select {
-	case fs.notes <- fs.ids.id(n):
+	case k.notes <- k.ids.id(n):
 	default:
 		// The queue is full: the kernel refreshes attributes anyway (zero
 		// timeout) and drops stale pages when it sees the new mtime.
 	}
 }
 
-// notifier sends queued invalidations until the mount ends.
-func (fs *FS) notifier() {
+// notifier sends queued invalidations through s until the mount ends.
+func (k *kernelCache) notifier(s *fuse.Server) {
 	for {
 		select {
-		case id := <-fs.notes:
-			if fs.server != nil {
-				fs.server.InodeNotify(id, 0, 0)
-			}
-		case <-fs.stop:
+		case id := <-k.notes:
+			s.InodeNotify(id, 0, 0)
+		case <-k.stop:
 			return
 		}
 	}
+}
+
+// dirFlags are the FOPEN_* flags for directories: the kernel may cache
+// listings, which it drops itself when we change the directory.
+func (k *kernelCache) dirFlags(n *Node) uint32 {
+	if k.shared && n.lower != nil {
+		return 0 // the lower part of the listing may change any time
+	}
+	return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+}
+
+// openFlags are the FOPEN_* flags for a regular file: the kernel may keep
+// its page cache across opens because every write goes through us.
+func (k *kernelCache) openFlags(n *Node) uint32 {
+	if k.shared {
+		n.mu.Lock()
+		pure := n.pureLower()
+		n.mu.Unlock()
+		if pure {
+			return fuse.FOPEN_NOFLUSH // lower data may change behind us
+		}
+	}
+	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }

@@ -83,7 +83,7 @@ func (im *importer) dir(parts []string) (*Node, error) {
 		if name == opaqueMarker || strings.HasPrefix(name, whiteoutPrefix) {
 			return nil, fmt.Errorf("a whiteout cannot be a directory")
 		}
-		c, err := im.fs.lookupChild(d, name)
+		c, err := im.fs.res.lookupChild(d, name)
 		if err == unix.ENOENT {
 			c, err = im.attach(d, name, &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755})
 		}
@@ -100,7 +100,7 @@ func (im *importer) dir(parts []string) (*Node, error) {
 
 // setMeta gives n the header's metadata, copying it up.
 func (im *importer) setMeta(n *Node, h *tar.Header) error {
-	if err := im.fs.copyUp(n, false); err != nil {
+	if err := im.fs.copier.copyUp(n, false); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -146,9 +146,9 @@ func paxXattrs(h *tar.Header) map[string][]byte {
 // whiteout if the lower has the name.
 func (im *importer) detach(d *Node, name string, c *Node) error {
 	fs := im.fs
-	wh := fs.lowerHas(d.lower, name)
+	wh := fs.res.lowerHas(d.lower, name)
 	for _, n := range []*Node{d, c} {
-		if err := fs.copyUp(n, false); err != nil {
+		if err := fs.copier.copyUp(n, false); err != nil {
 			return err
 		}
 	}
@@ -160,7 +160,7 @@ func (im *importer) detach(d *Node, name string, c *Node) error {
 	if c.isDir() {
 		c.dirMu.Lock() // d's child: ancestor before descendant
 	}
-	fs.detachLocked(d, name, c, wh)
+	fs.ns.detachLocked(d, name, c, wh)
 	if c.isDir() {
 		c.dirMu.Unlock()
 	}
@@ -168,7 +168,7 @@ func (im *importer) detach(d *Node, name string, c *Node) error {
 	d.mu.Lock()
 	d.up.Mtime, d.up.Ctime = mtime, ctime
 	d.mu.Unlock()
-	fs.maybeDrop(c)
+	fs.reaper.maybeDrop(c)
 	return nil
 }
 
@@ -177,7 +177,7 @@ func (im *importer) whiteout(d *Node, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	c, err := im.fs.lookupChild(d, name)
+	c, err := im.fs.res.lookupChild(d, name)
 	switch {
 	case err == unix.ENOENT:
 		return nil // nothing to hide
@@ -192,7 +192,7 @@ func (im *importer) whiteout(d *Node, name string) error {
 // opaque hides every lower name of d that this layer did not put there.
 func (im *importer) opaque(d *Node) error {
 	fs := im.fs
-	if err := fs.copyUp(d, false); err != nil {
+	if err := fs.copier.copyUp(d, false); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -232,7 +232,7 @@ func (im *importer) add(d *Node, name string, h *tar.Header, tr *tar.Reader) err
 	if err := checkName(name); err != nil {
 		return err
 	}
-	old, err := im.fs.lookupChild(d, name)
+	old, err := im.fs.res.lookupChild(d, name)
 	if err != nil && err != unix.ENOENT {
 		return err
 	}
@@ -265,13 +265,13 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hard link target %s: %w", h.Linkname, err)
 		}
-		if n, err = fs.lookupChild(ld, base); err != nil {
+		if n, err = fs.res.lookupChild(ld, base); err != nil {
 			return nil, fmt.Errorf("hard link target %s: %w", h.Linkname, err)
 		}
 		if n.isDir() {
 			return nil, fmt.Errorf("hard link target %s is a directory", h.Linkname)
 		}
-		if err := fs.copyUp(n, false); err != nil {
+		if err := fs.copier.copyUp(n, false); err != nil {
 			return nil, err
 		}
 		n.mu.Lock()
@@ -300,7 +300,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		default:
 			return nil, fmt.Errorf("unsupported entry type %q", h.Typeflag)
 		}
-		n = fs.newUpperNode(typ|uint32(h.Mode)&0o7777, uint32(h.Uid), uint32(h.Gid), rdev)
+		n = fs.nodes.newUpperNode(typ|uint32(h.Mode)&0o7777, uint32(h.Uid), uint32(h.Gid), rdev)
 		n.mu.Lock()
 		setAttr(n.up, h)
 		n.up.Xattrs = paxXattrs(h)
@@ -309,7 +309,7 @@ func (im *importer) attach(d *Node, name string, h *tar.Header) (*Node, error) {
 		}
 		n.mu.Unlock()
 	}
-	if err := fs.copyUp(d, false); err != nil {
+	if err := fs.copier.copyUp(d, false); err != nil {
 		return nil, err
 	}
 	d.dirMu.Lock()

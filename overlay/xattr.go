@@ -68,45 +68,37 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 
 // SetXAttr sets an extended attribute in the upper layer.
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	return fs.changeXattrs(in.NodeId, attr, func(up *upper.Inode) error {
-		return up.SetXattr(attr, data, in.Flags)
-	})
-}
-
-// RemoveXAttr removes an extended attribute. Removing one that a lower-only
-// file does not have fails without copying the file up, as in Linux.
-func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	if n := fs.node(h.NodeId); n != nil && !overlayXattr(attr) {
-		n.mu.Lock()
-		pure := n.up == nil
-		n.mu.Unlock()
-		if pure {
-			if _, err := fs.lower.GetXattr(n.lower, attr); err != nil {
-				return fusekit.Status(err)
-			}
-		}
-	}
-	return fs.changeXattrs(h.NodeId, attr, func(up *upper.Inode) error {
-		return up.RemoveXattr(attr)
-	})
-}
-
-// changeXattrs copies a node's metadata and xattrs up and applies change.
-func (fs *FS) changeXattrs(nodeid uint64, attr string, change func(*upper.Inode) error) fuse.Status {
-	n := fs.node(nodeid)
+	n := fs.node(in.NodeId)
 	if n == nil {
 		return fuse.ENOENT
 	}
 	if overlayXattr(attr) {
 		return fuse.Status(unix.EOPNOTSUPP)
 	}
-	if err := fs.copyUp(n, false); err != nil {
-		return fusekit.Status(err)
+	return fusekit.Status(fs.copier.changeXattrs(n, func(up *upper.Inode) error {
+		return up.SetXattr(attr, data, in.Flags)
+	}))
+}
+
+// RemoveXAttr removes an extended attribute. Removing one that a lower-only
+// file does not have fails without copying the file up, as in Linux.
+func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	n := fs.node(h.NodeId)
+	if n == nil {
+		return fuse.ENOENT
+	}
+	if overlayXattr(attr) {
+		return fuse.Status(unix.EOPNOTSUPP)
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := fs.loadXattrs(n); err != nil {
-		return fusekit.Status(err)
+	pure := n.up == nil
+	n.mu.Unlock()
+	if pure {
+		if _, err := fs.lower.GetXattr(n.lower, attr); err != nil {
+			return fusekit.Status(err)
+		}
 	}
-	return fusekit.Status(change(n.up))
+	return fusekit.Status(fs.copier.changeXattrs(n, func(up *upper.Inode) error {
+		return up.RemoveXattr(attr)
+	}))
 }
