@@ -37,6 +37,12 @@ func (fs *FS) openFlags(n *Node) uint32 {
 			return fuse.FOPEN_NOFLUSH // lower data may change behind us
 		}
 	}
+	n.mu.Lock()
+	perFile := fs.perFileCached(n)
+	n.mu.Unlock()
+	if perFile {
+		return fuse.FOPEN_NOFLUSH // see backing.go
+	}
 	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }
 
@@ -82,6 +88,11 @@ func (fs *FS) openNode(n *Node, flags uint32, nodeid uint64) (*handle, error) {
 			h.lowerFD = fd
 			if nodeid != 0 {
 				fs.tryPassthrough(n, h, nodeid, fd)
+			}
+		}
+		if nodeid != 0 && h.lowerFD < 0 {
+			if err := fs.upperPassthrough(n, h, nodeid); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -147,6 +158,7 @@ func (fs *FS) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse.Statu
 		return fusekit.Status(err)
 	}
 	fs.fillEntry(n, &out.EntryOut)
+	fs.createdPassthrough(n, h, &out.EntryOut)
 	fs.answerOpen(n, h, &out.OpenOut)
 	return fuse.OK
 }

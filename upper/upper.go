@@ -22,7 +22,8 @@ import (
 // Store holds the upper data of one mount: the backing memfile and counters.
 // Safe for concurrent use.
 type Store struct {
-	mf *memfile.File
+	mf   *memfile.File
+	fset *fileSet // per-file backing (files.go); nil: data in mf
 
 	files   atomic.Int64 // regular files with upper data
 	inodes  atomic.Int64 // upper inodes alive
@@ -46,7 +47,7 @@ func (s *Store) Stats() Stats {
 		Files:       s.files.Load(),
 		DataCopyUps: s.copyUps.Load(),
 		MetaCopyUps: s.metaUps.Load(),
-		Usage:       s.mf.Usage(),
+		Usage:       s.Usage(),
 	}
 }
 
@@ -84,7 +85,8 @@ type Inode struct {
 	HasData bool
 
 	data  memfile.Data
-	store *Store // set by NewInode and Adopt
+	file  *backingFile // per-file backing: the data's host file, nil until needed
+	store *Store       // set by NewInode and Adopt
 }
 
 // Now is the current time as a Timespec.
@@ -126,6 +128,10 @@ func (s *Store) MarkData(in *Inode) {
 // open handle are gone.
 func (s *Store) Release(in *Inode) {
 	if in.HasData && in.Mode&unix.S_IFMT == unix.S_IFREG {
+		if in.file != nil {
+			s.fset.close(in.file)
+			in.file = nil
+		}
 		in.data.Release(s.mf)
 		s.files.Add(-1)
 	}
@@ -141,6 +147,12 @@ func (s *Store) Release(in *Inode) {
 // goes.
 func (s *Store) ReleaseData(in *Inode) {
 	if !in.HasData || in.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	if in.file != nil {
+		size := in.DataSize()
+		_ = in.fileTruncate(0)
+		_ = in.fileTruncate(size) // a hole: allocates nothing
 		return
 	}
 	size := in.data.Size()
@@ -162,7 +174,7 @@ func (in *Inode) Change() { in.Ctime = Now() }
 func (in *Inode) Size() int64 {
 	switch in.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return in.data.Size()
+		return in.DataSize()
 	case unix.S_IFLNK:
 		return int64(len(in.Target))
 	}
