@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -17,9 +16,8 @@ import (
 // file's reads, writes and mmap by FUSE passthrough from that host file.
 //
 // For MediumMemory the directory is the root of a tmpfs that nothing else
-// can reach: it is mounted in a private mount namespace, on a thread that
-// exits once the mount is detached, so it is in no mount table and lives
-// exactly as long as the directory descriptor. size= becomes the tmpfs's
+// can reach: a detached mount (fsmount), in no mount table, that lives
+// exactly as long as the directory descriptor and the files made in it. size= becomes the tmpfs's
 // size=, so the kernel itself answers ENOSPC at the budget, for passthrough
 // writes too. For MediumDir the directory is Spec.Dir; there is no exact
 // bound there (the host file system's free space is shared with everyone),
@@ -64,57 +62,31 @@ func OpenFiles(spec Spec) (*Files, error) {
 	return nil, fmt.Errorf("backing=file works with the memory and dir= mediums, not %v", spec.Medium)
 }
 
-// privateTmpfs mounts a tmpfs of limit bytes (0: unlimited) where only the
-// returned directory descriptor reaches it. The mount is made by a thread
-// that first moves into a mount namespace of its own (with every mount
-// private, so nothing propagates back), and is detached before that thread
-// exits: the tmpfs then lives until the descriptor is closed, and the host
-// never sees it.
+// privateTmpfs makes a tmpfs of limit bytes (0: unlimited) that only the
+// returned directory descriptor reaches: with the mount API (fsopen,
+// fsconfig, fsmount) the tmpfs is created as a detached mount, attached to
+// no directory in any mount namespace, so the host's mount table never
+// shows it and no thread's namespace changes. It lives until the
+// descriptor and every file made in it are closed.
 func privateTmpfs(limit uint64) (*os.File, error) {
-	type result struct {
-		dir *os.File
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// The thread's mount namespace changes for good: it must never
-		// run another goroutine, so it stays locked and exits with this
-		// one.
-		runtime.LockOSThread()
-		dir, err := mountPrivateTmpfs(limit)
-		done <- result{dir, err}
-	}()
-	r := <-done
-	return r.dir, r.err
-}
-
-// mountPrivateTmpfs is privateTmpfs's work on the locked thread.
-func mountPrivateTmpfs(limit uint64) (*os.File, error) {
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return nil, fmt.Errorf("backing=file: a private mount namespace for the upper's tmpfs needs CAP_SYS_ADMIN: unshare: %w", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return nil, fmt.Errorf("backing=file: make mounts private: %w", err)
-	}
-	// Any existing directory will do: the mount is seen by this thread
-	// alone, and detached before it exits.
-	at := os.TempDir()
-	if fi, err := os.Stat(at); err != nil || !fi.IsDir() {
-		at = "/"
-	}
-	opts := "mode=0700,nr_inodes=0,size=" + strconv.FormatUint(limit, 10)
-	if err := unix.Mount("overlayfs-upper", at, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
-		return nil, fmt.Errorf("backing=file: mount tmpfs (%s): %w", opts, err)
-	}
-	f, err := os.OpenFile(at, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if derr := unix.Unmount(at, unix.MNT_DETACH); derr != nil && err == nil {
-		f.Close()
-		return nil, fmt.Errorf("backing=file: detach the upper's tmpfs: %w", derr)
-	}
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("backing=file: open the upper's tmpfs: %w", err)
+		return nil, fmt.Errorf("backing=file: a private tmpfs for the upper needs CAP_SYS_ADMIN and Linux 5.2+: fsopen: %w", err)
 	}
-	return f, nil
+	defer unix.Close(fsfd)
+	for _, kv := range [][2]string{{"source", "overlayfs-upper"}, {"mode", "0700"}, {"nr_inodes", "0"}, {"size", strconv.FormatUint(limit, 10)}} {
+		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
+			return nil, fmt.Errorf("backing=file: tmpfs option %s=%s: %w", kv[0], kv[1], err)
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return nil, fmt.Errorf("backing=file: create the upper's tmpfs: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("backing=file: mount the upper's tmpfs: %w", err)
+	}
+	return os.NewFile(uintptr(mfd), "tmpfs:overlayfs-upper"), nil
 }
 
 // createIn makes an unnamed read-write file in dir.
