@@ -28,6 +28,11 @@ type Files struct {
 	tmpfs bool     // dir is our private tmpfs: statfs measures only our files
 }
 
+// errDirSizeFiles refuses size= on a per-file backing in dir=: files made
+// there share the host file system's space, and nothing but a file system
+// of their own bounds what the kernel writes into them.
+var errDirSizeFiles = errors.New("backing=file with dir= cannot bound the upper by size= exactly (the directory's file system is shared): leave out size=, or use memory,backing=file (a private tmpfs of that size), or the filestore (no backing=)")
+
 // OpenFiles opens the per-file backing for spec (spec.Backing must be
 // BackingFile). The private tmpfs of MediumMemory needs CAP_SYS_ADMIN.
 func OpenFiles(spec Spec) (*Files, error) {
@@ -44,7 +49,7 @@ func OpenFiles(spec Spec) (*Files, error) {
 		return &Files{dir: dir, limit: limit, tmpfs: true}, nil
 	case MediumDir:
 		if limit != 0 {
-			return nil, fmt.Errorf("backing=file with dir= cannot bound the upper by size= exactly (the directory's file system is shared); leave out size=, use memory,backing=file, or the filestore (no backing=)")
+			return nil, errDirSizeFiles
 		}
 		f, err := os.OpenFile(spec.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {

@@ -142,6 +142,9 @@ func Parse(v string) (Spec, error) {
 	if s.Backing == BackingFile && s.Medium != MediumMemory && s.Medium != MediumDir {
 		return Spec{}, fmt.Errorf("backing=file works with the memory and dir= mediums, not %v", s.Medium)
 	}
+	if s.Backing == BackingFile && s.Medium == MediumDir && s.Size != "" {
+		return Spec{}, errDirSizeFiles
+	}
 	return s, nil
 }
 

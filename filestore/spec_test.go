@@ -88,6 +88,7 @@ func TestParseErrors(t *testing.T) {
 		{"root:memory,backing=file,backing=file", format + `"root:memory,backing=file,backing=file"`},
 		{"root:memory,backing=disk", `unexpected backing="disk": want file (a host file per upper file) or store (one filestore for all, the default)`},
 		{"root:self,backing=file", `backing=file works with the memory and dir= mediums, not self`},
+		{"root:dir=/tmp,size=1g,backing=file", errDirSizeFiles.Error()},
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {

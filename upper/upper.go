@@ -1,6 +1,8 @@
 // Package upper is the in-memory upper layer of an overlay: full metadata for
 // every file that was created or copied up, with regular-file data kept as
-// extents in one memfile (a memfd or a filestore file).
+// extents in one memfile (a memfd or a filestore file), or, in a store made
+// by NewFileStore, in a host file of its own per regular file (files.go),
+// which the kernel may read and write directly by FUSE passthrough.
 //
 // Nothing here knows about names or the lower layer; the overlay owns the
 // directory structure and decides when to copy up. The upper layer owns its
@@ -19,7 +21,8 @@ import (
 	"overlayfs/memfile"
 )
 
-// Store holds the upper data of one mount: the backing memfile and counters.
+// Store holds the upper data of one mount: the backing memfile (or the
+// per-file backing) and counters.
 // Safe for concurrent use.
 type Store struct {
 	mf   *memfile.File
