@@ -56,7 +56,9 @@ func (fs *fileSet) create() (*backingFile, error) {
 	fs.mu.Lock()
 	fs.live[f] = struct{}{}
 	fs.mu.Unlock()
-	return &backingFile{f: f}, nil
+	b := &backingFile{f: f}
+	b.changed() // a new file is no change behind the inode's back
+	return b, nil
 }
 
 // close closes a host file (its space returns to the host).
