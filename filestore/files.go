@@ -5,19 +5,23 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
 // Files is the per-file backing of the upper layer (backing=file): a
 // directory in which every upper regular file gets a host file of its own,
-// created with O_TMPFILE so that it has no name from birth and the kernel
-// reclaims it however the process ends. The kernel can then serve the
-// file's reads, writes and mmap by FUSE passthrough from that host file.
+// which the kernel reclaims however the process ends. The kernel can then
+// serve the file's reads, writes and mmap by FUSE passthrough from that
+// host file.
 //
 // For MediumMemory the directory is the root of a tmpfs that nothing else
 // can reach: a detached mount (fsmount), in no mount table, that lives
-// exactly as long as the directory descriptor and the files made in it. size= becomes the tmpfs's
+// exactly as long as the directory descriptor and the files made in it;
+// its files are named there (no one else can reach them), so the daemon
+// need not hold a descriptor per file. In dir= they are made with O_TMPFILE
+// and have no name from birth. size= becomes the tmpfs's
 // size=, so the kernel itself answers ENOSPC at the budget, for passthrough
 // writes too. For MediumDir the directory is Spec.Dir; there is no exact
 // bound there (the host file system's free space is shared with everyone),
@@ -26,6 +30,7 @@ type Files struct {
 	dir   *os.File // the directory the files are created in
 	limit uint64   // the tmpfs's size in bytes; 0 = unlimited
 	tmpfs bool     // dir is our private tmpfs: statfs measures only our files
+	next  atomic.Uint64
 }
 
 // errDirSizeFiles refuses size= on a per-file backing in dir=: files made
@@ -55,8 +60,7 @@ func OpenFiles(spec Spec) (*Files, error) {
 		if err != nil {
 			return nil, fmt.Errorf("overlay2 flag should specify an existing directory: %w", err)
 		}
-		// Fail now, not at the first file, where O_TMPFILE is missing.
-		probe, err := createIn(f)
+		probe, err := createIn(f) // fail now where O_TMPFILE is missing
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -103,10 +107,50 @@ func createIn(dir *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "upper-file"), nil
 }
 
-// Create makes a new empty host file for one upper file: unnamed, opened
-// read-write and close-on-exec. On a full tmpfs (no inode can be had) the
-// error matches unix.ENOSPC.
-func (fs *Files) Create() (*os.File, error) { return createIn(fs.dir) }
+// Create makes a new empty host file for one upper file, opened read-write
+// and close-on-exec. In dir= it is unnamed (name is ""), so it lives only
+// as long as the returned descriptor: the caller keeps it open. On the
+// private tmpfs it gets a fresh name there (nobody else can reach the
+// tmpfs, and it goes with the process however that ends), so that the
+// caller may close it and Open it by name when needed, and hold no
+// descriptor per file. A full tmpfs gives an error matching unix.ENOSPC.
+func (fs *Files) Create() (f *os.File, name string, err error) {
+	if !fs.tmpfs {
+		f, err := createIn(fs.dir)
+		return f, "", err
+	}
+	name = strconv.FormatUint(fs.next.Add(1), 10)
+	fd, err := unix.Openat(int(fs.dir.Fd()), name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("backing=file: create a file in the upper's tmpfs: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "upper-file:"+name), name, nil
+}
+
+// Open opens the named file Create made, read-write.
+func (fs *Files) Open(name string) (*os.File, error) {
+	fd, err := unix.Openat(int(fs.dir.Fd()), name, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("backing=file: open upper file %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "upper-file:"+name), nil
+}
+
+// Stat is fstatat of the named file Create made.
+func (fs *Files) Stat(name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(int(fs.dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+// Remove removes the named file Create made; its space returns once no
+// descriptor (ours or a passthrough backing file the kernel holds) is open.
+func (fs *Files) Remove(name string) error {
+	if err := unix.Unlinkat(int(fs.dir.Fd()), name, 0); err != nil {
+		return fmt.Errorf("backing=file: remove upper file %s: %w", name, err)
+	}
+	return nil
+}
 
 // Limit is the byte budget of the files (0: unlimited).
 func (fs *Files) Limit() uint64 { return fs.limit }

@@ -12,8 +12,8 @@ import (
 
 // TestPerFileTmpfsIsPrivateAndBounded: the memory medium's per-file backing
 // is a tmpfs of exactly size= bytes that no mount table shows; its files
-// have no name, the kernel answers ENOSPC at the budget, and Used counts
-// the pages in use.
+// are named there so they can be opened again, the kernel answers ENOSPC at
+// the budget, and Used counts the pages in use.
 func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("a private tmpfs needs CAP_SYS_ADMIN")
@@ -34,15 +34,17 @@ func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
 	if strings.Contains(string(mi), "overlayfs-upper") {
 		t.Errorf("the private tmpfs shows in this process's mount table")
 	}
-	f, err := fs.Create()
+	f, name, err := fs.Create()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Nlink != 0 {
-		t.Errorf("a per-file backing file has %d links (%v), want none", st.Nlink, err)
+	// Named in the tmpfs, so that it can be closed and opened again.
+	again, err := fs.Open(name)
+	if err != nil {
+		t.Fatalf("open %q again: %v", name, err)
 	}
+	again.Close()
 	if fs.Limit() != 1<<20 {
 		t.Errorf("Limit = %d, want 1 MiB", fs.Limit())
 	}
@@ -53,11 +55,12 @@ func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
 	if used, ok := fs.Used(); !ok || used < uint64(n) || used > 1<<20 {
 		t.Errorf("Used = %d, %v after %d bytes written; want at least those and at most the 1 MiB budget", used, ok, n)
 	}
-	if err := f.Truncate(0); err != nil {
+	f.Close()
+	if err := fs.Remove(name); err != nil {
 		t.Fatal(err)
 	}
 	if used, ok := fs.Used(); !ok || used != 0 {
-		t.Errorf("Used = %d, %v after truncating to 0; want 0", used, ok)
+		t.Errorf("Used = %d, %v after removing the file; want 0", used, ok)
 	}
 }
 
@@ -74,11 +77,14 @@ func TestPerFileDirLeavesNoName(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	f, err := fs.Create()
+	f, name, err := fs.Create()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if name != "" {
+		t.Errorf("a file in dir= is named %q, want unnamed (O_TMPFILE)", name)
+	}
 	if _, err := f.WriteAt([]byte("data"), 0); err != nil {
 		t.Fatal(err)
 	}

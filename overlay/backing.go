@@ -32,15 +32,13 @@ func (fs *FS) upperPassthrough(n *Node, h *handle, nodeid uint64) error {
 	if !fs.store.PerFile() || n.up == nil || !n.up.HasData || !fs.passthroughOn() {
 		return nil
 	}
-	fd, err := n.up.BackingFD()
-	if err != nil || fd < 0 {
-		return err
-	}
-	fs.tryPassthrough(n, h, nodeid, fd)
+	// The kernel takes its own reference to the file when the backing
+	// id is registered; the descriptor is needed only for that.
+	err := n.up.WithBackingFD(func(fd int) { fs.tryPassthrough(n, h, nodeid, fd) })
 	if h.pt {
 		n.pt.upper = true
 	}
-	return nil
+	return err
 }
 
 // createdPassthrough is upperPassthrough for the handle of a file just

@@ -169,11 +169,11 @@ func (s *Store) CopyData(srcFd int, size int64) (*Copy, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := copyToFile(b.f, srcFd, size); err != nil {
+		if err := s.fset.use(b, func(fd int) error { return copyToFile(fd, srcFd, size) }); err != nil {
 			s.fset.close(b)
 			return nil, err
 		}
-		b.changed()
+		s.fset.changed(b)
 		c.file = b
 		return c, nil
 	}

@@ -61,6 +61,27 @@ var storeKinds = []struct {
 }{
 	{"memfile", newStore},
 	{"per-file", newFileStore},
+	{"per-file-tmpfs", newTmpfsFileStore},
+}
+
+// newTmpfsFileStore is a per-file store on a private tmpfs (named files,
+// opened per use); it needs root.
+func newTmpfsFileStore(t *testing.T) *Store {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("a private tmpfs needs CAP_SYS_ADMIN")
+	}
+	spec, err := filestore.Parse("root:memory,size=16m,backing=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filestore.OpenFiles(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewFileStore(files)
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 func newFileStore(t *testing.T) *Store {
@@ -93,18 +114,20 @@ func TestPerFileTimesFollowTheHostFile(t *testing.T) {
 	if in.Mtime != old {
 		t.Fatalf("SyncTimes with no change behind us moved mtime to %v", in.Mtime)
 	}
-	fd, err := in.BackingFD()
-	if err != nil || fd < 0 {
-		t.Fatalf("BackingFD: %d, %v", fd, err)
-	}
-	if _, err := unix.Pwrite(fd, []byte("kernel"), 4); err != nil {
-		t.Fatal(err)
+	var st unix.Stat_t
+	called := false
+	if err := in.WithBackingFD(func(fd int) {
+		called = true
+		if _, err := unix.Pwrite(fd, []byte("kernel"), 4); err != nil {
+			t.Error(err)
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Error(err)
+		}
+	}); err != nil || !called {
+		t.Fatalf("WithBackingFD: called %v, %v", called, err)
 	}
 	in.SyncTimes()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		t.Fatal(err)
-	}
 	if in.Mtime != st.Mtim || in.Ctime != st.Ctim || in.DataSize() != 10 {
 		t.Errorf("after a write behind us: mtime %v ctime %v size %d; want the host file's %v %v and 10", in.Mtime, in.Ctime, in.DataSize(), st.Mtim, st.Ctim)
 	}

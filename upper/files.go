@@ -22,9 +22,13 @@ import (
 // that changed since we last looked (SyncTimes). Hard links share one
 // Inode, so they share one host file.
 
-// backingFile is one upper file's host file.
+// backingFile is one upper file's host file: in dir= an unnamed file held
+// open for the file's life; on the private tmpfs a named file opened only
+// while in use, so that the daemon holds no descriptor per upper file (a
+// mount with more upper files than RLIMIT_NOFILE allows descriptors).
 type backingFile struct {
-	f *os.File
+	f    *os.File // the unnamed file (dir=); nil for a named one
+	name string   // its name in the private tmpfs; "" for an unnamed one
 	// seen is the host file's mtime when the Inode's times were last
 	// brought in line with it: a different mtime means the kernel wrote
 	// the file behind us.
@@ -35,13 +39,13 @@ type backingFile struct {
 type fileSet struct {
 	files *filestore.Files
 	mu    sync.Mutex
-	live  map[*os.File]struct{} // guarded by mu
+	live  map[*backingFile]struct{} // guarded by mu
 }
 
 // NewFileStore returns a store whose regular files each keep their data in
 // a host file made in files, which the store owns from then on.
 func NewFileStore(files *filestore.Files) *Store {
-	return &Store{fset: &fileSet{files: files, live: make(map[*os.File]struct{})}}
+	return &Store{fset: &fileSet{files: files, live: make(map[*backingFile]struct{})}}
 }
 
 // PerFile reports whether the store gives each file a host file of its own.
@@ -49,24 +53,65 @@ func (s *Store) PerFile() bool { return s.fset != nil }
 
 // create makes a host file and counts it as live.
 func (fs *fileSet) create() (*backingFile, error) {
-	f, err := fs.files.Create()
+	f, name, err := fs.files.Create()
 	if err != nil {
 		return nil, err
 	}
+	b := &backingFile{f: f, name: name}
+	if name != "" {
+		f.Close()
+		b.f = nil
+	}
 	fs.mu.Lock()
-	fs.live[f] = struct{}{}
+	fs.live[b] = struct{}{}
 	fs.mu.Unlock()
-	b := &backingFile{f: f}
-	b.changed() // a new file is no change behind the inode's back
+	fs.changed(b) // a new file is no change behind the inode's back
 	return b, nil
 }
 
-// close closes a host file (its space returns to the host).
+// close drops a host file (its space returns to the host once the kernel
+// holds no backing file of it either).
 func (fs *fileSet) close(b *backingFile) {
 	fs.mu.Lock()
-	delete(fs.live, b.f)
+	delete(fs.live, b)
 	fs.mu.Unlock()
-	b.f.Close()
+	if b.f != nil {
+		b.f.Close()
+	}
+	if b.name != "" {
+		_ = fs.files.Remove(b.name)
+	}
+}
+
+// use runs fn with a read-write descriptor of b, valid during the call.
+func (fs *fileSet) use(b *backingFile, fn func(fd int) error) error {
+	if b.f != nil {
+		return fn(int(b.f.Fd()))
+	}
+	f, err := fs.files.Open(b.name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return fn(int(f.Fd()))
+}
+
+// stat is fstat of b.
+func (fs *fileSet) stat(b *backingFile) (unix.Stat_t, error) {
+	if b.f != nil {
+		var st unix.Stat_t
+		err := unix.Fstat(int(b.f.Fd()), &st)
+		return st, err
+	}
+	return fs.files.Stat(b.name)
+}
+
+// changed records that we changed b ourselves: its new mtime is accounted
+// for by the times the caller sets.
+func (fs *fileSet) changed(b *backingFile) {
+	if st, err := fs.stat(b); err == nil {
+		b.seen = st.Mtim
+	}
 }
 
 // usage is the budget and the bytes the host files occupy.
@@ -74,9 +119,8 @@ func (fs *fileSet) usage() memfile.Usage {
 	used, ok := fs.files.Used()
 	if !ok {
 		fs.mu.Lock()
-		for f := range fs.live {
-			var st unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &st) == nil {
+		for b := range fs.live {
+			if st, err := fs.stat(b); err == nil {
 				used += uint64(st.Blocks) * 512
 			}
 		}
@@ -88,8 +132,10 @@ func (fs *fileSet) usage() memfile.Usage {
 // closeAll closes the per-file backing; call it once every inode is gone.
 func (fs *fileSet) closeAll() error {
 	fs.mu.Lock()
-	for f := range fs.live {
-		f.Close()
+	for b := range fs.live {
+		if b.f != nil {
+			b.f.Close()
+		}
 	}
 	fs.live = nil
 	fs.mu.Unlock()
@@ -106,18 +152,19 @@ func (s *Store) Close() error {
 	return s.fset.closeAll()
 }
 
-// BackingFD returns the host file descriptor of a per-file backed regular
-// file's data, making the (empty) host file if it has none yet, for FUSE
-// passthrough; -1 for a store without per-file backing or an inode without
-// upper data. The descriptor stays valid until Release.
-func (in *Inode) BackingFD() (int, error) {
+// WithBackingFD runs fn with a host file descriptor of a per-file backed
+// regular file's data, valid during the call (for FUSE passthrough: the
+// kernel keeps its own reference to the file), making the (empty) host
+// file if it has none yet. For a store without per-file backing or an
+// inode without upper data it does nothing.
+func (in *Inode) WithBackingFD(fn func(fd int)) error {
 	if in.store.fset == nil || !in.HasData || in.Mode&unix.S_IFMT != unix.S_IFREG {
-		return -1, nil
+		return nil
 	}
 	if err := in.ensureFile(); err != nil {
-		return -1, err
+		return err
 	}
-	return int(in.file.f.Fd()), nil
+	return in.store.fset.use(in.file, func(fd int) error { fn(fd); return nil })
 }
 
 // SyncTimes brings mtime and ctime in line with the host file when the
@@ -127,8 +174,8 @@ func (in *Inode) SyncTimes() {
 	if in.file == nil {
 		return
 	}
-	var st unix.Stat_t
-	if unix.Fstat(int(in.file.f.Fd()), &st) != nil || st.Mtim == in.file.seen {
+	st, err := in.store.fset.stat(in.file)
+	if err != nil || st.Mtim == in.file.seen {
 		return
 	}
 	in.file.seen = st.Mtim
@@ -155,21 +202,26 @@ func (in *Inode) ensureFile() error {
 	return nil
 }
 
-// changed records that we changed the host file ourselves: its new mtime
-// is accounted for by the times the caller sets.
-func (b *backingFile) changed() {
-	var st unix.Stat_t
-	if unix.Fstat(int(b.f.Fd()), &st) == nil {
-		b.seen = st.Mtim
+// useFile runs fn on the inode's host file, made if needed, and records
+// the change when changes is set.
+func (in *Inode) useFile(changes bool, fn func(fd int) error) error {
+	if err := in.ensureFile(); err != nil {
+		return err
 	}
+	err := in.store.fset.use(in.file, fn)
+	if changes {
+		in.store.fset.changed(in.file)
+	}
+	return err
 }
 
-// stat is fstat of the host file; the zero value for an inode without one.
+// fileStat is fstat of the host file; the zero value for an inode without
+// one.
 func (in *Inode) fileStat() unix.Stat_t {
-	var st unix.Stat_t
-	if in.file != nil {
-		_ = unix.Fstat(int(in.file.f.Fd()), &st)
+	if in.file == nil {
+		return unix.Stat_t{}
 	}
+	st, _ := in.store.fset.stat(in.file)
 	return st
 }
 
@@ -177,17 +229,20 @@ func (in *Inode) fileReadAt(p []byte, off int64) (int, error) {
 	if in.file == nil {
 		return 0, io.EOF
 	}
-	return in.file.f.ReadAt(p, off)
+	var n int
+	err := in.store.fset.use(in.file, func(fd int) (err error) {
+		n, err = hostio.PreadFull(fd, p, off)
+		return err
+	})
+	return n, err
 }
 
 func (in *Inode) fileWriteAt(p []byte, off int64) (int, error) {
-	if err := in.ensureFile(); err != nil {
-		return 0, err
-	}
-	n, err := hostio.PwriteFull(int(in.file.f.Fd()), p, off)
-	if n > 0 {
-		in.file.changed()
-	}
+	var n int
+	err := in.useFile(len(p) > 0, func(fd int) (err error) {
+		n, err = hostio.PwriteFull(fd, p, off)
+		return err
+	})
 	return n, err
 }
 
@@ -195,41 +250,41 @@ func (in *Inode) fileTruncate(size int64) error {
 	if in.file == nil && size == 0 {
 		return nil
 	}
-	if err := in.ensureFile(); err != nil {
-		return err
-	}
-	if err := unix.Ftruncate(int(in.file.f.Fd()), size); err != nil {
-		return fmt.Errorf("upper: truncate to %d: %w", size, err)
-	}
-	in.file.changed()
-	return nil
+	return in.useFile(true, func(fd int) error {
+		if err := unix.Ftruncate(fd, size); err != nil {
+			return fmt.Errorf("upper: truncate to %d: %w", size, err)
+		}
+		return nil
+	})
 }
 
 func (in *Inode) fileFallocate(mode uint32, off, length int64) error {
-	if err := in.ensureFile(); err != nil {
-		return err
-	}
-	if err := unix.Fallocate(int(in.file.f.Fd()), mode, off, length); err != nil {
-		return fmt.Errorf("upper: fallocate: %w", err)
-	}
-	in.file.changed()
-	return nil
+	return in.useFile(true, func(fd int) error {
+		if err := unix.Fallocate(fd, mode, off, length); err != nil {
+			return fmt.Errorf("upper: fallocate: %w", err)
+		}
+		return nil
+	})
 }
 
 func (in *Inode) fileSeek(off int64, whence int) (int64, error) {
 	if in.file == nil {
 		return 0, unix.ENXIO
 	}
-	return unix.Seek(int(in.file.f.Fd()), off, whence)
+	var pos int64
+	err := in.store.fset.use(in.file, func(fd int) (err error) {
+		pos, err = unix.Seek(fd, off, whence)
+		return err
+	})
+	return pos, err
 }
 
-// copyToFile fills the empty host file dst with the first size bytes of
+// copyToFile fills the empty host file dfd with the first size bytes of
 // srcFd, keeping the source's holes (found with SEEK_DATA/SEEK_HOLE, which
 // moves srcFd's offset), by copy_file_range where the kernel can copy
 // between the two files and pread/pwrite elsewhere. A source shorter than
 // size leaves zeros.
-func copyToFile(dst *os.File, srcFd int, size int64) error {
-	dfd := int(dst.Fd())
+func copyToFile(dfd, srcFd int, size int64) error {
 	kernel := true
 	var buf []byte
 	pos, eof := int64(0), false
