@@ -24,17 +24,20 @@ const (
 	// MediumMemoryShared is MediumMemory with --file-access shared: every
 	// name revalidated against the lower at each system call.
 	MediumMemoryShared = "memory-shared"
+	// MediumMemoryFile is MediumMemory with backing=file: a private tmpfs
+	// file per upper file, read and written by FUSE passthrough.
+	MediumMemoryFile = "memory-file"
 )
 
 // AllMedia lists every medium in the order results are shown.
 func AllMedia() []string {
-	return []string{MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
+	return []string{MediumMemory, MediumMemoryFile, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
 }
 
 // isOverlayfs reports whether medium is one of this project's own media.
 func isOverlayfs(medium string) bool {
 	switch medium {
-	case MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone:
+	case MediumMemory, MediumMemoryFile, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone:
 		return true
 	}
 	return false

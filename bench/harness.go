@@ -19,6 +19,7 @@ import (
 // mediumWhat describes each medium for the result.
 var mediumWhat = map[string]string{
 	MediumMemory:        "overlayfs --overlay2 root:memory (upper data in a memfd)",
+	MediumMemoryFile:    "overlayfs --overlay2 root:memory,backing=file (a private tmpfs file per upper file, served by FUSE passthrough)",
 	MediumMemoryURing:   "overlayfs --overlay2 root:memory --fuse-uring on (FUSE over io_uring; the other overlayfs media use /dev/fuse)",
 	MediumMemoryShared:  "overlayfs --overlay2 root:memory --file-access shared (outside changes to the lower show through at once)",
 	MediumDir:           "overlayfs --overlay2 root:dir=<work dir> (upper data in an unlinked filestore on disk)",

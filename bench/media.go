@@ -70,6 +70,22 @@ func (m *mounted) counts() daemonCounts {
 	return c
 }
 
+// upperBytes asks the daemon what its upper data occupies (a per-file
+// upper has no single file to stat); 0 when it cannot tell.
+func (m *mounted) upperBytes() int64 {
+	out, err := exec.Command(m.bin, "stats", "--json", m.root).Output()
+	if err != nil {
+		return 0
+	}
+	var st struct {
+		UpperBytes int64 `json:"upper_bytes"`
+	}
+	if json.Unmarshal(out, &st) != nil {
+		return 0
+	}
+	return st.UpperBytes
+}
+
 // sample reads the medium's memory now. Walking an upper directory is
 // costly, so it is done only when full is set.
 func (m *mounted) sample(full bool) Memory {
@@ -87,6 +103,10 @@ func (m *mounted) sample(full bool) Memory {
 	case "upperdir":
 		if full {
 			mem.UpperBytes = duBytes(m.upperDir)
+		}
+	case "files":
+		if full {
+			mem.UpperBytes = m.upperBytes()
 		}
 	}
 	return mem
@@ -107,6 +127,8 @@ func overlaySpec(medium, filestoreDir string) string {
 	switch medium {
 	case MediumMemory, MediumMemoryURing, MediumMemoryShared:
 		return "root:memory"
+	case MediumMemoryFile:
+		return "root:memory,backing=file"
 	case MediumDir:
 		return "root:dir=" + filestoreDir
 	case MediumSelf:
@@ -189,6 +211,9 @@ func mountOverlayfs(ctx context.Context, bin, medium string, lowers []string, ru
 		}
 	}
 	m.upperFD, m.upperKind = findUpperFD(m.pid)
+	if medium == MediumMemoryFile {
+		m.upperFD, m.upperKind = "", "files"
+	}
 	return m, nil
 }
 

@@ -26,7 +26,8 @@ type Memory struct {
 	// GoferRSS is the VmRSS of the daemon's gofer child.
 	GoferRSS int64 `json:"gofer_rss"`
 	// UpperKind names where upper data lives: "memfd", "filestore",
-	// "upperdir" (a directory on disk), "tmpfs".
+	// "upperdir" (a directory on disk), "tmpfs", "files" (a private tmpfs
+	// file per upper file, measured by the daemon's stats).
 	UpperKind string `json:"upper_kind,omitempty"`
 	// UpperSize is the upper file's st_size (memfd, filestore).
 	UpperSize int64 `json:"upper_size"`
@@ -37,9 +38,9 @@ type Memory struct {
 
 // InRAM is the memory the medium holds: the daemon's RSS plus upper data
 // kept in RAM (a memfd's pages are not mapped, so they are not in RSS; a
-// tmpfs upper likewise).
+// tmpfs upper or per-file tmpfs files likewise).
 func (m Memory) InRAM() int64 {
-	if m.UpperKind == "memfd" || m.UpperKind == "tmpfs" {
+	if m.UpperKind == "memfd" || m.UpperKind == "tmpfs" || m.UpperKind == "files" {
 		return m.RSS + m.UpperBytes
 	}
 	return m.RSS

@@ -29,6 +29,7 @@ type Overlay struct {
 	stackWaits []func()
 	store      *filestore.Store
 	mf         *memfile.File
+	files      *upper.Store // backing=file: the store that owns the host files
 	fs         *overlay.FS
 }
 
@@ -65,18 +66,13 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 			cfg.Logf("overlayfs: removed stale filestore %s", p)
 		}
 	}
-	d.store, err = filestore.Open(cfg.Spec, filestore.OpenOptions{LowerRoot: cfg.LowerDir, ID: randomID()})
+	store, err := d.openUpper(cfg.Spec, cfg.LowerDir)
 	if err != nil {
 		return nil, err
 	}
-	limit, _ := cfg.Spec.SizeBytes()
-	d.mf, err = memfile.New(d.store.File, memfile.Options{Limit: limit})
-	if err != nil {
-		return nil, fmt.Errorf("filestore: %w", err)
-	}
 	d.fs, err = overlay.New(overlay.Config{
 		Lower:         d.layer,
-		Store:         upper.NewStore(d.mf),
+		Store:         store,
 		Timeout:       timeout,
 		HideRootName:  filestore.IsSelfName,
 		Shared:        cfg.Shared,
@@ -132,6 +128,30 @@ func (d *Overlay) connectStack() (*lower.Layer, error) {
 		}
 	}
 	return lower.NewStack(srcs)
+}
+
+// openUpper opens where spec keeps upper data: one memfile in a filestore
+// or memfd, or (backing=file) a host file per upper file.
+func (d *Overlay) openUpper(spec filestore.Spec, lowerDir string) (*upper.Store, error) {
+	if spec.Backing == filestore.BackingFile {
+		files, err := filestore.OpenFiles(spec)
+		if err != nil {
+			return nil, err
+		}
+		d.files = upper.NewFileStore(files)
+		return d.files, nil
+	}
+	var err error
+	d.store, err = filestore.Open(spec, filestore.OpenOptions{LowerRoot: lowerDir, ID: randomID()})
+	if err != nil {
+		return nil, err
+	}
+	limit, _ := spec.SizeBytes()
+	d.mf, err = memfile.New(d.store.File, memfile.Options{Limit: limit})
+	if err != nil {
+		return nil, fmt.Errorf("filestore: %w", err)
+	}
+	return upper.NewStore(d.mf), nil
 }
 
 func randomID() string {
@@ -193,6 +213,11 @@ func (d *Overlay) Close() {
 	d.closed = true
 	if d.mf != nil {
 		_ = d.mf.Close()
+	}
+	if d.files != nil {
+		if err := d.files.Close(); err != nil {
+			d.cfg.Logf("overlayfs: %v", err)
+		}
 	}
 	if d.store != nil {
 		if err := d.store.Close(); err != nil {

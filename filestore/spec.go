@@ -47,12 +47,26 @@ type Spec struct {
 	Dir string
 	// Size is the size= value as given ("" = unlimited).
 	Size string
+	// Backing is how upper file data is kept: BackingStore ("", the
+	// default: one memfile, a memfd or filestore file, for all files, as
+	// gVisor does) or BackingFile (a host file per upper file, opened by
+	// the kernel with FUSE passthrough; see Files).
+	Backing string
 }
+
+// The values of backing=.
+const (
+	// BackingStore keeps every upper file's data in one memfile.
+	BackingStore = ""
+	// BackingFile gives every upper regular file a host file of its own.
+	BackingFile = "file"
+)
 
 // Flag grammar words.
 const (
-	dirPrefix  = "dir="
-	sizePrefix = "size="
+	dirPrefix     = "dir="
+	sizePrefix    = "size="
+	backingPrefix = "backing="
 )
 
 func formatErr(v string) error {
@@ -60,7 +74,8 @@ func formatErr(v string) error {
 }
 
 // Parse parses an --overlay2 value: "none" or
-// "{root|all}:{memory|self|dir=/abs|/abs|}[,size=N]". It reports malformed
+// "{root|all}:{memory|self|dir=/abs|/abs|}[,size=N][,backing=file|store]"
+// (backing= is ours: runsc has no per-file backing). It reports malformed
 // values with the same messages as gVisor's runsc. "/abs" is the older
 // spelling of "dir=/abs" and is normalised to it; an empty medium ("root:")
 // means no overlay. A size that cannot be resolved is rejected too.
@@ -98,19 +113,37 @@ func Parse(v string) (Spec, error) {
 	default:
 		return Spec{}, fmt.Errorf("unexpected medium: %q", med)
 	}
-	switch len(parts) {
-	case 1:
-	case 2:
-		size, ok := strings.CutPrefix(parts[1], sizePrefix)
-		if !ok {
+	seen := map[string]bool{}
+	for _, opt := range parts[1:] {
+		key, val, _ := strings.Cut(opt, "=")
+		if seen[key] {
 			return Spec{}, formatErr(v)
 		}
-		if _, err := ParseSize(size); err != nil {
-			return Spec{}, err
+		seen[key] = true
+		switch key + "=" {
+		case sizePrefix:
+			if _, err := ParseSize(val); err != nil {
+				return Spec{}, err
+			}
+			s.Size = val
+		case backingPrefix:
+			switch val {
+			case "store":
+				s.Backing = BackingStore
+			case BackingFile:
+				s.Backing = BackingFile
+			default:
+				return Spec{}, fmt.Errorf("unexpected backing=%q: want file (a host file per upper file) or store (one filestore for all, the default)", val)
+			}
+		default:
+			return Spec{}, formatErr(v)
 		}
-		s.Size = size
-	default:
-		return Spec{}, formatErr(v)
+	}
+	if s.Backing == BackingFile && s.Medium != MediumMemory && s.Medium != MediumDir {
+		return Spec{}, fmt.Errorf("backing=file works with the memory and dir= mediums, not %v", s.Medium)
+	}
+	if s.Backing == BackingFile && s.Medium == MediumDir && s.Size != "" {
+		return Spec{}, errDirSizeFiles
 	}
 	return s, nil
 }
@@ -134,6 +167,9 @@ func (s Spec) String() string {
 	out := s.Mount + ":" + med
 	if s.Size != "" {
 		out += "," + sizePrefix + s.Size
+	}
+	if s.Backing != BackingStore {
+		out += "," + backingPrefix + s.Backing
 	}
 	return out
 }

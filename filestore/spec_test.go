@@ -27,6 +27,9 @@ func TestParseValid(t *testing.T) {
 		{"root:memory,size=1g", Spec{Mount: "root", Medium: MediumMemory, Size: "1g"}, "root:memory,size=1g", true},
 		{"all:self,size=50%", Spec{Mount: "all", Medium: MediumSelf, Size: "50%"}, "all:self,size=50%", true},
 		{"root:dir=/tmp,size=512M", Spec{Mount: "root", Medium: MediumDir, Dir: "/tmp", Size: "512M"}, "root:dir=/tmp,size=512M", true},
+		{"root:memory,backing=file,size=1g", Spec{Mount: "root", Medium: MediumMemory, Size: "1g", Backing: BackingFile}, "root:memory,size=1g,backing=file", true},
+		{"root:dir=/tmp,backing=file", Spec{Mount: "root", Medium: MediumDir, Dir: "/tmp", Backing: BackingFile}, "root:dir=/tmp,backing=file", true},
+		{"root:memory,backing=store", Spec{Mount: "root", Medium: MediumMemory}, "root:memory", true},
 		{"root:memory,size=", Spec{Mount: "root", Medium: MediumMemory}, "root:memory", true},
 	}
 	for _, c := range cases {
@@ -82,6 +85,10 @@ func TestParseErrors(t *testing.T) {
 		{"root:memory,size=-1", `invalid size "-1": want an integer with an optional k, m, g, t, p, e or % suffix`},
 		{"root:memory,size=k", `invalid size "k": want an integer with an optional k, m, g, t, p, e or % suffix`},
 		{"root:memory,size=99999999e", `invalid size "99999999e": too large`},
+		{"root:memory,backing=file,backing=file", format + `"root:memory,backing=file,backing=file"`},
+		{"root:memory,backing=disk", `unexpected backing="disk": want file (a host file per upper file) or store (one filestore for all, the default)`},
+		{"root:self,backing=file", `backing=file works with the memory and dir= mediums, not self`},
+		{"root:dir=/tmp,size=1g,backing=file", errDirSizeFiles.Error()},
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {

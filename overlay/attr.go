@@ -48,6 +48,7 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.up.SyncTimes()
 	a := &n.up.Attr
 	now := upper.Now()
 	if trunc {

@@ -51,8 +51,9 @@ func newDiffStats() *diffStats {
 // diffMedia are the --overlay2 media our side is mounted with; each case
 // draws one.
 // A "+shared" suffix mounts with --file-access shared (the lower is not
-// changed from outside here, so both modes must match the kernel's).
-var diffMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared"}
+// changed from outside here, so both modes must match the kernel's); a
+// "-file" suffix gives each upper file a host file of its own (backing=file).
+var diffMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared", "memory-file"}
 
 func TestDifferential(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -184,9 +185,13 @@ func newDiffCase(t diffTB, bin, base string, ents []lowerEntry, medium string, s
 	if shared {
 		extra = []string{"--file-access", "shared"}
 	}
+	medium, perFile := strings.CutSuffix(medium, "-file")
 	spec := "root:" + medium
 	if medium == "dir" {
 		spec = "root:dir=" + diffTempDir(t, base, "store-")
+	}
+	if perFile {
+		spec += ",backing=file"
 	}
 	c.ours = diffMountOurs(t, bin, lowerOurs, c.mntOurs, spec, caseDir, extra...)
 	diffMountKernel(t, lowerKernel, upperBase, c.mntKernel)

@@ -94,6 +94,7 @@ func (x *exporter) meta(n *Node) (nodeMeta, error) {
 	n.mu.Lock()
 	if n.up != nil {
 		m.hasUp = true
+		n.up.SyncTimes()
 		m.attr = n.up.Attr
 		m.target = n.up.Target
 		m.upData = n.up.HasData

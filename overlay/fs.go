@@ -149,7 +149,7 @@ func New(cfg Config) (*FS, error) {
 		copier:        cp,
 		cache:         cache,
 		pt:            pt,
-		files:         &openFiles{lower: cfg.Lower, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper},
+		files:         &openFiles{lower: cfg.Lower, store: cfg.Store, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper},
 	}
 	root := nodes.newLowerNode(cfg.Lower.Root())
 	root.parent = root

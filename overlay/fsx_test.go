@@ -33,9 +33,10 @@ var (
 const fsxMaxSize = 300 << 10
 
 // fsxMedia are the media the test runs on; dir gets a fresh directory; a
+// "-file" suffix gives each upper file a host file of its own (backing=file); a
 // "+shared" suffix mounts with --file-access shared; "+layers" stacks three
 // lower layers, the file in the middle one over a stale copy in the bottom.
-var fsxMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared", "memory+layers"}
+var fsxMedia = []string{"memory", "dir", "self", "memory+shared", "dir+shared", "memory+layers", "memory-file", "dir-file"}
 
 func TestFsx(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -104,9 +105,13 @@ func runFsxCase(t *rapid.T, bin, base, medium string) int {
 	if shared {
 		extra = []string{"--file-access", "shared"}
 	}
+	medium, perFile := strings.CutSuffix(medium, "-file")
 	spec := "root:" + medium
 	if medium == "dir" {
 		spec = "root:dir=" + diffTempDir(t, base, "store-")
+	}
+	if perFile {
+		spec += ",backing=file"
 	}
 	ours := diffMountOurs(t, bin, lowerArg, mnt, spec, caseDir, extra...)
 

@@ -50,8 +50,13 @@ func media() []medium {
 		{name: "memory", spec: func(*testing.T) string { return "root:memory" }},
 		{name: "dir", spec: func(t *testing.T) string { return "root:dir=" + t.TempDir() }},
 		{name: "self", self: true, spec: func(*testing.T) string { return "root:self" }},
+		perFileMedium,
 	}
 }
+
+// perFileMedium keeps each upper file's data in a host file of its own,
+// opened by the kernel with FUSE passthrough (backing=file).
+var perFileMedium = medium{name: "memory-file", spec: func(*testing.T) string { return "root:memory,backing=file" }}
 
 // forEachMedium runs body as one subtest per medium.
 func forEachMedium(t *testing.T, body func(t *testing.T, m medium)) {

@@ -123,6 +123,7 @@ func (n *Node) fillAttr(out *fuse.Attr) {
 		out.Uid, out.Gid = a.UID, a.GID
 		out.Rdev = a.Rdev
 		out.Nlink = a.Nlink
+		n.up.SyncTimes() // per-file backing: written behind us?
 		out.Atime, out.Atimensec = fuseTime(a.Atime)
 		out.Mtime, out.Mtimensec = fuseTime(a.Mtime)
 		out.Ctime, out.Ctimensec = fuseTime(a.Ctime)

@@ -6,6 +6,7 @@ import (
 
 	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
+	"overlayfs/upper"
 )
 
 // openFiles keeps the open file and directory handles and what each holds:
@@ -18,6 +19,7 @@ type openFiles struct {
 	handles fusekit.Handles[*handle]
 
 	lower  *lower.Layer
+	store  *upper.Store
 	copier *copier
 	pt     *ptGate
 	cache  *kernelCache
@@ -84,6 +86,11 @@ func (o *openFiles) openNode(n *Node, flags uint32, nodeid uint64) (*handle, err
 				o.pt.tryPassthrough(n, h, nodeid, fd)
 			}
 		}
+		if nodeid != 0 && h.lowerFD < 0 {
+			if err := o.upperPassthrough(n, h, nodeid); err != nil {
+				return nil, err
+			}
+		}
 	}
 	n.opens++
 	return h, nil
@@ -97,6 +104,7 @@ func (o *openFiles) openCreated(n *Node, flags uint32, out *fuse.CreateOut) fuse
 		return fusekit.Status(err)
 	}
 	o.res.fillEntry(n, &out.EntryOut)
+	o.createdPassthrough(n, h, &out.EntryOut)
 	o.answerOpen(n, h, &out.OpenOut)
 	return fuse.OK
 }
@@ -112,6 +120,12 @@ func (o *openFiles) answerOpen(n *Node, h *handle, out *fuse.OpenOut) {
 		return
 	}
 	out.OpenFlags = o.cache.openFlags(n)
+	n.mu.Lock()
+	perFile := o.perFileCached(n)
+	n.mu.Unlock()
+	if perFile {
+		out.OpenFlags &^= fuse.FOPEN_KEEP_CACHE // see backing.go
+	}
 }
 
 // write copies n up if needed and writes data; a short count comes with

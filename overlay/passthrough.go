@@ -36,6 +36,7 @@ type ptState struct {
 	nodeid  uint64 // the kernel inode in passthrough mode
 	backing int32  // its backing id
 	opens   int    // passthrough handles of that inode
+	upper   bool   // the backing file is the upper host file (backing.go)
 }
 
 // ptGate decides which opens FUSE passthrough serves and keeps each node's
@@ -68,7 +69,7 @@ func (g *ptGate) openGate(n *Node, nodeid uint64, flags uint32) error {
 	if nodeid != n.nodeid {
 		return unix.ESTALE // retired: the lookup finds the new one
 	}
-	if n.pt.opens == 0 || n.pt.nodeid != nodeid {
+	if n.pt.opens == 0 || n.pt.nodeid != nodeid || n.pt.upper {
 		return nil
 	}
 	changes := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0

@@ -35,7 +35,7 @@ var dataPaths = []struct {
 func forEachDataPath(t *testing.T, build func(t *testing.T, lower string), body func(t *testing.T, f *fixture, passthrough bool)) {
 	t.Helper()
 	for _, dp := range dataPaths {
-		for _, m := range media()[:2] {
+		for _, m := range append(media()[:2], perFileMedium) {
 			t.Run(dp.name+"/"+m.name, func(t *testing.T) {
 				lower := t.TempDir()
 				build(t, lower)

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"overlayfs/filestore"
 	"overlayfs/memfile"
 )
 
@@ -32,20 +33,112 @@ func TestDataOpsKeepTimes(t *testing.T) {
 		{"fill", func(in *Inode) error { return in.Fill([]byte("abc"), 0) }, false, 3},
 		{"set size", func(in *Inode) error { return in.SetSize(10) }, false, 10},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newStore(t)
-			in := s.NewInode(unix.S_IFREG|0o644, 0, 0, 0)
-			in.Mtime, in.Ctime = old, old
-			if err := tc.op(in); err != nil {
-				t.Fatal(err)
-			}
-			if touched := in.Mtime != old && in.Ctime != old; touched != tc.touches {
-				t.Errorf("times changed: %v, want %v", touched, tc.touches)
-			}
-			if in.DataSize() != tc.size {
-				t.Errorf("size %d, want %d", in.DataSize(), tc.size)
-			}
-		})
+		for _, kind := range storeKinds {
+			t.Run(kind.name+"/"+tc.name, func(t *testing.T) {
+				s := kind.new(t)
+				in := s.NewInode(unix.S_IFREG|0o644, 0, 0, 0)
+				in.Mtime, in.Ctime = old, old
+				if err := tc.op(in); err != nil {
+					t.Fatal(err)
+				}
+				in.SyncTimes() // our own changes are no change behind us
+				if touched := in.Mtime != old && in.Ctime != old; touched != tc.touches {
+					t.Errorf("times changed: %v, want %v", touched, tc.touches)
+				}
+				if in.DataSize() != tc.size {
+					t.Errorf("size %d, want %d", in.DataSize(), tc.size)
+				}
+			})
+		}
+	}
+}
+
+// storeKinds are the two ways a store keeps data: one memfile, or a host
+// file per upper file (in a temporary directory).
+var storeKinds = []struct {
+	name string
+	new  func(t *testing.T) *Store
+}{
+	{"memfile", newStore},
+	{"per-file", newFileStore},
+	{"per-file-tmpfs", newTmpfsFileStore},
+}
+
+// newTmpfsFileStore is a per-file store on a private tmpfs (named files,
+// opened per use); it needs root.
+func newTmpfsFileStore(t *testing.T) *Store {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("a private tmpfs needs CAP_SYS_ADMIN")
+	}
+	spec, err := filestore.Parse("root:memory,size=16m,backing=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filestore.OpenFiles(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewFileStore(files)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newFileStore(t *testing.T) *Store {
+	t.Helper()
+	spec, err := filestore.Parse("root:dir=" + t.TempDir() + ",backing=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filestore.OpenFiles(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewFileStore(files)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestPerFileTimesFollowTheHostFile: a write made to the host file behind
+// the store (as a FUSE passthrough write is) becomes the inode's mtime and
+// ctime at the next SyncTimes; times set afterwards stay.
+func TestPerFileTimesFollowTheHostFile(t *testing.T) {
+	s := newFileStore(t)
+	in := s.NewInode(unix.S_IFREG|0o644, 0, 0, 0)
+	if _, err := in.WriteAt([]byte("ours"), 0); err != nil {
+		t.Fatal(err)
+	}
+	old := unix.Timespec{Sec: 1000}
+	in.Mtime, in.Ctime = old, old
+	in.SyncTimes()
+	if in.Mtime != old {
+		t.Fatalf("SyncTimes with no change behind us moved mtime to %v", in.Mtime)
+	}
+	var st unix.Stat_t
+	called := false
+	if err := in.WithBackingFD(func(fd int) {
+		called = true
+		if _, err := unix.Pwrite(fd, []byte("kernel"), 4); err != nil {
+			t.Error(err)
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Error(err)
+		}
+	}); err != nil || !called {
+		t.Fatalf("WithBackingFD: called %v, %v", called, err)
+	}
+	in.SyncTimes()
+	if in.Mtime != st.Mtim || in.Ctime != st.Ctim || in.DataSize() != 10 {
+		t.Errorf("after a write behind us: mtime %v ctime %v size %d; want the host file's %v %v and 10", in.Mtime, in.Ctime, in.DataSize(), st.Mtim, st.Ctim)
+	}
+	in.Mtime = old
+	in.SyncTimes()
+	if in.Mtime != old {
+		t.Errorf("a time set after the sync was taken back: %v", in.Mtime)
+	}
+	s.Release(in)
+	if u := s.Usage(); u.InUse != 0 {
+		t.Errorf("usage after release: %+v, want nothing in use", u)
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package upper is the in-memory upper layer of an overlay: full metadata for
 // every file that was created or copied up, with regular-file data kept as
-// extents in one memfile (a memfd or a filestore file).
+// extents in one memfile (a memfd or a filestore file), or, in a store made
+// by NewFileStore, in a host file of its own per regular file (files.go),
+// which the kernel may read and write directly by FUSE passthrough.
 //
 // Nothing here knows about names or the lower layer; the overlay owns the
 // directory structure and decides when to copy up. The upper layer owns its
@@ -19,10 +21,12 @@ import (
 	"overlayfs/memfile"
 )
 
-// Store holds the upper data of one mount: the backing memfile and counters.
+// Store holds the upper data of one mount: the backing memfile (or the
+// per-file backing) and counters.
 // Safe for concurrent use.
 type Store struct {
-	mf *memfile.File
+	mf   *memfile.File
+	fset *fileSet // per-file backing (files.go); nil: data in mf
 
 	files   atomic.Int64 // regular files with upper data
 	inodes  atomic.Int64 // upper inodes alive
@@ -46,7 +50,7 @@ func (s *Store) Stats() Stats {
 		Files:       s.files.Load(),
 		DataCopyUps: s.copyUps.Load(),
 		MetaCopyUps: s.metaUps.Load(),
-		Usage:       s.mf.Usage(),
+		Usage:       s.Usage(),
 	}
 }
 
@@ -84,7 +88,8 @@ type Inode struct {
 	HasData bool
 
 	data  memfile.Data
-	store *Store // set by NewInode and Adopt
+	file  *backingFile // per-file backing: the data's host file, nil until needed
+	store *Store       // set by NewInode and Adopt
 }
 
 // Now is the current time as a Timespec.
@@ -126,6 +131,10 @@ func (s *Store) MarkData(in *Inode) {
 // open handle are gone.
 func (s *Store) Release(in *Inode) {
 	if in.HasData && in.Mode&unix.S_IFMT == unix.S_IFREG {
+		if in.file != nil {
+			s.fset.close(in.file)
+			in.file = nil
+		}
 		in.data.Release(s.mf)
 		s.files.Add(-1)
 	}
@@ -141,6 +150,12 @@ func (s *Store) Release(in *Inode) {
 // goes.
 func (s *Store) ReleaseData(in *Inode) {
 	if !in.HasData || in.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	if in.file != nil {
+		size := in.DataSize()
+		_ = in.fileTruncate(0)
+		_ = in.fileTruncate(size) // a hole: allocates nothing
 		return
 	}
 	size := in.data.Size()
@@ -162,7 +177,7 @@ func (in *Inode) Change() { in.Ctime = Now() }
 func (in *Inode) Size() int64 {
 	switch in.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return in.data.Size()
+		return in.DataSize()
 	case unix.S_IFLNK:
 		return int64(len(in.Target))
 	}

@@ -3,11 +3,14 @@ package main
 // End-to-end tests of stats and of the control commands' errors.
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"overlayfs/ctlsock"
 	"overlayfs/internal/mounttest"
@@ -77,5 +80,66 @@ func TestControlCommandsRefuseWhatTheyCannotServe(t *testing.T) {
 	// stats works without an upper layer.
 	if r := cliRun(t, "stats", none); r.code != 0 || !strings.Contains(r.stdout, "round trips") {
 		t.Errorf("stats of an --overlay2=none mount: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestStatsPerFileBackingServesDataInTheKernel: with backing=file, writing
+// and reading back an upper file, by write(2) and by mmap, makes no WRITE
+// or READ request (FUSE passthrough on the file's own host file), and stats
+// still counts the upper's bytes against the size budget exactly as the
+// private tmpfs does.
+func TestStatsPerFileBackingServesDataInTheKernel(t *testing.T) {
+	lower := tarLower(t)
+	mounttest.GuardLower(t, lower)
+	mnt := mounttest.Mount(t, lower, "--overlay2", "root:memory,size=64m,backing=file")
+	data := []byte(strings.Repeat("0123456789abcdef", 1<<16)) // 1 MiB
+	path := filepath.Join(mnt, "new")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %d bytes, %v; want the %d written", len(got), err, len(data))
+	}
+	// A lower file: copied up at the write open, then written and read
+	// in place through a shared mapping.
+	f, err := os.OpenFile(filepath.Join(mnt, "etc/motd"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(8192); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(m[4096:], "mapped")
+	if err := unix.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := f.ReadAt(buf, 4096); err != nil || string(buf) != "mapped" {
+		t.Errorf("read after a mapped write: %q, %v", buf, err)
+	}
+	r := cliRun(t, "stats", "--json", mnt)
+	if r.code != 0 {
+		t.Fatalf("stats: %s", r.stderr)
+	}
+	var s ctlsock.Stats
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("stats --json: %v\n%s", err, r.stdout)
+	}
+	if s.FuseRequestsByOp["WRITE"] != 0 || s.FuseRequestsByOp["READ"] != 0 || s.PassthroughOpens < 3 || s.PassthroughOff {
+		t.Errorf("stats: %d WRITE and %d READ requests, %d passthrough opens (off %v); want no WRITE or READ, every open in passthrough",
+			s.FuseRequestsByOp["WRITE"], s.FuseRequestsByOp["READ"], s.PassthroughOpens, s.PassthroughOff)
+	}
+	// The tmpfs counts whole pages: 1 MiB plus the two pages of motd.
+	if want := uint64(len(data) + 8192); s.UpperBytes != want || s.SizeLimit != 64<<20 || s.UpperFiles != 2 {
+		t.Errorf("stats: %d upper bytes in %d files, limit %d; want %d in 2, limit 64 MiB", s.UpperBytes, s.UpperFiles, s.SizeLimit, want)
+	}
+	h := cliRun(t, "stats", mnt)
+	if !strings.Contains(h.stdout, "private tmpfs file per upper file") {
+		t.Errorf("stats output does not say where the data lives:\n%s", h.stdout)
 	}
 }

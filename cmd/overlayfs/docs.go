@@ -114,7 +114,7 @@ func flagValues(long string) []string {
 	case "fuse-uring":
 		return []string{"auto", "on", "off"}
 	case "overlay2":
-		return []string{"none", "root:memory", "root:self", "root:dir=", "all:memory", "all:self", "all:dir="}
+		return []string{"none", "root:memory", "root:memory,backing=file", "root:self", "root:dir=", "all:memory", "all:self", "all:dir="}
 	case "options":
 		return []string{"ro", "rw", "nosuid", "nodev", "noexec", "noatime", "relatime", "strictatime", "nodiratime", "sync", "dirsync", "nosymfollow"}
 	}
@@ -388,7 +388,7 @@ overlayfs  MOUNTPOINT  fuse.overlayfs  lowerdir=DIR,nosuid,nodev,noexec,nofail  
 .fi
 .PP
 Its options: lowerdir=DIR (else SOURCE is the lower directory),
-overlay2=SPEC with an optional following size=N, file_access=MODE,
+overlay2=SPEC with optional following size=N and backing=file, file_access=MODE,
 fuse_uring=MODE, gofer_socket=PATH (lowerdir= may then be left out), log=FILE,
 and the generic mount options of
 .BR "overlayfs mount \-o" :

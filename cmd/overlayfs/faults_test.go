@@ -316,11 +316,14 @@ func TestFaultGoferKilled(t *testing.T) {
 
 // TestFaultDaemonKilled kills the daemon of a live mount: `overlayfs umount`
 // removes the dead mount and says so, the gofer exits, and no filestore is
-// left behind (for self, umount removes the one the dead daemon left).
+// left behind (for self, umount removes the one the dead daemon left; with
+// backing=file, no per-file host file is left in dir=).
 func TestFaultDaemonKilled(t *testing.T) {
 	for _, m := range []cliMedium{
 		{name: "dir", spec: func(store string) string { return "root:dir=" + store }},
 		{name: "self", self: true, spec: func(string) string { return "root:self" }},
+		{name: "memory-file", spec: func(string) string { return "root:memory,size=64m,backing=file" }},
+		{name: "dir-file", spec: func(store string) string { return "root:dir=" + store + ",backing=file" }},
 	} {
 		t.Run(m.name, func(t *testing.T) {
 			lower, store := faultLowerTree(t), t.TempDir()
@@ -420,6 +423,8 @@ func TestFaultENOSPC(t *testing.T) {
 		spec func(t *testing.T) string
 	}{
 		{"size cap", func(t *testing.T) string { return "root:memory,size=4m" }},
+		// The kernel's own tmpfs answers ENOSPC to passthrough writes.
+		{"size cap per-file backing", func(t *testing.T) string { return "root:memory,size=4m,backing=file" }},
 		{"full host filesystem", func(t *testing.T) string { return "root:dir=" + faultTmpfs(t, "8m") }},
 	}
 	for _, c := range cases {

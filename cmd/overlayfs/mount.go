@@ -43,13 +43,17 @@ type mountFlags struct {
 
 func (m *mountFlags) register(fl *pflag.FlagSet) {
 	m.overlay2 = filestore.DefaultSpec()
-	fl.Var(&m.overlay2, "overlay2", "`SPEC`: where upper-layer file data lives: none | {root|all}:{memory|self|dir=/abs/dir}[,size=N]\n"+
+	fl.Var(&m.overlay2, "overlay2", "`SPEC`: where upper-layer file data lives: none | {root|all}:{memory|self|dir=/abs/dir}[,size=N][,backing=file]\n"+
 		"  memory: a memfd (data counts as this daemon's memory)\n"+
 		"  dir=/abs/dir: an unlinked filestore file in that directory (data on disk)\n"+
 		"  self: a hidden filestore file .overlayfs.filestore.<id> in LOWERDIR (a stack's top-most layer), removed at unmount\n"+
 		"  none: no overlay; every change is written through the gofer to LOWERDIR (one directory, never a stack)\n"+
 		"  size=N caps upper data (k, m, g, t suffixes; N% of host memory); writes past it fail with ENOSPC;\n"+
-		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)")
+		"  no size= means no cap; size=0 is refused (runsc's tmpfs takes it as zero pages, Linux tmpfs as no limit)\n"+
+		"  backing=file (memory and dir= only; not in runsc): instead of one filestore for all files, each upper file gets an\n"+
+		"  unlinked host file of its own (memory: on a private tmpfs, whose size= the kernel enforces), and the kernel reads,\n"+
+		"  writes and maps it by FUSE passthrough without the daemon (needs root; else it is served through the daemon);\n"+
+		"  dir= with size= is refused, having no exact bound. Nothing is left behind however the daemon exits")
 	fl.StringVar(&m.fileAccess, "file-access", "exclusive", "who changes LOWERDIR, `MODE` exclusive (nobody else: cache it for good) or shared (changes made to LOWERDIR from outside show through at the next system call; the kernel caches nothing of LOWERDIR's names, so each one costs FUSE requests, and the daemon stats it on the host beneath the gofer's root fd)")
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer' listening on the unix socket `PATH` instead of starting a gofer; LOWERDIR may then be left out (a gofer serves one directory, never a stack)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")

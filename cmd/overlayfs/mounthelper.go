@@ -21,7 +21,7 @@ const mountHelperName = "mount.fuse.overlayfs"
 // SOURCE is LOWERDIR unless -o lowerdir=DIR is given; with gofer_socket=
 // a SOURCE that is not a directory (such as "overlayfs") means no LOWERDIR.
 // Options:
-// lowerdir=DIR, overlay2=SPEC (a following size=N joins it), file_access=MODE,
+// lowerdir=DIR, overlay2=SPEC (following size=N and backing=file join it), file_access=MODE,
 // fuse_uring=auto|on|off, gofer_socket=PATH, log=FILE, and the generic
 // mount options `overlayfs mount -o` takes (ro, nosuid, nodev, noexec,
 // noatime, ...), which become mount(2) flags. defaults and the options
@@ -69,7 +69,7 @@ func runMountHelper(args []string) error {
 			lowerDir, hasLowerDir = val, true
 		case "overlay2":
 			spec := val
-			if i+1 < len(opts) && strings.HasPrefix(opts[i+1], "size=") {
+			for i+1 < len(opts) && (strings.HasPrefix(opts[i+1], "size=") || strings.HasPrefix(opts[i+1], "backing=")) {
 				spec += "," + opts[i+1]
 				i++
 			}

@@ -13,6 +13,17 @@ import (
 // mount(8) uses for `mount -t fuse.overlayfs` and checks the options reach
 // the mount.
 func TestMountHelperAsMountTypeFuseOverlayfs(t *testing.T) {
+	// mount(8) splits -o at commas: size= and backing= after overlay2=
+	// belong to it.
+	for _, tc := range []struct{ name, spec string }{
+		{"filestore", "root:memory,size=8m"},
+		{"per-file", "root:memory,size=8m,backing=file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { mountHelperMounts(t, tc.spec) })
+	}
+}
+
+func mountHelperMounts(t *testing.T, spec string) {
 	bin := mounttest.Binary(t)
 	helper := filepath.Join(t.TempDir(), mountHelperName)
 	if err := os.Symlink(bin, helper); err != nil {
@@ -24,7 +35,7 @@ func TestMountHelperAsMountTypeFuseOverlayfs(t *testing.T) {
 	}
 	mounttest.GuardLower(t, lower)
 	mnt := t.TempDir()
-	out, err := mounttest.Command(t, helper, "overlayfs", mnt, "-o", "rw,lowerdir="+lower+",overlay2=root:memory,size=8m,nofail").CombinedOutput()
+	out, err := mounttest.Command(t, helper, "overlayfs", mnt, "-o", "rw,lowerdir="+lower+",overlay2="+spec+",nofail").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mount helper: %v\n%s", err, out)
 	}
@@ -37,6 +48,9 @@ func TestMountHelperAsMountTypeFuseOverlayfs(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(mnt, "big"), make([]byte, 16<<20), 0o644); err == nil {
 		t.Errorf("writing 16 MiB under size=8m succeeded: the size option was lost")
+	}
+	if r := cliRun(t, "stats", mnt); !strings.Contains(r.stdout, "(upper: "+spec+")") {
+		t.Errorf("stats of the helper's mount does not show the upper %s:\n%s", spec, r.stdout)
 	}
 }
 

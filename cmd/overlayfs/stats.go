@@ -48,6 +48,11 @@ func printStats(w io.Writer, s *ctlsock.Stats) error {
 	switch spec, _ := filestore.Parse(s.Upper); {
 	case !spec.Enabled():
 		fmt.Fprintf(tw, "filestore\tnone (no upper layer: every change went to LOWERDIR)\n")
+	case spec.Backing == filestore.BackingFile && spec.Medium == filestore.MediumMemory:
+		// Pages of a tmpfs no one else sees, not mapped by the daemon.
+		fmt.Fprintf(tw, "files\t%s of memory holds upper data, a private tmpfs file per upper file (shmem, not in the daemon's resident memory)\n", b(s.FilestoreOnDisk))
+	case spec.Backing == filestore.BackingFile:
+		fmt.Fprintf(tw, "files\t%s on disk in %s, an unlinked file per upper file\n", b(s.FilestoreOnDisk), spec.Dir)
 	case spec.Medium == filestore.MediumMemory:
 		// A memfd: its pages are memory (the daemon's shmem), not disk.
 		fmt.Fprintf(tw, "memfd\t%s of memory holds upper data (counted in the daemon's shmem below)\n", b(s.FilestoreOnDisk))

@@ -102,10 +102,19 @@ func readTar(t *testing.T, path string) map[string]*tar.Header {
 	}
 }
 
+// TestTarLayerAndRoundTrip, on the filestore and on per-file backing:
+// tar writes the changes as an OCI layer, and mounting that layer with
+// --upper-tar gives the same view, the same diff and the same holes.
 func TestTarLayerAndRoundTrip(t *testing.T) {
+	for _, spec := range []string{"root:memory", "root:memory,backing=file"} {
+		t.Run(spec, func(t *testing.T) { tarRoundTrip(t, spec) })
+	}
+}
+
+func tarRoundTrip(t *testing.T, spec string) {
 	lower := tarLower(t)
 	mounttest.GuardLower(t, lower)
-	mnt := mounttest.Mount(t, lower, "--overlay2", "root:memory")
+	mnt := mounttest.Mount(t, lower, "--overlay2", spec)
 	tarChanges(t, mnt)
 	layer := filepath.Join(t.TempDir(), "layer.tar")
 	if r := cliRun(t, "tar", mnt, "-f", layer); r.code != 0 {
@@ -168,7 +177,7 @@ func TestTarLayerAndRoundTrip(t *testing.T) {
 	}
 
 	// The round trip gives the same view and the same diff.
-	mnt2 := mounttest.Mount(t, lower, "--overlay2", "root:memory", "--upper-tar", layer)
+	mnt2 := mounttest.Mount(t, lower, "--overlay2", spec, "--upper-tar", layer)
 	if d := withoutDirNlink(mounttest.Hash(t, mnt)).Diff(withoutDirNlink(mounttest.Hash(t, mnt2))); len(d) > 0 {
 		t.Errorf("mount --upper-tar differs from the mount tar exported:\n  %s", strings.Join(d, "\n  "))
 	}
