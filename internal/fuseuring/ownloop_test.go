@@ -128,4 +128,3 @@ func (s *Server) handleInit(b *devBuffers) (uint64, error) {
 	s.devCount.Add(1)
 	return kernel, nil
 }
-
