@@ -169,37 +169,83 @@ func (s *Server) startDevReaders(n int) error {
 	return nil
 }
 
-// read returns the next request's fd and length: first polling nb for
-// the poll window, if this reader may poll, then sleeping on blk.
-func (r *devReader) read() (int, int, error) {
-	s := r.s
-	if r.nb >= 0 && s.pollers.Add(1) <= maxPollers {
-		deadline := time.Now().Add(s.opts.PollWindow)
-		for {
-			n, err := unix.Read(r.nb, r.b.read)
-			if err == nil {
-				s.pollers.Add(-1)
-				s.polled.Add(1)
-				return r.nb, n, nil
-			}
-			if err == unix.EAGAIN || err == unix.EINTR || err == unix.ENOENT {
-				if time.Now().After(deadline) {
-					break
-				}
-				// Let a reader woken on blk have the P it needs to
-				// answer (GOMAXPROCS may be 1).
-				runtime.Gosched()
-				continue
-			}
-			s.pollers.Add(-1)
-			return -1, 0, err
+// Polling pays only while requests follow each other closely: a poll
+// that ends without a request burned a CPU for the whole window, which on
+// a busy machine is taken from the callers themselves. So the server
+// keeps a score, pollCredit, and readers poll only while it is positive:
+// a request taken while polling raises it, a window that ended empty
+// lowers it by two, and a sleeping read that got its request within the
+// window (a poll would have caught it) raises it. Polling thus stays on
+// while at least two thirds of the windows would catch a request.
+const (
+	pollCreditMax  = 16
+	pollCreditMin  = -16
+	pollMissWeight = 2
+)
+
+// pollScore adds d to the server's poll credit, within its bounds.
+func (s *Server) pollScore(d int32) {
+	for {
+		c := s.pollCredit.Load()
+		n := min(max(c+d, pollCreditMin), pollCreditMax)
+		if n == c || s.pollCredit.CompareAndSwap(c, n) {
+			return
 		}
 	}
-	if r.nb >= 0 {
-		s.pollers.Add(-1)
+}
+
+// read returns the next request's fd and length: first polling nb for
+// the poll window, if this reader may poll and polling pays, then
+// sleeping on blk.
+func (r *devReader) read() (int, int, error) {
+	s := r.s
+	if r.nb < 0 {
+		n, err := readDev(r.blk, r.b.read)
+		return r.blk, n, err
 	}
+	if s.pollCredit.Load() > 0 {
+		if s.pollers.Add(1) <= maxPollers {
+			fd, n, ok, err := r.poll()
+			s.pollers.Add(-1)
+			if ok {
+				return fd, n, err
+			}
+		} else {
+			s.pollers.Add(-1)
+		}
+	}
+	slept := time.Now()
 	n, err := readDev(r.blk, r.b.read)
+	if err == nil && time.Since(slept) < s.opts.PollWindow {
+		s.pollScore(1)
+	}
 	return r.blk, n, err
+}
+
+// poll reads nb without blocking until a request comes (ok) or the poll
+// window ends (not ok).
+func (r *devReader) poll() (fd, n int, ok bool, err error) {
+	s := r.s
+	deadline := time.Now().Add(s.opts.PollWindow)
+	for {
+		n, err := unix.Read(r.nb, r.b.read)
+		switch err {
+		case nil:
+			s.polled.Add(1)
+			s.pollScore(1)
+			return r.nb, n, true, nil
+		case unix.EAGAIN, unix.EINTR, unix.ENOENT:
+		default:
+			return -1, 0, true, err
+		}
+		if time.Now().After(deadline) {
+			s.pollScore(-pollMissWeight)
+			return -1, 0, false, nil
+		}
+		// Let a reader woken on blk have the P it needs to answer
+		// (GOMAXPROCS may be 1).
+		runtime.Gosched()
+	}
 }
 
 // run serves requests until the connection ends.

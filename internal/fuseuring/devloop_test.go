@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -133,26 +134,64 @@ func TestOwnLoopAddsReaderWhenAllBlock(t *testing.T) {
 	}
 }
 
-// TestOwnLoopPollsThenSleeps: back-to-back requests are taken while a
-// reader polls, and an idle mount costs no CPU: the process's CPU time
-// over an idle interval stays far below the interval.
-func TestOwnLoopPollsThenSleeps(t *testing.T) {
-	_, mnt, _, m := mountLoopback(t, DevFuse, 0)
-	p := filepath.Join(mnt, "f")
-	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+// mountPolling mounts a loopback file system with zero attribute
+// lifetime over /dev/fuse with this package's loop and the given poll
+// window, and returns an open file on it.
+func mountPolling(t *testing.T, window time.Duration) (*os.File, *GoFuseMount) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount /dev/fuse directly")
+	}
+	backing, mnt := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(backing, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(p)
+	root, err := gofs.NewLoopbackRoot(backing)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	for range 2000 { // zero attribute lifetime: one GETATTR each
+	var ttl time.Duration
+	raw := gofs.NewNodeFS(root, &gofs.Options{EntryTimeout: &ttl, AttrTimeout: &ttl})
+	m, err := NewServerWith(raw, mnt, &fuse.MountOptions{Name: "loopback", MaxBackground: 12}, ServeOptions{PollWindow: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	f, err := os.Open(filepath.Join(mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, m
+}
+
+// fstats makes n GETATTR requests, one after the other, pausing between
+// them.
+func fstats(t *testing.T, f *os.File, n int, pause time.Duration) {
+	t.Helper()
+	for range n {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			t.Fatal(err)
 		}
+		if pause > 0 {
+			time.Sleep(pause)
+		}
 	}
+}
+
+// TestOwnLoopPollsThenSleeps: back-to-back requests are taken while a
+// reader polls, and an idle mount costs no CPU: the process's CPU time
+// over an idle interval stays far below the interval.
+func TestOwnLoopPollsThenSleeps(t *testing.T) {
+	// A window long enough for the caller's next request to come within
+	// it on a loaded machine.
+	f, m := mountPolling(t, 5*time.Millisecond)
+	fstats(t, f, 2000, 0)
 	if m.Stats().Polled == 0 {
 		t.Errorf("none of 2000 back-to-back requests was taken while polling (stats %+v)", m.Stats())
 	}
@@ -168,6 +207,23 @@ func TestOwnLoopPollsThenSleeps(t *testing.T) {
 	time.Sleep(idle) // the interval measured, not a wait for a condition
 	if used := cpu() - before; used > idle/5 {
 		t.Errorf("process used %v of CPU in %v idle: readers keep polling", used, idle)
+	}
+}
+
+// TestOwnLoopStopsPollingWhenItDoesNotPay: requests that come further
+// apart than the poll window stop the readers polling (each empty window
+// is a CPU burned for nothing).
+func TestOwnLoopStopsPollingWhenItDoesNotPay(t *testing.T) {
+	f, m := mountPolling(t, 50*time.Microsecond)
+	fstats(t, f, 200, 0) // may turn polling on
+	fstats(t, f, 50, 2*time.Millisecond)
+	if c := m.own.pollCredit.Load(); c > 0 {
+		t.Errorf("poll credit %d after 50 requests 2 ms apart with a 50 µs window: want polling off", c)
+	}
+	before := m.Stats().Polled
+	fstats(t, f, 20, 2*time.Millisecond)
+	if d := m.Stats().Polled - before; d > 0 {
+		t.Errorf("%d requests 2 ms apart taken by polling; want none", d)
 	}
 }
 

@@ -154,6 +154,7 @@ type Server struct {
 	growing     atomic.Bool  // a reader is being added
 	pollers     atomic.Int32 // readers polling or about to
 	polled      atomic.Uint64
+	pollCredit  atomic.Int32 // readers poll while it is positive (devloop.go)
 
 	// qmu guards queues, stopping and fdsClosed: no eventfd is written
 	// after it is closed, and no ring is added once the server stops.
