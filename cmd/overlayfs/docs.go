@@ -409,6 +409,9 @@ background daemon's default log go.
 .B OVERLAYFS_FUSE_URING
 the default of \-\-fuse\-uring.
 .TP
+.B OVERLAYFS_FUSE_LOOP, OVERLAYFS_FUSE_POLL
+the defaults of \-\-fuse\-loop and \-\-fuse\-poll.
+.TP
 .B XDG_RUNTIME_DIR
 for a non-root user, where control sockets live ($XDG_RUNTIME_DIR/overlayfs/,
 else $TMPDIR/overlayfs\-UID/, /tmp/overlayfs\-UID/ by default); root's are in
