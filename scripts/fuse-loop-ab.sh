@@ -7,6 +7,7 @@
 # time, the median µs per FUSE request (wall time over the requests the
 # daemon's ledger counted) and its ratio to the first config, and the load
 # average at the end.
+# BENCHFLAGS adds flags to every bench run (e.g. --quick: smaller trees).
 # Usage (root): scripts/fuse-loop-ab.sh BIN [ROUNDS] [CONFIG...]
 # e.g. scripts/fuse-loop-ab.sh /tmp/overlayfs 3 "OVERLAYFS_FUSE_LOOP=go-fuse" "OVERLAYFS_FUSE_POLL=0" ""
 set -eu
@@ -21,7 +22,7 @@ for r in $(seq "$ROUNDS"); do
 	c=0
 	for cfg in "$@"; do
 		env $cfg OVERLAYFS_FUSE_URING=off "$BIN" bench --media memory --workloads untar,create-small \
-			--runs 1 --workdir "$W" --json "$W/r$r-c$c.json" >/dev/null 2>"$W/r$r-c$c.err" ||
+			--runs 1 ${BENCHFLAGS:-} --workdir "$W" --json "$W/r$r-c$c.json" >/dev/null 2>"$W/r$r-c$c.err" ||
 			{ cat "$W/r$r-c$c.err" >&2; exit 1; }
 		echo "round $r config $c ($cfg) done" >&2
 		c=$((c+1))
