@@ -14,10 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// GoFuseMount is a file system served by go-fuse's own Server for
-// everything that travels by /dev/fuse (INIT, FORGET, INTERRUPT,
-// notifications, passthrough backing-fd registration), with the requests
-// themselves carried by this package's rings when io_uring is in use.
+// GoFuseMount is a file system whose connection go-fuse's Server set up
+// (INIT) and sends notifications and passthrough backing-fd registrations
+// on, with the requests themselves carried by this package's rings when
+// io_uring is in use, or read from /dev/fuse by this package's readers
+// (OwnLoop) or go-fuse's (GoFuseLoop) otherwise.
 // The file system sees one go-fuse Server either way (RawFileSystem.Init).
 // Wait and Unmount have *fuse.Server's signatures, so a caller can hold
 // either behind one interface.
@@ -42,11 +43,12 @@ type GoFuseMount struct {
 // root), serves it, and returns once the mount answers. When mode selects
 // io_uring it advertises FUSE_OVER_IO_URING through go-fuse's INIT
 // (ExtraCapabilities) and registers one ring per CPU on the connection
-// before returning; otherwise it is fuse.NewServer unchanged. With Auto,
+// before returning; otherwise it serves /dev/fuse (see below). With Auto,
 // Reason says why io_uring is not in use; with On, no io_uring is an error.
 //
 // Over /dev/fuse, as root, the requests are served by this package's
-// readers (OwnLoop); NewServerWith chooses.
+// readers (OwnLoop, with the default poll window); otherwise by
+// fuse.NewServer unchanged. NewServerWith chooses.
 func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode) (*GoFuseMount, error) {
 	return NewServerWith(fs, mnt, opts, ServeOptions{Mode: mode})
 }
