@@ -72,6 +72,13 @@ type Config struct {
 	// offers it (Auto), io_uring or fail (On), /dev/fuse (Off, the zero
 	// value).
 	FuseURing fuseuring.Mode
+	// FuseLoop chooses who serves /dev/fuse when io_uring is not used:
+	// this project's readers (the zero value) or go-fuse's.
+	FuseLoop fuseuring.Loop
+	// FusePoll is how long an idle /dev/fuse reader of the own loop
+	// keeps reading without sleeping: 0 means the default, less than 0
+	// never.
+	FusePoll time.Duration
 	// Flags are the generic mount options (ro, nosuid, noexec, ...). With
 	// ro the daemon refuses every change with EROFS, and a --overlay2=none
 	// mount's gofer opens LOWERDIR read-only.
@@ -185,23 +192,30 @@ type Transport struct {
 	// Reason says why not io_uring when FuseURing was Auto and the
 	// kernel did not offer it; empty otherwise.
 	Reason string
+	// Loop is who serves /dev/fuse (with Kind /dev/fuse).
+	Loop fuseuring.Loop
 }
 
 // String is "io_uring", "/dev/fuse", or "/dev/fuse; io_uring not used: "
-// and the reason.
+// and the reason; " (go-fuse's loop)" follows "/dev/fuse" when go-fuse
+// serves it.
 func (t Transport) String() string {
+	dev := "/dev/fuse"
+	if t.Loop == fuseuring.GoFuseLoop {
+		dev += " (go-fuse's loop)"
+	}
 	switch {
 	case t.Kind == fuseuring.IOURing:
 		return "io_uring"
 	case t.Reason != "":
-		return "/dev/fuse; io_uring not used: " + t.Reason
+		return dev + "; io_uring not used: " + t.Reason
 	}
-	return "/dev/fuse"
+	return dev
 }
 
 // Transport says how the mount's FUSE requests travel.
 func (b *base) Transport() Transport {
-	t := Transport{Kind: b.srv.Transport()}
+	t := Transport{Kind: b.srv.Transport(), Loop: b.srv.Loop()}
 	if r := b.srv.Reason(); t.Kind != fuseuring.IOURing && r != "fuse-uring=off" {
 		t.Reason = r
 	}

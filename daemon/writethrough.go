@@ -31,7 +31,7 @@ func startWriteThrough(cfg Config) (_ *WriteThrough, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, Ledger: &d.ledger, Flags: cfg.Flags})
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, FuseLoop: cfg.FuseLoop, FusePoll: cfg.FusePoll, Ledger: &d.ledger, Flags: cfg.Flags})
 	if err != nil {
 		return nil, err
 	}

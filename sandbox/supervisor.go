@@ -43,6 +43,8 @@ type Overlay struct {
 	UpperTar      string
 	GoferSocket   string // serve the lower through this gofer, not our own
 	FuseURing     fuseuring.Mode
+	FuseLoop      fuseuring.Loop // who serves /dev/fuse without io_uring
+	FusePoll      time.Duration  // the own loop's poll window (daemon.Config.FusePoll)
 }
 
 // Plan is one run, as the caller hands it to the supervisor.
@@ -510,6 +512,8 @@ func mountOverlay(o Overlay, layers []string, mnt string, logw io.Writer) (daemo
 		Debug:         o.Debug,
 		UpperTar:      o.UpperTar,
 		FuseURing:     o.FuseURing,
+		FuseLoop:      o.FuseLoop,
+		FusePoll:      o.FusePoll,
 		NoPassthrough: o.NoPassthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if o.GoferSocket != "" {

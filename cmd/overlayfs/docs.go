@@ -36,11 +36,12 @@ type flagDoc struct {
 var flagLine = regexp.MustCompile(`^ {2,6}(?:-([A-Za-z0-9]), )?--([A-Za-z0-9][A-Za-z0-9-]*)(\[=[^\]]*\])?(?: ([^\s\[].*?))?(?: {2,}(.*))?$`)
 
 // helpOf runs this binary's `CMD --help` and returns what it printed. The
-// run leaves out OVERLAYFS_FUSE_URING, so defaults read as documented.
+// run leaves out OVERLAYFS_FUSE_URING, OVERLAYFS_FUSE_LOOP and
+// OVERLAYFS_FUSE_POLL, so defaults read as documented.
 func helpOf(self, cmd string) (string, error) {
 	c := exec.Command(self, cmd, "--help")
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, fuseURingEnv+"=") {
+		if !strings.HasPrefix(e, fuseURingEnv+"=") && !strings.HasPrefix(e, fuseLoopEnv+"=") && !strings.HasPrefix(e, fusePollEnv+"=") {
 			c.Env = append(c.Env, e)
 		}
 	}
@@ -113,6 +114,8 @@ func flagValues(long string) []string {
 		return []string{"exclusive", "shared"}
 	case "fuse-uring":
 		return []string{"auto", "on", "off"}
+	case "fuse-loop":
+		return []string{"own", "go-fuse"}
 	case "overlay2":
 		return []string{"none", "root:memory", "root:memory,backing=file", "root:self", "root:dir=", "all:memory", "all:self", "all:dir="}
 	case "options":
@@ -405,6 +408,9 @@ background daemon's default log go.
 .TP
 .B OVERLAYFS_FUSE_URING
 the default of \-\-fuse\-uring.
+.TP
+.B OVERLAYFS_FUSE_LOOP, OVERLAYFS_FUSE_POLL
+the defaults of \-\-fuse\-loop and \-\-fuse\-poll.
 .TP
 .B XDG_RUNTIME_DIR
 for a non-root user, where control sockets live ($XDG_RUNTIME_DIR/overlayfs/,

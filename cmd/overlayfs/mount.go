@@ -32,6 +32,8 @@ type mountFlags struct {
 	upperTar    absPath
 	passthrough bool
 	fuseURing   string
+	fuseLoop    string
+	fusePoll    time.Duration
 	// options are the generic mount options (-o); only mount has them.
 	options mountOptions
 	// removeDirs lists (as PATH does) directories to remove once the
@@ -62,8 +64,24 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&m.removeDirs, "remove-dirs", "", "internal: remove these directories (a list like PATH), if empty, once the mount is gone")
 	_ = fl.MarkHidden("remove-dirs")
 	fl.StringVar(&m.fuseURing, "fuse-uring", defaultFuseURing(), "how FUSE requests travel, `MODE` auto: by io_uring when the kernel offers it (root, Linux 6.14+, /sys/module/fuse/parameters/enable_uring=1), else /dev/fuse, saying why in the log | on: io_uring or fail, naming what to change | off: /dev/fuse. Default: $OVERLAYFS_FUSE_URING if set, else auto")
+	fl.StringVar(&m.fuseLoop, "fuse-loop", defaultFuseLoop(), "who serves /dev/fuse when io_uring is not used, `LOOP` own: overlayfs's readers, each on a cloned /dev/fuse fd, calling the file system directly (root only; other users get go-fuse's) | go-fuse: go-fuse's Server, to compare. Default: $OVERLAYFS_FUSE_LOOP if set, else own")
+	fl.DurationVar(&m.fusePoll, "fuse-poll", defaultFusePoll(), "with --fuse-loop own, how long (`DURATION`) an idle reader keeps reading /dev/fuse without sleeping: a request arriving meanwhile skips the wake-up of a sleeping thread; costs no CPU once idle for longer. 0 sleeps at once. Default: $OVERLAYFS_FUSE_POLL if set, else 50µs")
 	// The default follows $TMPDIR; say so rather than show this shell's.
 	fl.Lookup("overlay2").DefValue = "root:dir=$TMPDIR, or root:dir=/var/tmp if TMPDIR is unset or relative"
+}
+
+// loop is the validated --fuse-loop.
+func (m *mountFlags) loop() fuseuring.Loop {
+	l, _ := fuseuring.ParseLoop(m.fuseLoop)
+	return l
+}
+
+// pollWindow is --fuse-poll as fusekit takes it (less than 0: never).
+func (m *mountFlags) pollWindow() time.Duration {
+	if m.fusePoll == 0 {
+		return -1
+	}
+	return m.fusePoll
 }
 
 // uringMode is the validated --fuse-uring.
@@ -87,6 +105,12 @@ func (m *mountFlags) validate() error {
 			return fmt.Errorf("--%w (the default, from %s)", err, fuseURingEnv)
 		}
 		return fmt.Errorf("--%w", err)
+	}
+	if _, err := fuseuring.ParseLoop(m.fuseLoop); err != nil {
+		return fmt.Errorf("--%w", err)
+	}
+	if m.fusePoll < 0 {
+		return fmt.Errorf("--fuse-poll %v: want 0 or more", m.fusePoll)
 	}
 	if m.upperTar != "" && !m.overlay2.Enabled() {
 		return fmt.Errorf("--upper-tar needs an upper layer; it cannot go with --overlay2=none")
@@ -439,6 +463,8 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 		Debug:         mf.debug,
 		UpperTar:      string(mf.upperTar),
 		FuseURing:     mf.uringMode(),
+		FuseLoop:      mf.loop(),
+		FusePoll:      mf.pollWindow(),
 		Flags:         mf.options.flags,
 		NoPassthrough: !mf.passthrough,
 		Gofer: func(readOnly bool) (int, func(), error) {
@@ -522,6 +548,30 @@ func defaultFuseURing() string {
 		return v
 	}
 	return "auto"
+}
+
+// fuseLoopEnv and fusePollEnv, when set, are the defaults of --fuse-loop
+// and --fuse-poll: a way to compare loops across a whole benchmark or
+// test run.
+const (
+	fuseLoopEnv = "OVERLAYFS_FUSE_LOOP"
+	fusePollEnv = "OVERLAYFS_FUSE_POLL"
+)
+
+func defaultFuseLoop() string {
+	if v := os.Getenv(fuseLoopEnv); v != "" {
+		return v
+	}
+	return "own"
+}
+
+// defaultFusePoll is $OVERLAYFS_FUSE_POLL if it parses, else the
+// default window.
+func defaultFusePoll() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(fusePollEnv)); err == nil && d >= 0 {
+		return d
+	}
+	return fuseuring.DefaultPollWindow
 }
 
 // mountSource is the mount table's source column: LOWERDIR, or the gofer's

@@ -297,6 +297,8 @@ func runOverlay(mf mountFlags) sandbox.Overlay {
 		UpperTar:      string(mf.upperTar),
 		GoferSocket:   mf.goferSocket,
 		FuseURing:     mf.uringMode(),
+		FuseLoop:      mf.loop(),
+		FusePoll:      mf.pollWindow(),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -23,6 +24,13 @@ type MountOptions struct {
 	// FuseURing chooses the transport: FUSE over io_uring or /dev/fuse
 	// (--fuse-uring auto|on|off; the zero value is off).
 	FuseURing fuseuring.Mode
+	// FuseLoop chooses who serves /dev/fuse when io_uring is not used
+	// (--fuse-loop own|go-fuse; the zero value is own, root only).
+	FuseLoop fuseuring.Loop
+	// FusePoll is how long an idle reader of the own loop keeps reading
+	// /dev/fuse without sleeping (--fuse-poll): 0 means
+	// fuseuring.DefaultPollWindow, less than 0 never.
+	FusePoll time.Duration
 	// Ledger, if set, counts every request the mount answers (on either
 	// transport: both call fs's methods).
 	Ledger *Ledger
@@ -78,7 +86,7 @@ func Mount(fs fuse.RawFileSystem, mountpoint string, o MountOptions) (*fuseuring
 	if o.Ledger != nil {
 		fs = Counted(fs, o.Ledger)
 	}
-	m, err := fuseuring.NewServer(fs, mountpoint, opts, o.FuseURing)
+	m, err := fuseuring.NewServerWith(fs, mountpoint, opts, fuseuring.ServeOptions{Mode: o.FuseURing, Loop: o.FuseLoop, PollWindow: o.FusePoll})
 	if err != nil {
 		if !root {
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {

@@ -94,6 +94,9 @@ type request struct {
 	// the ring it is the same memory as payload: handlers copy what they
 	// need from payload before writing out.
 	out []byte
+	// cancel is closed when the kernel interrupts the request; nil over
+	// the ring, where interrupts are not delivered.
+	cancel <-chan struct{}
 }
 
 func (r *request) header() *fuse.InHeader { return (*fuse.InHeader)(unsafe.Pointer(&r.in[0])) }
@@ -170,7 +173,7 @@ const (
 var ops = [opCount]opSpec{
 	opLookup: {"LOOKUP", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
 		o, n := outStruct[fuse.EntryOut](r)
-		return fs.Lookup(nil, r.header(), name, o), n
+		return fs.Lookup(r.cancel, r.header(), name, o), n
 	})},
 	opForget: {"FORGET", argSize[fuse.ForgetIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		fs.Forget(r.header().NodeId, inStruct[fuse.ForgetIn](r).Nlookup)
@@ -178,14 +181,14 @@ var ops = [opCount]opSpec{
 	}},
 	opGetattr: {"GETATTR", argSize[fuse.GetAttrIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.AttrOut](r)
-		return fs.GetAttr(nil, inStruct[fuse.GetAttrIn](r), o), n
+		return fs.GetAttr(r.cancel, inStruct[fuse.GetAttrIn](r), o), n
 	}},
 	opSetattr: {"SETATTR", argSize[fuse.SetAttrIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.AttrOut](r)
-		return fs.SetAttr(nil, inStruct[fuse.SetAttrIn](r), o), n
+		return fs.SetAttr(r.cancel, inStruct[fuse.SetAttrIn](r), o), n
 	}},
 	opReadlink: {"READLINK", 0, func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		data, st := fs.Readlink(nil, r.header())
+		data, st := fs.Readlink(r.cancel, r.header())
 		if !st.Ok() {
 			return st, 0
 		}
@@ -193,58 +196,58 @@ var ops = [opCount]opSpec{
 	}},
 	opSymlink: {"SYMLINK", 0, withNames(func(fs fuse.RawFileSystem, r *request, name, target string) (fuse.Status, int) {
 		o, n := outStruct[fuse.EntryOut](r)
-		return fs.Symlink(nil, r.header(), target, name, o), n
+		return fs.Symlink(r.cancel, r.header(), target, name, o), n
 	})},
 	opMknod: {"MKNOD", argSize[fuse.MknodIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
 		o, n := outStruct[fuse.EntryOut](r)
-		return fs.Mknod(nil, inStruct[fuse.MknodIn](r), name, o), n
+		return fs.Mknod(r.cancel, inStruct[fuse.MknodIn](r), name, o), n
 	})},
 	opMkdir: {"MKDIR", argSize[fuse.MkdirIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
 		o, n := outStruct[fuse.EntryOut](r)
-		return fs.Mkdir(nil, inStruct[fuse.MkdirIn](r), name, o), n
+		return fs.Mkdir(r.cancel, inStruct[fuse.MkdirIn](r), name, o), n
 	})},
 	opUnlink: {"UNLINK", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
-		return fs.Unlink(nil, r.header(), name), 0
+		return fs.Unlink(r.cancel, r.header(), name), 0
 	})},
 	opRmdir: {"RMDIR", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
-		return fs.Rmdir(nil, r.header(), name), 0
+		return fs.Rmdir(r.cancel, r.header(), name), 0
 	})},
 	opRename:  {"RENAME", renameInSize, withNames(serveRename)},
 	opRename2: {"RENAME2", argSize[fuse.RenameIn](), withNames(serveRename)},
 	opLink: {"LINK", argSize[fuse.LinkIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
 		o, n := outStruct[fuse.EntryOut](r)
-		return fs.Link(nil, inStruct[fuse.LinkIn](r), name, o), n
+		return fs.Link(r.cancel, inStruct[fuse.LinkIn](r), name, o), n
 	})},
 	opOpen: {"OPEN", argSize[fuse.OpenIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.OpenOut](r)
-		return fs.Open(nil, inStruct[fuse.OpenIn](r), o), n
+		return fs.Open(r.cancel, inStruct[fuse.OpenIn](r), o), n
 	}},
 	opRead:  {"READ", argSize[fuse.ReadIn](), doRead},
 	opWrite: {"WRITE", argSize[fuse.WriteIn](), doWrite},
 	opStatfs: {"STATFS", 0, func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.StatfsOut](r)
-		return fs.StatFs(nil, r.header(), o), n
+		return fs.StatFs(r.cancel, r.header(), o), n
 	}},
 	opRelease: {"RELEASE", argSize[fuse.ReleaseIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		fs.Release(nil, inStruct[fuse.ReleaseIn](r))
+		fs.Release(r.cancel, inStruct[fuse.ReleaseIn](r))
 		return fuse.OK, 0
 	}},
 	opFsync: {"FSYNC", argSize[fuse.FsyncIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.Fsync(nil, inStruct[fuse.FsyncIn](r)), 0
+		return fs.Fsync(r.cancel, inStruct[fuse.FsyncIn](r)), 0
 	}},
 	opSetxattr:  {"SETXATTR", setxattrInSize, doSetXAttr},
 	opGetxattr:  {"GETXATTR", argSize[fuse.GetXAttrIn](), doXAttr},
 	opListxattr: {"LISTXATTR", argSize[fuse.GetXAttrIn](), doXAttr},
 	opRemovexattr: {"REMOVEXATTR", 0, withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
-		return fs.RemoveXAttr(nil, r.header(), name), 0
+		return fs.RemoveXAttr(r.cancel, r.header(), name), 0
 	})},
 	opFlush: {"FLUSH", argSize[fuse.FlushIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.Flush(nil, inStruct[fuse.FlushIn](r)), 0
+		return fs.Flush(r.cancel, inStruct[fuse.FlushIn](r)), 0
 	}},
 	opInit: {"INIT", argSize[fuse.InitIn](), nil}, // answered before serving starts
 	opOpendir: {"OPENDIR", argSize[fuse.OpenIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.OpenOut](r)
-		return fs.OpenDir(nil, inStruct[fuse.OpenIn](r), o), n
+		return fs.OpenDir(r.cancel, inStruct[fuse.OpenIn](r), o), n
 	}},
 	opReaddir: {"READDIR", argSize[fuse.ReadIn](), doReadDir},
 	opReleasedir: {"RELEASEDIR", argSize[fuse.ReleaseIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
@@ -252,24 +255,24 @@ var ops = [opCount]opSpec{
 		return fuse.OK, 0
 	}},
 	opFsyncdir: {"FSYNCDIR", argSize[fuse.FsyncIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.FsyncDir(nil, inStruct[fuse.FsyncIn](r)), 0
+		return fs.FsyncDir(r.cancel, inStruct[fuse.FsyncIn](r)), 0
 	}},
 	opGetlk: {"GETLK", argSize[fuse.LkIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.LkOut](r)
-		return fs.GetLk(nil, inStruct[fuse.LkIn](r), o), n
+		return fs.GetLk(r.cancel, inStruct[fuse.LkIn](r), o), n
 	}},
 	opSetlk: {"SETLK", argSize[fuse.LkIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.SetLk(nil, inStruct[fuse.LkIn](r)), 0
+		return fs.SetLk(r.cancel, inStruct[fuse.LkIn](r)), 0
 	}},
 	opSetlkw: {"SETLKW", argSize[fuse.LkIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.SetLkw(nil, inStruct[fuse.LkIn](r)), 0
+		return fs.SetLkw(r.cancel, inStruct[fuse.LkIn](r)), 0
 	}},
 	opAccess: {"ACCESS", argSize[fuse.AccessIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.Access(nil, inStruct[fuse.AccessIn](r)), 0
+		return fs.Access(r.cancel, inStruct[fuse.AccessIn](r)), 0
 	}},
 	opCreate: {"CREATE", argSize[fuse.CreateIn](), withName(func(fs fuse.RawFileSystem, r *request, name string) (fuse.Status, int) {
 		o, n := outStruct[fuse.CreateOut](r)
-		return fs.Create(nil, inStruct[fuse.CreateIn](r), name, o), n
+		return fs.Create(r.cancel, inStruct[fuse.CreateIn](r), name, o), n
 	})},
 	opInterrupt: {"INTERRUPT", argSize[fuse.InterruptIn](), func(fuse.RawFileSystem, *request) (fuse.Status, int) {
 		// Handlers here get no cancel channel: nothing to interrupt.
@@ -289,22 +292,22 @@ var ops = [opCount]opSpec{
 		return fuse.OK, 0
 	}},
 	opFallocate: {"FALLOCATE", argSize[fuse.FallocateIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		return fs.Fallocate(nil, inStruct[fuse.FallocateIn](r)), 0
+		return fs.Fallocate(r.cancel, inStruct[fuse.FallocateIn](r)), 0
 	}},
 	opReaddirplus: {"READDIRPLUS", argSize[fuse.ReadIn](), doReadDir},
 	opLseek: {"LSEEK", argSize[fuse.LseekIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.LseekOut](r)
-		return fs.Lseek(nil, inStruct[fuse.LseekIn](r), o), n
+		return fs.Lseek(r.cancel, inStruct[fuse.LseekIn](r), o), n
 	}},
 	opCopyRange: {"COPY_FILE_RANGE", argSize[fuse.CopyFileRangeIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
-		written, st := fs.CopyFileRange(nil, inStruct[fuse.CopyFileRangeIn](r))
+		written, st := fs.CopyFileRange(r.cancel, inStruct[fuse.CopyFileRangeIn](r))
 		o, n := outStruct[fuse.WriteOut](r)
 		o.Size = written
 		return st, n
 	}},
 	opTmpfile: {"TMPFILE", argSize[fuse.CreateIn](), func(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		o, n := outStruct[fuse.CreateOut](r)
-		return fs.Tmpfile(nil, inStruct[fuse.CreateIn](r), o), n
+		return fs.Tmpfile(r.cancel, inStruct[fuse.CreateIn](r), o), n
 	}},
 }
 
@@ -331,7 +334,7 @@ func withNames(f func(fuse.RawFileSystem, *request, string, string) (fuse.Status
 }
 
 func serveRename(fs fuse.RawFileSystem, r *request, oldName, newName string) (fuse.Status, int) {
-	return fs.Rename(nil, inStruct[fuse.RenameIn](r), oldName, newName), 0
+	return fs.Rename(r.cancel, inStruct[fuse.RenameIn](r), oldName, newName), 0
 }
 
 func doWrite(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
@@ -340,9 +343,9 @@ func doWrite(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 		return fuse.EINVAL, 0
 	}
 	data := r.payload[:in.Size]
-	written, st := fs.Writev(nil, in, [][]byte{data})
+	written, st := fs.Writev(r.cancel, in, [][]byte{data})
 	if st == fuse.ENOSYS {
-		written, st = fs.Write(nil, in, data)
+		written, st = fs.Write(r.cancel, in, data)
 	}
 	o, n := outStruct[fuse.WriteOut](r)
 	o.Size = written
@@ -355,7 +358,7 @@ func doSetXAttr(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	if i < 0 || len(r.payload)-i-1 < int(in.Size) {
 		return fuse.EINVAL, 0
 	}
-	return fs.SetXAttr(nil, in, string(r.payload[:i]), r.payload[i+1:i+1+int(in.Size)]), 0
+	return fs.SetXAttr(r.cancel, in, string(r.payload[:i]), r.payload[i+1:i+1+int(in.Size)]), 0
 }
 
 func doReadDir(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
@@ -364,9 +367,9 @@ func doReadDir(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	l := fuse.NewDirEntryList(r.out[:size], in.Offset)
 	var st fuse.Status
 	if r.header().Opcode == opReaddir {
-		st = fs.ReadDir(nil, in, l)
+		st = fs.ReadDir(r.cancel, in, l)
 	} else {
-		st = fs.ReadDirPlus(nil, in, l)
+		st = fs.ReadDirPlus(r.cancel, in, l)
 	}
 	if !st.Ok() {
 		return st, 0
@@ -377,7 +380,7 @@ func doReadDir(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 func doRead(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	in := inStruct[fuse.ReadIn](r)
 	buf := r.out[:min(int(in.Size), len(r.out))]
-	rr, st := fs.Read(nil, in, buf)
+	rr, st := fs.Read(r.cancel, in, buf)
 	if !st.Ok() {
 		return st, 0
 	}
@@ -410,9 +413,9 @@ func doXAttr(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	var sz uint32
 	var st fuse.Status
 	if h.Opcode == opGetxattr {
-		sz, st = fs.GetXAttr(nil, h, name, dest)
+		sz, st = fs.GetXAttr(r.cancel, h, name, dest)
 	} else {
-		sz, st = fs.ListXAttr(nil, h, dest)
+		sz, st = fs.ListXAttr(r.cancel, h, dest)
 	}
 	if in.Size == 0 {
 		if st == fuse.ERANGE {

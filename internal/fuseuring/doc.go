@@ -11,7 +11,13 @@
 //
 // NewServer leaves /dev/fuse to go-fuse's Server (INIT, FORGET,
 // notifications, passthrough backing fds, RawFileSystem.Init) and carries
-// the requests on the rings: what overlayfs mounts with. The package's
+// the requests on the rings: what overlayfs mounts with. Without io_uring,
+// NewServer (as root) serves /dev/fuse with this package's own readers
+// (devloop.go, OwnLoop): each on cloned /dev/fuse fds, polling briefly
+// before it sleeps while that pays, dispatching with the same opcode
+// table, delivering INTERRUPTs to handlers; go-fuse's Server then answers
+// INIT and sends notifications and backing-fd ioctls but reads nothing
+// until the connection has ended. The package's
 // tests also run an INIT-to-unmount loop of their own (Mount, in
 // ownloop_test.go) over either transport, to measure the transport apart
 // from go-fuse.

@@ -293,3 +293,40 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// devLoops are the /dev/fuse loops BenchmarkDevLoops compares: go-fuse's
+// Server alone, NewServerWith's own loop without polling, and with the
+// default poll window.
+var devLoops = []string{"gofuse", "gofuse+own", "gofuse+own-poll"}
+
+// BenchmarkDevLoops: the round trip (an fstat answered by GETATTR, caller
+// pinned to CPU 0 and unpinned) through each /dev/fuse loop, the loops
+// taking turns in every round so that the machine's load falls on all
+// alike; medians over rounds of the per-round medians. No io_uring.
+// Run: go test -run XXX -bench DevLoops -benchtime 1x -v ./internal/fuseuring/
+// (FUSEURING_GATE_RUNS=n rounds, default 5; GOMAXPROCS applies to the
+// server too).
+func BenchmarkDevLoops(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root to mount /dev/fuse directly")
+	}
+	runs := 5
+	if v := os.Getenv("FUSEURING_GATE_RUNS"); v != "" {
+		runs, _ = strconv.Atoi(v)
+	}
+	res := map[string][][2]float64{}
+	for run := range runs {
+		for _, tr := range devLoops {
+			lat := measureLatency(b, tr, 20000)
+			res[tr] = append(res[tr], [2]float64{lat.pinned, lat.free})
+			b.Logf("run %d %-16s rt pinned %.1f µs free %.1f µs (medians)", run+1, tr, lat.pinned, lat.free)
+		}
+	}
+	for _, tr := range devLoops {
+		var pinned, free []float64
+		for _, v := range res[tr] {
+			pinned, free = append(pinned, v[0]), append(free, v[1])
+		}
+		b.Logf("median of %d: %-16s rt pinned %.1f µs, free %.1f µs", runs, tr, median(pinned), median(free))
+	}
+}

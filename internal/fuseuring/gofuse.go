@@ -8,15 +8,17 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
-// GoFuseMount is a file system served by go-fuse's own Server for
-// everything that travels by /dev/fuse (INIT, FORGET, INTERRUPT,
-// notifications, passthrough backing-fd registration), with the requests
-// themselves carried by this package's rings when io_uring is in use.
+// GoFuseMount is a file system whose connection go-fuse's Server set up
+// (INIT) and sends notifications and passthrough backing-fd registrations
+// on, with the requests themselves carried by this package's rings when
+// io_uring is in use, or read from /dev/fuse by this package's readers
+// (OwnLoop) or go-fuse's (GoFuseLoop) otherwise.
 // The file system sees one go-fuse Server either way (RawFileSystem.Init).
 // Wait and Unmount have *fuse.Server's signatures, so a caller can hold
 // either behind one interface.
@@ -29,6 +31,7 @@ type GoFuseMount struct {
 	Server *fuse.Server
 	mnt    string
 	rings  *Server // nil over /dev/fuse
+	own    *Server // this package's /dev/fuse readers (OwnLoop), or nil
 	reason string  // why not io_uring, if not
 	goMade bool    // go-fuse made the mount (and can unmount it)
 
@@ -40,15 +43,45 @@ type GoFuseMount struct {
 // root), serves it, and returns once the mount answers. When mode selects
 // io_uring it advertises FUSE_OVER_IO_URING through go-fuse's INIT
 // (ExtraCapabilities) and registers one ring per CPU on the connection
-// before returning; otherwise it is fuse.NewServer unchanged. With Auto,
+// before returning; otherwise it serves /dev/fuse (see below). With Auto,
 // Reason says why io_uring is not in use; with On, no io_uring is an error.
+//
+// Over /dev/fuse, as root, the requests are served by this package's
+// readers (OwnLoop, with the default poll window); otherwise by
+// fuse.NewServer unchanged. NewServerWith chooses.
 func NewServer(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode) (*GoFuseMount, error) {
-	return newServer2(fs, mnt, opts, mode, nil)
+	return NewServerWith(fs, mnt, opts, ServeOptions{Mode: mode})
 }
 
-// newServer2 is NewServer with a test's probe run on the rings' server
-// after INIT and before the rings register.
-func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode Mode, beforeRegister func(*Server)) (*GoFuseMount, error) {
+// ServeOptions choose how NewServerWith carries the requests.
+type ServeOptions struct {
+	// Mode chooses io_uring or /dev/fuse.
+	Mode Mode
+	// Loop chooses who serves /dev/fuse when io_uring is not used.
+	// OwnLoop needs root (it mounts /dev/fuse itself); other users get
+	// go-fuse's loop.
+	Loop Loop
+	// PollWindow is how long an idle reader of OwnLoop keeps reading
+	// without blocking before it sleeps: 0 means DefaultPollWindow, less
+	// than 0 never.
+	PollWindow time.Duration
+}
+
+// NewServerWith is NewServer with the /dev/fuse loop chosen too. With
+// OwnLoop, go-fuse's Server answers INIT and calls RawFileSystem.Init,
+// sends notifications and registers passthrough backing fds on the
+// connection, but never reads it while mounted: this package's readers
+// serve every request, INTERRUPT and FORGET included (their handlers get
+// a cancel channel an INTERRUPT closes). Once the connection ends,
+// go-fuse's loop is run to let it close its fd and call OnUnmount.
+func NewServerWith(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, so ServeOptions) (*GoFuseMount, error) {
+	return newServer2(fs, mnt, opts, so, nil)
+}
+
+// newServer2 is NewServerWith with a test's probe run on the rings'
+// server after INIT and before the rings register.
+func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, so ServeOptions, beforeRegister func(*Server)) (*GoFuseMount, error) {
+	mode := so.Mode
 	o := fuse.MountOptions{MaxBackground: 12}
 	if opts != nil {
 		o = *opts
@@ -56,6 +89,14 @@ func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode
 	tr, reason, err := resolve(mode)
 	if err != nil {
 		return nil, err
+	}
+	if tr == DevFuse && so.Loop == OwnLoop && os.Geteuid() == 0 {
+		m, err := newOwnLoop(fs, mnt, o, so)
+		if err != nil {
+			return nil, err
+		}
+		m.reason = reason
+		return m, nil
 	}
 	if tr == DevFuse {
 		srv, err := fuse.NewServer(fs, mnt, &o)
@@ -153,6 +194,14 @@ func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, mode
 	return m, nil
 }
 
+// Loop reports who serves /dev/fuse (meaningful with DevFuse).
+func (m *GoFuseMount) Loop() Loop {
+	if m.own != nil {
+		return OwnLoop
+	}
+	return GoFuseLoop
+}
+
 // Transport reports which transport carries the requests.
 func (m *GoFuseMount) Transport() Transport {
 	if m.rings != nil {
@@ -229,6 +278,13 @@ func mountDev(mnt string, o *fuse.MountOptions) (int, error) {
 // at once, and more than once.
 func (m *GoFuseMount) Wait() {
 	m.waitOnce.Do(func() {
+		if m.own != nil {
+			m.err = m.own.Wait()
+			// The connection has ended: go-fuse's loop reads ENODEV at
+			// once, closes its fd and calls OnUnmount.
+			m.Server.Serve()
+			return
+		}
 		m.Server.Wait()
 		if m.rings == nil {
 			return
@@ -238,12 +294,12 @@ func (m *GoFuseMount) Wait() {
 	})
 }
 
-// InodeRetrieveCache is go-fuse's Server.InodeRetrieveCache over
-// /dev/fuse. Over io_uring it returns ENOTSUP at once: the kernel sends its
-// answer (NOTIFY_REPLY) by a ring, where go-fuse's server, which waits for
-// it, never sees it.
+// InodeRetrieveCache is go-fuse's Server.InodeRetrieveCache with
+// GoFuseLoop. Over io_uring and with OwnLoop it returns ENOTSUP at once:
+// the kernel's answer (NOTIFY_REPLY) reaches a ring or this package's
+// readers, where go-fuse's server, which waits for it, never sees it.
 func (m *GoFuseMount) InodeRetrieveCache(node uint64, offset int64, dest []byte) (int, fuse.Status) {
-	if m.rings != nil {
+	if m.rings != nil || m.own != nil {
 		return 0, fuse.ENOTSUP
 	}
 	return m.Server.InodeRetrieveCache(node, offset, dest)
@@ -272,11 +328,74 @@ func (m *GoFuseMount) Unmount() error {
 	return m.err
 }
 
-// Stats returns the requests carried by the rings (zero with DevFuse;
-// go-fuse does not count its own).
+// Stats returns the requests carried by the rings or this package's
+// /dev/fuse readers (zero with GoFuseLoop: go-fuse does not count its
+// own).
 func (m *GoFuseMount) Stats() Stats {
+	if m.own != nil {
+		return m.own.Stats()
+	}
 	if m.rings == nil {
 		return Stats{}
 	}
 	return m.rings.Stats()
+}
+
+// newOwnLoop mounts mnt as NewServer does for io_uring, lets go-fuse
+// answer INIT on the connection, and starts this package's /dev/fuse
+// readers (one per CPU, more while all are in handlers).
+func newOwnLoop(fs fuse.RawFileSystem, mnt string, o fuse.MountOptions, so ServeOptions) (*GoFuseMount, error) {
+	if o.MaxWrite <= 0 {
+		o.MaxWrite = 128 << 10
+	}
+	fd, err := mountDev(mnt, &o)
+	if err != nil {
+		return nil, err
+	}
+	ownFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return nil, fmt.Errorf("dup /dev/fuse: %w", err)
+	}
+	o.DirectMount, o.DirectMountStrict = false, false
+	// go-fuse takes over fd through its /dev/fd/N convention and answers
+	// INIT before NewServer returns; it reads nothing more until Wait.
+	srv, err := fuse.NewServer(fs, fmt.Sprintf("/dev/fd/%d", fd), &o)
+	if err != nil {
+		unix.Close(ownFD)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	window := so.PollWindow
+	if window == 0 {
+		window = DefaultPollWindow
+	}
+	ropts := Options{Transport: DevFuse, MaxWrite: o.MaxWrite, PollWindow: window}
+	ropts.setDefaults()
+	s := newServer(fs, mnt, ownFD, ropts)
+	s.onPanic, s.log = o.PanicHandler, o.Logger
+	if o.Debug {
+		s.debug = o.Logger
+		if s.debug == nil {
+			s.debug = log.Default()
+		}
+	}
+	m := &GoFuseMount{Server: srv, mnt: mnt, own: s}
+	if err := s.startDevReaders(possibleCPUs()); err != nil {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		m.Wait()
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	if err := srv.WaitMount(); err != nil {
+		m.Unmount()
+		return nil, err
+	}
+	// go-fuse skips its poll hack for /dev/fd/N mounts; our readers serve
+	// the synthetic file, so run it here.
+	if err := pollHack(mnt); err != nil {
+		m.Unmount()
+		return nil, err
+	}
+	return m, nil
 }

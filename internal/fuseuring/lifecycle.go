@@ -132,6 +132,12 @@ func (s *Server) closeDev() {
 	}
 	s.fdsClosed = true
 	unix.Close(s.devFD)
+	for _, r := range s.readers {
+		unix.Close(r.blk)
+		if r.nb >= 0 {
+			unix.Close(r.nb)
+		}
+	}
 	for _, q := range s.queues {
 		unix.Close(q.stopFD)
 		if q.mem != nil {

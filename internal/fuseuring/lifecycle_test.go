@@ -306,7 +306,7 @@ func TestAutoFallsBackWhenRegisterFails(t *testing.T) {
 			requireURing(t)
 			mnt := t.TempDir()
 			m, err := newServer2(loopbackOf(t, "f", "data"), mnt,
-				&fuse.MountOptions{Name: "loopback", MaxBackground: 12, DirectMount: true}, mode,
+				&fuse.MountOptions{Name: "loopback", MaxBackground: 12, DirectMount: true}, ServeOptions{Mode: mode},
 				func(s *Server) { s.maxWrite = 4096 })
 			if mode == On {
 				if err == nil {

@@ -81,34 +81,7 @@ func (s *Server) start() error {
 			return err
 		}
 	}
-	for i := range readers {
-		b := buf
-		if i > 0 {
-			b = newDevBuffers(s.maxWrite)
-		}
-		s.dev = append(s.dev, &b.cur)
-		s.wg.Add(1)
-		go s.devLoop(b)
-	}
-	return nil
-}
-
-// devBuffers are one /dev/fuse reader's request and reply buffers,
-// 8-byte aligned for go-fuse's structs.
-type devBuffers struct {
-	read  []byte
-	write []byte
-	in    []byte
-	cur   inflight // the request in a handler, if any
-}
-
-func newDevBuffers(maxWrite int) *devBuffers {
-	aligned := func(n int) []byte {
-		w := make([]uint64, (n+7)/8)
-		return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), n)
-	}
-	size := max(fuseMinReadBuffer, maxWrite+4096)
-	return &devBuffers{read: aligned(size), write: aligned(size), in: aligned(maxInStruct)}
+	return s.startDevReaders(readers)
 }
 
 // handleInit reads the INIT request and answers it with the capabilities
@@ -126,7 +99,7 @@ func (s *Server) handleInit(b *devBuffers) (uint64, error) {
 		return 0, fmt.Errorf("first request has opcode %d, want INIT", in.Opcode)
 	}
 	if in.Major != 7 || in.Minor < 12 {
-		s.reply(b, in.Unique, fuse.EIO, 0)
+		s.replyOn(s.devFD, b.write, in.Unique, fuse.EIO, 0)
 		return 0, fmt.Errorf("kernel FUSE protocol %d.%d unsupported", in.Major, in.Minor)
 	}
 	kernel := in.Flags64()
@@ -149,83 +122,9 @@ func (s *Server) handleInit(b *devBuffers) (uint64, error) {
 		MaxWrite:            uint32(s.maxWrite),
 		MaxPages:            uint16((s.maxWrite-1)/os.Getpagesize() + 1),
 	}
-	if err := s.reply(b, in.Unique, fuse.OK, int(unsafe.Sizeof(*out))); err != nil {
+	if err := s.replyOn(s.devFD, b.write, in.Unique, fuse.OK, int(unsafe.Sizeof(*out))); err != nil {
 		return 0, fmt.Errorf("reply INIT: %w", err)
 	}
 	s.devCount.Add(1)
 	return kernel, nil
-}
-
-// reply writes a fuse_out_header and n bytes already in b.write after it.
-func (s *Server) reply(b *devBuffers, unique uint64, st fuse.Status, n int) error {
-	if !st.Ok() {
-		n = 0
-	}
-	total := outHeaderSize + n
-	putOutHeader(b.write, uint32(total), -int32(st), unique)
-	for {
-		_, err := unix.Write(s.devFD, b.write[:total])
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.ENOENT { // the request was interrupted and is gone
-			return nil
-		}
-		return err
-	}
-}
-
-func readDev(fd int, buf []byte) (int, error) {
-	for {
-		n, err := unix.Read(fd, buf)
-		switch err {
-		case nil:
-			return n, nil
-		case unix.EINTR, unix.EAGAIN, unix.ENOENT:
-			continue
-		}
-		return 0, err
-	}
-}
-
-// devLoop serves requests read from /dev/fuse until the connection ends.
-func (s *Server) devLoop(b *devBuffers) {
-	defer s.wg.Done()
-	for {
-		n, err := readDev(s.devFD, b.read)
-		if err != nil {
-			if err != unix.ENODEV {
-				s.setErr(fmt.Errorf("read /dev/fuse: %w", err))
-			}
-			s.stopQueues()
-			return
-		}
-		if n < inHeaderSize {
-			s.setErr(fmt.Errorf("short request from /dev/fuse: %d bytes", n))
-			continue
-		}
-		s.devCount.Add(1)
-		h := (*fuse.InHeader)(unsafe.Pointer(&b.read[0]))
-		size := 0
-		if h.Opcode < opCount {
-			size = opInSize(h.Opcode)
-		}
-		size = min(size, n-inHeaderSize)
-		copy(b.in, b.read[:inHeaderSize+size])
-		clear(b.in[inHeaderSize+size:])
-		req := request{
-			in:      b.in,
-			payload: b.read[inHeaderSize+size : n],
-			out:     b.write[outHeaderSize:],
-		}
-		b.cur.begin(h)
-		st, outN := s.dispatch(&req)
-		b.cur.end()
-		if noReply(h.Opcode) {
-			continue
-		}
-		if err := s.reply(b, h.Unique, st, outN); err != nil && err != unix.ENODEV {
-			s.setErr(fmt.Errorf("write /dev/fuse: %w", err))
-		}
-	}
 }

@@ -90,6 +90,19 @@ func serveOnce(tr string, fs *memFS, mnt string) (dev, ring uint64, err error) {
 		fmt.Println("ready")
 		m.Wait()
 		return 0, m.Stats().Ring, m.Err()
+	case "gofuse+own", "gofuse+own-poll":
+		window := time.Duration(-1)
+		if tr == "gofuse+own-poll" {
+			window = DefaultPollWindow
+		}
+		m, err := NewServerWith(fs, mnt, &fuse.MountOptions{Name: "memfs", FsName: "memfs", MaxWrite: 128 << 10}, ServeOptions{Mode: Off, PollWindow: window})
+		if err != nil {
+			return 0, 0, err
+		}
+		fmt.Println("ready")
+		m.Wait()
+		st := m.Stats()
+		return st.Dev, 0, m.Err()
 	case "dev", "uring":
 		t := DevFuse
 		if tr == "uring" {

@@ -55,8 +55,12 @@ type Options struct {
 	// pays when handlers never block.
 	QueueDepth int
 	// DevReaders is the number of goroutines reading /dev/fuse with
-	// DevFuse; 0 means one per CPU.
+	// DevFuse at the start; 0 means one per CPU. More are added, up to
+	// 16, while every reader is in a handler.
 	DevReaders int
+	// PollWindow is how long an idle /dev/fuse reader keeps reading
+	// without blocking before it sleeps; 0 or less: it sleeps at once.
+	PollWindow time.Duration
 	// ShutdownWait bounds how long Wait waits, once the connection has
 	// ended, for handlers still running; 0 means DefaultShutdownWait.
 	// Wait then returns an error naming each request still in its
@@ -103,6 +107,11 @@ type Stats struct {
 	// every ring of a CPU was in a handler (see Options.RingsPerCPU), or
 	// in place of a ring that failed (logged).
 	AddedRings uint64
+	// Polled is the number of requests from /dev/fuse that a reader took
+	// while polling (Options.PollWindow), without sleeping.
+	Polled uint64
+	// DevReaders is the number of threads reading /dev/fuse.
+	DevReaders int
 }
 
 // Server is one mounted file system. Its loops end when the file system is
@@ -137,6 +146,15 @@ type Server struct {
 	cpus       []cpuRings
 	addedRings atomic.Uint64
 	dev        []*inflight // the /dev/fuse readers' requests in handlers
+
+	// The /dev/fuse readers (devloop.go). readers is guarded by qmu.
+	readers     []*devReader
+	readerCount atomic.Int32 // len(readers)
+	devBusy     atomic.Int32 // readers in a handler
+	growing     atomic.Bool  // a reader is being added
+	pollers     atomic.Int32 // readers polling or about to
+	polled      atomic.Uint64
+	pollCredit  atomic.Int32 // readers poll while it is positive (devloop.go)
 
 	// qmu guards queues, stopping and fdsClosed: no eventfd is written
 	// after it is closed, and no ring is added once the server stops.
@@ -201,7 +219,8 @@ func (s *Server) setErr(err error) {
 
 // Stats returns how many requests came by /dev/fuse and by the rings.
 func (s *Server) Stats() Stats {
-	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load(), Resubmits: s.retries.Load(), AddedRings: s.addedRings.Load()}
+	return Stats{Dev: s.devCount.Load(), Ring: s.ringCount.Load(), Resubmits: s.retries.Load(), AddedRings: s.addedRings.Load(),
+		Polled: s.polled.Load(), DevReaders: int(s.readerCount.Load())}
 }
 
 // Unmount unmounts the file system and waits for the server to end.
