@@ -71,6 +71,10 @@ type Config struct {
 	// offers it (Auto), io_uring or fail (On), /dev/fuse (Off, the zero
 	// value).
 	FuseURing fuseuring.Mode
+	// NoDirectFS makes the daemon read the lower only through the gofer's
+	// protocol; by default it reads it with host system calls beneath the
+	// root fd the gofer donates, as runsc's --directfs (lower.SetDirectFS).
+	NoDirectFS bool
 	// Flags are the generic mount options (ro, nosuid, noexec, ...). With
 	// ro the daemon refuses every change with EROFS, and a --overlay2=none
 	// mount's gofer opens LOWERDIR read-only.

@@ -43,6 +43,7 @@ type Overlay struct {
 	UpperTar      string
 	GoferSocket   string // serve the lower through this gofer, not our own
 	FuseURing     fuseuring.Mode
+	NoDirectFS    bool // read the lower only through the gofer's protocol
 }
 
 // Plan is one run, as the caller hands it to the supervisor.
@@ -511,6 +512,7 @@ func mountOverlay(o Overlay, layers []string, mnt string, logw io.Writer) (daemo
 		UpperTar:      o.UpperTar,
 		FuseURing:     o.FuseURing,
 		NoPassthrough: o.NoPassthrough,
+		NoDirectFS:    o.NoDirectFS,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if o.GoferSocket != "" {
 				fd, err := lisafs.DialSocket(o.GoferSocket)

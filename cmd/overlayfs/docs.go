@@ -36,11 +36,12 @@ type flagDoc struct {
 var flagLine = regexp.MustCompile(`^ {2,6}(?:-([A-Za-z0-9]), )?--([A-Za-z0-9][A-Za-z0-9-]*)(\[=[^\]]*\])?(?: ([^\s\[].*?))?(?: {2,}(.*))?$`)
 
 // helpOf runs this binary's `CMD --help` and returns what it printed. The
-// run leaves out OVERLAYFS_FUSE_URING, so defaults read as documented.
+// run leaves out OVERLAYFS_FUSE_URING and OVERLAYFS_DIRECTFS, so defaults
+// read as documented.
 func helpOf(self, cmd string) (string, error) {
 	c := exec.Command(self, cmd, "--help")
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, fuseURingEnv+"=") {
+		if !strings.HasPrefix(e, fuseURingEnv+"=") && !strings.HasPrefix(e, directFSEnv+"=") {
 			c.Env = append(c.Env, e)
 		}
 	}
@@ -389,7 +390,8 @@ overlayfs  MOUNTPOINT  fuse.overlayfs  lowerdir=DIR,nosuid,nodev,noexec,nofail  
 .PP
 Its options: lowerdir=DIR (else SOURCE is the lower directory),
 overlay2=SPEC with an optional following size=N, file_access=MODE,
-fuse_uring=MODE, gofer_socket=PATH (lowerdir= may then be left out), log=FILE,
+fuse_uring=MODE, directfs or nodirectfs, gofer_socket=PATH (lowerdir= may
+then be left out), log=FILE,
 and the generic mount options of
 .BR "overlayfs mount \-o" :
 ` + roff(knownMountOptions) + `.
@@ -405,6 +407,9 @@ background daemon's default log go.
 .TP
 .B OVERLAYFS_FUSE_URING
 the default of \-\-fuse\-uring.
+.TP
+.B OVERLAYFS_DIRECTFS
+off makes \-\-directfs=false the default.
 .TP
 .B XDG_RUNTIME_DIR
 for a non-root user, where control sockets live ($XDG_RUNTIME_DIR/overlayfs/,

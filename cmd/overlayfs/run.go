@@ -259,6 +259,7 @@ func runOverlay(mf mountFlags) sandbox.Overlay {
 		UpperTar:      string(mf.upperTar),
 		GoferSocket:   mf.goferSocket,
 		FuseURing:     mf.uringMode(),
+		NoDirectFS:    !mf.directfs,
 	}
 }
 
