@@ -202,8 +202,19 @@ func (l *branch) directXattrs(n *bnode) (out map[string][]byte, ok bool, err err
 // directOpen opens regular file n for reading on the host; the caller owns
 // the fd.
 func (l *branch) directOpen(n *bnode) (hostFD int, ok bool, err error) {
-	if !l.procOK || n.Type() != unix.S_IFREG {
+	if !l.procOK {
 		return -1, false, nil
+	}
+	switch n.Type() {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		return -1, false, nil
+	case unix.S_IFLNK:
+		return -1, true, unix.EINVAL
+	default:
+		// FIFOs, sockets and devices are never opened (they may block or
+		// have side effects): the gofer's policy.
+		return -1, true, unix.EPERM
 	}
 	hostFD = -1
 	ok, err = l.withHostFile(n, func(fd int) error {

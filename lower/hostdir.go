@@ -193,6 +193,9 @@ func (l *branch) localStatChild(dir *bnode, name string) (a Attr, ok bool, err e
 	if !validName(name) {
 		return Attr{}, false, nil
 	}
+	if !dir.IsDir() && l.direct() {
+		return Attr{}, true, unix.ENOTDIR
+	}
 	var serr error
 	ok, _ = l.withHostDir(dir, func(fd int) error {
 		a, serr = statxAt(fd, name)
