@@ -24,7 +24,7 @@ func newStack(t *testing.T, dirs ...string) *Layer {
 }
 
 // newStackDirect is newStack with directfs on or off.
-func newStackDirect(t *testing.T, direct bool, dirs ...string) *Layer {
+func newStackDirect(t testing.TB, direct bool, dirs ...string) *Layer {
 	t.Helper()
 	var srcs []Source
 	var dones []chan struct{}
@@ -62,7 +62,7 @@ func newStackDirect(t *testing.T, direct bool, dirs ...string) *Layer {
 	return l
 }
 
-func writeFiles(t *testing.T, dir string, files map[string]string) {
+func writeFiles(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for p, c := range files {
 		full := filepath.Join(dir, p)
