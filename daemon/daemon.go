@@ -79,6 +79,10 @@ type Config struct {
 	// keeps reading without sleeping: 0 means the default, less than 0
 	// never.
 	FusePoll time.Duration
+	// NoDirectFS makes the daemon read the lower only through the gofer's
+	// protocol; by default it reads it with host system calls beneath the
+	// root fd the gofer donates, as runsc's --directfs (lower.SetDirectFS).
+	NoDirectFS bool
 	// Flags are the generic mount options (ro, nosuid, noexec, ...). With
 	// ro the daemon refuses every change with EROFS, and a --overlay2=none
 	// mount's gofer opens LOWERDIR read-only.

@@ -28,7 +28,7 @@ func start(t testing.TB, lower, spec string) (daemon.Daemon, string) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	d, err := daemon.Start(daemon.Config{LowerDir: lower, Mountpoint: mnt, Spec: sp, Gofer: mounttest.InProcessGofer(t, lower), Logf: t.Logf})
+	d, err := daemon.Start(daemon.Config{LowerDir: lower, Mountpoint: mnt, Spec: sp, Gofer: mounttest.InProcessGofer(t, lower), Logf: t.Logf, NoDirectFS: mounttest.NoDirectFS()})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

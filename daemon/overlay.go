@@ -54,6 +54,7 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		d.client = nil // the layer owns it now
 	}
 	d.layer.SetShared(cfg.Shared)
+	d.layer.SetDirectFS(!cfg.NoDirectFS)
 	if cfg.Spec.Medium == filestore.MediumSelf && cfg.LowerDir == "" {
 		return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR: name the gofer's directory as LOWERDIR, or use another medium")
 	}

@@ -14,10 +14,11 @@ package lower
 // needs its FD walks to it again, checks that the name still holds the same
 // file (ESTALE otherwise), and closes the FD afterwards in a batch.
 //
-// Host stats (hostdir.go). In shared mode, where the gofer donated a host
-// fd on the root, names are looked up and revalidated with a host statx
-// beneath it, confined as the gofer confines its own walks, instead of a
-// round trip each.
+// Directfs (hostdir.go, directfs.go). Where the gofer donated a host fd on
+// the root and directfs is on, names are looked up and revalidated with a
+// host statx beneath it, directories listed, symlinks and xattrs read and
+// files opened for reading with host system calls, confined as the gofer
+// confines its own walks, instead of gofer round trips.
 //
 // Listings (listing.go). A directory listing is read with the gofer's
 // Getdents64Stat extension where it has one, which brings every entry's
@@ -57,14 +58,16 @@ type branch struct {
 	idleMu sync.Mutex
 	idle   list.List
 
-	// Host fds for stats without a round trip, in shared mode (hostdir.go):
-	// the donated root fd (-1: none), fixed at New; hostOff once the kernel
-	// has shown it cannot open paths safely; the nodes holding a host
-	// directory fd, guarded by hostMu.
+	// Host fds for directfs (hostdir.go): the donated root fd (-1: none or
+	// directfs off), fixed before first use; hostOff once the kernel has
+	// shown it cannot open paths safely; procOK when /proc/self/fd reaches
+	// the root fd (xattrs and reopening need it); the directories holding
+	// a host fd, most recently used first, guarded by hostMu.
 	rootHost int
 	hostOff  atomic.Bool
+	procOK   bool
 	hostMu   sync.Mutex
-	hostDirs map[*bnode]struct{}
+	hostLRU  list.List
 }
 
 // maxIdleFDs bounds the data fds kept open for files nobody has open.
@@ -101,6 +104,7 @@ type bnode struct {
 	// forgottenHost says it must not open one again (see hostdir.go).
 	hostDir       int
 	forgottenHost bool
+	hostElem      *list.Element // in branch.hostLRU while hostDir is open; guarded by branch.hostMu
 }
 
 // newBranch mounts the client's root and returns the branch. The client is owned by
@@ -108,8 +112,19 @@ type bnode struct {
 // rootHostFD, if not -1, is the gofer's donated fd on the root, which the
 // branch owns from then on (see hostdir.go).
 func newBranch(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *branch {
-	return &branch{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD), rootHost: rootHostFD,
-		hostDirs: make(map[*bnode]struct{})}
+	b := &branch{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD), rootHost: rootHostFD}
+	b.procOK = rootHostFD >= 0 && procReaches(rootHostFD)
+	return b
+}
+
+// SetDirectFS turns directfs off (on is the default where the gofer
+// donated a root fd): every access then goes through the gofer.
+// Preconditions: the branch has not been used yet.
+func (l *branch) SetDirectFS(on bool) {
+	if !on && l.rootHost >= 0 {
+		unix.Close(l.rootHost)
+		l.rootHost = -1
+	}
 }
 
 // newNode returns a node with attributes a, holding control FD fd (0: none
@@ -153,11 +168,13 @@ func (l *branch) Readlink(n *bnode) (string, error) {
 		return t, nil
 	}
 	n.mu.Unlock()
-	var t string
-	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
-		t, err = l.c.ReadLinkAt(fd)
-		return err
-	})
+	t, ok, err := l.directReadlink(n)
+	if !ok {
+		err = l.withFD(n, func(fd lisafs.FDID) (err error) {
+			t, err = l.c.ReadLinkAt(fd)
+			return err
+		})
+	}
 	if err != nil {
 		return "", err
 	}
@@ -170,6 +187,9 @@ func (l *branch) Readlink(n *bnode) (string, error) {
 // Xattrs returns every extended attribute of n. A lower file system without
 // xattr support yields an empty map.
 func (l *branch) Xattrs(n *bnode) (map[string][]byte, error) {
+	if out, ok, err := l.directXattrs(n); ok {
+		return out, err
+	}
 	var out map[string][]byte
 	err := l.withFD(n, func(fd lisafs.FDID) error {
 		names, err := l.c.FListXattr(fd, 0)
@@ -199,6 +219,9 @@ func (l *branch) Xattrs(n *bnode) (map[string][]byte, error) {
 
 // GetXattr reads one extended attribute of n.
 func (l *branch) GetXattr(n *bnode, name string) ([]byte, error) {
+	if v, ok, err := l.directGetXattr(n, name); ok {
+		return v, err
+	}
 	var v []byte
 	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
 		v, err = l.c.FGetXattr(fd, name, 0)
@@ -209,11 +232,13 @@ func (l *branch) GetXattr(n *bnode, name string) ([]byte, error) {
 
 // ListXattr lists n's extended attribute names.
 func (l *branch) ListXattr(n *bnode) ([]string, error) {
-	var names []string
-	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
-		names, err = l.c.FListXattr(fd, 0)
-		return err
-	})
+	names, ok, err := l.directListXattr(n)
+	if !ok {
+		err = l.withFD(n, func(fd lisafs.FDID) (err error) {
+			names, err = l.c.FListXattr(fd, 0)
+			return err
+		})
+	}
 	if err == unix.EOPNOTSUPP || err == unix.ENOTSUP {
 		return nil, nil
 	}
@@ -238,6 +263,29 @@ func (l *branch) OpenData(n *bnode) (int, error) {
 	}
 	n.mu.Unlock()
 	l.idleMu.Unlock()
+	hostFD, ok, err := l.directOpen(n)
+	if !ok {
+		if hostFD, err = l.goferOpen(n); err != nil {
+			return -1, err
+		}
+	}
+	if err != nil {
+		return -1, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.hostFD >= 0 {
+		unix.Close(hostFD)
+	} else {
+		n.hostFD = hostFD
+	}
+	n.opens++
+	return n.hostFD, nil
+}
+
+// goferOpen opens n for reading through the gofer and returns the fd it
+// donates (non-blocking, which regular files do not care about).
+func (l *branch) goferOpen(n *bnode) (int, error) {
 	var ofd lisafs.FDID
 	hostFD := -1
 	err := l.withFD(n, func(fd lisafs.FDID) (err error) {
@@ -251,16 +299,7 @@ func (l *branch) OpenData(n *bnode) (int, error) {
 	if hostFD < 0 {
 		return -1, fmt.Errorf("gofer donated no fd for a lower file: %w", unix.EIO)
 	}
-	// Donated fds are non-blocking; regular files do not care.
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.hostFD >= 0 {
-		unix.Close(hostFD)
-	} else {
-		n.hostFD = hostFD
-	}
-	n.opens++
-	return n.hostFD, nil
+	return hostFD, nil
 }
 
 // ReleaseData drops one OpenData reference. The host fd of a file nobody
@@ -309,6 +348,9 @@ func (l *branch) closeIdle() {
 
 // StatFS reports the lower file system's statfs.
 func (l *branch) StatFS() (StatFS, error) {
+	if st, ok, err := l.directStatFS(); ok {
+		return st, err
+	}
 	fd, err := l.dirFD(l.root)
 	if err != nil {
 		return StatFS{}, err

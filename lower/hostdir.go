@@ -6,22 +6,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Host directory fds: stats without a round trip.
+// Host directory fds: directfs.
 //
-// In shared mode every system call that names a lower file revalidates it,
-// and a gofer round trip for each would cost more than the call itself.
 // When the gofer donated a host fd on the lower root at mount (as gVisor's
-// gofer does with directfs on, and ours by default), the layer stats names
-// itself instead, as runsc's directfs does: each lower directory it
-// revalidates in gets an O_PATH fd of its own, opened from the root fd with
-// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
-// along the directory's path, so no symlink is followed and no path leaves
-// the root (the gofer's own confinement rules), and checked to be the same
-// directory (device and inode) as the node. A name below it is then one
-// statx(fd, name, AT_SYMLINK_NOFOLLOW) of a single component. Data, links,
-// xattrs and listings still come from the gofer. Without a donated root fd
-// (another gofer, or one run with no mount-point fd), everything goes
-// through the gofer as before.
+// gofer does with directfs on, and ours by default) and directfs is on, the
+// layer reads the lower itself, as runsc's directfs does, instead of asking
+// the gofer: each lower directory it works in gets an O_PATH fd of its own,
+// opened from the root fd with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+// | RESOLVE_NO_MAGICLINKS) along the directory's path, so no symlink is
+// followed and no path leaves the root (the gofer's own confinement rules:
+// like the gofer it does cross into file systems mounted beneath the root),
+// and checked to be the same directory (device and inode) as the node. A
+// name below it is then one statx(fd, name, AT_SYMLINK_NOFOLLOW) of a single
+// component; directfs.go lists, reads links and xattrs and opens files the
+// same way. The fds are bounded: at most maxHostDirs directories hold one,
+// the least recently used giving theirs up (it is opened again when next
+// needed). Without a donated root fd (another gofer, one run with no
+// mount-point fd, or directfs off), everything goes through the gofer.
 
 // statxMask is what the gofer asks statx for, and so what the layer asks.
 const statxMask = unix.STATX_BASIC_STATS
@@ -82,19 +83,31 @@ func (n *bnode) relPath() string {
 	return strings.Join(parts, "/")
 }
 
+// maxHostDirs bounds the directories holding a host fd at once.
+const maxHostDirs = 1024
+
+// direct reports whether the layer reads the lower through host fds.
+func (l *branch) direct() bool { return l.rootHost >= 0 && !l.hostOff.Load() }
+
 // hostDirLocked returns directory n's host fd, opening it if need be. It
 // fails with ok false when the layer has no host fds, and with
-// unix.ESTALE when n's path no longer holds n.
+// unix.ESTALE when n's path no longer holds n. A caller that got ok must
+// call trimHostDirs once it has released n.mu.
 // Lock order: bnode.mu before branch.hostMu.
 // Preconditions: n.mu is held; n is a directory.
 func (l *branch) hostDirLocked(n *bnode) (fd int, ok bool, err error) {
-	if !l.shared || l.rootHost < 0 || l.hostOff.Load() {
+	if !l.direct() {
 		return -1, false, nil
 	}
 	if n.parent == nil {
 		return l.rootHost, true, nil
 	}
 	if n.hostDir >= 0 {
+		l.hostMu.Lock()
+		if n.hostElem != nil {
+			l.hostLRU.MoveToFront(n.hostElem)
+		}
+		l.hostMu.Unlock()
 		return n.hostDir, true, nil
 	}
 	if n.forgottenHost {
@@ -127,9 +140,50 @@ func (l *branch) hostDirLocked(n *bnode) (fd int, ok bool, err error) {
 	}
 	n.hostDir = fd
 	l.hostMu.Lock()
-	l.hostDirs[n] = struct{}{}
+	n.hostElem = l.hostLRU.PushFront(n)
 	l.hostMu.Unlock()
 	return fd, true, nil
+}
+
+// withHostDir runs f with directory n's host fd, with n.mu held so that
+// the fd stays open meanwhile. ok is false, and f is not run, when the
+// layer cannot (no host fds, or n's path no longer holds n): the gofer
+// must answer.
+func (l *branch) withHostDir(n *bnode, f func(fd int) error) (ok bool, err error) {
+	n.mu.Lock()
+	fd, ok, err := l.hostDirLocked(n)
+	if !ok || err != nil {
+		n.mu.Unlock()
+		return false, nil
+	}
+	err = f(fd)
+	n.mu.Unlock()
+	l.trimHostDirs()
+	return true, err
+}
+
+// trimHostDirs closes the host fds of the least recently used directories
+// until at most maxHostDirs hold one.
+// Preconditions: no bnode.mu is held.
+func (l *branch) trimHostDirs() {
+	for {
+		l.hostMu.Lock()
+		if l.hostLRU.Len() <= maxHostDirs {
+			l.hostMu.Unlock()
+			return
+		}
+		m := l.hostLRU.Remove(l.hostLRU.Back()).(*bnode)
+		m.hostElem = nil
+		l.hostMu.Unlock()
+		// Off the list, m keeps its fd until nobody uses it (m.mu).
+		m.mu.Lock()
+		fd := m.hostDir
+		m.hostDir = -1
+		m.mu.Unlock()
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
 }
 
 // localStatChild stats name below dir on the host. ok is false when the
@@ -139,17 +193,20 @@ func (l *branch) localStatChild(dir *bnode, name string) (a Attr, ok bool, err e
 	if !validName(name) {
 		return Attr{}, false, nil
 	}
-	dir.mu.Lock()
-	defer dir.mu.Unlock()
-	fd, ok, err := l.hostDirLocked(dir)
-	if !ok || err != nil {
+	if !dir.IsDir() && l.direct() {
+		return Attr{}, true, unix.ENOTDIR
+	}
+	var serr error
+	ok, _ = l.withHostDir(dir, func(fd int) error {
+		a, serr = statxAt(fd, name)
+		return nil
+	})
+	switch {
+	case !ok:
 		return Attr{}, false, nil
-	}
-	a, err = statxAt(fd, name)
-	if err == unix.ENOENT || err == unix.ENOTDIR {
+	case serr == unix.ENOENT || serr == unix.ENOTDIR:
 		return Attr{}, true, unix.ENOENT
-	}
-	if err != nil {
+	case serr != nil:
 		return Attr{}, false, nil
 	}
 	return a, true, nil
@@ -157,39 +214,36 @@ func (l *branch) localStatChild(dir *bnode, name string) (a Attr, ok bool, err e
 
 // localStatDir stats directory n itself on the host, as localStatChild.
 func (l *branch) localStatDir(n *bnode) (a Attr, ok bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	fd, ok, err := l.hostDirLocked(n)
-	if !ok || err != nil {
-		return Attr{}, false
-	}
-	a, err = statxAt(fd, "")
-	return a, err == nil
+	ok, err := l.withHostDir(n, func(fd int) (err error) {
+		a, err = statxAt(fd, "")
+		return err
+	})
+	return a, ok && err == nil
 }
 
 // closeHostDir closes n's host fd, if it has one, for good.
 func (l *branch) closeHostDir(n *bnode) {
 	n.mu.Lock()
-	had := n.hostDir >= 0
-	if had {
+	if n.hostDir >= 0 {
 		unix.Close(n.hostDir)
 		n.hostDir = -1
 	}
 	n.forgottenHost = true
-	n.mu.Unlock()
-	if had {
-		l.hostMu.Lock()
-		delete(l.hostDirs, n)
-		l.hostMu.Unlock()
+	l.hostMu.Lock()
+	if n.hostElem != nil {
+		l.hostLRU.Remove(n.hostElem)
+		n.hostElem = nil
 	}
+	l.hostMu.Unlock()
+	n.mu.Unlock()
 }
 
 // closeHostDirs closes every host fd of the layer.
 func (l *branch) closeHostDirs() {
 	l.hostMu.Lock()
-	nodes := make([]*bnode, 0, len(l.hostDirs))
-	for n := range l.hostDirs {
-		nodes = append(nodes, n)
+	nodes := make([]*bnode, 0, l.hostLRU.Len())
+	for e := l.hostLRU.Front(); e != nil; e = e.Next() {
+		nodes = append(nodes, e.Value.(*bnode))
 	}
 	l.hostMu.Unlock()
 	for _, n := range nodes {

@@ -25,15 +25,16 @@ func validName(name string) bool {
 }
 
 // Lookup finds one name below dir. A missing name is unix.ENOENT. In
-// exclusive mode a listed directory answers from its listing; in shared
-// mode a host stat answers where the layer has host fds (hostdir.go);
-// otherwise this is one Walk.
+// exclusive mode a listed directory answers from its listing; otherwise a
+// host stat answers where the layer has host fds (hostdir.go), and else
+// this is one Walk.
 func (l *branch) Lookup(dir *bnode, name string) (*bnode, error) {
 	if !l.shared {
 		if n, err, ok := l.lookupListed(dir, name); ok {
 			return n, err
 		}
-	} else if a, ok, err := l.localStatChild(dir, name); ok {
+	}
+	if a, ok, err := l.localStatChild(dir, name); ok {
 		if err != nil {
 			return nil, err
 		}
@@ -130,9 +131,12 @@ func (l *branch) ReadDirFresh(dir *bnode) ([]Entry, error) {
 	return l.ReadDir(dir)
 }
 
-// list reads a whole lower directory from the gofer, with attributes when
-// the gofer offers them.
+// list reads a whole lower directory, on the host with directfs, else from
+// the gofer, with attributes when the gofer offers them.
 func (l *branch) list(dir *bnode) ([]Entry, error) {
+	if ents, ok, err := l.directList(dir); ok {
+		return ents, err
+	}
 	fd, err := l.dirFD(dir)
 	if err != nil {
 		return nil, err
@@ -203,6 +207,30 @@ func (l *branch) getdents(ofd lisafs.FDID, count int32) ([]Entry, error) {
 		out[i] = entryOf(&plain[i])
 	}
 	return out, nil
+}
+
+// has reports whether dir holds name: from dir's listing where it is
+// cached (exclusive mode), else with a host stat where the layer has host
+// fds, else from the listing, read once and then cached in exclusive mode,
+// and from the gofer in shared mode.
+func (l *branch) has(dir *bnode, name string) (bool, error) {
+	if !l.shared {
+		dir.mu.Lock()
+		listed, index := dir.listed, dir.index
+		dir.mu.Unlock()
+		if listed && index != nil {
+			_, ok := index[name]
+			return ok, nil
+		}
+		if !l.direct() {
+			return l.listed(dir, name)
+		}
+	}
+	_, err := l.StatChild(dir, name)
+	if err == unix.ENOENT {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // listed reports whether dir's listing, read once and then cached, holds

@@ -33,6 +33,11 @@
 // devices, so two layers' files never share an identity unless they are
 // one host file (a hard link between layers, or one directory given twice).
 //
+// Where a layer's gofer donated a host fd on its root, the layer is read
+// with host system calls confined beneath it (directfs, see branch.go)
+// unless SetDirectFS turns that off; what the layer answers is the same
+// either way.
+//
 // Lock order: Node.mu is a leaf lock, taken after any branch lock;
 // Node.attrs (the merged node's attributes, read with Attr and replaced
 // with Refresh) is a leaf. Each branch's own locks are described in
@@ -131,6 +136,16 @@ func (l *Layer) SetShared(shared bool) {
 	l.shared = shared
 	for _, b := range l.bs {
 		b.SetShared(shared)
+	}
+}
+
+// SetDirectFS chooses how the layers are read where their gofers donated a
+// root fd: on (the default) with host system calls beneath that fd, as
+// runsc's directfs; off, every access through the gofers.
+// Preconditions: the layer has not been used yet.
+func (l *Layer) SetDirectFS(on bool) {
+	for _, b := range l.bs {
+		b.SetDirectFS(on)
 	}
 }
 
@@ -279,18 +294,9 @@ func (l *Layer) opaque(b *branch, parent, n *bnode, name string) (bool, error) {
 	return l.has(b, parent, whiteoutPrefix+name)
 }
 
-// has reports whether dir holds name in one layer, from the directory's
-// listing in exclusive mode (read once, then cached) and by asking the gofer
-// otherwise.
+// has reports whether dir holds name in one layer (branch.has).
 func (l *Layer) has(b *branch, dir *bnode, name string) (bool, error) {
-	if !l.shared {
-		return b.listed(dir, name)
-	}
-	_, err := b.StatChild(dir, name)
-	if err == unix.ENOENT {
-		return false, nil
-	}
-	return err == nil, err
+	return b.has(dir, name)
 }
 
 func (l *Layer) forgetParts(ps []part) {

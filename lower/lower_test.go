@@ -88,9 +88,10 @@ func TestSharedLayerAlwaysAsksTheGofer(t *testing.T) {
 }
 
 // TestForgetClosesDirectoryFDs checks that a forgotten directory gives its
-// control FD back to the gofer once no child walks from it.
+// control FD back to the gofer once no child walks from it (directfs off:
+// with it on, lookups hold no control FDs at all).
 func TestForgetClosesDirectoryFDs(t *testing.T) {
-	l := newLayer(t, mkTree(t))
+	l := newStackDirect(t, false, mkTree(t))
 	sub, err := l.Lookup(l.Root(), "sub")
 	if err != nil {
 		t.Fatal(err)

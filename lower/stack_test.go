@@ -10,9 +10,21 @@ import (
 	"overlayfs/lisafs"
 )
 
+// directfsEnv turns directfs off for every layer the tests make when set
+// to "off" (as the daemon's --directfs default), so that the suite runs
+// both ways.
+const directfsEnv = "OVERLAYFS_DIRECTFS"
+
 // newStack serves each dir (top-most first) with its own real gofer server
-// over a socketpair and stacks them.
+// over a socketpair and stacks them, with directfs as OVERLAYFS_DIRECTFS
+// says (on unless "off").
 func newStack(t *testing.T, dirs ...string) *Layer {
+	t.Helper()
+	return newStackDirect(t, os.Getenv(directfsEnv) != "off", dirs...)
+}
+
+// newStackDirect is newStack with directfs on or off.
+func newStackDirect(t testing.TB, direct bool, dirs ...string) *Layer {
 	t.Helper()
 	var srcs []Source
 	var dones []chan struct{}
@@ -39,6 +51,7 @@ func newStack(t *testing.T, dirs ...string) *Layer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.SetDirectFS(direct)
 	t.Cleanup(func() {
 		l.Close()
 		for i := range dones {
@@ -49,7 +62,7 @@ func newStack(t *testing.T, dirs ...string) *Layer {
 	return l
 }
 
-func writeFiles(t *testing.T, dir string, files map[string]string) {
+func writeFiles(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for p, c := range files {
 		full := filepath.Join(dir, p)

@@ -46,6 +46,7 @@ func mountInternal(t *testing.T, lowerDir string, shared bool, hook func(*Node))
 	}
 	layer := lower.New(client, root, rootFD)
 	layer.SetShared(shared)
+	layer.SetDirectFS(os.Getenv("OVERLAYFS_DIRECTFS") != "off") // as mounttest.NoDirectFS
 	t.Cleanup(func() {
 		layer.Close()
 		select {

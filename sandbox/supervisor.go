@@ -45,6 +45,7 @@ type Overlay struct {
 	FuseURing     fuseuring.Mode
 	FuseLoop      fuseuring.Loop // who serves /dev/fuse without io_uring
 	FusePoll      time.Duration  // the own loop's poll window (daemon.Config.FusePoll)
+	NoDirectFS    bool           // read the lower only through the gofer's protocol
 }
 
 // Plan is one run, as the caller hands it to the supervisor.
@@ -515,6 +516,7 @@ func mountOverlay(o Overlay, layers []string, mnt string, logw io.Writer) (daemo
 		FuseLoop:      o.FuseLoop,
 		FusePoll:      o.FusePoll,
 		NoPassthrough: o.NoPassthrough,
+		NoDirectFS:    o.NoDirectFS,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if o.GoferSocket != "" {
 				fd, err := lisafs.DialSocket(o.GoferSocket)

@@ -36,12 +36,13 @@ type flagDoc struct {
 var flagLine = regexp.MustCompile(`^ {2,6}(?:-([A-Za-z0-9]), )?--([A-Za-z0-9][A-Za-z0-9-]*)(\[=[^\]]*\])?(?: ([^\s\[].*?))?(?: {2,}(.*))?$`)
 
 // helpOf runs this binary's `CMD --help` and returns what it printed. The
-// run leaves out OVERLAYFS_FUSE_URING, OVERLAYFS_FUSE_LOOP and
-// OVERLAYFS_FUSE_POLL, so defaults read as documented.
+// run leaves out OVERLAYFS_FUSE_URING, OVERLAYFS_FUSE_LOOP,
+// OVERLAYFS_FUSE_POLL and OVERLAYFS_DIRECTFS, so defaults read as
+// documented.
 func helpOf(self, cmd string) (string, error) {
 	c := exec.Command(self, cmd, "--help")
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, fuseURingEnv+"=") && !strings.HasPrefix(e, fuseLoopEnv+"=") && !strings.HasPrefix(e, fusePollEnv+"=") {
+		if !strings.HasPrefix(e, fuseURingEnv+"=") && !strings.HasPrefix(e, fuseLoopEnv+"=") && !strings.HasPrefix(e, fusePollEnv+"=") && !strings.HasPrefix(e, directFSEnv+"=") {
 			c.Env = append(c.Env, e)
 		}
 	}
@@ -392,7 +393,8 @@ overlayfs  MOUNTPOINT  fuse.overlayfs  lowerdir=DIR,nosuid,nodev,noexec,nofail  
 .PP
 Its options: lowerdir=DIR (else SOURCE is the lower directory),
 overlay2=SPEC with optional following size=N and backing=file, file_access=MODE,
-fuse_uring=MODE, gofer_socket=PATH (lowerdir= may then be left out), log=FILE,
+fuse_uring=MODE, directfs or nodirectfs, gofer_socket=PATH (lowerdir= may
+then be left out), log=FILE,
 and the generic mount options of
 .BR "overlayfs mount \-o" :
 ` + roff(knownMountOptions) + `.
@@ -411,6 +413,8 @@ the default of \-\-fuse\-uring.
 .TP
 .B OVERLAYFS_FUSE_LOOP, OVERLAYFS_FUSE_POLL
 the defaults of \-\-fuse\-loop and \-\-fuse\-poll.
+.B OVERLAYFS_DIRECTFS
+off makes \-\-directfs=false the default.
 .TP
 .B XDG_RUNTIME_DIR
 for a non-root user, where control sockets live ($XDG_RUNTIME_DIR/overlayfs/,

@@ -31,6 +31,7 @@ type mountFlags struct {
 	debug       bool
 	upperTar    absPath
 	passthrough bool
+	directfs    bool
 	fuseURing   string
 	fuseLoop    string
 	fusePoll    time.Duration
@@ -60,6 +61,7 @@ func (m *mountFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&m.goferSocket, "gofer-socket", "", "connect to a running 'overlayfs gofer' listening on the unix socket `PATH` instead of starting a gofer; LOWERDIR may then be left out (a gofer serves one directory, never a stack)")
 	fl.BoolVar(&m.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&m.passthrough, "passthrough", true, "serve reads of lower files by FUSE passthrough (needs CAP_SYS_ADMIN; falls back by itself); a read-only descriptor opened before a copy-up then keeps reading the lower data")
+	fl.BoolVar(&m.directfs, "directfs", defaultDirectFS(), "read LOWERDIR with the daemon's own system calls beneath a directory fd the gofer hands over, confined to LOWERDIR as the gofer confines itself (as runsc's --directfs): lookups, listings, symlinks, xattrs and opens of lower files then cost no gofer round trip. --directfs=false sends every access through the gofer's LISAFS protocol. Default: true, or false if $OVERLAYFS_DIRECTFS is off")
 	fl.Var(&m.upperTar, "upper-tar", "start with the OCI layer tarball `FILE` (as written by 'overlayfs tar') applied as the upper layer")
 	fl.StringVar(&m.removeDirs, "remove-dirs", "", "internal: remove these directories (a list like PATH), if empty, once the mount is gone")
 	_ = fl.MarkHidden("remove-dirs")
@@ -467,6 +469,7 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 		FusePoll:      mf.pollWindow(),
 		Flags:         mf.options.flags,
 		NoPassthrough: !mf.passthrough,
+		NoDirectFS:    !mf.directfs,
 		Gofer: func(readOnly bool) (int, func(), error) {
 			if mf.goferSocket != "" {
 				fd, err := lisafs.DialSocket(mf.goferSocket)
@@ -573,6 +576,12 @@ func defaultFusePoll() time.Duration {
 	}
 	return fuseuring.DefaultPollWindow
 }
+
+// directFSEnv, set to off, makes --directfs=false the default: a way to
+// run a whole test suite, or every mount of a script, through the gofer.
+const directFSEnv = "OVERLAYFS_DIRECTFS"
+
+func defaultDirectFS() bool { return os.Getenv(directFSEnv) != "off" }
 
 // mountSource is the mount table's source column: LOWERDIR, or the gofer's
 // socket when LOWERDIR was left out.

@@ -22,7 +22,7 @@ const mountHelperName = "mount.fuse.overlayfs"
 // a SOURCE that is not a directory (such as "overlayfs") means no LOWERDIR.
 // Options:
 // lowerdir=DIR, overlay2=SPEC (following size=N and backing=file join it), file_access=MODE,
-// fuse_uring=auto|on|off, gofer_socket=PATH, log=FILE, and the generic
+// fuse_uring=auto|on|off, directfs or nodirectfs, gofer_socket=PATH, log=FILE, and the generic
 // mount options `overlayfs mount -o` takes (ro, nosuid, nodev, noexec,
 // noatime, ...), which become mount(2) flags. defaults and the options
 // fstab tools consume (auto, noauto, user, users, nofail, _netdev, x-*)
@@ -83,6 +83,10 @@ func runMountHelper(args []string) error {
 			flags = append(flags, "--log="+val)
 		case "fuse_uring", "fuse-uring":
 			flags = append(flags, "--fuse-uring="+val)
+		case "directfs":
+			flags = append(flags, "--directfs=true")
+		case "nodirectfs":
+			flags = append(flags, "--directfs=false")
 		case "remount":
 			remount = true
 		default:

@@ -299,6 +299,7 @@ func runOverlay(mf mountFlags) sandbox.Overlay {
 		FuseURing:     mf.uringMode(),
 		FuseLoop:      mf.loop(),
 		FusePoll:      mf.pollWindow(),
+		NoDirectFS:    !mf.directfs,
 	}
 }
 

@@ -46,6 +46,7 @@ func InProcess(t testing.TB, lower, spec string) (mnt string, abort func()) {
 		Gofer:      InProcessGofer(t, lower),
 		Logf:       t.Logf,
 		FuseURing:  FuseURing(t),
+		NoDirectFS: NoDirectFS(),
 	})
 	if err != nil {
 		t.Fatalf("mount %s on %s in process: %v", lower, mnt, err)
@@ -116,6 +117,14 @@ func abortConn(t testing.TB, conn uint32) {
 		t.Errorf("abort FUSE connection %d: %v", conn, err)
 	}
 }
+
+// DirectFSEnv names the environment variable that turns directfs off for
+// every test mount when set to "off": the binary's --directfs default, and
+// the in-process mounts' NoDirectFS.
+const DirectFSEnv = "OVERLAYFS_DIRECTFS"
+
+// NoDirectFS reports whether DirectFSEnv turns directfs off.
+func NoDirectFS() bool { return os.Getenv(DirectFSEnv) == "off" }
 
 // FuseURingEnv names the environment variable that chooses the FUSE
 // transport of every mount a test makes: the binary takes it as the
