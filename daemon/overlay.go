@@ -30,6 +30,7 @@ type Overlay struct {
 	store      *filestore.Store
 	mf         *memfile.File
 	fs         *overlay.FS
+	watch      *lowerWatch // --file-access notify
 }
 
 func startOverlay(cfg Config) (_ *Overlay, err error) {
@@ -52,7 +53,12 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		d.layer = lower.New(d.client, root, rootFD)
 		d.client = nil // the layer owns it now
 	}
-	d.layer.SetShared(cfg.Shared)
+	d.layer.SetShared(cfg.Shared || cfg.Notify)
+	if cfg.Notify {
+		if d.watch, err = newLowerWatch(cfg); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Spec.Medium == filestore.MediumSelf && cfg.LowerDir == "" {
 		return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR: name the gofer's directory as LOWERDIR, or use another medium")
 	}
@@ -79,7 +85,8 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		Store:         upper.NewStore(d.mf),
 		Timeout:       timeout,
 		HideRootName:  filestore.IsSelfName,
-		Shared:        cfg.Shared,
+		Shared:        cfg.Shared || cfg.Notify,
+		Notify:        cfg.Notify,
 		NoPassthrough: cfg.NoPassthrough,
 	})
 	if err != nil {
@@ -90,9 +97,12 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 			return nil, err
 		}
 	}
-	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, Ledger: &d.ledger, Flags: cfg.Flags})
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared && !cfg.Notify, FuseURing: cfg.FuseURing, Ledger: &d.ledger, Flags: cfg.Flags})
 	if err != nil {
 		return nil, err
+	}
+	if d.watch != nil {
+		d.watch.start(d.fs)
 	}
 	return d, nil
 }
@@ -191,6 +201,9 @@ func (d *Overlay) Close() {
 		return
 	}
 	d.closed = true
+	if d.watch != nil {
+		d.watch.stop()
+	}
 	if d.mf != nil {
 		_ = d.mf.Close()
 	}

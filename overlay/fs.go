@@ -76,6 +76,10 @@ type Config struct {
 	// Shared makes changes made to the lower from outside visible (see
 	// shared.go); otherwise the lower is assumed immutable.
 	Shared bool
+	// Notify, with Shared, gives the kernel exclusive mode's cache
+	// lifetimes: whoever set it reports each outside change with
+	// LowerChanged (notify.go), which drops the kernel's caches.
+	Notify bool
 	// NoPassthrough serves every read of a lower file through the daemon
 	// instead of FUSE passthrough (passthrough.go).
 	NoPassthrough bool

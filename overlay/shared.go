@@ -47,7 +47,7 @@ func (n *Node) pureLower() bool { return n.up == nil && n.lower != nil }
 
 // timeout is the kernel cache lifetime for n's entry and attributes.
 func (fs *FS) timeout(n *Node) time.Duration {
-	if !fs.cfg.Shared {
+	if !fs.cfg.Shared || fs.cfg.Notify {
 		return fs.cfg.Timeout
 	}
 	n.mu.Lock()
@@ -61,7 +61,7 @@ func (fs *FS) timeout(n *Node) time.Duration {
 
 // negativeTimeout is how long the kernel may remember that a name is absent.
 func (fs *FS) negativeTimeout() time.Duration {
-	if fs.cfg.Shared {
+	if fs.cfg.Shared && !fs.cfg.Notify {
 		return 0
 	}
 	return fs.cfg.Timeout

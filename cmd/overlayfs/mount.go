@@ -72,8 +72,9 @@ func (m *mountFlags) validate() error {
 	switch m.fileAccess {
 	case "exclusive":
 	case "shared":
+	case "notify":
 	default:
-		return fmt.Errorf("--file-access must be exclusive or shared, got %q", m.fileAccess)
+		return fmt.Errorf("--file-access must be exclusive, shared or notify, got %q", m.fileAccess)
 	}
 	if _, err := m.overlay2.SizeBytes(); err != nil {
 		return fmt.Errorf("--overlay2: %w", err)
@@ -430,6 +431,7 @@ func startDaemonConfig(mf mountFlags, lowerDir, mnt string) (daemon.Daemon, erro
 		Mountpoint:    mnt,
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",
+		Notify:        mf.fileAccess == "notify",
 		Debug:         mf.debug,
 		UpperTar:      string(mf.upperTar),
 		FuseURing:     mf.uringMode(),

@@ -1,0 +1,144 @@
+package overlay
+
+import (
+	"strings"
+)
+
+// Notified shared access (Config.Notify): LOWERDIR may change from outside,
+// as in shared mode, but the kernel keeps exclusive mode's cache lifetimes
+// (entries, attributes, negative entries, listings, symlink targets).
+// Whoever watches the lower (the daemon, with fanotify) reports each
+// outside change with LowerChanged, and the overlay then tells the kernel to
+// drop what it caches for that name. The overlay's own caches behave as in
+// shared mode (shared.go): a LOOKUP or GETATTR that the invalidation brings
+// revalidates the name against the lower, and merged listings are reread
+// from the gofer once anything changed.
+//
+// A change shows through once its report has been handled: a moment after
+// it was made, not at the very next system call.
+
+// LowerChanged tells the overlay that the lower's entry name in directory
+// dir (slash-separated, relative to the lower's root; "" is the root) was
+// changed from outside. entry says that the name was created, removed or
+// renamed; otherwise only the file's data or attributes changed. An empty
+// name means dir itself changed. Names with upper state, whited out or
+// below a directory the kernel has not seen need nothing and cost a few map
+// lookups.
+//
+// LowerChanged sends kernel notifications and waits for them, so it must
+// run on a goroutine that serves no FUSE request.
+// Preconditions: no lock is held.
+func (fs *FS) LowerChanged(dir, name string, entry bool) {
+	if fs.server == nil {
+		return
+	}
+	if name == "" {
+		if dir == "" {
+			fs.server.InodeNotify(fs.ids.id(fs.root), 0, 0)
+			if entry {
+				fs.LowerChangedAll() // the root itself moved or went away
+			}
+			return
+		}
+		if i := strings.LastIndexByte(dir, '/'); i >= 0 {
+			dir, name = dir[:i], dir[i+1:]
+		} else {
+			dir, name = "", dir
+		}
+	}
+	d := fs.seenDir(dir)
+	if d == nil {
+		return
+	}
+	d.dirMu.Lock()
+	_, wh := d.whiteouts[name]
+	c := d.children[name]
+	d.dirMu.Unlock()
+	if wh || fs.hidden(d, name) {
+		return
+	}
+	if c != nil {
+		c.mu.Lock()
+		upper := c.up != nil
+		c.mu.Unlock()
+		if upper {
+			return // the overlay's own version of the name wins
+		}
+	}
+	if entry {
+		fs.nsChanged() // cached merged listings may miss or hold the name
+		fs.server.EntryNotify(fs.ids.id(d), name)
+		fs.server.InodeNotify(fs.ids.id(d), 0, 0) // its listing, mtime, nlink
+	}
+	if c != nil {
+		fs.server.InodeNotify(fs.ids.id(c), 0, 0) // attributes, pages, target
+	}
+}
+
+// LowerChangedAll tells the overlay that anything in the lower may have
+// changed (the watcher lost events). It drops the kernel's attributes,
+// pages and listings of every node, the entries of every name the overlay
+// has seen and of every name the lower's directories now hold.
+// Preconditions: as LowerChanged's.
+func (fs *FS) LowerChangedAll() {
+	if fs.server == nil {
+		return
+	}
+	fs.nsChanged()
+	nodes := fs.ids.nodesWhere(func(*Node) bool { return true })
+	for _, n := range nodes {
+		fs.server.InodeNotify(fs.ids.id(n), 0, 0)
+		if !n.isDir() {
+			continue
+		}
+		names := make(map[string]bool)
+		n.dirMu.Lock()
+		for name := range n.children {
+			names[name] = true
+		}
+		n.dirMu.Unlock()
+		if n.lower != nil {
+			// Negative entries: a name the kernel was told is absent may
+			// have appeared.
+			if ents, err := fs.lower.ReadDirFresh(n.lower); err == nil {
+				for i := range ents {
+					names[ents[i].Name] = true
+				}
+			}
+		}
+		for name := range names {
+			fs.server.EntryNotify(fs.ids.id(n), name)
+		}
+	}
+}
+
+// seenDir follows path (relative to the root, slash-separated) through the
+// directories the overlay has seen whose contents merge the lower's
+// directory of the same path. It returns nil when one is missing: then the
+// kernel has cached nothing below it either.
+func (fs *FS) seenDir(path string) *Node {
+	d := fs.root
+	for path != "" {
+		comp := path
+		if i := strings.IndexByte(path, '/'); i >= 0 {
+			comp, path = path[:i], path[i+1:]
+		} else {
+			path = ""
+		}
+		d.dirMu.Lock()
+		c := d.children[comp]
+		_, wh := d.whiteouts[comp]
+		d.dirMu.Unlock()
+		if c == nil || wh || !c.isDir() || c.lower == nil {
+			return nil
+		}
+		c.mu.Lock()
+		opaque := c.opaque
+		c.mu.Unlock()
+		if opaque {
+			return nil
+		}
+		d = c
+	}
+	return d
+}
