@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -392,5 +394,56 @@ func TestNotifyLowerNeverModified(t *testing.T) {
 	}
 	if got := readString(t, filepath.Join(mnt, "d2", "f")); got != "upper" {
 		t.Errorf("d2/f reads %q", got)
+	}
+}
+
+// TestNotifyWithoutCapSysAdminFailsClearly: a user who may not watch a
+// file system gets a one-line error naming CAP_SYS_ADMIN, and no mount.
+func TestNotifyWithoutCapSysAdminFailsClearly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	const nobody = 65534
+	// A directory nobody may enter, holding the binary, LOWERDIR, the
+	// mountpoint and TMPDIR (where the failed mount's log goes).
+	dir, err := os.MkdirTemp("", "notify-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "overlayfs")
+	data, err := os.ReadFile(mounttest.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"lower", "mnt", "tmp"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(filepath.Join(dir, d), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "mount", "--file-access", "notify", filepath.Join(dir, "lower"), filepath.Join(dir, "mnt"))
+	cmd.Env = append(mounttest.Environ(), "TMPDIR="+filepath.Join(dir, "tmp"), "HOME=/")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		mounttest.Unmount(t, filepath.Join(dir, "mnt"), "")
+		t.Fatalf("an unprivileged notify mount succeeded: %s", out)
+	}
+	msg := strings.TrimSpace(string(out))
+	if !strings.Contains(msg, "CAP_SYS_ADMIN") || strings.Count(msg, "\n") > 0 {
+		t.Errorf("error %q: want one line naming CAP_SYS_ADMIN", msg)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if strings.Contains(string(mounts), filepath.Join(dir, "mnt")) {
+		t.Errorf("a failed notify mount left %s mounted", filepath.Join(dir, "mnt"))
 	}
 }
