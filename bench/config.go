@@ -24,17 +24,21 @@ const (
 	// MediumMemoryShared is MediumMemory with --file-access shared: every
 	// name revalidated against the lower at each system call.
 	MediumMemoryShared = "memory-shared"
+	// MediumMemoryNotify is MediumMemory with --file-access notify: the
+	// kernel caches as in exclusive mode, outside changes reported by
+	// fanotify drop what they make stale.
+	MediumMemoryNotify = "memory-notify"
 )
 
 // AllMedia lists every medium in the order results are shown.
 func AllMedia() []string {
-	return []string{MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
+	return []string{MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumMemoryNotify, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
 }
 
 // isOverlayfs reports whether medium is one of this project's own media.
 func isOverlayfs(medium string) bool {
 	switch medium {
-	case MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone:
+	case MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumMemoryNotify, MediumDir, MediumSelf, MediumNone:
 		return true
 	}
 	return false

@@ -105,7 +105,7 @@ func (m *mounted) unmount() error {
 // overlaySpec is the --overlay2 value of one of overlayfs's own media.
 func overlaySpec(medium, filestoreDir string) string {
 	switch medium {
-	case MediumMemory, MediumMemoryURing, MediumMemoryShared:
+	case MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumMemoryNotify:
 		return "root:memory"
 	case MediumDir:
 		return "root:dir=" + filestoreDir
@@ -141,8 +141,11 @@ func mountOverlayfs(ctx context.Context, bin, medium, lower, runDir, filestoreDi
 		uring = "on"
 	}
 	access := "exclusive"
-	if medium == MediumMemoryShared {
+	switch medium {
+	case MediumMemoryShared:
 		access = "shared"
+	case MediumMemoryNotify:
+		access = "notify"
 	}
 	out, err := exec.CommandContext(ctx, bin, "mount", "--overlay2", spec, "--fuse-uring", uring, "--file-access", access, "--log", logPath, lower, mnt).CombinedOutput()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -446,4 +447,67 @@ func TestNotifyWithoutCapSysAdminFailsClearly(t *testing.T) {
 	if strings.Contains(string(mounts), filepath.Join(dir, "mnt")) {
 		t.Errorf("a failed notify mount left %s mounted", filepath.Join(dir, "mnt"))
 	}
+}
+
+// BenchmarkNotifyWindow measures how long after an outside change to the
+// lower it shows through a --file-access notify mount: each iteration makes
+// one change (a new file, a rewrite in place or a removal, in turn) to a
+// name the kernel has cached through the mount, then polls the mount until
+// the change shows. It reports the median, 90th percentile and maximum
+// (window-*-us). scripts/notify-window.sh runs it.
+func BenchmarkNotifyWindow(b *testing.B) {
+	lower := b.TempDir()
+	mnt := mounttest.Mount(b, lower, "--file-access", "notify", "--overlay2", "root:memory")
+	var windows []time.Duration
+	visible := func(probe func() bool) {
+		start := time.Now()
+		for !probe() {
+			if time.Since(start) > notifyWait {
+				b.Fatalf("change not visible within %v", notifyWait)
+			}
+		}
+		windows = append(windows, time.Since(start))
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("f%d", i/3)
+		lp, mp := filepath.Join(lower, name), filepath.Join(mnt, name)
+		want := fmt.Sprintf("version %d", i)
+		switch i % 3 {
+		case 0: // create: the kernel holds a negative entry for it
+			if _, err := os.Lstat(mp); err == nil {
+				b.Fatalf("%s exists before its creation", mp)
+			}
+			if err := os.WriteFile(lp, []byte(want), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			visible(func() bool { _, err := os.Lstat(mp); return err == nil })
+		case 1: // rewrite in place, longer: the kernel caches size and pages
+			if _, err := os.ReadFile(mp); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(lp, []byte(want+" and longer"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			visible(func() bool { got, _ := os.ReadFile(mp); return string(got) == want+" and longer" })
+		case 2: // remove: the kernel holds a positive entry
+			if _, err := os.Lstat(mp); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.Remove(lp); err != nil {
+				b.Fatal(err)
+			}
+			visible(func() bool { _, err := os.Lstat(mp); return errors.Is(err, os.ErrNotExist) })
+		}
+	}
+	b.StopTimer()
+	if len(windows) == 0 {
+		return
+	}
+	sort.Slice(windows, func(i, j int) bool { return windows[i] < windows[j] })
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.ReportMetric(us(windows[len(windows)/2]), "window-median-us")
+	b.ReportMetric(us(windows[len(windows)*9/10]), "window-p90-us")
+	b.ReportMetric(us(windows[len(windows)-1]), "window-max-us")
+	b.ReportMetric(float64(len(windows)), "changes")
 }

@@ -9,8 +9,8 @@
 // directory handle is resolved to a path with open_by_handle_at and the
 // path compared with the roots; events outside every root are dropped. The
 // resolution is cached per handle, so an event in a directory seen before
-// costs a map lookup; a directory moved or removed anywhere clears the
-// cache, since it may change where the cached directories are.
+// costs a map lookup; a directory moved into, out of or within a root
+// clears the cache, since the cached directories below it moved with it.
 //
 // Events come a moment after the change that caused them: a Watcher tells
 // what changed, not when. When the kernel's queue overflows (FAN_Q_OVERFLOW)
@@ -42,6 +42,9 @@ const Mask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_
 // EntryMask are the events that change a directory's entries.
 const EntryMask = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
 	unix.FAN_DELETE_SELF | unix.FAN_MOVE_SELF
+
+// moveMask are the events of a directory moving.
+const moveMask = unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO | unix.FAN_MOVE_SELF
 
 // Change is one changed name below a root.
 type Change struct {
@@ -327,8 +330,11 @@ func (w *Watcher) event(mask uint64, info []byte, out []Change) []Change {
 			out = append(out, c)
 			w.changes.Add(1)
 		}
-		if mask&unix.FAN_ONDIR != 0 && mask&EntryMask != 0 {
-			// A directory moved or went away: cached paths may be wrong.
+		if len(hits) > 0 && mask&unix.FAN_ONDIR != 0 && mask&moveMask != 0 {
+			// A directory moved into, out of or within a root: the cached
+			// paths of the directories below it are wrong. (A move that
+			// stays outside every root changes no answer; a removed
+			// directory's handle is never reused.)
 			clear(w.cache)
 		}
 	}

@@ -260,3 +260,23 @@ func TestBelow(t *testing.T) {
 		}
 	}
 }
+
+func TestWatcherSeesADirectoryMovedInFromOutside(t *testing.T) {
+	base := t.TempDir()
+	root, outside := filepath.Join(base, "root"), filepath.Join(base, "outside")
+	must(t, os.MkdirAll(filepath.Join(outside, "d"), 0o755))
+	must(t, os.Mkdir(root, 0o755))
+	_, c := start(t, root)
+	// Learn the directory as outside the root first.
+	must(t, os.WriteFile(filepath.Join(outside, "d", "before"), nil, 0o644))
+	must(t, os.WriteFile(filepath.Join(root, "marker"), nil, 0o644))
+	c.waitFor(t, "the marker", func(ch Change) bool { return ch.Name == "marker" })
+	must(t, os.Rename(filepath.Join(outside, "d"), filepath.Join(root, "d")))
+	must(t, os.WriteFile(filepath.Join(root, "d", "after"), nil, 0o644))
+	c.waitFor(t, "a create in a directory moved in", func(ch Change) bool { return ch == Change{Dir: "d", Name: "after", Entry: true} })
+	for _, ch := range c.snapshot() {
+		if ch.Name == "before" {
+			t.Errorf("a change made outside the root was reported: %+v", ch)
+		}
+	}
+}
