@@ -328,7 +328,7 @@ func (fs *FS) isEmpty(d *Node) (bool, error) {
 		return true, nil
 	}
 	read := fs.lower.ReadDir
-	if fs.cfg.Shared {
+	if fs.cfg.Shared && !fs.cfg.Notify {
 		read = fs.lower.ReadDirFresh // the lower may have gained names since it was listed
 	}
 	ents, err := read(d.lower)

@@ -35,7 +35,7 @@ func (fs *FS) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bool) (
 	for {
 		dir.dirMu.Lock()
 		c := dir.children[name]
-		if c != nil && (!fs.cfg.Shared || dir.lower == nil) {
+		if c != nil && (!fs.cfg.Shared || fs.cfg.Notify || dir.lower == nil) {
 			fs.refLocked(c, ref)
 			dir.dirMu.Unlock()
 			return c, nil

@@ -8,11 +8,19 @@ import (
 // as in shared mode, but the kernel keeps exclusive mode's cache lifetimes
 // (entries, attributes, negative entries, listings, symlink targets).
 // Whoever watches the lower (the daemon, with fanotify) reports each
-// outside change with LowerChanged, and the overlay then tells the kernel to
-// drop what it caches for that name. The overlay's own caches behave as in
-// shared mode (shared.go): a LOOKUP or GETATTR that the invalidation brings
-// revalidates the name against the lower, and merged listings are reread
-// from the gofer once anything changed.
+// outside change with LowerChanged. The overlay then drops or refreshes what
+// it holds for that name (a cached pure-lower child, the directory's lower
+// listing) and tells the kernel to drop what it caches: the entry, the
+// file's attributes and pages, the directory's listing. Lookups therefore
+// trust cached children as in exclusive mode, and listings are read from
+// the gofer only after a change; what the kernel asks after an
+// invalidation is answered as in shared mode (shared.go: GETATTR restats,
+// a new name is looked up with a host stat), and a copy-up copies data.
+//
+// Listing cookies are the lower listing's positions (dircookies.go), so a
+// reader in the middle of a directory that changes from outside may see a
+// name twice or miss one that stayed, as a reader of a host directory
+// changed meanwhile may with some file systems.
 //
 // A change shows through once its report has been handled: a moment after
 // it was made, not at the very next system call.
@@ -64,9 +72,14 @@ func (fs *FS) LowerChanged(dir, name string, entry bool) {
 		if upper {
 			return // the overlay's own version of the name wins
 		}
+		fs.refreshChild(d, name, c, entry)
+	}
+	if d.lower != nil {
+		// Listings carry attributes as well as names.
+		fs.lower.Invalidate(d.lower)
+		fs.nsChanged()
 	}
 	if entry {
-		fs.nsChanged() // cached merged listings may miss or hold the name
 		fs.server.EntryNotify(fs.ids.id(d), name)
 		fs.server.InodeNotify(fs.ids.id(d), 0, 0) // its listing, mtime, nlink
 	}
@@ -75,10 +88,34 @@ func (fs *FS) LowerChanged(dir, name string, entry bool) {
 	}
 }
 
+// refreshChild brings d's cached pure-lower child c (as name) up to date
+// after an outside change: a name created, removed or renamed is dropped,
+// to be resolved afresh at its next lookup; a file whose data or
+// attributes changed has its attributes read again (and is dropped if the
+// name now holds another file). Lookups in notify mode do not revalidate
+// cached children (lookupFresh): this is what keeps them current.
+// Preconditions: no lock is held.
+func (fs *FS) refreshChild(d *Node, name string, c *Node, entry bool) {
+	if !entry {
+		if st, err := fs.lower.StatChild(d.lower, name); err == nil && fs.refreshed(c, st) {
+			c.validated.Store(nanotime())
+			return
+		}
+	}
+	d.dirMu.Lock()
+	c.mu.Lock()
+	if d.children[name] == c && c.pureLower() {
+		d.dropChild(name)
+	}
+	c.mu.Unlock()
+	d.dirMu.Unlock()
+}
+
 // LowerChangedAll tells the overlay that anything in the lower may have
-// changed (the watcher lost events). It drops the kernel's attributes,
-// pages and listings of every node, the entries of every name the overlay
-// has seen and of every name the lower's directories now hold.
+// changed (the watcher lost events). It drops every cached pure-lower name
+// and listing, and the kernel's attributes, pages and listings of every
+// node, the entries of every name the overlay has seen and of every name
+// the lower's directories now hold.
 // Preconditions: as LowerChanged's.
 func (fs *FS) LowerChangedAll() {
 	if fs.server == nil {
@@ -92,12 +129,23 @@ func (fs *FS) LowerChangedAll() {
 			continue
 		}
 		names := make(map[string]bool)
+		kids := make(map[string]*Node)
 		n.dirMu.Lock()
-		for name := range n.children {
+		for name, c := range n.children {
 			names[name] = true
+			kids[name] = c
 		}
 		n.dirMu.Unlock()
+		for name, c := range kids {
+			c.mu.Lock()
+			pure := c.pureLower()
+			c.mu.Unlock()
+			if pure {
+				fs.refreshChild(n, name, c, true)
+			}
+		}
 		if n.lower != nil {
+			fs.lower.Invalidate(n.lower)
 			// Negative entries: a name the kernel was told is absent may
 			// have appeared.
 			if ents, err := fs.lower.ReadDirFresh(n.lower); err == nil {

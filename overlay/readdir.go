@@ -36,8 +36,8 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 	var lents []lowerEnt
 	if ldir != nil {
 		read := fs.lower.ReadDir
-		if fs.cfg.Shared {
-			read = fs.lower.ReadDirFresh
+		if fs.cfg.Shared && !fs.cfg.Notify {
+			read = fs.lower.ReadDirFresh // notify: LowerChanged invalidates
 		}
 		ents, err := read(ldir)
 		if err != nil {
@@ -47,7 +47,7 @@ func (fs *FS) listDir(d *Node) ([]dirEnt, error) {
 		for i := range ents {
 			e := &ents[i]
 			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: e.Dev, ino: e.Ino}
-			if fs.cfg.Shared && e.HasAttr {
+			if fs.cfg.Shared && !fs.cfg.Notify && e.HasAttr {
 				lents[i].st = &e.Attr
 			}
 		}

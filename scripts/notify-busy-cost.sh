@@ -24,7 +24,7 @@ for r in $(seq $RUNS); do
     log=$W/$mode.$r.log
     $OVL mount --file-access $mode --overlay2 root:memory --log $log $L $M
     ls -R $M > /dev/null
-    pid=$(pgrep -f -x ".*overlayfs mount .*--log $log $L $M" | head -1)
+    pid=$(pgrep -f -- "mount --ready-fd 3 .*-- $L $M\$" | head -1)
     c0=$(cpu $pid); t0=$(date +%s.%N)
     tar -C $B -xf $W/src.tar
     t1=$(date +%s.%N)
