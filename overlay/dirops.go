@@ -265,10 +265,11 @@ func (fs *FS) remove(dirID uint64, name string, isDir bool) fuse.Status {
 		}
 	}
 	needWhiteout := fs.lowerHas(dir.lower, name)
-	for _, n := range []*Node{dir, c} {
-		if err := fs.copyUp(n, false); err != nil {
-			return fusekit.Status(err)
-		}
+	if err := fs.copyUp(dir, false); err != nil {
+		return fusekit.Status(err)
+	}
+	if err := fs.copyUpToRemove(c); err != nil {
+		return fusekit.Status(err)
 	}
 
 	dir.dirMu.Lock()

@@ -138,6 +138,31 @@ func (fs *FS) refreshAttr(n *Node) {
 	fs.refreshed(n, st)
 }
 
+// copyUpToRemove is copyUp for a file whose name is about to be removed.
+// Shared access copies a regular file's data at copy-up so that a
+// copied-up name never follows later changes to the lower file; a file
+// losing its only name, with no open handle, is never read again, so its
+// data is not copied.
+// Preconditions: as copyUp's; the kernel holds the name's directory and
+// the file locked for the removal (no new open can start).
+func (fs *FS) copyUpToRemove(c *Node) error {
+	c.mu.Lock()
+	gone := c.up == nil && c.lower != nil && c.opens == 0 && c.lower.Attr().Nlink <= 1
+	c.mu.Unlock()
+	if !gone || !fs.cfg.Shared || c.typ != unix.S_IFREG {
+		return fs.copyUp(c, false)
+	}
+	c.copyMu.Lock()
+	defer c.copyMu.Unlock()
+	c.mu.Lock()
+	haveMeta := c.up != nil
+	c.mu.Unlock()
+	if haveMeta {
+		return nil
+	}
+	return fs.copyMeta(c)
+}
+
 // notifyInode queues a kernel invalidation of n's attributes and pages.
 func (fs *FS) notifyInode(n *Node) {
 	select {
