@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -244,8 +245,18 @@ func (w *Watcher) Run(changes func([]Change), overflow func()) error {
 		if len(out) > 0 {
 			changes(out)
 		}
+		if n < len(buf)/2 {
+			// The queue was drained: let events gather before the next
+			// read, so that a busy file system costs one wake-up per
+			// batch rather than per event. An event after a quiet spell
+			// is still read at once.
+			time.Sleep(batchWait)
+		}
 	}
 }
+
+// batchWait is how long Run lets events gather after draining the queue.
+const batchWait = time.Millisecond
 
 // Layout of the kernel's records (uapi linux/fanotify.h).
 const (
