@@ -132,8 +132,9 @@ func (fs *FS) dirFlags(n *Node) uint32 {
 }
 
 // OpenDir opens a directory; its listing is taken at the first read. With
-// exclusive access (and notified shared access, notify.go) it answers ENOSYS, once: the kernel then opens
-// directories itself and reads them without a handle (dircookies.go).
+// exclusive access (and notified shared access, notify.go) it answers
+// ENOSYS, once: the kernel then opens directories itself and reads them
+// without a handle (dircookies.go).
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	if !fs.cfg.Shared || fs.cfg.Notify {
 		return fuse.ENOSYS
