@@ -27,17 +27,21 @@ const (
 	// MediumMemoryFile is MediumMemory with backing=file: a private tmpfs
 	// file per upper file, read and written by FUSE passthrough.
 	MediumMemoryFile = "memory-file"
+	// MediumMemoryNotify is MediumMemory with --file-access notify: the
+	// kernel caches as in exclusive mode, outside changes reported by
+	// fanotify drop what they make stale.
+	MediumMemoryNotify = "memory-notify"
 )
 
 // AllMedia lists every medium in the order results are shown.
 func AllMedia() []string {
-	return []string{MediumMemory, MediumMemoryFile, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
+	return []string{MediumMemory, MediumMemoryFile, MediumMemoryURing, MediumMemoryShared, MediumMemoryNotify, MediumDir, MediumSelf, MediumNone, MediumHost, MediumKernel, MediumFuseOverlayfs}
 }
 
 // isOverlayfs reports whether medium is one of this project's own media.
 func isOverlayfs(medium string) bool {
 	switch medium {
-	case MediumMemory, MediumMemoryFile, MediumMemoryURing, MediumMemoryShared, MediumDir, MediumSelf, MediumNone:
+	case MediumMemory, MediumMemoryFile, MediumMemoryURing, MediumMemoryShared, MediumMemoryNotify, MediumDir, MediumSelf, MediumNone:
 		return true
 	}
 	return false

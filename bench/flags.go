@@ -37,7 +37,7 @@ func ParseFlags(args []string, usageOut io.Writer) (Options, error) {
 	chart := fl.String("chart", "", "draw throughput per workload and memory per medium as SVG into `FILE`")
 	fl.Usage = func() {
 		fmt.Fprintf(usageOut, "Usage: overlayfs bench [flags]\n\n"+
-			"Measures overlayfs's upper-layer media (memory, memory-file, memory-uring, memory-shared, dir, self, none) side by side with the host\n"+
+			"Measures overlayfs's upper-layer media (memory, memory-file, memory-uring, memory-shared, memory-notify, dir, self, none) side by side with the host\n"+
 			"directory, Linux overlayfs (tmpfs upper) and fuse-overlayfs, on a fresh mount per medium per\n"+
 			"run, interleaved. Prints a table; progress goes to stderr.\n\nWorkloads:\n")
 		for _, w := range workloads() {

@@ -22,6 +22,7 @@ var mediumWhat = map[string]string{
 	MediumMemoryFile:    "overlayfs --overlay2 root:memory,backing=file (a private tmpfs file per upper file, served by FUSE passthrough)",
 	MediumMemoryURing:   "overlayfs --overlay2 root:memory --fuse-uring on (FUSE over io_uring; the other overlayfs media use /dev/fuse)",
 	MediumMemoryShared:  "overlayfs --overlay2 root:memory --file-access shared (outside changes to the lower show through at once)",
+	MediumMemoryNotify:  "overlayfs --overlay2 root:memory --file-access notify (outside changes show through once fanotify reports them)",
 	MediumDir:           "overlayfs --overlay2 root:dir=<work dir> (upper data in an unlinked filestore on disk)",
 	MediumSelf:          "overlayfs --overlay2 root:self (upper data in a hidden filestore in the lower root)",
 	MediumNone:          "overlayfs --overlay2 none (no upper: every change written through the gofer; own copy of the lower)",

@@ -125,7 +125,7 @@ func (m *mounted) unmount() error {
 // overlaySpec is the --overlay2 value of one of overlayfs's own media.
 func overlaySpec(medium, filestoreDir string) string {
 	switch medium {
-	case MediumMemory, MediumMemoryURing, MediumMemoryShared:
+	case MediumMemory, MediumMemoryURing, MediumMemoryShared, MediumMemoryNotify:
 		return "root:memory"
 	case MediumMemoryFile:
 		return "root:memory,backing=file"
@@ -175,8 +175,11 @@ func mountOverlayfs(ctx context.Context, bin, medium string, lowers []string, ru
 		uring = "on"
 	}
 	access := "exclusive"
-	if medium == MediumMemoryShared {
+	switch medium {
+	case MediumMemoryShared:
 		access = "shared"
+	case MediumMemoryNotify:
+		access = "notify"
 	}
 	args := []string{"mount", "--overlay2", spec, "--fuse-uring", uring, "--file-access", access, "--log", logPath}
 	if len(lowers) == 1 {

@@ -43,6 +43,11 @@ type Config struct {
 	Spec filestore.Spec
 	// Shared means LOWERDIR may change behind the mount (--file-access).
 	Shared bool
+	// Notify lets LOWERDIR change behind the mount as Shared does, but
+	// keeps the kernel's caches: it watches the lower directories' file
+	// systems with fanotify and drops what an outside change makes stale
+	// (--file-access notify; Overlay only; needs CAP_SYS_ADMIN).
+	Notify bool
 	// Debug logs every FUSE request.
 	Debug bool
 	// NoPassthrough turns FUSE passthrough for lower files off (Overlay
@@ -126,6 +131,9 @@ func Start(cfg Config) (Daemon, error) {
 	}
 	if cfg.Spec.Enabled() {
 		return startOverlay(cfg)
+	}
+	if cfg.Notify {
+		return nil, fmt.Errorf("--file-access notify needs an upper layer; with --overlay2=none use --file-access shared")
 	}
 	return startWriteThrough(cfg)
 }

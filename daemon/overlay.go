@@ -31,6 +31,7 @@ type Overlay struct {
 	mf         *memfile.File
 	files      *upper.Store // backing=file: the store that owns the host files
 	fs         *overlay.FS
+	watch      *lowerWatch // --file-access notify
 }
 
 func startOverlay(cfg Config) (_ *Overlay, err error) {
@@ -53,8 +54,13 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		d.layer = lower.New(d.client, root, rootFD)
 		d.client = nil // the layer owns it now
 	}
-	d.layer.SetShared(cfg.Shared)
+	d.layer.SetShared(cfg.Shared || cfg.Notify)
 	d.layer.SetDirectFS(!cfg.NoDirectFS)
+	if cfg.Notify {
+		if d.watch, err = newLowerWatch(cfg); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Spec.Medium == filestore.MediumSelf && cfg.LowerDir == "" {
 		return nil, fmt.Errorf("the self medium keeps its filestore in LOWERDIR: name the gofer's directory as LOWERDIR, or use another medium")
 	}
@@ -76,7 +82,8 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 		Store:         store,
 		Timeout:       timeout,
 		HideRootName:  filestore.IsSelfName,
-		Shared:        cfg.Shared,
+		Shared:        cfg.Shared || cfg.Notify,
+		Notify:        cfg.Notify,
 		NoPassthrough: cfg.NoPassthrough,
 	})
 	if err != nil {
@@ -87,9 +94,12 @@ func startOverlay(cfg Config) (_ *Overlay, err error) {
 			return nil, err
 		}
 	}
-	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared, FuseURing: cfg.FuseURing, FuseLoop: cfg.FuseLoop, FusePoll: cfg.FusePoll, Ledger: &d.ledger, Flags: cfg.Flags})
+	d.srv, err = fusekit.Mount(d.fs, cfg.Mountpoint, fusekit.MountOptions{FsName: cfg.source(), Debug: cfg.Debug, Shared: cfg.Shared && !cfg.Notify, FuseURing: cfg.FuseURing, FuseLoop: cfg.FuseLoop, FusePoll: cfg.FusePoll, Ledger: &d.ledger, Flags: cfg.Flags})
 	if err != nil {
 		return nil, err
+	}
+	if d.watch != nil {
+		d.watch.start(d.fs)
 	}
 	return d, nil
 }
@@ -212,6 +222,9 @@ func (d *Overlay) Close() {
 		return
 	}
 	d.closed = true
+	if d.watch != nil {
+		d.watch.stop()
+	}
 	if d.mf != nil {
 		_ = d.mf.Close()
 	}

@@ -98,6 +98,7 @@ type bnode struct {
 	listing  []Entry        // cached directory listing, nil until read
 	index    map[string]int // listing position by name
 	listed   bool
+	listGen  uint64 // counts Invalidate: a listing read across one is not kept
 	target   string // cached symlink target
 	hasTgt   bool
 	// hostDir is a directory's host O_PATH fd (-1: none yet), and

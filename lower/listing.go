@@ -99,6 +99,7 @@ func (l *branch) ReadDir(dir *bnode) ([]Entry, error) {
 		dir.mu.Unlock()
 		return ents, nil
 	}
+	gen := dir.listGen
 	dir.mu.Unlock()
 	all, err := l.list(dir)
 	if err != nil {
@@ -111,15 +112,25 @@ func (l *branch) ReadDir(dir *bnode) ([]Entry, error) {
 		withStat = withStat && all[i].HasAttr
 	}
 	dir.mu.Lock()
+	defer dir.mu.Unlock()
+	if dir.listGen != gen {
+		return all, nil // invalidated while read: answer, but do not keep it
+	}
 	if !dir.listed {
 		dir.listing, dir.listed = all, true
 		if withStat {
 			dir.index = index
 		}
 	}
-	ents := dir.listing
+	return dir.listing, nil
+}
+
+// invalidate drops dir's cached listing: the directory changed.
+func (l *branch) invalidate(dir *bnode) {
+	dir.mu.Lock()
+	dir.listing, dir.index, dir.listed = nil, nil, false
+	dir.listGen++
 	dir.mu.Unlock()
-	return ents, nil
 }
 
 // ReadDirFresh is ReadDir without the cache: it always asks the gofer and

@@ -102,6 +102,7 @@ type Node struct {
 	listing []Entry // cached merged listing, valid when listed
 	index   map[string]struct{}
 	listed  bool
+	listGen uint64 // counts Invalidate: a listing read across one is not kept
 }
 
 // New returns a lower layer of a single directory. The client is owned by
@@ -333,8 +334,27 @@ func (l *Layer) ReadDirFresh(dir *Node) ([]Entry, error) {
 	return l.merge(dir, true)
 }
 
+// Invalidate drops dir's cached listings, merged and of every layer, so
+// that the next ReadDir asks the gofers: the caller learned that the
+// directory changed (notified shared access). A listing being read
+// meanwhile is not kept either.
+func (l *Layer) Invalidate(dir *Node) {
+	dir.mu.Lock()
+	dir.listing, dir.index, dir.listed = nil, nil, false
+	dir.listGen++
+	dir.mu.Unlock()
+	for _, p := range dir.parts {
+		if p.n.IsDir() {
+			l.bs[p.layer].invalidate(p.n)
+		}
+	}
+}
+
 // merge builds and caches dir's merged listing.
 func (l *Layer) merge(dir *Node, fresh bool) ([]Entry, error) {
+	dir.mu.Lock()
+	gen := dir.listGen
+	dir.mu.Unlock()
 	var out []Entry
 	hidden := make(map[string]struct{}) // listed above, or whited out above
 	for _, p := range dir.parts {
@@ -379,12 +399,14 @@ func (l *Layer) merge(dir *Node, fresh bool) ([]Entry, error) {
 		index[out[i].Name] = struct{}{}
 	}
 	dir.mu.Lock()
+	defer dir.mu.Unlock()
+	if dir.listGen != gen {
+		return out, nil // invalidated while read: answer, but do not keep it
+	}
 	if fresh || !dir.listed {
 		dir.listing, dir.index, dir.listed = out, index, true
 	}
-	ents := dir.listing
-	dir.mu.Unlock()
-	return ents, nil
+	return dir.listing, nil
 }
 
 // entryIsWhiteout reports whether a listed entry is a 0/0 character device,

@@ -74,6 +74,31 @@ func (c *copier) copyUp(n *Node, data bool) error {
 	return c.copyData(n)
 }
 
+// copyUpToRemove is copyUp for a file whose name is about to be removed.
+// Shared access copies a regular file's data at copy-up so that a
+// copied-up name never follows later changes to the lower file; a file
+// losing its only name, with no open handle, is never read again, so its
+// data is not copied.
+// Preconditions: as copyUp's; the kernel holds the name's directory and
+// the file locked for the removal (no new open can start).
+func (c *copier) copyUpToRemove(n *Node) error {
+	n.mu.Lock()
+	gone := n.up == nil && n.lower != nil && n.opens == 0 && n.lower.Attr().Nlink <= 1
+	n.mu.Unlock()
+	if !gone || !c.shared || n.typ != unix.S_IFREG {
+		return c.copyUp(n, false)
+	}
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	n.mu.Lock()
+	haveMeta := n.up != nil
+	n.mu.Unlock()
+	if haveMeta {
+		return nil
+	}
+	return c.copyMeta(n)
+}
+
 // copyMeta is copyUp's metadata part.
 // Preconditions: n.copyMu is held; n has no upper state.
 func (c *copier) copyMeta(n *Node) error {

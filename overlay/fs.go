@@ -90,6 +90,10 @@ type Config struct {
 	// Shared makes changes made to the lower from outside visible (see
 	// shared.go); otherwise the lower is assumed immutable.
 	Shared bool
+	// Notify, with Shared, gives the kernel exclusive mode's cache
+	// lifetimes: whoever set it reports each outside change with
+	// LowerChanges().Changed (notify.go), which drops the kernel's caches.
+	Notify bool
 	// NoPassthrough serves every read of a lower file through the daemon
 	// instead of FUSE passthrough (passthrough.go).
 	NoPassthrough bool
@@ -131,9 +135,9 @@ func New(cfg Config) (*FS, error) {
 	nodes := newNodeFactory(ids, cfg.Store)
 	cache := newKernelCache(cfg, ids)
 	reaper := &reaper{ids: ids, store: cfg.Store, lower: cfg.Lower}
-	res := &resolver{lower: cfg.Lower, shared: cfg.Shared, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache}
+	res := &resolver{lower: cfg.Lower, shared: cfg.Shared, notify: cfg.Notify, hide: cfg.HideRootName, ids: ids, nodes: nodes, cache: cache}
 	cp := &copier{lower: cfg.Lower, store: cfg.Store, shared: cfg.Shared}
-	ns := &namespace{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, copier: cp, reaper: reaper}
+	ns := &namespace{lower: cfg.Lower, shared: cfg.Shared, notify: cfg.Notify, ids: ids, nodes: nodes, res: res, copier: cp, reaper: reaper}
 	pt := &ptGate{off: cfg.NoPassthrough, logf: cfg.Logf, ids: ids}
 	fs := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
@@ -145,7 +149,7 @@ func New(cfg Config) (*FS, error) {
 		reaper:        reaper,
 		res:           res,
 		ns:            ns,
-		dirs:          &lister{lower: cfg.Lower, shared: cfg.Shared, ids: ids, nodes: nodes, res: res, ns: ns},
+		dirs:          &lister{lower: cfg.Lower, shared: cfg.Shared, notify: cfg.Notify, ids: ids, nodes: nodes, res: res, ns: ns},
 		copier:        cp,
 		cache:         cache,
 		pt:            pt,

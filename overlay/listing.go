@@ -25,6 +25,7 @@ type lister struct {
 
 	lower  *lower.Layer
 	shared bool // Config.Shared
+	notify bool // Config.Notify: listings are dropped when reported stale (notify.go)
 	ids    *nodeTable
 	nodes  *nodeFactory
 	res    *resolver
@@ -57,8 +58,8 @@ func (ls *lister) listDir(d *Node) ([]dirEnt, error) {
 	var lents []lowerEnt
 	if ldir != nil {
 		read := ls.lower.ReadDir
-		if ls.shared {
-			read = ls.lower.ReadDirFresh
+		if ls.shared && !ls.notify {
+			read = ls.lower.ReadDirFresh // notify: reports invalidate
 		}
 		ents, err := read(ldir)
 		if err != nil {
@@ -68,7 +69,7 @@ func (ls *lister) listDir(d *Node) ([]dirEnt, error) {
 		for i := range ents {
 			e := &ents[i]
 			lents[i] = lowerEnt{name: e.Name, typ: e.Type, dev: e.Dev, ino: e.Ino}
-			if ls.shared && e.HasAttr {
+			if ls.shared && !ls.notify && e.HasAttr {
 				lents[i].st = &e.Attr
 			}
 		}

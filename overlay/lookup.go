@@ -17,6 +17,7 @@ import (
 type resolver struct {
 	lower  *lower.Layer
 	shared bool                   // Config.Shared
+	notify bool                   // Config.Notify: cached children are kept current by reports (notify.go)
 	hide   func(name string) bool // Config.HideRootName
 	root   *Node                  // set by New once the root is made
 	ids    *nodeTable
@@ -51,7 +52,7 @@ func (r *resolver) lookupFresh(dir *Node, name string, fresh *lower.Attr, ref bo
 	for {
 		dir.dirMu.Lock()
 		c := dir.children[name]
-		if c != nil && (!r.shared || dir.lower == nil) {
+		if c != nil && (!r.shared || r.notify || dir.lower == nil) {
 			r.refLocked(c, ref)
 			dir.dirMu.Unlock()
 			return c, nil

@@ -22,6 +22,7 @@ type namespace struct {
 
 	lower  *lower.Layer
 	shared bool  // Config.Shared
+	notify bool  // Config.Notify: listings are dropped when reported stale (notify.go)
 	root   *Node // set by New once the root is made
 	ids    *nodeTable
 	nodes  *nodeFactory
@@ -152,10 +153,11 @@ func (ns *namespace) remove(dirID uint64, name string, isDir bool) fuse.Status {
 		}
 	}
 	needWhiteout := ns.res.lowerHas(dir.lower, name)
-	for _, n := range []*Node{dir, c} {
-		if err := ns.copier.copyUp(n, false); err != nil {
-			return fusekit.Status(err)
-		}
+	if err := ns.copier.copyUp(dir, false); err != nil {
+		return fusekit.Status(err)
+	}
+	if err := ns.copier.copyUpToRemove(c); err != nil {
+		return fusekit.Status(err)
 	}
 
 	dir.dirMu.Lock()
@@ -215,7 +217,7 @@ func (ns *namespace) isEmpty(d *Node) (bool, error) {
 		return true, nil
 	}
 	read := ns.lower.ReadDir
-	if ns.shared {
+	if ns.shared && !ns.notify {
 		read = ns.lower.ReadDirFresh // the lower may have gained names since it was listed
 	}
 	ents, err := read(d.lower)

@@ -3,10 +3,11 @@ package overlay
 import "github.com/hanwen/go-fuse/v2/fuse"
 
 // OpenDir opens a directory; its listing is taken at the first read. With
-// exclusive access it answers ENOSYS, once: the kernel then opens
-// directories itself and reads them without a handle (dircookies.go).
+// exclusive access (and notified shared access, notify.go) it answers
+// ENOSYS, once: the kernel then opens directories itself and reads them
+// without a handle (dircookies.go).
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !fs.cfg.Shared {
+	if !fs.cfg.Shared || fs.cfg.Notify {
 		return fuse.ENOSYS
 	}
 	n := fs.node(in.NodeId)

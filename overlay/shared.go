@@ -50,6 +50,7 @@ var clockBase = time.Now()
 // Node.mu) only as its methods say.
 type kernelCache struct {
 	shared bool          // Config.Shared
+	notify bool          // Config.Notify: outside changes are reported (notify.go)
 	ttl    time.Duration // Config.Timeout
 	lower  *lower.Layer
 	ids    *nodeTable
@@ -60,6 +61,7 @@ type kernelCache struct {
 func newKernelCache(cfg Config, ids *nodeTable) *kernelCache {
 	return &kernelCache{
 		shared: cfg.Shared,
+		notify: cfg.Notify,
 		ttl:    cfg.Timeout,
 		lower:  cfg.Lower,
 		ids:    ids,
@@ -74,7 +76,7 @@ func (n *Node) pureLower() bool { return n.up == nil && n.lower != nil }
 
 // timeout is the kernel cache lifetime for n's entry and attributes.
 func (k *kernelCache) timeout(n *Node) time.Duration {
-	if !k.shared {
+	if !k.shared || k.notify {
 		return k.ttl
 	}
 	n.mu.Lock()
@@ -88,7 +90,7 @@ func (k *kernelCache) timeout(n *Node) time.Duration {
 
 // negativeTimeout is how long the kernel may remember that a name is absent.
 func (k *kernelCache) negativeTimeout() time.Duration {
-	if k.shared {
+	if k.shared && !k.notify {
 		return 0
 	}
 	return k.ttl

@@ -38,6 +38,7 @@ import (
 type Overlay struct {
 	Spec          filestore.Spec
 	Shared        bool // LOWERDIR may change behind the mount
+	Notify        bool // as Shared, the kernel's caches kept and dropped on fanotify events
 	Debug         bool
 	NoPassthrough bool
 	UpperTar      string
@@ -510,6 +511,7 @@ func mountOverlay(o Overlay, layers []string, mnt string, logw io.Writer) (daemo
 		Mountpoint:    mnt,
 		Spec:          o.Spec,
 		Shared:        o.Shared,
+		Notify:        o.Notify,
 		Debug:         o.Debug,
 		UpperTar:      o.UpperTar,
 		FuseURing:     o.FuseURing,

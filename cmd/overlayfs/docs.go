@@ -112,7 +112,7 @@ func commandDocs(self string, cmds map[string]command) ([]cmdDoc, error) {
 func flagValues(long string) []string {
 	switch long {
 	case "file-access":
-		return []string{"exclusive", "shared"}
+		return []string{"exclusive", "shared", "notify"}
 	case "fuse-uring":
 		return []string{"auto", "on", "off"}
 	case "fuse-loop":

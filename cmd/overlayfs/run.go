@@ -292,6 +292,7 @@ func runOverlay(mf mountFlags) sandbox.Overlay {
 	return sandbox.Overlay{
 		Spec:          mf.overlay2,
 		Shared:        mf.fileAccess == "shared",
+		Notify:        mf.fileAccess == "notify",
 		Debug:         mf.debug,
 		NoPassthrough: !mf.passthrough,
 		UpperTar:      string(mf.upperTar),
@@ -307,7 +308,7 @@ func runOverlay(mf mountFlags) sandbox.Overlay {
 // as bindMountArgs says.
 func bindOverlay(mf mountFlags) sandbox.Overlay {
 	o := runOverlay(mf)
-	o.Shared, o.UpperTar, o.GoferSocket = true, "", ""
+	o.Shared, o.Notify, o.UpperTar, o.GoferSocket = true, false, "", ""
 	if o.Spec.Medium == filestore.MediumSelf {
 		o.Spec.Medium = filestore.MediumMemory
 	}
