@@ -161,6 +161,24 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Hungup reports, without blocking, whether the server's end of the
+// connection is gone (the gofer exited or closed it). A client that finds
+// so is dead from then on: every later call fails with EIO at once. A
+// caller that reads the server's files through donated fds checks this to
+// stop when the server stops.
+func (c *Client) Hungup() bool {
+	if c.dead.Load() {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(c.conn.fd), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(fds, 0)
+	if err != nil || n == 0 || fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0 {
+		return false
+	}
+	_ = c.fail()
+	return true
+}
+
 // fail marks the client dead after a transport failure and returns EIO.
 func (c *Client) fail() error {
 	c.dead.Store(true)

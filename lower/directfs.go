@@ -202,7 +202,7 @@ func (l *branch) directXattrs(n *bnode) (out map[string][]byte, ok bool, err err
 // directOpen opens regular file n for reading on the host; the caller owns
 // the fd.
 func (l *branch) directOpen(n *bnode) (hostFD int, ok bool, err error) {
-	if !l.procOK {
+	if !l.procOK || !l.direct() || l.c.Hungup() {
 		return -1, false, nil
 	}
 	switch n.Type() {
@@ -231,7 +231,7 @@ func (l *branch) directOpen(n *bnode) (hostFD int, ok bool, err error) {
 
 // directStatFS reports the statfs of the root's file system on the host.
 func (l *branch) directStatFS() (StatFS, bool, error) {
-	if !l.direct() {
+	if !l.direct() || l.c.Hungup() {
 		return StatFS{}, false, nil
 	}
 	var st unix.Statfs_t

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"overlayfs/lisafs"
 )
 
 // mkRichStack makes three layers with every kind of file and every marker
@@ -419,5 +421,40 @@ func TestDirectFSBoundsHostFDs(t *testing.T) {
 	b.hostMu.Unlock()
 	if held != 0 {
 		t.Errorf("%d host fds left after every directory was forgotten", held)
+	}
+}
+
+// TestDirectFSStopsWithTheGofer pins that a layer whose gofer has gone
+// fails with EIO as it does without directfs, rather than go on reading the
+// lower through its host fds.
+func TestDirectFSStopsWithTheGofer(t *testing.T) {
+	dir := mkTree(t)
+	srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = srv.ServeConn(fds[1]); close(done) }()
+	c, root, rootFD, err := lisafs.NewClient(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(c, root, rootFD)
+	t.Cleanup(func() { l.Close() })
+	sub, err := l.Lookup(l.Root(), "sub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close() // the gofer goes away
+	<-done
+	if _, err := l.Lookup(l.Root(), "a"); err != unix.EIO {
+		t.Errorf("lookup after the gofer went: %v, want EIO", err)
+	}
+	if _, err := l.ReadDir(sub); err != unix.EIO {
+		t.Errorf("listing after the gofer went: %v, want EIO", err)
 	}
 }

@@ -96,7 +96,9 @@ func (l *branch) direct() bool { return l.rootHost >= 0 && !l.hostOff.Load() }
 // Lock order: bnode.mu before branch.hostMu.
 // Preconditions: n.mu is held; n is a directory.
 func (l *branch) hostDirLocked(n *bnode) (fd int, ok bool, err error) {
-	if !l.direct() {
+	if !l.direct() || l.c.Hungup() {
+		// Once the gofer is gone the layer fails as without directfs
+		// (the client answers EIO), rather than outlive it.
 		return -1, false, nil
 	}
 	if n.parent == nil {
@@ -193,7 +195,7 @@ func (l *branch) localStatChild(dir *bnode, name string) (a Attr, ok bool, err e
 	if !validName(name) {
 		return Attr{}, false, nil
 	}
-	if !dir.IsDir() && l.direct() {
+	if !dir.IsDir() && l.direct() && !l.c.Hungup() {
 		return Attr{}, true, unix.ENOTDIR
 	}
 	var serr error

@@ -123,7 +123,16 @@ func faultKill(t *testing.T, pid int) {
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 		t.Fatalf("kill %d: %v", pid, err)
 	}
-	faultWaitFor(t, "process "+strconv.Itoa(pid)+" to die", func() bool { return !ctlsock.ProcessAlive(pid) })
+	faultWaitFor(t, "process "+strconv.Itoa(pid)+" to die", func() bool { return !ctlsock.ProcessAlive(pid) && threadsGone(pid) })
+}
+
+// threadsGone reports whether every thread of pid but its leader has
+// exited. A killed multithreaded process shows its leader as a zombie
+// while other threads may still be exiting and holding its fds open; its
+// sockets are closed only once they are gone.
+func threadsGone(pid int) bool {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err != nil || len(ents) <= 1
 }
 
 // faultWaitFor polls cond until it holds, failing the test after
