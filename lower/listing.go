@@ -35,6 +35,9 @@ func (l *branch) Lookup(dir *bnode, name string) (*bnode, error) {
 		}
 	}
 	if a, ok, err := l.localStatChild(dir, name); ok {
+		if err == nil {
+			err = walkable(a)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -67,6 +70,16 @@ func (l *branch) Lookup(dir *bnode, name string) (*bnode, error) {
 	return n, nil
 }
 
+// walkable refuses what the gofer's Walk refuses to reach, so that a
+// lookup answered from a listing or a host stat answers as a Walk would:
+// host block devices are EPERM (lisafs/handlers_tree.go).
+func walkable(a Attr) error {
+	if a.Mode&unix.S_IFMT == unix.S_IFBLK {
+		return unix.EPERM
+	}
+	return nil
+}
+
 // lookupListed answers a lookup from dir's cached listing: ok is false when
 // the listing cannot answer (not read yet, or without attributes).
 func (l *branch) lookupListed(dir *bnode, name string) (n *bnode, err error, ok bool) {
@@ -84,6 +97,9 @@ func (l *branch) lookupListed(dir *bnode, name string) (n *bnode, err error, ok 
 	dir.mu.Unlock()
 	if !e.HasAttr {
 		return nil, nil, false
+	}
+	if err := walkable(e.Attr); err != nil {
+		return nil, err, true
 	}
 	n = newNode(e.Attr, 0)
 	l.adopt(dir, n, name) // a directory walks to its FD when first needed
