@@ -20,6 +20,13 @@ import (
 // start mounts lower with spec in this process and registers the unmount.
 func start(t testing.TB, lower, spec string) (daemon.Daemon, string) {
 	t.Helper()
+	return startWith(t, lower, spec, nil)
+}
+
+// startWith is start with edit applied to the daemon's configuration
+// before it starts (nil: none).
+func startWith(t testing.TB, lower, spec string, edit func(*daemon.Config)) (daemon.Daemon, string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts with mount(2)")
 	}
@@ -28,7 +35,11 @@ func start(t testing.TB, lower, spec string) (daemon.Daemon, string) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	d, err := daemon.Start(daemon.Config{LowerDir: lower, Mountpoint: mnt, Spec: sp, Gofer: mounttest.InProcessGofer(t, lower), Logf: t.Logf, NoDirectFS: mounttest.NoDirectFS()})
+	cfg := daemon.Config{LowerDir: lower, Mountpoint: mnt, Spec: sp, Gofer: mounttest.InProcessGofer(t, lower), Logf: t.Logf, NoDirectFS: mounttest.NoDirectFS()}
+	if edit != nil {
+		edit(&cfg)
+	}
+	d, err := daemon.Start(cfg)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

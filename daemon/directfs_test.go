@@ -11,36 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"overlayfs/daemon"
-	"overlayfs/filestore"
 	"overlayfs/internal/mounttest"
 )
 
 // startDirect mounts lower in this process with directfs on or off.
 func startDirect(t *testing.T, lower string, direct bool) (daemon.Daemon, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts with mount(2)")
-	}
-	var sp filestore.Spec
-	if err := sp.Set("root:memory"); err != nil {
-		t.Fatal(err)
-	}
-	mnt := t.TempDir()
-	d, err := daemon.Start(daemon.Config{LowerDir: lower, Mountpoint: mnt, Spec: sp,
-		Gofer: mounttest.InProcessGofer(t, lower), Logf: t.Logf, NoDirectFS: !direct,
-		FuseURing: mounttest.FuseURing(t)})
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.Unmount(); err != nil {
-			t.Errorf("unmount %s: %v; detaching", mnt, err)
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-		d.Wait()
-		d.Close()
+	return startWith(t, lower, "root:memory", func(c *daemon.Config) {
+		c.NoDirectFS = !direct
+		c.FuseURing = mounttest.FuseURing(t)
 	})
-	return d, mnt
 }
 
 // lstatByPath lstats, reads and lists what a user sees of each path below

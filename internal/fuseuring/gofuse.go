@@ -110,18 +110,9 @@ func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, so S
 		}
 		return &GoFuseMount{Server: srv, mnt: mnt, reason: reason, goMade: true}, nil
 	}
-	if o.MaxWrite <= 0 {
-		o.MaxWrite = 128 << 10
-	}
-	fd, err := mountDev(mnt, &o)
+	fd, ringFD, err := mountDevDup(mnt, &o)
 	if err != nil {
 		return nil, err
-	}
-	ringFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(fd)
-		unix.Unmount(mnt, unix.MNT_DETACH)
-		return nil, fmt.Errorf("dup /dev/fuse: %w", err)
 	}
 	o.DirectMount, o.DirectMountStrict = false, false
 	o.ExtraCapabilities |= initOverIOUring
@@ -212,6 +203,27 @@ func (m *GoFuseMount) Transport() Transport {
 
 // Reason says why the requests go by /dev/fuse ("" with io_uring).
 func (m *GoFuseMount) Reason() string { return m.reason }
+
+// mountDevDup mounts mnt as mountDev does (with a 128 KiB MaxWrite unless
+// o sets one) and returns the /dev/fuse fd twice: fd for go-fuse's Server
+// and dup for this package's own readers. On error nothing is left
+// mounted or open.
+func mountDevDup(mnt string, o *fuse.MountOptions) (fd, dup int, err error) {
+	if o.MaxWrite <= 0 {
+		o.MaxWrite = 128 << 10
+	}
+	fd, err = mountDev(mnt, o)
+	if err != nil {
+		return -1, -1, err
+	}
+	dup, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return -1, -1, fmt.Errorf("dup /dev/fuse: %w", err)
+	}
+	return fd, dup, nil
+}
 
 // mountDev opens /dev/fuse and mounts it on mnt with the options go-fuse's
 // DirectMount would use.
@@ -345,18 +357,9 @@ func (m *GoFuseMount) Stats() Stats {
 // answer INIT on the connection, and starts this package's /dev/fuse
 // readers (one per CPU, more while all are in handlers).
 func newOwnLoop(fs fuse.RawFileSystem, mnt string, o fuse.MountOptions, so ServeOptions) (*GoFuseMount, error) {
-	if o.MaxWrite <= 0 {
-		o.MaxWrite = 128 << 10
-	}
-	fd, err := mountDev(mnt, &o)
+	fd, ownFD, err := mountDevDup(mnt, &o)
 	if err != nil {
 		return nil, err
-	}
-	ownFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(fd)
-		unix.Unmount(mnt, unix.MNT_DETACH)
-		return nil, fmt.Errorf("dup /dev/fuse: %w", err)
 	}
 	o.DirectMount, o.DirectMountStrict = false, false
 	// go-fuse takes over fd through its /dev/fd/N convention and answers
