@@ -124,8 +124,16 @@ func cloneDev(fd int, nonblock bool) (int, error) {
 	return c, nil
 }
 
-// startDevReader adds a reader with fds of its own and starts it.
+// startDevReader adds a reader with fds of its own and starts it. The
+// clones are made under qmu, after checking that the server is not
+// stopping: closeDev closes s.devFD under qmu, and a clone of a closed fd
+// number could attach the reader to whatever file reused it.
 func (s *Server) startDevReader() error {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.stopping || s.fdsClosed {
+		return errStopping
+	}
 	blk, err := cloneDev(s.devFD, false)
 	if err != nil {
 		return err
@@ -138,22 +146,12 @@ func (s *Server) startDevReader() error {
 		}
 	}
 	r := &devReader{s: s, nb: nb, blk: blk, b: newDevBuffers(s.maxWrite)}
-	s.qmu.Lock()
-	if s.stopping {
-		s.qmu.Unlock()
-		unix.Close(blk)
-		if nb >= 0 {
-			unix.Close(nb)
-		}
-		return errStopping
-	}
 	// The fds are closed by closeDev, after every reader has ended: an
 	// INTERRUPT's retry is written to other readers' fds.
 	s.readers = append(s.readers, r)
 	s.dev = append(s.dev, &r.b.cur)
 	s.readerCount.Add(1)
 	s.wg.Add(1) // under qmu and before stopping: before any Wait's wg.Wait
-	s.qmu.Unlock()
 	go r.run()
 	return nil
 }
