@@ -248,42 +248,14 @@ func TestNotifyLowerChangesShowThrough(t *testing.T) {
 // upper state whatever later happens to the lower name, while a merged
 // directory shows new lower entries next to upper ones.
 func TestNotifyUpperStateWins(t *testing.T) {
-	lower := t.TempDir()
-	write(t, filepath.Join(lower, "copied"), "lower")
-	write(t, filepath.Join(lower, "chmodded"), "lower data")
-	write(t, filepath.Join(lower, "deleted"), "lower")
+	lower := upperWinsLower(t)
 	mnt := mountNotify(t, "root:memory", lower)
-	write(t, filepath.Join(mnt, "copied"), "upper")
-	if err := os.Chmod(filepath.Join(mnt, "chmodded"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(mnt, "deleted")); err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(mnt, "upperonly"), "u")
-
-	write(t, filepath.Join(lower, "copied"), "lower changed")
-	write(t, filepath.Join(lower, "chmodded"), "lower data changed")
-	write(t, filepath.Join(lower, "deleted"), "recreated in lower")
-	write(t, filepath.Join(lower, "later"), "new lower file")
+	upperWinsChangeMount(t, mnt)
+	upperWinsChangeLower(t, lower)
 	// The last change showing means the watcher has handled the others
 	// (it reports them in order).
 	eventually(t, "a new lower file", func() error { return readErr(filepath.Join(mnt, "later"), "new lower file") })
-
-	if got := readString(t, filepath.Join(mnt, "copied")); got != "upper" {
-		t.Errorf("copied-up file reads %q, want its upper data", got)
-	}
-	if got := readString(t, filepath.Join(mnt, "chmodded")); got != "lower data" {
-		t.Errorf("metadata-copied file reads %q, want the data it had at copy-up", got)
-	}
-	if _, err := os.Lstat(filepath.Join(mnt, "deleted")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("whited-out name came back: %v", err)
-	}
-	got := listNames(t, mnt)
-	want := []string{"chmodded", "copied", "later", "upperonly"}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("merged listing %v, want %v", got, want)
-	}
+	upperWinsCheck(t, mnt)
 }
 
 // TestNotifyStackedLayers: a change in any layer of a stack shows through,

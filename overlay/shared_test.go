@@ -231,43 +231,70 @@ func contains(list []string, s string) bool {
 func TestSharedUpperStateWins(t *testing.T) {
 	for _, medium := range []string{"root:memory", "dir"} {
 		t.Run(medium, func(t *testing.T) {
-			lower := t.TempDir()
-			write(t, filepath.Join(lower, "copied"), "lower")
-			write(t, filepath.Join(lower, "chmodded"), "lower data")
-			write(t, filepath.Join(lower, "deleted"), "lower")
+			lower := upperWinsLower(t)
 			if medium == "dir" {
 				medium = "root:dir=" + t.TempDir()
 			}
 			mnt := mounttest.Mount(t, lower, "--file-access", "shared", "--overlay2", medium)
-			write(t, filepath.Join(mnt, "copied"), "upper")
-			if err := os.Chmod(filepath.Join(mnt, "chmodded"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Remove(filepath.Join(mnt, "deleted")); err != nil {
-				t.Fatal(err)
-			}
-			write(t, filepath.Join(mnt, "upperonly"), "u")
-
-			write(t, filepath.Join(lower, "copied"), "lower changed")
-			write(t, filepath.Join(lower, "chmodded"), "lower data changed")
-			write(t, filepath.Join(lower, "deleted"), "recreated in lower")
-			write(t, filepath.Join(lower, "later"), "new lower file")
-
-			if got := readString(t, filepath.Join(mnt, "copied")); got != "upper" {
-				t.Errorf("copied-up file reads %q, want its upper data", got)
-			}
-			if got := readString(t, filepath.Join(mnt, "chmodded")); got != "lower data" {
-				t.Errorf("metadata-copied file reads %q, want the data it had at copy-up", got)
-			}
-			if _, err := os.Lstat(filepath.Join(mnt, "deleted")); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("whited-out name came back: %v", err)
-			}
-			got := listNames(t, mnt)
-			want := []string{"chmodded", "copied", "later", "upperonly"}
-			if strings.Join(got, ",") != strings.Join(want, ",") {
-				t.Errorf("merged listing %v, want %v", got, want)
-			}
+			upperWinsChangeMount(t, mnt)
+			upperWinsChangeLower(t, lower)
+			upperWinsCheck(t, mnt)
 		})
+	}
+}
+
+// upperWinsLower is the lower of the upper-state-wins tests: three files
+// the overlay will copy up, chmod and remove.
+func upperWinsLower(t *testing.T) string {
+	t.Helper()
+	lower := t.TempDir()
+	write(t, filepath.Join(lower, "copied"), "lower")
+	write(t, filepath.Join(lower, "chmodded"), "lower data")
+	write(t, filepath.Join(lower, "deleted"), "lower")
+	return lower
+}
+
+// upperWinsChangeMount gives each of upperWinsLower's names upper state
+// through the mount, and adds a name only the upper has.
+func upperWinsChangeMount(t *testing.T, mnt string) {
+	t.Helper()
+	write(t, filepath.Join(mnt, "copied"), "upper")
+	if err := os.Chmod(filepath.Join(mnt, "chmodded"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(mnt, "deleted")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(mnt, "upperonly"), "u")
+}
+
+// upperWinsChangeLower changes every one of those names from outside, and
+// adds "later" to the lower, last.
+func upperWinsChangeLower(t *testing.T, lower string) {
+	t.Helper()
+	write(t, filepath.Join(lower, "copied"), "lower changed")
+	write(t, filepath.Join(lower, "chmodded"), "lower data changed")
+	write(t, filepath.Join(lower, "deleted"), "recreated in lower")
+	write(t, filepath.Join(lower, "later"), "new lower file")
+}
+
+// upperWinsCheck asserts that the names with upper state kept it, and that
+// the merged listing shows the new lower name beside the upper ones.
+func upperWinsCheck(t *testing.T, mnt string) {
+	t.Helper()
+	if got := readString(t, filepath.Join(mnt, "copied")); got != "upper" {
+		t.Errorf("copied-up file reads %q, want its upper data", got)
+	}
+	if got := readString(t, filepath.Join(mnt, "chmodded")); got != "lower data" {
+		t.Errorf("metadata-copied file reads %q, want the data it had at copy-up", got)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "deleted")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("whited-out name came back: %v", err)
+	}
+	got := listNames(t, mnt)
+	want := []string{"chmodded", "copied", "later", "upperonly"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("merged listing %v, want %v", got, want)
 	}
 }
 
