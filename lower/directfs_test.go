@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"overlayfs/lisafs"
 )
 
 // mkRichStack makes three layers with every kind of file and every marker
@@ -428,22 +427,8 @@ func TestDirectFSBoundsHostFDs(t *testing.T) {
 // fails with EIO as it does without directfs, rather than go on reading the
 // lower through its host fds.
 func TestDirectFSStopsWithTheGofer(t *testing.T) {
-	dir := mkTree(t)
-	srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = srv.ServeConn(fds[1]); close(done) }()
-	c, root, rootFD, err := lisafs.NewClient(fds[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := New(c, root, rootFD)
+	src, srv, done := serveDir(t, mkTree(t))
+	l := New(src.Client, src.Root, src.RootHostFD)
 	t.Cleanup(func() { l.Close() })
 	sub, err := l.Lookup(l.Root(), "sub")
 	if err != nil {

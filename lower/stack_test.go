@@ -30,21 +30,8 @@ func newStackDirect(t testing.TB, direct bool, dirs ...string) *Layer {
 	var dones []chan struct{}
 	var srvs []*lisafs.Server
 	for _, dir := range dirs {
-		srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = srv.ServeConn(fds[1]); close(done) }()
-		c, root, rootFD, err := lisafs.NewClient(fds[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		srcs = append(srcs, Source{Client: c, Root: root, RootHostFD: rootFD})
+		src, srv, done := serveDir(t, dir)
+		srcs = append(srcs, src)
 		dones, srvs = append(dones, done), append(srvs, srv)
 	}
 	l, err := NewStack(srcs)
@@ -60,6 +47,28 @@ func newStackDirect(t testing.TB, direct bool, dirs ...string) *Layer {
 		}
 	})
 	return l
+}
+
+// serveDir serves dir read-only with a real gofer on one end of a socket
+// pair and connects a client on the other; done is closed when the server's
+// side of the connection ends. The caller closes the client, then srv.
+func serveDir(t testing.TB, dir string) (src Source, srv *lisafs.Server, done chan struct{}) {
+	t.Helper()
+	srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() { _ = srv.ServeConn(fds[1]); close(done) }()
+	c, root, rootFD, err := lisafs.NewClient(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Source{Client: c, Root: root, RootHostFD: rootFD}, srv, done
 }
 
 func writeFiles(t testing.TB, dir string, files map[string]string) {

@@ -172,17 +172,7 @@ func newServer2(fs fuse.RawFileSystem, mnt string, opts *fuse.MountOptions, so S
 			m.rings = s
 		}
 	}
-	if err := srv.WaitMount(); err != nil {
-		m.Unmount()
-		return nil, err
-	}
-	// go-fuse skips its poll hack for /dev/fd/N mounts; with the rings our
-	// dispatcher serves the synthetic file, so run it here.
-	if err := pollHack(mnt); err != nil {
-		m.Unmount()
-		return nil, err
-	}
-	return m, nil
+	return m.ready(srv)
 }
 
 // Loop reports who serves /dev/fuse (meaningful with DevFuse).
@@ -390,13 +380,18 @@ func newOwnLoop(fs fuse.RawFileSystem, mnt string, o fuse.MountOptions, so Serve
 		m.Wait()
 		return nil, fmt.Errorf("mount %s: %w", mnt, err)
 	}
+	return m.ready(srv)
+}
+
+// ready waits for go-fuse to have answered INIT on a mount it did not make
+// itself (/dev/fd/N), then runs the poll hack, which go-fuse skips for such
+// mounts and which our rings or readers answer. On error m is unmounted.
+func (m *GoFuseMount) ready(srv *fuse.Server) (*GoFuseMount, error) {
 	if err := srv.WaitMount(); err != nil {
 		m.Unmount()
 		return nil, err
 	}
-	// go-fuse skips its poll hack for /dev/fd/N mounts; our readers serve
-	// the synthetic file, so run it here.
-	if err := pollHack(mnt); err != nil {
+	if err := pollHack(m.mnt); err != nil {
 		m.Unmount()
 		return nil, err
 	}
