@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // mkRichStack makes three layers with every kind of file and every marker
