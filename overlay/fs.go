@@ -71,6 +71,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 	"overlayfs/upper"
 )
@@ -153,7 +154,7 @@ func New(cfg Config) (*FS, error) {
 		copier:        cp,
 		cache:         cache,
 		pt:            pt,
-		files:         &openFiles{lower: cfg.Lower, store: cfg.Store, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper},
+		files:         &openFiles{lower: cfg.Lower, store: cfg.Store, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper, pipes: fusekit.NewPipePool(idlePipes)},
 	}
 	root := nodes.newLowerNode(cfg.Lower.Root())
 	root.parent = root
@@ -172,7 +173,10 @@ func (fs *FS) Init(s *fuse.Server) {
 }
 
 // OnUnmount stops the background notifier.
-func (fs *FS) OnUnmount() { close(fs.cache.stop) }
+func (fs *FS) OnUnmount() {
+	close(fs.cache.stop)
+	fs.files.pipes.Close()
+}
 
 // Root is the root directory's node.
 func (fs *FS) Root() *Node { return fs.root }
