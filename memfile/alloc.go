@@ -117,7 +117,6 @@ func (m *File) free1(r Range) error {
 	if err := m.withFd(func(fd int) error { return punch(fd, r.Start, r.Len()) }); err != nil {
 		// The pages keep their old contents; zero them by hand so a later
 		// allocation still reads zeros, or keep them out of circulation.
-		m.reusedUnpunched.Store(true)
 		if err := m.zero(r.Start, r.Len()); err != nil {
 			reusable = false
 		}

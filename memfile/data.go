@@ -229,40 +229,6 @@ func (d *Data) SeekHole(off int64) (int64, error) {
 	return min(pos, d.size), nil
 }
 
-// Lend calls fn with the backing file's descriptor and each run of it that
-// holds the file bytes [off, off+n), in order, so that fn can take
-// references to their pages (splice(2) into a pipe) rather than copy them.
-// It lends nothing and returns false when part of the range is a hole or
-// past Size, or when the File can no longer guarantee that a freed range
-// keeps its pages apart from later allocations (a punch failed and a range
-// was zeroed in place); the caller then reads with ReadAt. The caller
-// holds what keeps d unchanged during the call (the owner's lock), as for
-// ReadAt.
-func (d *Data) Lend(m *File, off, n int64, fn func(fd int, fileOff, cnt int64) error) (bool, error) {
-	if off < 0 || n <= 0 || off+n > d.size || m.reusedUnpunched.Load() {
-		return false, nil
-	}
-	end := off + n
-	for i, pos := d.find(off), off; pos < end; i++ {
-		if i >= len(d.ext) || d.ext[i].off > pos {
-			return false, nil // a hole
-		}
-		pos = min(end, d.ext[i].end())
-	}
-	return true, m.withFd(func(fd int) error {
-		end := off + n
-		for i, pos := d.find(off), off; pos < end; i++ {
-			e := d.ext[i]
-			segEnd := min(end, e.end())
-			if err := fn(fd, int64(e.start)+(pos-e.off), segEnd-pos); err != nil {
-				return err
-			}
-			pos = segEnd
-		}
-		return nil
-	})
-}
-
 // extent returns the run of the backing file that holds the file byte at off:
 // the bytes [off, off+n) of the file are the bytes [fileOff, fileOff+n) of
 // the backing file, and n stops at Size. ok is false inside a hole or at or

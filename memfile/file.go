@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -62,12 +61,6 @@ type File struct {
 	chunk uint64
 	limit uint64
 
-	// reusedUnpunched is set once a freed range could not be punched and
-	// was zeroed in place for reuse: its old pages may then be rewritten
-	// with another file's data, so ranges are no longer lent out
-	// (Data.Lend).
-	reusedUnpunched atomic.Bool
-
 	mu     sync.Mutex
 	size   uint64  // current length of the backing file
 	inUse  uint64  // bytes handed out
@@ -101,13 +94,7 @@ func New(f *os.File, opts Options) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfile: truncate backing file: %w", err)
 	}
-	m := &File{f: f, rc: rc, fd: fd, chunk: chunk, limit: opts.Limit}
-	// A backing file system that cannot punch holes has freed ranges
-	// zeroed in place and reused: lend no pages (see reusedUnpunched).
-	if punch(fd, 0, PageSize) != nil {
-		m.reusedUnpunched.Store(true)
-	}
-	return m, nil
+	return &File{f: f, rc: rc, fd: fd, chunk: chunk, limit: opts.Limit}, nil
 }
 
 // Close returns all space to the host (the whole file is hole-punched, which

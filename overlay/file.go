@@ -70,10 +70,6 @@ func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Re
 	n := h.n
 	n.mu.Lock()
 	if n.up != nil && n.up.HasData {
-		if rr := fs.files.lendUpper(n, in); rr != nil {
-			n.mu.Unlock()
-			return rr, fuse.OK
-		}
 		cnt, err := n.up.ReadAt(buf[:in.Size], int64(in.Offset))
 		n.mu.Unlock()
 		if err != nil && cnt == 0 && !errors.Is(err, io.EOF) {

@@ -71,7 +71,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"overlayfs/internal/fusekit"
 	"overlayfs/lower"
 	"overlayfs/upper"
 )
@@ -154,7 +153,7 @@ func New(cfg Config) (*FS, error) {
 		copier:        cp,
 		cache:         cache,
 		pt:            pt,
-		files:         &openFiles{lower: cfg.Lower, store: cfg.Store, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper, pipes: fusekit.NewPipePool(idlePipes)},
+		files:         &openFiles{lower: cfg.Lower, store: cfg.Store, copier: cp, pt: pt, cache: cache, res: res, reaper: reaper},
 	}
 	root := nodes.newLowerNode(cfg.Lower.Root())
 	root.parent = root
@@ -173,10 +172,7 @@ func (fs *FS) Init(s *fuse.Server) {
 }
 
 // OnUnmount stops the background notifier.
-func (fs *FS) OnUnmount() {
-	close(fs.cache.stop)
-	fs.files.pipes.Close()
-}
+func (fs *FS) OnUnmount() { close(fs.cache.stop) }
 
 // Root is the root directory's node.
 func (fs *FS) Root() *Node { return fs.root }

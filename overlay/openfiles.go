@@ -25,8 +25,6 @@ type openFiles struct {
 	cache  *kernelCache
 	res    *resolver
 	reaper *reaper
-	// pipes stage READ replies of upper data (splice.go).
-	pipes *fusekit.PipePool
 }
 
 // handle is one open file or directory.

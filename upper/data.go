@@ -46,19 +46,6 @@ func (in *Inode) ReadAt(p []byte, off int64) (int, error) {
 	return in.data.ReadAt(in.store.mf, p, off)
 }
 
-// Lend calls fn with the descriptor and the runs of it that hold the data
-// bytes [off, off+n), for fn to take references to their pages (splice)
-// instead of copying them; it returns false, lending nothing, where the
-// data cannot be lent (a hole, past the end, a store of per-file backing
-// files, or a memfile that reuses unpunched ranges), and the caller then
-// reads with ReadAt. The caller holds the inode's owner lock.
-func (in *Inode) Lend(off, n int64, fn func(fd int, fileOff, cnt int64) error) (bool, error) {
-	if in.store.fset != nil || !in.HasData {
-		return false, nil
-	}
-	return in.data.Lend(in.store.mf, off, n, fn)
-}
-
 // WriteAt writes p at off and, if anything was written, sets mtime and
 // ctime. A write past the size limit fails with an error matching
 // unix.ENOSPC.

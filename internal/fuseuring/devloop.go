@@ -274,10 +274,9 @@ func (r *devReader) run() {
 		copy(b.in, b.read[:inHeaderSize+size])
 		clear(b.in[inHeaderSize+size:])
 		req := request{
-			in:        b.in,
-			payload:   b.read[inHeaderSize+size : n],
-			out:       b.write[outHeaderSize:],
-			canSplice: true,
+			in:      b.in,
+			payload: b.read[inHeaderSize+size : n],
+			out:     b.write[outHeaderSize:],
 		}
 		if !noReply(h.Opcode) {
 			req.cancel = r.begin()
@@ -306,12 +305,6 @@ func (r *devReader) run() {
 		// ENOENT: the kernel no longer waits for this answer (the
 		// request was interrupted and given up, or the file released
 		// as the connection ends).
-		if req.spliced != nil {
-			var sent bool
-			if sent, st, outN = s.spliceReply(fd, req.spliced, b.write); sent {
-				continue
-			}
-		}
 		if err := s.replyOn(fd, b.write, h.Unique, st, outN); err != nil && err != unix.ENODEV && err != unix.ENOENT {
 			s.setErr(fmt.Errorf("write /dev/fuse: %w", err))
 		}
@@ -375,23 +368,6 @@ func (r *devReader) interrupt(fd int, h *fuse.InHeader, n int) {
 			}
 		}
 	}
-}
-
-// spliceReply sends a READ reply staged in a pipe. If the splice fails
-// before the kernel took the reply, the data is copied out of the pipe into
-// buf instead (sent is false) and the status and length of that reply
-// returned, for replyOn to send.
-func (s *Server) spliceReply(fd int, sr splicedReply, buf []byte) (sent bool, st fuse.Status, n int) {
-	defer sr.Done()
-	switch err := sr.SpliceReply(fd); err {
-	case nil, unix.ENODEV, unix.ENOENT:
-		return true, fuse.OK, 0 // sent, or nobody waits for it any more
-	}
-	data, st := sr.Bytes(buf[outHeaderSize:])
-	if !st.Ok() {
-		return false, st, 0
-	}
-	return false, fuse.OK, copy(buf[outHeaderSize:], data)
 }
 
 // replyOn writes a fuse_out_header and n bytes already in buf after it to

@@ -97,19 +97,6 @@ type request struct {
 	// cancel is closed when the kernel interrupts the request; nil over
 	// the ring, where interrupts are not delivered.
 	cancel <-chan struct{}
-	// canSplice says the loop sends a READ reply staged in a pipe by
-	// splicing it (/dev/fuse); spliced is that reply, set by doRead, and
-	// the loop sends it and calls its Done.
-	canSplice bool
-	spliced   splicedReply
-}
-
-// splicedReply is a READ result whose whole reply, header and data, waits
-// in a pipe (fusekit.PipeRead): the /dev/fuse loop moves it into the
-// kernel with one splice(2) instead of copying it through a buffer.
-type splicedReply interface {
-	fuse.ReadResult
-	SpliceReply(devFD int) error
 }
 
 func (r *request) header() *fuse.InHeader { return (*fuse.InHeader)(unsafe.Pointer(&r.in[0])) }
@@ -399,10 +386,6 @@ func doRead(fs fuse.RawFileSystem, r *request) (fuse.Status, int) {
 	}
 	if rr == nil {
 		return fuse.OK, 0
-	}
-	if sr, ok := rr.(splicedReply); ok && r.canSplice {
-		r.spliced = sr
-		return fuse.OK, sr.Size()
 	}
 	defer rr.Done()
 	data, st := rr.Bytes(buf)

@@ -15,12 +15,12 @@ import (
 	"overlayfs/internal/mounttest"
 )
 
-// Large READs of upper data are staged in pipes and spliced to the kernel
-// by overlayfs's /dev/fuse loop, and read back out of the pipe by the other
-// loops; either way a reader must get exactly the bytes written.
+// Reads of upper data that reach the daemon (the mount's page cache
+// dropped) return exactly the bytes written, over either /dev/fuse loop:
+// runs of data, holes, an unaligned end.
 
-// spliceLoops are the /dev/fuse loops a READ reply can travel by.
-var spliceLoops = []string{"own", "go-fuse"}
+// readLoops are the /dev/fuse loops a READ reply can travel by.
+var readLoops = []string{"own", "go-fuse"}
 
 // dropPageCache drops the mount's cached pages of path, so that the next
 // reads reach the daemon.
@@ -38,7 +38,7 @@ func dropPageCache(t *testing.T, path string) {
 
 func TestUpperReadsReturnWhatWasWritten(t *testing.T) {
 	for _, m := range media() {
-		for _, loop := range spliceLoops {
+		for _, loop := range readLoops {
 			t.Run(m.name+"/"+loop, func(t *testing.T) {
 				lower := t.TempDir()
 				guardLower(t, lower, m.self)
@@ -101,7 +101,7 @@ func TestUpperReadsReturnWhatWasWritten(t *testing.T) {
 
 // A read racing the truncation of its file, while another file takes the
 // freed space, returns the file's old bytes or nothing, never the other
-// file's: a staged reply holds the pages it read.
+// file's.
 func TestUpperReadRacingTruncateNeverSeesAnotherFile(t *testing.T) {
 	for _, m := range []medium{media()[0], media()[1]} {
 		t.Run(m.name, func(t *testing.T) {
