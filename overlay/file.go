@@ -111,8 +111,11 @@ func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 // Flush has nothing to do: data is in the store as soon as WRITE returns.
 func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
 
-// Fsync succeeds: the upper layer is not meant to outlive the mount.
-func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }
+// Fsync answers ENOSYS, which the kernel takes as "fsync has nothing to
+// do here": that fsync(2) and every later one on the mount succeed without
+// a request. Nothing needs syncing: the upper layer lives as long as the
+// mount, in memory or in an unlinked file, and lower files are read only.
+func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.ENOSYS }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the file's extents.
 func (fs *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {

@@ -51,5 +51,6 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 // ReleaseDir closes a directory handle.
 func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) { fs.files.handles.Drop(in.Fh) }
 
-// FsyncDir succeeds: the upper layer is in memory.
-func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.OK }
+// FsyncDir answers ENOSYS, so that fsync(2) of a directory succeeds
+// without a request from then on, as Fsync does for files.
+func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.ENOSYS }
