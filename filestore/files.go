@@ -71,6 +71,13 @@ func OpenFiles(spec Spec) (*Files, error) {
 	return nil, fmt.Errorf("backing=file works with the memory and dir= mediums, not %v", spec.Medium)
 }
 
+// unboundedTmpfsSize is the size given to the private tmpfs when the upper
+// has no size=: far beyond any machine's memory, so it bounds nothing, but
+// a size all the same, because only a tmpfs with one counts its blocks
+// (statfs of a tmpfs mounted with size=0 reports none), and Used then
+// costs one statfs instead of a stat of every upper file.
+const unboundedTmpfsSize = 1 << 60
+
 // privateTmpfs makes a tmpfs of limit bytes (0: unlimited) that only the
 // returned directory descriptor reaches: with the mount API (fsopen,
 // fsconfig, fsmount) the tmpfs is created as a detached mount, attached to
@@ -83,7 +90,11 @@ func privateTmpfs(limit uint64) (*os.File, error) {
 		return nil, fmt.Errorf("backing=file: a private tmpfs for the upper needs CAP_SYS_ADMIN and Linux 5.2+: fsopen: %w", err)
 	}
 	defer unix.Close(fsfd)
-	for _, kv := range [][2]string{{"source", "overlayfs-upper"}, {"mode", "0700"}, {"nr_inodes", "0"}, {"size", strconv.FormatUint(limit, 10)}} {
+	size := limit
+	if size == 0 {
+		size = unboundedTmpfsSize
+	}
+	for _, kv := range [][2]string{{"source", "overlayfs-upper"}, {"mode", "0700"}, {"nr_inodes", "0"}, {"size", strconv.FormatUint(size, 10)}} {
 		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
 			return nil, fmt.Errorf("backing=file: tmpfs option %s=%s: %w", kv[0], kv[1], err)
 		}
@@ -164,10 +175,6 @@ func (fs *Files) Used() (used uint64, ok bool) {
 	}
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(int(fs.dir.Fd()), &st); err != nil {
-		return 0, false
-	}
-	if fs.limit == 0 {
-		// An unlimited tmpfs reports no blocks at all.
 		return 0, false
 	}
 	return (st.Blocks - st.Bfree) * uint64(st.Bsize), true

@@ -64,6 +64,46 @@ func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
 	}
 }
 
+// TestPerFileTmpfsWithoutSizeCountsItsBytes: with no size= the private
+// tmpfs bounds nothing, yet Used answers from the tmpfs's own count (one
+// statfs), so that statfs of the mount does not stat every upper file.
+func TestPerFileTmpfsWithoutSizeCountsItsBytes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a private tmpfs needs CAP_SYS_ADMIN")
+	}
+	spec, err := Parse("root:memory,backing=file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := OpenFiles(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	if fs.Limit() != 0 {
+		t.Errorf("Limit = %d, want 0 (no limit)", fs.Limit())
+	}
+	f, name, err := fs.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const n = 3 << 20
+	if _, err := f.WriteAt(bytes.Repeat([]byte("x"), n), 0); err != nil {
+		t.Fatalf("writing 3 MiB with no size limit: %v", err)
+	}
+	if used, ok := fs.Used(); !ok || used < n || used > n+1<<20 {
+		t.Errorf("Used = %d, %v after %d bytes written; want them counted by the tmpfs", used, ok, n)
+	}
+	f.Close()
+	if err := fs.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	if used, ok := fs.Used(); !ok || used != 0 {
+		t.Errorf("Used = %d, %v after removing the file; want 0", used, ok)
+	}
+}
+
 // TestPerFileDirLeavesNoName: in dir= the per-file backing's files are made
 // with O_TMPFILE, so the directory stays empty.
 func TestPerFileDirLeavesNoName(t *testing.T) {
