@@ -29,6 +29,8 @@
 # `overlayfs stats --json`).
 # Usage (root): scripts/dpkg-bench.sh [ROUNDS]   (default 3)
 #   OVL=path/to/overlayfs  KINDS="kernel fuse-overlayfs memory memory-file dir"
+#   (a kind of ours may carry extra mount flags, each after a '+':
+#   KINDS="memory memory+--fuse-poll=0" compares the two)
 #   DPKG_BENCH_CACHE=dir   (delete it to prepare afresh)
 set -euo pipefail
 OVL=${OVL:-overlayfs}
@@ -91,19 +93,23 @@ mnt_kernel() {
 	mkdir "$UP/u" "$UP/w"
 	mount -t overlay overlay -o "lowerdir=$ROOT,upperdir=$UP/u,workdir=$UP/w" "$1"
 }
+# mnt mounts kind $1 on $M: a name, or for ours a name followed by extra
+# mount flags, each after a '+' (memory+--fuse-poll=0).
 mnt() {
-	case $1 in
+	local extra=()
+	[ "$1" = "${1%%+*}" ] || IFS=+ read -ra extra <<< "${1#*+}"
+	case ${1%%+*} in
 	kernel) mnt_kernel "$M" ;;
 	fuse-overlayfs)
 		mount -t tmpfs tmpfs "$UP"
 		mkdir "$UP/u" "$UP/w"
-		fuse-overlayfs -o "lowerdir=$ROOT,upperdir=$UP/u,workdir=$UP/w" "$M"
+		fuse-overlayfs -o "lowerdir=$ROOT,upperdir=$UP/u,workdir=$UP/w" "$M" 2> "$T/fuse-overlayfs.log"
 		;;
-	memory) "$OVL" mount --fuse-uring=off --overlay2 root:memory "$ROOT" "$M" ;;
-	memory-file) "$OVL" mount --fuse-uring=off --overlay2 root:memory,backing=file "$ROOT" "$M" ;;
+	memory) "$OVL" mount --fuse-uring=off "${extra[@]}" --overlay2 root:memory "$ROOT" "$M" ;;
+	memory-file) "$OVL" mount --fuse-uring=off "${extra[@]}" --overlay2 root:memory,backing=file "$ROOT" "$M" ;;
 	dir)
 		mount -t tmpfs tmpfs "$UP"
-		"$OVL" mount --fuse-uring=off --overlay2 "root:dir=$UP" "$ROOT" "$M"
+		"$OVL" mount --fuse-uring=off "${extra[@]}" --overlay2 "root:dir=$UP" "$ROOT" "$M"
 		;;
 	*) die "unknown kind $1 (kinds: kernel fuse-overlayfs memory memory-file dir)" ;;
 	esac
@@ -122,7 +128,7 @@ binds() {
 unmnt() {
 	local m
 	for m in $(awk -v t="$M/" 'index($2, t) == 1 {print $2}' /proc/mounts | sort -r); do umount "$m"; done
-	case $1 in
+	case ${1%%+*} in
 	memory | memory-file | dir) "$OVL" umount "$M" ;;
 	*) umount "$M" ;;
 	esac
@@ -236,7 +242,7 @@ cat "$DEBS"/*.deb > /dev/null
 # cpu is the CPU time (ms) used so far by the processes serving the mount.
 cpu() {
 	local pids=() p t=0
-	case $1 in
+	case ${1%%+*} in
 	memory | memory-file | dir) p=$(pgrep -f -- "-- $ROOT $M\$" | head -1); pids=("$p" $(pgrep -P "$p")) ;;
 	fuse-overlayfs) pids=($(pgrep -f -- "lowerdir=$ROOT,upperdir")) ;;
 	*) echo 0; return ;;
@@ -248,7 +254,7 @@ cpu() {
 echo "lower: $ROOT (debootstrap --variant=minbase bookworm, $(find "$ROOT" | wc -l) entries)"
 echo "debs: $NPKG packages, $(du -cb "$DEBS"/*.deb | tail -1 | cut -f1 | numfmt --to=iec) in $DEBS ($(cat "$DEBS/.candidates" 2> /dev/null | wc -l) picked, the rest their dependencies)"
 echo "kinds: $KINDS; $ROUNDS rounds; overlayfs: $("$OVL" version | head -1) (--fuse-uring=off); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %-15s %9s %9s %9s\n' round kind dpkg_ms cpu_ms req/pkg
+printf '%-6s %-22s %9s %9s %9s\n' round kind dpkg_ms cpu_ms req/pkg
 declare -A res
 for r in $(seq 1 "$ROUNDS"); do
 	for kind in $KINDS; do
@@ -264,7 +270,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		ok=$(in_chroot "$M" dpkg-query -W -f '${db:Status-Abbrev}\n' $PKGS | grep -c '^ii') || true
 		[ "$ok" = "$NPKG" ] || die "round $r, $kind: $ok of $NPKG packages installed"
 		req=-
-		case $kind in memory | memory-file | dir)
+		case ${kind%%+*} in memory | memory-file | dir)
 			"$OVL" stats --json "$M" > "$T/stats.json"
 			req=$(jq -r --argjson n "$NPKG" '.fuse_requests / $n | floor' "$T/stats.json")
 			res[$kind.ops]+="$(jq -r '.fuse_requests_by_op | to_entries[] | "\(.key) \(.value)"' "$T/stats.json")"$'\n'
@@ -273,7 +279,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		unmnt "$kind"
 		[ "$(lower_sum)" = "$SUM0" ] || die "round $r, $kind: the lower rootfs changed"
 		res[$kind.ms]+="$ms " res[$kind.cpu]+="$c " res[$kind.req]+="$req "
-		printf '%-6s %-15s %9s %9s %9s\n' "$r" "$kind" "$ms" "$c" "$req"
+		printf '%-6s %-22s %9s %9s %9s\n' "$r" "$kind" "$ms" "$c" "$req"
 	done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
@@ -281,9 +287,9 @@ declare -A med
 for kind in $KINDS; do med[$kind]=$(echo "${res[$kind.ms]}" | median); done
 ratio() { [ -n "${med[$2]:-}" ] && awk -v a="${med[$1]}" -v b="${med[$2]}" 'BEGIN{printf "%.2fx", b / a}' || echo -; }
 echo "medians over $ROUNDS rounds (wall ms of dpkg -i; cpu ms of the serving processes; speed ratios, >1 = faster); load now: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-15s %9s %9s %10s %15s %9s\n' kind dpkg_ms cpu_ms vs_kernel vs_fuse-overlay req/pkg
+printf '%-22s %9s %9s %10s %15s %9s\n' kind dpkg_ms cpu_ms vs_kernel vs_fuse-overlay req/pkg
 for kind in $KINDS; do
-	printf '%-15s %9s %9s %10s %15s %9s\n' "$kind" "${med[$kind]}" "$(echo "${res[$kind.cpu]}" | median)" \
+	printf '%-22s %9s %9s %10s %15s %9s\n' "$kind" "${med[$kind]}" "$(echo "${res[$kind.cpu]}" | median)" \
 		"$(ratio "$kind" kernel)" "$(ratio "$kind" fuse-overlayfs)" "$(echo "${res[$kind.req]}" | median)"
 done
 for kind in $KINDS; do
