@@ -255,7 +255,7 @@ echo "lower: $ROOT (debootstrap --variant=minbase bookworm, $(find "$ROOT" | wc 
 echo "debs: $NPKG packages, $(du -cb "$DEBS"/*.deb | tail -1 | cut -f1 | numfmt --to=iec) in $DEBS ($(cat "$DEBS/.candidates" 2> /dev/null | wc -l) picked, the rest their dependencies)"
 ENTRIES=$(for f in "$DEBS"/*.deb; do dpkg-deb -c "$f"; done | awk '{n++} /^-/ {r++} END {print n " entries, " r " regular files"}')
 echo "the debs hold $ENTRIES"
-echo "kinds: $KINDS; $ROUNDS rounds; $("$OVL" version | head -1) (--fuse-uring=off); fuse-overlayfs $(fuse-overlayfs --version 2>&1 | sed -n 's/.*version: *//p' | head -1); Linux $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "kinds: $KINDS; $ROUNDS rounds; $("$OVL" version | head -1) (--fuse-uring=off); $(fuse-overlayfs --version 2>&1 | grep '^fuse-overlayfs:' | sed 's/: / /'); Linux $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-22s %9s %9s %9s\n' round kind dpkg_ms cpu_ms req/pkg
 declare -A res
 for r in $(seq 1 "$ROUNDS"); do
