@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"overlayfs/daemon"
 )
 
@@ -141,4 +143,94 @@ func BenchmarkMetadataStatWalk(b *testing.B) {
 		requests += d.Stats().FuseRequests - before
 	}
 	reportRequests(b, requests, dirs*(per+1)*b.N)
+}
+
+// BenchmarkMetadataDpkg installs a hundred Debian packages with
+// `chroot MNT dpkg -i /debs/*.deb` on a fresh overlay of a bookworm rootfs
+// (--overlay2 $DPKG_BENCH_OVERLAY2, default root:memory), b.N times: the
+// workload of scripts/dpkg-bench.sh with the daemon in this process, so
+// that a profile is the daemon's. It needs the script's prepared cache
+// ($DPKG_BENCH_CACHE with rootfs/ and debs/; run the script once) and
+// skips without it. The overlayfs binary serves /dev/fuse with
+// GOMAXPROCS 1; set GOMAXPROCS=1 to profile it alike:
+//
+//	DPKG_BENCH_CACHE=/var/tmp/overlayfs-dpkg-bench GOMAXPROCS=1 go test -run XXX -bench MetadataDpkg -benchtime 1x -cpuprofile cpu.out -o daemon.test ./daemon/
+func BenchmarkMetadataDpkg(b *testing.B) {
+	cache := os.Getenv("DPKG_BENCH_CACHE")
+	if cache == "" {
+		b.Skip("DPKG_BENCH_CACHE not set (the cache scripts/dpkg-bench.sh prepares)")
+	}
+	rootfs, debs := filepath.Join(cache, "rootfs"), filepath.Join(cache, "debs")
+	pkgs, err := filepath.Glob(filepath.Join(debs, "*.deb"))
+	if err != nil || len(pkgs) == 0 {
+		b.Skipf("no .deb files in %s (run scripts/dpkg-bench.sh once)", debs)
+	}
+	if _, err := os.Stat(filepath.Join(rootfs, "usr/bin/dpkg")); err != nil {
+		b.Skipf("no rootfs with dpkg in %s: %v", rootfs, err)
+	}
+	spec := os.Getenv("DPKG_BENCH_OVERLAY2")
+	if spec == "" {
+		spec = "root:memory"
+	}
+	var requests uint64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		d, mnt := start(b, rootfs, spec)
+		bindForChroot(b, mnt, debs)
+		before := d.Stats().FuseRequests
+		cmd := exec.Command("chroot", mnt, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+			"DEBIAN_FRONTEND=noninteractive", "LC_ALL=C", "sh", "-c", "dpkg -i /debs/*.deb")
+		b.StartTimer()
+		out, err := cmd.CombinedOutput()
+		b.StopTimer()
+		if err != nil {
+			b.Fatalf("dpkg -i: %v\n%s", err, tail(out, 4000))
+		}
+		requests += d.Stats().FuseRequests - before
+	}
+	b.ReportMetric(float64(requests)/float64(len(pkgs)*b.N), "req/pkg")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(requests), "µs/req")
+}
+
+// bindForChroot mounts proc on mnt/proc, binds /dev on mnt/dev and debs
+// read-only on mnt/debs, and registers their unmounts (which run before
+// the overlay's, registered earlier).
+func bindForChroot(b *testing.B, mnt, debs string) {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Join(mnt, "debs"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	binds := []struct {
+		src, dst, fstype string
+		flags            uintptr
+	}{
+		{"proc", "proc", "proc", 0},
+		{"/dev", "dev", "", unix.MS_BIND},
+		{debs, "debs", "", unix.MS_BIND},
+	}
+	for _, m := range binds {
+		dst := filepath.Join(mnt, m.dst)
+		if err := unix.Mount(m.src, dst, m.fstype, m.flags, ""); err != nil {
+			b.Fatalf("mount %s on %s: %v", m.src, dst, err)
+		}
+		b.Cleanup(func() {
+			if err := unix.Unmount(dst, 0); err != nil {
+				b.Errorf("unmount %s: %v; detaching", dst, err)
+				_ = unix.Unmount(dst, unix.MNT_DETACH)
+			}
+		})
+	}
+	dst := filepath.Join(mnt, "debs")
+	if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		b.Fatalf("remount %s read-only: %v", dst, err)
+	}
+}
+
+// tail is the last n bytes of out.
+func tail(out []byte, n int) []byte {
+	if len(out) > n {
+		return out[len(out)-n:]
+	}
+	return out
 }
