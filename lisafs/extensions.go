@@ -233,6 +233,11 @@ func (c *Client) WalkOpenDir(dir FDID, name string, count int32) (WalkOpenDirRes
 	return resp, nil
 }
 
+// WalkOpenDirRefused reports whether the server answered WalkOpenDir with
+// EOPNOTSUPP (it lacks the extension): a caller uses standard messages
+// instead from then on.
+func (c *Client) WalkOpenDirRefused() bool { return c.noWalkOpenDir.Load() }
+
 // handleWalkOpenDir serves MIDWalkOpenDir.
 func handleWalkOpenDir(cc *request, payload []byte) ([]byte, []int, error) {
 	var req WalkOpenDirReq
