@@ -106,8 +106,11 @@ type bnode struct {
 	index    map[string]int // listing position by name
 	listed   bool
 	listGen  uint64 // counts Invalidate: a listing read across one is not kept
-	target   string // cached symlink target
-	hasTgt   bool
+	// unlistable says a lookup's listing of this directory failed: later
+	// lookups walk instead of trying again.
+	unlistable atomic.Bool
+	target     string // cached symlink target
+	hasTgt     bool
 	// hostDir is a directory's host O_PATH fd (-1: none yet), and
 	// forgottenHost says it must not open one again (see hostdir.go).
 	hostDir       int

@@ -35,14 +35,17 @@ func (l *branch) Lookup(dir *bnode, name string) (*bnode, error) {
 		if n, err, ok := l.lookupListed(dir, name); ok {
 			return n, err
 		}
-		if l.listsInOne() {
+		if l.listsInOne() && !dir.unlistable.Load() {
 			// One WalkOpenDir lists the directory (or its listing was
 			// read ahead): this and every later lookup in it is answered
-			// from the listing.
+			// from the listing. A directory that cannot be listed (no
+			// read permission for the gofer) is walked, as without it.
 			if _, err := l.ReadDir(dir); err == nil {
 				if n, err, ok := l.lookupListed(dir, name); ok {
 					return n, err
 				}
+			} else {
+				dir.unlistable.Store(true)
 			}
 		}
 	}
