@@ -241,3 +241,38 @@ func TestClientWalkOpenDir(t *testing.T) {
 		t.Errorf("the refusal was not remembered: %d round trips after it, want 1 (Getdents64Stat's own)", n)
 	}
 }
+
+// TestClientWalkOpenDirRefusesUnaccountableReplies checks that a reply
+// whose FDIDs contradict the request or the end mark (a control FDID for
+// an empty name, none for a name, an open FDID with the end mark or none
+// without it, unknown flags) fails with EIO, and a truncated one too.
+func TestClientWalkOpenDirRefusesUnaccountableReplies(t *testing.T) {
+	cases := []struct {
+		name string
+		walk string
+		resp WalkOpenDirResp
+	}{
+		{"control FDID for an empty name", "", WalkOpenDirResp{Child: wireSampleInode(5), Flags: WalkOpenDirEnd}},
+		{"no control FDID for a name", "d", WalkOpenDirResp{Child: Inode{}, Flags: WalkOpenDirEnd}},
+		{"open FDID with the end mark", "d", WalkOpenDirResp{Child: wireSampleInode(5), OpenFD: 6, Flags: WalkOpenDirEnd}},
+		{"no open FDID without the end mark", "d", WalkOpenDirResp{Child: wireSampleInode(5)}},
+		{"unknown flags", "d", WalkOpenDirResp{Child: wireSampleInode(5), Flags: WalkOpenDirEnd | 2}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cl, _, _ := ctStart(t, ctMount(MaxMessageSize), nil, func(mid MID, _ []byte) ctReply {
+				return ctReply{mid: mid, payload: c.resp.Append(nil)}
+			})
+			if _, err := cl.WalkOpenDir(1, c.walk, 4096); err != unix.EIO {
+				t.Errorf("WalkOpenDir: %v, want EIO", err)
+			}
+		})
+	}
+	cl, _, _ := ctStart(t, ctMount(MaxMessageSize), nil, func(mid MID, _ []byte) ctReply {
+		good := WalkOpenDirResp{Child: wireSampleInode(5), Flags: WalkOpenDirEnd}
+		return ctReply{mid: mid, payload: good.Append(nil)[:100]}
+	})
+	if _, err := cl.WalkOpenDir(1, "d", 4096); err != unix.EIO {
+		t.Errorf("truncated reply: %v, want EIO", err)
+	}
+}
