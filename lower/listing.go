@@ -99,9 +99,20 @@ func walkable(a Attr) error {
 // the listing cannot answer (not read yet, or without attributes).
 func (l *branch) lookupListed(dir *bnode, name string) (n *bnode, err error, ok bool) {
 	dir.mu.Lock()
+	listed := dir.listed && dir.index != nil
+	dir.mu.Unlock()
+	if !listed {
+		return nil, nil, false
+	}
+	if l.c.Hungup() {
+		// The listing may have been read ahead of any lookup: once the
+		// gofer is gone, lookups fail as they would through it.
+		return nil, unix.EIO, true
+	}
+	dir.mu.Lock()
 	if !dir.listed || dir.index == nil {
 		dir.mu.Unlock()
-		return nil, nil, false
+		return nil, nil, false // invalidated meanwhile
 	}
 	i, found := dir.index[name]
 	if !found {
@@ -229,6 +240,9 @@ func (l *branch) listsInOne() bool { return !l.direct() && !l.c.WalkOpenDirRefus
 func (l *branch) walkList(dir *bnode) (ents []Entry, ok bool, err error) {
 	if l.direct() || l.c.WalkOpenDirRefused() {
 		return nil, false, nil
+	}
+	if l.c.Hungup() {
+		return nil, true, unix.EIO // as the gofer would; not from what was read ahead
 	}
 	if ents, ok := l.takeReadAhead(dir); ok {
 		return ents, true, nil

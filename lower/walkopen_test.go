@@ -375,3 +375,34 @@ func TestSharedModeReadsNothingAhead(t *testing.T) {
 		t.Errorf("a file created after its parent was listed is missing from a shared listing")
 	}
 }
+
+// TestGoferGoneFailsWhatWasReadAhead checks that what was listed for a
+// lookup or read ahead, but never asked for by a caller, does not outlive
+// the gofer: once its end of the connection is gone, such lookups and
+// listings fail with EIO, as they would through it.
+func TestGoferGoneFailsWhatWasReadAhead(t *testing.T) {
+	tr := mkWalkTree(t, 3, 2)
+	src, srv, done := serveConfig(t, lisafs.Config{Root: tr.root, ReadOnly: true})
+	l, err := NewStack([]Source{src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetDirectFS(false)
+	t.Cleanup(func() { l.Close(); <-done; srv.Close() })
+	if _, err := l.Lookup(l.Root(), "file-0"); err != nil { // lists the root, reads ahead below
+		t.Fatal(err)
+	}
+	waitReadAheadIdle(t, l.bs[0])
+	d, err := l.Lookup(l.Root(), "dir-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	<-done
+	if _, err := l.Lookup(l.Root(), "file-1"); err != unix.EIO {
+		t.Errorf("lookup in the root, listed, after the gofer left: %v, want EIO", err)
+	}
+	if _, err := l.ReadDir(d); err != unix.EIO {
+		t.Errorf("listing of a directory read ahead after the gofer left: %v, want EIO", err)
+	}
+}
