@@ -76,8 +76,8 @@ type aheadListing struct {
 // init sets the bounds and how many listings may be in flight (0: none).
 func (r *readAhead) init(workers int) {
 	r.maxBytes, r.maxDirs = maxReadAheadBytes, maxReadAheadDirs
-	if workers > 0 {
-		r.sem = make(chan struct{}, min(workers, readAheadWorkers))
+	if n := min(workers, readAheadWorkers); n > 0 {
+		r.sem = make(chan struct{}, n)
 	}
 }
 
