@@ -159,20 +159,29 @@ func TestColdWalkCostsOneRoundTripPerDirectory(t *testing.T) {
 		}},
 		{"look up by name", func(l *Layer) { lookupWalk(t, l, tr) }},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			l := newStackDirect(t, false, tr.root)
-			before := l.RoundTrips()
-			c.walk(l)
-			waitReadAheadIdle(t, l.bs[0])
-			n := l.RoundTrips() - before
-			t.Logf("%d round trips for %d directories, %d paths", n, tr.dirs, len(tr.paths))
-			if n > uint64(tr.dirs) {
-				t.Errorf("a cold walk of %d directories cost %d round trips, want at most one per directory", tr.dirs, n)
+		for _, channels := range []int{0, -1} { // the server's default, and none: nothing read ahead
+			name := c.name
+			if channels < 0 {
+				name += ", socket only"
 			}
-			if c.name == "list and look up" && n != uint64(tr.dirs) {
-				t.Errorf("a cold listing walk of %d directories cost %d round trips, want exactly one per directory", tr.dirs, n)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				l := newStackConfig(t, false, lisafs.Config{Root: tr.root, ReadOnly: true, MaxChannels: channels})
+				if channels < 0 && l.bs[0].ra.sem != nil {
+					t.Fatalf("reads ahead without channels")
+				}
+				before := l.RoundTrips()
+				c.walk(l)
+				waitReadAheadIdle(t, l.bs[0])
+				n := l.RoundTrips() - before
+				t.Logf("%d round trips for %d directories, %d paths", n, tr.dirs, len(tr.paths))
+				if n > uint64(tr.dirs) {
+					t.Errorf("a cold walk of %d directories cost %d round trips, want at most one per directory", tr.dirs, n)
+				}
+				if c.name == "list and look up" && n != uint64(tr.dirs) {
+					t.Errorf("a cold listing walk of %d directories cost %d round trips, want exactly one per directory", tr.dirs, n)
+				}
+			})
+		}
 	}
 }
 
