@@ -106,8 +106,8 @@ type bnode struct {
 	index    map[string]int // listing position by name
 	listed   bool
 	listGen  uint64 // counts Invalidate: a listing read across one is not kept
-	// unlistable says a lookup's listing of this directory failed: later
-	// lookups walk instead of trying again.
+	// unlistable says a lookup could not list this directory in one
+	// round trip (too large, or unreadable): later lookups walk.
 	unlistable atomic.Bool
 	target     string // cached symlink target
 	hasTgt     bool

@@ -38,9 +38,10 @@ func (l *branch) Lookup(dir *bnode, name string) (*bnode, error) {
 		if l.listsInOne() && !dir.unlistable.Load() {
 			// One WalkOpenDir lists the directory (or its listing was
 			// read ahead): this and every later lookup in it is answered
-			// from the listing. A directory that cannot be listed (no
-			// read permission for the gofer) is walked, as without it.
-			if _, err := l.ReadDir(dir); err == nil {
+			// from the listing. A directory that does not fit in one
+			// reply, or cannot be listed (no read permission for the
+			// gofer), is walked, as without the extension.
+			if err := l.listForLookup(dir); err == nil {
 				if n, err, ok := l.lookupListed(dir, name); ok {
 					return n, err
 				}
@@ -180,6 +181,34 @@ func (l *branch) keepListing(dir *bnode, gen uint64, all []Entry) ([]Entry, bool
 	return dir.listing, true
 }
 
+// largeDirError says a directory does not fit in one WalkOpenDir reply.
+type largeDirError struct{}
+
+func (largeDirError) Error() string { return "lower directory larger than one reply" }
+
+// listForLookup lists dir, not yet listed, as ReadDir does, for a lookup
+// in it: only if the listing fits in one round trip (largeDirError
+// otherwise), so that one lookup never costs a large directory's listing.
+func (l *branch) listForLookup(dir *bnode) error {
+	dir.mu.Lock()
+	listed, gen := dir.listed, dir.listGen
+	dir.mu.Unlock()
+	if listed {
+		return nil
+	}
+	all, ok, err := l.walkList(dir, false)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return unix.EOPNOTSUPP // the gofer lacks WalkOpenDir
+	}
+	if ents, kept := l.keepListing(dir, gen, all); kept && !l.shared {
+		l.readAheadBelow(dir, ents)
+	}
+	return nil
+}
+
 // invalidate drops dir's cached listing: the directory changed.
 func (l *branch) invalidate(dir *bnode) {
 	dir.mu.Lock()
@@ -209,7 +238,7 @@ func (l *branch) list(dir *bnode) ([]Entry, error) {
 	if ents, ok, err := l.directList(dir); ok {
 		return ents, err
 	}
-	if ents, ok, err := l.walkList(dir); ok {
+	if ents, ok, err := l.walkList(dir, true); ok {
 		return ents, err
 	}
 	fd, err := l.dirFD(dir)
@@ -235,9 +264,10 @@ func (l *branch) listsInOne() bool { return !l.direct() && !l.c.WalkOpenDirRefus
 // walkList lists dir with the gofer's WalkOpenDir extension, in one round
 // trip for a small directory: from dir's control FD if it holds one (the
 // root always does), else from its parent's by name, which gives dir its
-// control FD too; a listing read ahead (readahead.go) costs none. ok is
-// false when the gofer lacks the extension.
-func (l *branch) walkList(dir *bnode) (ents []Entry, ok bool, err error) {
+// control FD too; a listing read ahead (readahead.go) costs none. Unless
+// whole, a directory larger than the first reply is not listed further
+// (largeDirError). ok is false when the gofer lacks the extension.
+func (l *branch) walkList(dir *bnode, whole bool) (ents []Entry, ok bool, err error) {
 	if l.direct() || l.c.WalkOpenDirRefused() {
 		return nil, false, nil
 	}
@@ -286,6 +316,9 @@ func (l *branch) walkList(dir *bnode) (ents []Entry, ok bool, err error) {
 	}
 	if r.End() {
 		return acc.all, true, nil
+	}
+	if !whole {
+		return nil, true, largeDirError{}
 	}
 	ents, err = acc.rest(l, r.OpenFD, listBatch)
 	return ents, true, err

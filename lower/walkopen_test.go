@@ -415,3 +415,45 @@ func TestGoferGoneFailsWhatWasReadAhead(t *testing.T) {
 		t.Errorf("listing of a directory read ahead after the gofer left: %v, want EIO", err)
 	}
 }
+
+// TestLookupInLargeDirectoryWalks checks that a lookup never costs more
+// than one listing round trip: a directory that does not fit in one
+// WalkOpenDir reply is left unlisted, and lookups in it walk, one round
+// trip each, finding what is there; listing it still lists it whole.
+func TestLookupInLargeDirectoryWalks(t *testing.T) {
+	root := t.TempDir()
+	files := map[string]string{}
+	for i := range 3000 { // about 96 KiB of host dirents: more than listBatch
+		files[fmt.Sprintf("big/file-%04d", i)] = ""
+	}
+	files["big/file-2999"] = "last"
+	writeFiles(t, root, files)
+	l := newStackDirect(t, false, root)
+	big, err := l.Lookup(l.Root(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReadAheadIdle(t, l.bs[0]) // "big" was too large to read ahead
+	before := l.RoundTrips()
+	f, err := l.Lookup(big, "file-2999")
+	if err != nil || f.Attr().Size != 4 {
+		t.Fatalf("lookup big/file-2999: %v", err)
+	}
+	if n := l.RoundTrips() - before; n > 2 {
+		t.Errorf("a lookup in a large directory cost %d round trips, want at most 2 (the first batch, a walk)", n)
+	}
+	before = l.RoundTrips()
+	if _, err := l.Lookup(big, "file-0001"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Lookup(big, "missing"); err != unix.ENOENT {
+		t.Errorf("lookup big/missing: %v, want ENOENT", err)
+	}
+	if n := l.RoundTrips() - before; n != 2 {
+		t.Errorf("two more lookups in the large directory cost %d round trips, want one walk each", n)
+	}
+	ents, err := l.ReadDir(big)
+	if err != nil || len(ents) != 3000 {
+		t.Errorf("listing the large directory: %d entries, %v", len(ents), err)
+	}
+}
