@@ -105,9 +105,11 @@ func (l *branch) lookupListed(dir *bnode, name string) (n *bnode, err error, ok 
 	if !listed {
 		return nil, nil, false
 	}
-	if l.c.Hungup() {
-		// The listing may have been read ahead of any lookup: once the
-		// gofer is gone, lookups fail as they would through it.
+	if !l.direct() && l.c.Hungup() {
+		// Through the gofer the listing may have been read ahead of any
+		// lookup: once the gofer is gone, lookups fail as they would
+		// through it. (With directfs, listings are read only when asked
+		// for, and each host access checks the gofer.)
 		return nil, unix.EIO, true
 	}
 	dir.mu.Lock()
