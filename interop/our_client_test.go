@@ -1,13 +1,16 @@
 package interop
 
 import (
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	ourlisafs "overlayfs/lisafs"
+	"overlayfs/lower"
 )
 
 // ourClient connects our LISAFS client to a gofer started from program.
@@ -105,5 +108,80 @@ func TestOurClientAgainstGVisorGofer(t *testing.T) {
 	}
 	if _, err := c.FStat(12345); err != unix.EBADF {
 		t.Fatalf("FStat of an unknown FDID: %v, want EBADF", err)
+	}
+}
+
+// TestWalkOpenDirAgainstGVisorGofer: gVisor's gofer answers our WalkOpenDir
+// extension with EOPNOTSUPP and goes on serving; our client remembers it,
+// and our lower layer, reading through the gofer alone (directfs off),
+// falls back to Walk, OpenAt and Getdents64 and finds the whole tree.
+// Against our gofer the extension is served.
+func TestWalkOpenDirAgainstGVisorGofer(t *testing.T) {
+	root := t.TempDir()
+	files := map[string]string{}
+	for i := range 5 {
+		for j := range 4 {
+			files[fmt.Sprintf("d%d/e%d/f%d", i, j, i*4+j)] = strings.Repeat("x", i*4+j)
+		}
+	}
+	writeTree(t, root, files)
+
+	c, rootIno, _, _ := ourClient(t, theirs(root))
+	if _, err := c.WalkOpenDir(rootIno.ControlFD, "d0", 65536); err != unix.EOPNOTSUPP {
+		t.Fatalf("WalkOpenDir against gVisor's gofer: %v, want EOPNOTSUPP", err)
+	}
+	if !c.WalkOpenDirRefused() {
+		t.Errorf("the refusal was not remembered")
+	}
+	if st, ins, err := c.Walk(rootIno.ControlFD, []string{"d0"}); err != nil || st != ourlisafs.WalkSuccess || len(ins) != 1 {
+		t.Fatalf("walk after the refusal: %v %v", st, err)
+	}
+
+	ourC, ourRoot, _, _ := ourClient(t, ours(root))
+	r, err := ourC.WalkOpenDir(ourRoot.ControlFD, "d0", 65536)
+	if err != nil || !r.End() || len(r.Dirents) != 4 {
+		t.Fatalf("WalkOpenDir against our gofer: %d entries, end %v, %v", len(r.Dirents), r.End(), err)
+	}
+
+	for _, g := range []goferCmd{theirs(root), ours(root)} {
+		t.Run(filepath.Base(g.prog), func(t *testing.T) {
+			fd, _ := startGofer(t, g)
+			c, rootIno, rootFD, err := ourlisafs.NewClient(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := lower.New(c, rootIno, rootFD)
+			l.SetDirectFS(false)
+			t.Cleanup(func() { _ = l.Close() })
+			found := map[string]int64{}
+			var walk func(dir *lower.Node, path string)
+			walk = func(dir *lower.Node, path string) {
+				ents, err := l.ReadDir(dir)
+				if err != nil {
+					t.Fatalf("list %q: %v", path, err)
+				}
+				for _, e := range ents {
+					n, err := l.Lookup(dir, e.Name)
+					if err != nil {
+						t.Fatalf("lookup %s/%s: %v", path, e.Name, err)
+					}
+					p := strings.TrimPrefix(path+"/"+e.Name, "/")
+					if n.IsDir() {
+						walk(n, p)
+					} else {
+						found[p] = int64(n.Attr().Size)
+					}
+				}
+			}
+			walk(l.Root(), "")
+			if len(found) != len(files) {
+				t.Errorf("found %d files, want %d", len(found), len(files))
+			}
+			for p, content := range files {
+				if size, ok := found[p]; !ok || size != int64(len(content)) {
+					t.Errorf("%s: found %v with size %d, want size %d", p, ok, size, len(content))
+				}
+			}
+		})
 	}
 }

@@ -16,13 +16,13 @@ type midRow struct {
 }
 
 // catalogue returns the table of message IDs, indexed by MID: the standard
-// ones (0..MIDMax) and the Getdents64Stat extension; other rows are zero.
+// ones (0..MIDMax) and the extensions (extensions.go); other rows are zero.
 // It is built per call, so that no package state exists.
 func catalogue() []midRow {
 	empty := func() Message { return &EmptyMessage{} }
 	fd := func() Message { return &FDReq{} }
 	inode := func() Message { return &Inode{} }
-	t := make([]midRow, MIDGetdents64Stat+1)
+	t := make([]midRow, MIDWalkOpenDir+1)
 	// std adds a standard MID that the server serves and advertises.
 	std := func(m MID, name string, req, resp func() Message, fds int, serve handlerFunc, mutates bool) {
 		t[m] = midRow{name: name, req: req, resp: resp, fds: fds, serve: serve, mutates: mutates, advertise: true}
@@ -64,9 +64,11 @@ func catalogue() []midRow {
 	std(MIDAccept, "Accept", fd, func() Message { return &AcceptResp{} }, 1, handleAccept, false)
 	std(MIDConnectWithCreds, "ConnectWithCreds", func() Message { return &ConnectWithCredsReq{} }, empty, 1, handleConnectWithCreds, false)
 	std(MIDRenameAt2, "RenameAt2", func() Message { return &RenameAt2Req{} }, empty, 0, handleRenameAt2, true)
-	// Extension, answered but not advertised (extensions.go).
+	// Extensions, answered but not advertised (extensions.go).
 	t[MIDGetdents64Stat] = midRow{name: "Getdents64Stat", req: func() Message { return &Getdents64Req{} },
 		resp: func() Message { return &Getdents64StatResp{} }, serve: handleGetdents64Stat}
+	t[MIDWalkOpenDir] = midRow{name: "WalkOpenDir", req: func() Message { return &WalkOpenDirReq{} },
+		resp: func() Message { return &WalkOpenDirResp{} }, serve: handleWalkOpenDir}
 	return t
 }
 

@@ -35,9 +35,10 @@ type Client struct {
 	channels []*clientChannel // every channel ever made, for Close
 	inflight sync.WaitGroup   // channels taken from free
 
-	dead         atomic.Bool
-	noDirentStat atomic.Bool // the server lacks MIDGetdents64Stat
-	roundTrips   atomic.Uint64
+	dead          atomic.Bool
+	noDirentStat  atomic.Bool // the server lacks MIDGetdents64Stat
+	noWalkOpenDir atomic.Bool // the server lacks MIDWalkOpenDir
+	roundTrips    atomic.Uint64
 
 	// Fixed after NewClient.
 	maxMsg    uint32

@@ -137,6 +137,44 @@ func TestGoldenGetdents64Resp(t *testing.T) {
 	}
 }
 
+// TestGoldenWalkOpenDir pins the WalkOpenDir extension's request and
+// response layouts (extensions.go).
+func TestGoldenWalkOpenDir(t *testing.T) {
+	req := WalkOpenDirReq{DirFD: 2, Count: -4096, Name: []byte("sub")}
+	want := goldenHex(t, `02 00 00 00 00 00 00 00  00 f0 ff ff  03 00 73 75 62`)
+	if got := req.Append(nil); !bytes.Equal(got, want) {
+		t.Fatalf("WalkOpenDirReq\n got %x\nwant %x", got, want)
+	}
+	var dreq WalkOpenDirReq
+	if err := dreq.Decode(want); err != nil || dreq.DirFD != 2 || dreq.Count != -4096 || string(dreq.Name) != "sub" {
+		t.Fatalf("Decode golden WalkOpenDirReq: %v %+v", err, dreq)
+	}
+
+	st := wireSampleStatx(5)
+	resp := WalkOpenDirResp{Child: wireSampleInode(7), OpenFD: 8, Flags: 0, Dirents: []DirentStat{
+		{Dirent64: Dirent64{Ino: 0x10, DevMinor: 1, DevMajor: 8, Off: 0x20, Type: 8, Name: "a"}, Stat: st},
+	}}
+	want = goldenInode(7)                                                               // Child @0
+	want = append(want, goldenHex(t, `08 00 00 00 00 00 00 00  00 00 00 00  01 00`)...) // OpenFD @152, Flags @160, N @164
+	want = append(want, goldenHex(t, `10 00 00 00 00 00 00 00  01 00 00 00  08 00 00 00  20 00 00 00 00 00 00 00  08  01 00  61`)...)
+	want = append(want, goldenStatx(5)...)
+	got := resp.Append(nil)
+	if !bytes.Equal(got, want) || len(got) != 152+8+4+2+28+144 {
+		t.Fatalf("WalkOpenDirResp (%d bytes)\n got %x\nwant %x", len(got), got, want)
+	}
+	var dresp WalkOpenDirResp
+	if err := dresp.Decode(want); err != nil || dresp.Child.ControlFD != 7 || dresp.OpenFD != 8 || dresp.End() ||
+		len(dresp.Dirents) != 1 || dresp.Dirents[0].Name != "a" || dresp.Dirents[0].Stat != st {
+		t.Fatalf("Decode golden WalkOpenDirResp: %v %+v", err, dresp)
+	}
+	// The end of the directory: flag bit 0, no open FDID, no entries.
+	end := WalkOpenDirResp{Child: wireSampleInode(7), Flags: WalkOpenDirEnd}
+	want = append(goldenInode(7), goldenHex(t, `00 00 00 00 00 00 00 00  01 00 00 00  00 00`)...)
+	if got := end.Append(nil); !bytes.Equal(got, want) {
+		t.Fatalf("WalkOpenDirResp at end\n got %x\nwant %x", got, want)
+	}
+}
+
 func TestGoldenFixedRequests(t *testing.T) {
 	cases := []struct {
 		name string

@@ -225,23 +225,39 @@ func getdents(cc *request, payload []byte, withStat bool) ([]byte, []int, error)
 		}
 		budget = -budget
 	}
-	budget = min(budget, maxDirentBudget)
-	pos, err := unix.Seek(e.host, 0, unix.SEEK_CUR)
+	out, _, err := listDir(cc.buf(), e.host, budget, withStat)
 	if err != nil {
 		return nil, nil, err
 	}
+	return cc.keep(out), nil, nil
+}
+
+// listDir appends to out a u16 count and the wire records of the entries
+// of the open host directory fd from its current offset, within a host
+// byte budget (capped so that the reply fits the payload limit), leaving
+// the offset after the last entry delivered. withStat appends each entry's
+// Statx (Getdents64Stat). end reports that the directory has no entries
+// after these.
+func listDir(out []byte, fd int, budget int64, withStat bool) (_ []byte, end bool, err error) {
+	budget = min(budget, maxDirentBudget)
 	if withStat {
 		// Each record carries 144 more bytes: keep the reply under the limit.
 		budget = min(budget, maxDirentBudget/8)
 	}
-	l := direntLister{dirFD: e.host, budget: budget, pos: uint64(pos), out: append(cc.buf(), 0, 0), withStat: withStat}
+	pos, err := unix.Seek(fd, 0, unix.SEEK_CUR)
+	if err != nil {
+		return nil, false, err
+	}
+	start := len(out)
+	l := direntLister{dirFD: fd, budget: budget, pos: uint64(pos), out: append(out, 0, 0), withStat: withStat}
 	var hostBuf [direntChunk]byte
 	for !l.full {
-		n, err := unix.Getdents(e.host, hostBuf[:])
+		n, err := unix.Getdents(fd, hostBuf[:])
 		if err != nil {
-			return nil, nil, err
+			return nil, false, err
 		}
 		if n == 0 {
+			end = true
 			break
 		}
 		l.add(hostBuf[:n])
@@ -249,12 +265,12 @@ func getdents(cc *request, payload []byte, withStat bool) ([]byte, []int, error)
 	if l.full && l.seekBack {
 		// Entries read from the host but not delivered are read again by
 		// the next call.
-		if _, err := unix.Seek(e.host, int64(l.pos), unix.SEEK_SET); err != nil {
-			return nil, nil, err
+		if _, err := unix.Seek(fd, int64(l.pos), unix.SEEK_SET); err != nil {
+			return nil, false, err
 		}
 	}
-	binary.LittleEndian.PutUint16(l.out, uint16(l.count))
-	return cc.keep(l.out), nil, nil
+	binary.LittleEndian.PutUint16(l.out[start:], uint16(l.count))
+	return l.out, end, nil
 }
 
 // direntLister converts host linux_dirent64 records into wire records

@@ -29,6 +29,10 @@ type Config struct {
 	// fails with ENOMEM beyond it). 0 means gVisor's choice:
 	// GOMAXPROCS clamped to [2, 4]. A negative value disables channels.
 	MaxChannels int
+	// NoExtensions makes the server answer the extensions
+	// (extensions.go) with EOPNOTSUPP, as gVisor's gofer does, so that
+	// it serves exactly gVisor's protocol.
+	NoExtensions bool
 }
 
 // Server serves a host directory tree over LISAFS. It is safe for
@@ -77,6 +81,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if maxCh < 0 {
 		maxCh = 0
 		h[MIDChannel] = handler{}
+	}
+	if cfg.NoExtensions {
+		h = h[:MIDMax+1]
 	}
 	return &Server{
 		root:          abs,

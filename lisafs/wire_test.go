@@ -88,6 +88,13 @@ func wireCases() []wireCase {
 		{"FDReq Accept", MIDAccept, true, &FDReq{FD: 21}},
 		{"AcceptResp", MIDAccept, false, &AcceptResp{PeerAddr: b("peer")}},
 		{"ConnectWithCredsReq", MIDConnectWithCreds, true, &ConnectWithCredsReq{FD: 3, SockType: 2, UID: 1000, GID: 1000}},
+		{"Getdents64Req(Getdents64Stat)", MIDGetdents64Stat, true, &Getdents64Req{DirFD: 4, Count: 65536}},
+		{"Getdents64StatResp", MIDGetdents64Stat, false, &Getdents64StatResp{Dirents: []DirentStat{
+			{Dirent64: Dirent64{Ino: 1, DevMinor: 2, DevMajor: 3, Off: 4, Type: unix.DT_REG, Name: "file"}, Stat: wireSampleStatx(1)},
+			{Dirent64: Dirent64{Ino: 5, DevMinor: 6, DevMajor: 7, Off: 8, Type: unix.DT_DIR, Name: "dir"}, Stat: wireSampleStatx(2)}}}},
+		{"WalkOpenDirReq", MIDWalkOpenDir, true, &WalkOpenDirReq{DirFD: 3, Count: 65536, Name: b("sub")}},
+		{"WalkOpenDirResp", MIDWalkOpenDir, false, &WalkOpenDirResp{Child: wireSampleInode(22), OpenFD: 23, Flags: WalkOpenDirEnd,
+			Dirents: []DirentStat{{Dirent64: Dirent64{Ino: 9, DevMinor: 1, DevMajor: 2, Off: 3, Type: unix.DT_LNK, Name: "ln"}, Stat: wireSampleStatx(3)}}}},
 	}
 }
 

@@ -21,11 +21,16 @@ package lower
 // confines its own walks, instead of gofer round trips.
 //
 // Listings (listing.go). A directory listing is read with the gofer's
-// Getdents64Stat extension where it has one, which brings every entry's
-// attributes; in exclusive mode a lookup of a name in a listed directory is
-// then answered from the listing with no round trip at all.
+// WalkOpenDir extension where it has one (walk to the directory, open and
+// list it with every entry's attributes, in one round trip for a small
+// directory), else with OpenAt and Getdents64Stat or Getdents64; in
+// exclusive mode a lookup of a name in a listed directory is then answered
+// from the listing with no round trip at all, a lookup in an unlisted one
+// lists it first when the gofer has WalkOpenDir, and the subdirectories of
+// a listed directory are listed ahead of time (readahead.go).
 //
-// Locks: branch.idleMu before bnode.mu before branch.hostMu; bnode.attrs (a
+// Locks: branch.idleMu before bnode.mu before branch.hostMu; readAhead.mu
+// before branch.closeMu; bnode.attrs (a
 // node's attributes, read with Attr and replaced with Refresh),
 // branch.closeMu and branch.hostMu are leaves. No branch method holds any of
 // them while making an RPC; bnode.mu is held across a host statx or openat2
@@ -68,6 +73,8 @@ type branch struct {
 	procOK   bool
 	hostMu   sync.Mutex
 	hostLRU  list.List
+
+	ra readAhead // listings read ahead (readahead.go)
 }
 
 // maxIdleFDs bounds the data fds kept open for files nobody has open.
@@ -99,8 +106,11 @@ type bnode struct {
 	index    map[string]int // listing position by name
 	listed   bool
 	listGen  uint64 // counts Invalidate: a listing read across one is not kept
-	target   string // cached symlink target
-	hasTgt   bool
+	// unlistable says a lookup could not list this directory in one
+	// round trip (too large, or unreadable): later lookups walk.
+	unlistable atomic.Bool
+	target     string // cached symlink target
+	hasTgt     bool
 	// hostDir is a directory's host O_PATH fd (-1: none yet), and
 	// forgottenHost says it must not open one again (see hostdir.go).
 	hostDir       int
@@ -115,6 +125,7 @@ type bnode struct {
 func newBranch(c *lisafs.Client, root lisafs.Inode, rootHostFD int) *branch {
 	b := &branch{c: c, root: newNode(attrOf(&root.Stat), root.ControlFD), rootHost: rootHostFD}
 	b.procOK = rootHostFD >= 0 && procReaches(rootHostFD)
+	b.ra.init(c.Channels())
 	return b
 }
 
@@ -146,9 +157,12 @@ func (l *branch) RoundTrips() uint64 { return l.c.RoundTrips() }
 
 // Close closes the client connection; every later call fails with EIO.
 func (l *branch) Close() error {
+	l.ra.close()
 	l.closeIdle()
 	l.closeHostDirs()
-	return l.c.Close()
+	err := l.c.Close()
+	l.ra.wait() // the closed client ends any listing in flight
+	return err
 }
 
 // IsDir reports whether n is a directory.

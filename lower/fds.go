@@ -68,8 +68,8 @@ func (l *branch) walkTo(n *bnode) (lisafs.FDID, error) {
 	return inodes[0].ControlFD, nil
 }
 
-// dirFD returns a directory's control FD, walking to it on first use and
-// keeping it.
+// dirFD returns a directory's control FD, walking to it on first use (or
+// taking the one its listing was read ahead with) and keeping it.
 func (l *branch) dirFD(n *bnode) (lisafs.FDID, error) {
 	l.closeMu.Lock()
 	fd := n.fd
@@ -77,10 +77,24 @@ func (l *branch) dirFD(n *bnode) (lisafs.FDID, error) {
 	if fd != 0 {
 		return fd, nil
 	}
+	if l.adoptReadAhead(n) {
+		l.closeMu.Lock()
+		fd = n.fd
+		l.closeMu.Unlock()
+		if fd != 0 {
+			return fd, nil
+		}
+	}
 	fd, err := l.walkTo(n)
 	if err != nil {
 		return 0, err
 	}
+	return l.holdFD(n, fd), nil
+}
+
+// holdFD makes fd, a control FD on directory n, the one n keeps, unless n
+// has one already (fd is then closed), and returns the FD n keeps.
+func (l *branch) holdFD(n *bnode, fd lisafs.FDID) lisafs.FDID {
 	l.closeMu.Lock()
 	if n.fd == 0 {
 		n.fd = fd
@@ -91,7 +105,7 @@ func (l *branch) dirFD(n *bnode) (lisafs.FDID, error) {
 	if fd != 0 {
 		l.closeLater(fd) // another caller won the race
 	}
-	return held, nil
+	return held
 }
 
 // withFD runs f with a control FD of n: a directory's held one, or one
@@ -140,6 +154,7 @@ func (l *branch) Forget(n *bnode) {
 	for _, fd := range fds {
 		l.closeLater(fd)
 	}
+	l.ra.dropBelow(l, n)
 }
 
 // StatChild asks the gofer for name's current attributes below dir, without

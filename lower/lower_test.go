@@ -39,6 +39,7 @@ func TestLookupInListedDirectoryCostsNoRoundTrip(t *testing.T) {
 	if _, err := l.ReadDir(l.Root()); err != nil {
 		t.Fatal(err)
 	}
+	waitReadAheadIdle(t, l.bs[0]) // through the gofer, "sub" is listed ahead
 	before := l.RoundTrips()
 	a, err := l.Lookup(l.Root(), "a")
 	if err != nil || a.Attr().Size != 1 {

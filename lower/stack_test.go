@@ -26,11 +26,22 @@ func newStack(t *testing.T, dirs ...string) *Layer {
 // newStackDirect is newStack with directfs on or off.
 func newStackDirect(t testing.TB, direct bool, dirs ...string) *Layer {
 	t.Helper()
+	var cfgs []lisafs.Config
+	for _, dir := range dirs {
+		cfgs = append(cfgs, lisafs.Config{Root: dir, ReadOnly: true})
+	}
+	return newStackConfig(t, direct, cfgs...)
+}
+
+// newStackConfig is newStackDirect with each layer's gofer configured by
+// one of cfgs (top-most first).
+func newStackConfig(t testing.TB, direct bool, cfgs ...lisafs.Config) *Layer {
+	t.Helper()
 	var srcs []Source
 	var dones []chan struct{}
 	var srvs []*lisafs.Server
-	for _, dir := range dirs {
-		src, srv, done := serveDir(t, dir)
+	for _, cfg := range cfgs {
+		src, srv, done := serveConfig(t, cfg)
 		srcs = append(srcs, src)
 		dones, srvs = append(dones, done), append(srvs, srv)
 	}
@@ -54,7 +65,13 @@ func newStackDirect(t testing.TB, direct bool, dirs ...string) *Layer {
 // side of the connection ends. The caller closes the client, then srv.
 func serveDir(t testing.TB, dir string) (src Source, srv *lisafs.Server, done chan struct{}) {
 	t.Helper()
-	srv, err := lisafs.NewServer(lisafs.Config{Root: dir, ReadOnly: true})
+	return serveConfig(t, lisafs.Config{Root: dir, ReadOnly: true})
+}
+
+// serveConfig is serveDir with the server configured by cfg.
+func serveConfig(t testing.TB, cfg lisafs.Config) (src Source, srv *lisafs.Server, done chan struct{}) {
+	t.Helper()
+	srv, err := lisafs.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
