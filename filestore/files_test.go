@@ -14,19 +14,26 @@ import (
 // is a tmpfs of exactly size= bytes that no mount table shows; its files
 // are named there so they can be opened again, the kernel answers ENOSPC at
 // the budget, and Used counts the pages in use.
-func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
+// openPerFileTmpfs opens the per-file backing of a memory medium spec.
+func openPerFileTmpfs(t *testing.T, spec string) *Files {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("a private tmpfs needs CAP_SYS_ADMIN")
 	}
-	spec, err := Parse("root:memory,size=1m,backing=file")
+	sp, err := Parse(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, err := OpenFiles(spec)
+	fs, err := OpenFiles(sp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fs.Close()
+	t.Cleanup(func() { fs.Close() })
+	return fs
+}
+
+func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
+	fs := openPerFileTmpfs(t, "root:memory,size=1m,backing=file")
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -68,18 +75,7 @@ func TestPerFileTmpfsIsPrivateAndBounded(t *testing.T) {
 // tmpfs bounds nothing, yet Used answers from the tmpfs's own count (one
 // statfs), so that statfs of the mount does not stat every upper file.
 func TestPerFileTmpfsWithoutSizeCountsItsBytes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("a private tmpfs needs CAP_SYS_ADMIN")
-	}
-	spec, err := Parse("root:memory,backing=file")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs, err := OpenFiles(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fs.Close()
+	fs := openPerFileTmpfs(t, "root:memory,backing=file")
 	if fs.Limit() != 0 {
 		t.Errorf("Limit = %d, want 0 (no limit)", fs.Limit())
 	}
